@@ -1,0 +1,65 @@
+"""Load the YAML file into the typed tree, with errors that name file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from agent.config.model import Config
+from agent.errors import ConfigError
+
+
+def load_config(path: Path | str | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """The config in ``path`` (defaults when None), with ``overrides`` merged on top."""
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"{source}: cannot read config file: {err.strerror}") from err
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{source}: not valid YAML: {err}") from err
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections")
+        data = loaded
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(source, err)) from err
+
+
+def schema() -> dict[str, Any]:
+    """JSON Schema of the whole tree, for editors and `dairy-edge config schema`."""
+    return Config.model_json_schema()
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: {err.error_count()} problem(s) in the configuration:"]
+    for problem in err.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "<top>"
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (check the spelling; see `dairy-edge config schema`)")
+        else:
+            lines.append(f"  {key}: {problem['msg']} (got {problem.get('input')!r})")
+    return "\n".join(lines)

@@ -1,0 +1,207 @@
+"""The configuration tree. Unknown keys are errors; every field has a default,
+bounds where they make sense, and a description (exported as JSON Schema by
+``dairy-edge config schema``).
+
+Secrets are not fields here: see ``agent.config.secrets``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SAFE_ID = r"^[A-Za-z0-9_-]{1,64}$"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class GatewayConfig(Section):
+    id: str = Field(
+        "gw-01",
+        pattern=SAFE_ID,
+        description="This gateway's id: the device_id at the central store and in MQTT topics.",
+    )
+    data_dir: Path = Field(
+        Path("/var/lib/dairy-edge"),
+        description="Where the buffer database and state live (systemd StateDirectory).",
+    )
+    firmware_dir: Path = Field(
+        REPO_ROOT / "firmware_configs",
+        description="Folder of firmware_configs/*.yaml: how each sensor node talks.",
+    )
+    calibration_dir: Path = Field(
+        REPO_ROOT / "calibration",
+        description="Folder of calibration/*.yaml: per-device corrections.",
+    )
+
+
+class TlsConfig(Section):
+    enabled: bool = Field(False, description="Connect to the broker over TLS.")
+    ca_file: Path | None = Field(None, description="CA bundle; the system store when empty.")
+    cert_file: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    key_file: Path | None = Field(None, description="Client key for mutual TLS.")
+    insecure: bool = Field(False, description="Skip hostname checks (testing only).")
+
+
+class MqttConfig(Section):
+    host: str = Field("127.0.0.1", description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 for TLS).")
+    username: str | None = Field(
+        None, description="Broker user. The password comes from DAIRY_EDGE_MQTT_PASSWORD."
+    )
+    client_id: str | None = Field(
+        None,
+        pattern=SAFE_ID,
+        description="Fixed client id for the persistent session; 'dairy-edge-<gateway id>' "
+        "when empty.",
+    )
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        "auto", description="MQTT version; auto tries 5 and falls back to 3.1.1."
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds.")
+    session_expiry_s: int = Field(
+        7 * 24 * 3600,
+        ge=0,
+        le=2**32 - 1,
+        description="How long the broker keeps our session (and queued messages) while we "
+        "are away. Longer than the longest planned outage.",
+    )
+    topics: list[str] = Field(
+        default_factory=lambda: ["barn/#"], min_length=1, description="Subscriptions (QoS 1)."
+    )
+    reconnect_min_s: float = Field(1.0, gt=0, le=60, description="First reconnect delay.")
+    reconnect_max_s: float = Field(60.0, gt=0, le=3600, description="Reconnect delay cap.")
+    status_prefix: str = Field(
+        "dairy-edge",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Topic prefix for the agent's own messages: "
+        "<prefix>/<gateway id>/availability (retained, last will) and alerts.",
+    )
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> MqttConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        return self
+
+
+class IngestConfig(Section):
+    max_payload_bytes: int = Field(
+        64 * 1024,
+        ge=64,
+        le=16 * 1024 * 1024,
+        description="Payloads larger than this are quarantined before parsing.",
+    )
+    max_json_depth: int = Field(8, ge=1, le=64, description="Deeper JSON is rejected.")
+
+
+class StoreConfig(Section):
+    path: Path | None = Field(
+        None, description="Buffer database; <data_dir>/buffer.db when empty."
+    )
+    commit_interval_ms: int = Field(
+        150,
+        ge=5,
+        le=1000,
+        description="Longest a message waits for its group commit (R8: 100-250 ms spares the "
+        "SD card; keep it below the broker's retry interval).",
+    )
+    commit_max_messages: int = Field(
+        200,
+        ge=1,
+        le=10000,
+        description="Commit early once this many messages wait.",
+    )
+    max_buffer_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Byte cap of the buffer; see docs/reliability.md for the policy when full.",
+    )
+
+
+class SyncConfig(Section):
+    enabled: bool = Field(True, description="Upload batches to the central receiver.")
+    url: str = Field(
+        "http://127.0.0.1:8787/api/v1/batches", description="The central receiver's batch URL."
+    )
+    key_id: str = Field(
+        "default",
+        pattern=SAFE_ID,
+        description="Id of the HMAC key (DAIRY_EDGE_HMAC_KEY) sent with every batch.",
+    )
+    interval_s: float = Field(2.0, gt=0, le=3600, description="Pause between idle polls.")
+    batch_max_records: int = Field(500, ge=1, le=10000, description="Records per batch.")
+    batch_max_bytes: int = Field(
+        1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Uncompressed bytes per batch."
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, le=120, description="TCP/TLS connect timeout.")
+    request_timeout_s: float = Field(30.0, gt=0, le=600, description="Whole-request timeout.")
+    backoff_base_s: float = Field(1.0, gt=0, le=60, description="First retry delay.")
+    backoff_max_s: float = Field(300.0, gt=0, le=86400, description="Retry delay cap.")
+    max_attempts: int = Field(
+        5, ge=1, le=1000, description="Rejections before a record goes to dead_letter."
+    )
+    ca_file: Path | None = Field(None, description="CA bundle for the central's certificate.")
+
+
+class WebConfig(Section):
+    enabled: bool = Field(True, description="Serve the local status page.")
+    host: str = Field("0.0.0.0", description="Listen address (technicians' phones on the LAN).")
+    port: int = Field(8080, ge=0, le=65535, description="Listen port (0 picks a free one).")
+
+
+class DetectConfig(Section):
+    enabled: bool = Field(True, description="Score readings and raise alerts.")
+
+
+class CentralConfig(Section):
+    host: str = Field("127.0.0.1", description="Listen address of the central receiver.")
+    port: int = Field(8787, ge=0, le=65535, description="Listen port (0 picks a free one).")
+    database_url: str = Field(
+        "sqlite:///central.db",
+        description="postgresql://user@host/db or sqlite:///path. A password comes from "
+        "DAIRY_EDGE_DB_PASSWORD.",
+    )
+    redis_url: str | None = Field(
+        None, description="redis://host:port/db for the dashboard cache; off when empty."
+    )
+    redis_timeout_s: float = Field(
+        0.25, gt=0, le=10, description="Redis may never slow ingest more than this."
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest accepted request body (compressed)."
+    )
+    max_records: int = Field(10000, ge=1, description="Largest accepted batch.")
+
+
+class LoggingConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+    json_format: bool = Field(False, description="One JSON object per line (for journald).")
+
+
+class Config(Section):
+    """The whole tree. Every section is optional."""
+
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    sync: SyncConfig = Field(default_factory=SyncConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    detect: DetectConfig = Field(default_factory=DetectConfig)
+    central: CentralConfig = Field(default_factory=CentralConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @property
+    def store_path(self) -> Path:
+        return self.store.path or self.gateway.data_dir / "buffer.db"
+
+    @property
+    def mqtt_client_id(self) -> str:
+        return self.mqtt.client_id or f"dairy-edge-{self.gateway.id}"

@@ -1,0 +1,49 @@
+"""Prometheus metrics, defined once so every part uses the same names.
+
+Parts import the metric they update; web serves them on /metrics. Keep label
+values to a small fixed set (reason codes, kinds), never ids from the wire.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES_RECEIVED = Counter(
+    "dairy_edge_messages_received_total", "MQTT messages handed to ingest."
+)
+READINGS_STORED = Counter(
+    "dairy_edge_readings_stored_total", "Readings committed to the buffer.", ["firmware"]
+)
+REJECTED = Counter(
+    "dairy_edge_rejected_total", "Messages quarantined, by reason.", ["reason"]
+)
+DEDUP_HITS = Counter(
+    "dairy_edge_dedup_hits_total", "Records already in the buffer (redeliveries, repeats)."
+)
+DROPPED = Counter(
+    "dairy_edge_dropped_total", "Buffered records dropped, by reason and class.", ["reason", "kind"]
+)
+SESSION_GAPS = Counter(
+    "dairy_edge_session_gaps_total", "Broker connects without our persistent session."
+)
+MQTT_CONNECTED = Gauge("dairy_edge_mqtt_connected", "1 while connected to the broker.")
+COMMITS = Counter("dairy_edge_store_commits_total", "Group commits to the buffer.")
+COMMIT_SECONDS = Histogram(
+    "dairy_edge_store_commit_seconds",
+    "Time per group commit.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+STORAGE_FAULTS = Counter(
+    "dairy_edge_storage_faults_total", "Storage errors, by kind.", ["kind"]
+)
+SYNC_RECORDS = Counter(
+    "dairy_edge_sync_records_total", "Records answered by the central receiver.", ["status"]
+)
+SYNC_ATTEMPTS = Counter(
+    "dairy_edge_sync_attempts_total", "Batch uploads, by outcome.", ["outcome"]
+)
+SYNC_BACKLOG = Gauge("dairy_edge_sync_backlog_records", "Records waiting to be synced.")
+DEAD_LETTERS = Counter("dairy_edge_dead_letters_total", "Records moved to dead_letter.")
+ALERTS_RAISED = Counter(
+    "dairy_edge_alerts_total", "Alerts raised, by rule and severity.", ["rule", "severity"]
+)

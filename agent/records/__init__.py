@@ -1,0 +1,23 @@
+"""The types that flow through the agent. This package imports nothing from agent."""
+
+from agent.records.types import (
+    Alert,
+    Event,
+    Inference,
+    Quarantined,
+    Reading,
+    Record,
+    RecordKind,
+    Stamp,
+)
+
+__all__ = [
+    "Alert",
+    "Event",
+    "Inference",
+    "Quarantined",
+    "Reading",
+    "Record",
+    "RecordKind",
+    "Stamp",
+]

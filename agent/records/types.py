@@ -1,0 +1,146 @@
+"""Records: what one sensor message, alert, inference or event becomes.
+
+Every record has a stable ``record_id`` (R1: derived from the device's message
+id or sequence, else a hash of topic and payload; never a random id assigned on
+arrival, or a redelivery would become a duplicate) and a ``Stamp`` with the
+wall time, monotonic time, boot id and clock-synced flag (R6).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class RecordKind(StrEnum):
+    READING = "reading"
+    ALERT = "alert"
+    EVENT = "event"
+    INFERENCE = "inference"
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """When a record was made, in every clock we have."""
+
+    wall_ts: float
+    mono_ns: int
+    boot_id: str
+    clock_synced: bool
+
+
+def stable_id(*parts: str | bytes) -> str:
+    """A 32-hex-digit id from the given parts; the same parts give the same id."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()[:32]
+
+
+@dataclass(slots=True)
+class Reading:
+    """One sensor message, parsed, validated and calibrated.
+
+    ``values`` are corrected by calibration; ``raw`` keeps what the sensor sent
+    (after unit scaling) so a calibration error can be undone later.
+    """
+
+    record_id: str
+    sensor_id: str
+    firmware: str
+    topic: str
+    values: dict[str, float]
+    raw: dict[str, float]
+    units: dict[str, str]
+    stamp: Stamp
+    animal_id: str | None = None
+    source_ts: float | None = None
+    msg_id: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    kind = RecordKind.READING
+
+    def to_dict(self) -> dict[str, Any]:
+        return _flatten(self)
+
+
+@dataclass(slots=True)
+class Alert:
+    """A condition staff should act on, raised by a detector or a dairy rule."""
+
+    record_id: str
+    rule: str
+    severity: str  # "info" | "warning" | "critical"
+    state: str  # "raised" | "updated" | "cleared"
+    message: str
+    stamp: Stamp
+    sensor_id: str | None = None
+    animal_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    kind = RecordKind.ALERT
+
+    def to_dict(self) -> dict[str, Any]:
+        return _flatten(self)
+
+
+@dataclass(slots=True)
+class Event:
+    """Something the agent itself noticed: a session gap, a storage fault, a restart."""
+
+    record_id: str
+    event: str
+    detail: str
+    stamp: Stamp
+    data: dict[str, Any] = field(default_factory=dict)
+
+    kind = RecordKind.EVENT
+
+    def to_dict(self) -> dict[str, Any]:
+        return _flatten(self)
+
+
+@dataclass(slots=True)
+class Inference:
+    """The output of a model on one input (a frame, a window of readings)."""
+
+    record_id: str
+    model: str
+    model_version: str
+    source_id: str
+    outputs: dict[str, Any]
+    stamp: Stamp
+    latency_ms: float | None = None
+    animal_id: str | None = None
+
+    kind = RecordKind.INFERENCE
+
+    def to_dict(self) -> dict[str, Any]:
+        return _flatten(self)
+
+
+@dataclass(slots=True)
+class Quarantined:
+    """A message that could not become a record, kept verbatim with the reason."""
+
+    record_id: str
+    topic: str
+    payload: bytes
+    reason: str
+    detail: str
+    stamp: Stamp
+
+
+Record = Reading | Alert | Event | Inference
+
+
+def _flatten(record: Reading | Alert | Event | Inference) -> dict[str, Any]:
+    """The JSON-ready form used in sync batches: the stamp's fields inlined."""
+    data = asdict(record)
+    data.update(data.pop("stamp"))
+    data["kind"] = str(record.kind)
+    return data

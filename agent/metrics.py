@@ -47,3 +47,19 @@ DEAD_LETTERS = Counter("dairy_edge_dead_letters_total", "Records moved to dead_l
 ALERTS_RAISED = Counter(
     "dairy_edge_alerts_total", "Alerts raised, by rule and severity.", ["rule", "severity"]
 )
+
+CENTRAL_BATCHES = Counter(
+    "dairy_edge_central_batches_total",
+    "Batch posts at the central receiver, by outcome (new, resend, replay, refused).",
+    ["outcome"],
+)
+CENTRAL_RECORDS = Counter(
+    "dairy_edge_central_records_total",
+    "Records answered by the central receiver, by status and kind.",
+    ["status", "kind"],
+)
+CENTRAL_CACHE_SKIPPED = Counter(
+    "dairy_edge_central_cache_skipped_total",
+    "Cache updates not made (Redis down, slow or the queue full), by reason.",
+    ["reason"],
+)

@@ -178,6 +178,19 @@ class CentralConfig(Section):
         16 * 1024 * 1024, ge=1024, description="Largest accepted request body (compressed)."
     )
     max_records: int = Field(10000, ge=1, description="Largest accepted batch.")
+    max_decompressed_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Largest body after gunzip; a bigger one is refused (gzip bombs).",
+    )
+    redis_prefix: str = Field(
+        "dairy",
+        pattern=SAFE_ID,
+        description="Prefix of every Redis key (<prefix>:sensor:..., <prefix>:readings).",
+    )
+    redis_stream_maxlen: int = Field(
+        10000, ge=100, description="Approximate length cap of the <prefix>:readings stream."
+    )
 
 
 class LoggingConfig(Section):

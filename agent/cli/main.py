@@ -1,0 +1,192 @@
+"""`dairy-edge`: the command line. Thin: it parses arguments and calls the parts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent import __version__
+from agent.config.loader import load_config, schema
+from agent.config.model import Config
+from agent.errors import ConfigError, EdgeAgentError
+from agent.runtime.logging_setup import setup_logging
+
+log = logging.getLogger("dairy-edge")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dairy-edge",
+        description="Edge agent for dairy barns: MQTT sensors in, a durable buffer, "
+        "exactly-once sync to the central store.",
+        epilog="Start with `dairy-edge demo`. Each command has its own --help.",
+    )
+    parser.add_argument("--version", action="version", version=f"dairy-edge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="run the agent daemon", description="Run the agent daemon.")
+    run.add_argument("--config", "-c", type=Path, help="YAML config (defaults when omitted)")
+    run.set_defaults(func=cmd_run)
+
+    central = sub.add_parser(
+        "central",
+        help="run the central receiver",
+        description="Run the central receiver: verifies signed batches and stores them "
+        "exactly once in PostgreSQL (or SQLite) and Redis.",
+    )
+    central.add_argument("--config", "-c", type=Path, help="YAML config (the `central` section)")
+    central.set_defaults(func=cmd_central)
+
+    sim = sub.add_parser(
+        "simulate",
+        help="publish a simulated barn to a broker",
+        description="Publish realistic payloads for every firmware config to an MQTT broker.",
+    )
+    sim.add_argument("--host", default="127.0.0.1", help="broker host (default 127.0.0.1)")
+    sim.add_argument("--port", type=int, default=1883, help="broker port (default 1883)")
+    sim.add_argument("--rate", type=float, default=50.0, help="messages per second (default 50)")
+    sim.add_argument("--count", type=int, default=None, help="stop after this many messages")
+    sim.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    sim.add_argument(
+        "--bad-ratio", type=float, default=0.0, help="share of malformed payloads (0-1)"
+    )
+    sim.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    sim.add_argument("--prefix", default="barn", help="topic prefix (default barn)")
+    sim.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sim.set_defaults(func=cmd_simulate)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run a whole simulated barn, agent and central receiver",
+        description="Run the simulated barn, the agent and a central receiver on SQLite, "
+        "with no config and no services to set up. Prints the status page URL.",
+    )
+    demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    demo.add_argument("--web-port", type=int, default=8080, help="status page port (default 8080)")
+    demo.add_argument("--rate", type=float, default=20.0, help="simulated messages per second")
+    demo.add_argument("--data-dir", type=Path, default=None, help="where to keep demo data")
+    demo.set_defaults(func=cmd_demo)
+
+    cfg = sub.add_parser("config", help="check a config file or print its schema")
+    cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    check = cfg_sub.add_parser("check", help="validate a config file and print the result")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=cmd_config_check)
+    sch = cfg_sub.add_parser("schema", help="print the JSON Schema of the config")
+    sch.set_defaults(func=cmd_config_schema)
+
+    _add_optional_commands(sub)
+    return parser
+
+
+def _add_optional_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from agent.detect.anomaly.cli import add_anomaly_cli
+
+    add_anomaly_cli(sub)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    print(f"{args.file}: OK")
+    print(f"  gateway {config.gateway.id}, broker {config.mqtt.host}:{config.mqtt.port}, "
+          f"buffer {config.store_path}, sync {'on' if config.sync.enabled else 'off'}")
+    return 0
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(schema(), indent=2))
+    return 0
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(getattr(args, "config", None))
+    setup_logging(config.logging)
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.runtime.daemon import Agent
+
+    config = _load(args)
+    agent = Agent(config)
+    return _run_until_signal(agent.run)
+
+
+def cmd_central(args: argparse.Namespace) -> int:
+    from agent.central.service import serve_forever
+
+    config = _load(args)
+    return _run_until_signal(lambda stop: serve_forever(config.central, stop))
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from agent.sources.publisher import run_simulation
+
+    setup_logging(load_config().logging)
+    report = run_simulation(
+        host=args.host,
+        port=args.port,
+        rate=args.rate,
+        count=args.count,
+        duration=args.duration,
+        bad_ratio=args.bad_ratio,
+        seed=args.seed,
+        prefix=args.prefix,
+        progress=not args.no_progress,
+    )
+    print(report.summary())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.runtime.demo import run_demo
+
+    setup_logging(load_config().logging)
+    return _run_until_signal(
+        lambda stop: run_demo(
+            stop,
+            duration=args.duration,
+            web_port=args.web_port,
+            rate=args.rate,
+            data_dir=args.data_dir,
+        )
+    )
+
+
+def _run_until_signal(main) -> int:  # type: ignore[no-untyped-def]
+    """Run ``main(stop)`` until it returns or SIGINT/SIGTERM sets ``stop``."""
+
+    async def runner() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        result = await main(stop)
+        return int(result or 0)
+
+    return asyncio.run(runner())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as err:
+        print(f"dairy-edge: configuration error: {err}", file=sys.stderr)
+        return 2
+    except EdgeAgentError as err:
+        print(f"dairy-edge: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The daemon: wires sources, ingest, detect, store, sync and web together."""

@@ -1,0 +1,273 @@
+"""The agent daemon: one reading's way through the parts.
+
+    paho thread:        MqttSource callback -> bounded hand-off queue (backpressure)
+    processing thread:  parse + calibrate -> detect -> StoreWriter.submit(on_commit=ack)
+    writer thread:      group COMMIT (synchronous=FULL) -> MQTT PUBACK
+    event loop:         Uploader (sync), web server, watchdog, periodic ticks
+
+Nothing slow runs on the paho network thread, and the PUBACK for a message is
+sent only after the record (or its quarantine entry) is durably committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent import __version__
+from agent.clock import Clock, SystemClock, boot_id
+from agent.config.model import Config
+from agent.config.secrets import read_secret
+from agent.errors import ConfigError, InvalidPayload, StorageFault
+from agent.ingest.pipeline import Ingestor
+from agent.records.types import Alert, Event, Reading, Stamp, stable_id
+from agent.runtime.detection import Detection
+from agent.sources.mqtt import MqttSource
+from agent.store.reader import StoreReader
+from agent.store.writer import StoreWriter
+from agent.sync.transport import AiohttpTransport
+from agent.sync.uploader import Uploader
+from agent.web.app import make_web_app, start_web
+
+log = logging.getLogger(__name__)
+
+# How many received messages may wait for parsing. When full the paho thread
+# blocks, paho stops reading the socket, and the broker holds the rest.
+HANDOFF_CAPACITY = 2000
+_STOP = object()
+
+
+@dataclass
+class RuntimeState:
+    started_mono: float
+    web_port: int | None = None
+    storage_fault: StorageFault | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class Agent:
+    """The whole agent; ``await run(stop)`` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock | None = None,
+        hmac_key: bytes | None = None,
+        mqtt_password: str | None = None,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.boot = boot_id()
+        key = hmac_key or _secret_bytes("hmac_key")
+        if config.sync.enabled and not key:
+            raise ConfigError(
+                "sync is enabled but no HMAC key was given: set DAIRY_EDGE_HMAC_KEY or put "
+                "hmac_key in $CREDENTIALS_DIRECTORY (or set sync.enabled: false)"
+            )
+        self._key = key or b""
+        config.gateway.data_dir.mkdir(parents=True, exist_ok=True)
+        self.state = RuntimeState(started_mono=self.clock.monotonic())
+        self.ingestor = Ingestor(
+            config.gateway.firmware_dir,
+            config.gateway.calibration_dir,
+            config.ingest,
+            self.clock,
+            self.boot,
+        )
+        self.writer = StoreWriter(
+            config.store_path, config.store, self.clock, on_fault=self._on_storage_fault
+        )
+        self.reader = StoreReader(config.store_path)
+        self.detection = Detection(config.detect, self.clock)
+        self._handoff: queue.Queue[Any] = queue.Queue(maxsize=HANDOFF_CAPACITY)
+        self._processor = threading.Thread(
+            target=self._process_loop, name="dairy-edge-process", daemon=True
+        )
+        self.mqtt = MqttSource(
+            config.mqtt,
+            client_id=config.mqtt_client_id,
+            gateway_id=config.gateway.id,
+            handler=self._on_message,
+            clock=self.clock,
+            password=mqtt_password or read_secret("mqtt_password"),
+            on_session_gap=self._on_session_gap,
+        )
+        self.uploader: Uploader | None = None
+
+    # -- paho thread --------------------------------------------------------
+    def _on_message(self, topic: str, payload: bytes, ack: Callable[[], None]) -> None:
+        self._handoff.put((topic, payload, ack))
+
+    # -- processing thread --------------------------------------------------
+    def _process_loop(self) -> None:
+        while True:
+            item = self._handoff.get()
+            if item is _STOP:
+                return
+            topic, payload, ack = item
+            try:
+                self._process(topic, payload, ack)
+            except Exception:  # noqa: BLE001 - the loop must survive anything
+                log.exception("processing a message on %r failed", topic[:200])
+
+    def _process(self, topic: str, payload: bytes, ack: Callable[[], None]) -> None:
+        try:
+            reading = self.ingestor.parse(topic, payload)
+        except Exception as err:  # InvalidPayload, or a bug: quarantine either way
+            if not isinstance(err, InvalidPayload):
+                log.exception("ingest bug on %r; quarantined as 'internal'", topic[:200])
+            self.writer.submit(self.ingestor.quarantine(topic, payload, err), on_commit=ack)
+            return
+        alerts = self.detection.on_reading(reading)
+        self.writer.submit(reading, on_commit=ack)
+        for alert in alerts:
+            self._submit_alert(alert)
+
+    def _submit_alert(self, alert: Alert) -> None:
+        self.writer.submit(alert, on_commit=lambda: self._publish_alert(alert))
+
+    def _publish_alert(self, alert: Alert) -> None:
+        # The topic is built from config only; ids from the wire go in the payload.
+        topic = f"{self.config.mqtt.status_prefix}/{self.config.gateway.id}/alerts"
+        try:
+            self.mqtt.publish(topic, _alert_json(alert), qos=1)
+        except Exception:  # noqa: BLE001 - publishing is best effort; the alert is stored
+            log.warning("could not publish alert %s", alert.record_id, exc_info=True)
+
+    # -- events -------------------------------------------------------------
+    def _stamp(self) -> Stamp:
+        return Stamp(
+            self.clock.wall(), self.clock.monotonic_ns(), self.boot, self.clock.synced()
+        )
+
+    def _event(self, name: str, detail: str, **data: Any) -> Event:
+        stamp = self._stamp()
+        rid = stable_id("event", name, self.boot, str(stamp.mono_ns))
+        return Event(record_id=rid, event=name, detail=detail, stamp=stamp, data=data)
+
+    def _on_session_gap(self) -> None:
+        log.warning("broker did not keep our session: messages sent while away may be lost")
+        self.writer.submit(
+            self._event("session_gap", "broker connected without our persistent session")
+        )
+
+    def _on_storage_fault(self, fault: StorageFault) -> None:
+        if self.state.storage_fault is None:
+            log.error("storage fault (%s): acknowledging nothing until it clears", fault)
+        self.state.storage_fault = fault
+
+    # -- status ---------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        now = self.clock.monotonic()
+        counts = self.reader.counts()
+        disk = shutil.disk_usage(self.config.gateway.data_dir)
+        sync = self.uploader.status() if self.uploader else {"enabled": False}
+        healthy = self.writer.healthy
+        problems = []
+        if not healthy:
+            problems.append(f"storage: {self.writer.last_fault}")
+        if not self.mqtt.connected:
+            problems.append("broker: not connected")
+        return {
+            "version": __version__,
+            "gateway_id": self.config.gateway.id,
+            "uptime_s": round(now - self.state.started_mono, 1),
+            "clock_synced": self.clock.synced(),
+            "broker": {
+                "host": self.config.mqtt.host,
+                "port": self.config.mqtt.port,
+                "connected": self.mqtt.connected,
+                "session_present": self.mqtt.session_present,
+            },
+            "sensors": self.reader.sensor_latest(now_wall=self.clock.wall()),
+            "counts": counts,
+            "sync": sync,
+            "storage": {
+                "healthy": healthy,
+                "fault": str(self.writer.last_fault) if self.writer.last_fault else None,
+                "db_bytes": self.reader.db_size_bytes(),
+                "disk_free_bytes": disk.free,
+            },
+            "alerts": self.reader.recent_alerts(10),
+            "quarantine": self.reader.recent_quarantine(10),
+            "healthy": not problems,
+            "problems": problems,
+        }
+
+    # -- lifecycle ------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        self.writer.start()
+        self._processor.start()
+        self.detection.restore(self.writer)
+        self.writer.submit(self._event("agent_started", f"dairy-edge {__version__} started"))
+        tasks: list[asyncio.Task[None]] = []
+        web_runner = None
+        try:
+            if self.config.web.enabled:
+                app = make_web_app(self.status)
+                web_runner, self.state.web_port = await start_web(
+                    app, self.config.web.host, self.config.web.port
+                )
+                log.info("status page on http://%s:%d/", self.config.web.host, self.state.web_port)
+            if self.config.sync.enabled:
+                self.uploader = Uploader(
+                    self.config.sync,
+                    device_id=self.config.gateway.id,
+                    key=self._key,
+                    writer=self.writer,
+                    store_path=self.config.store_path,
+                    transport=AiohttpTransport(self.config.sync),
+                    clock=self.clock,
+                )
+                tasks.append(asyncio.create_task(self.uploader.run(stop), name="sync"))
+            tasks.append(asyncio.create_task(self._tick_loop(stop), name="ticks"))
+            self.mqtt.start()
+            await stop.wait()
+        finally:
+            await self._shutdown(tasks, web_runner)
+
+    async def _tick_loop(self, stop: asyncio.Event) -> None:
+        """Time-driven rules (silence, dropouts) and periodic detector checkpoints."""
+        last_save = self.clock.monotonic()
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            except TimeoutError:
+                pass
+            for alert in self.detection.tick(self.clock.monotonic()):
+                self._submit_alert(alert)
+            if self.clock.monotonic() - last_save > 60:
+                self.detection.save(self.writer)
+                last_save = self.clock.monotonic()
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]], web_runner: Any) -> None:
+        log.info("stopping: draining received messages and committing")
+        # Stop taking messages first; unacknowledged ones stay with the broker.
+        await asyncio.to_thread(self.mqtt.stop)
+        self._handoff.put(_STOP)
+        await asyncio.to_thread(self._processor.join, 10)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.detection.save(self.writer)
+        await asyncio.to_thread(self.writer.close)
+        if web_runner is not None:
+            await web_runner.cleanup()
+        log.info("stopped")
+
+
+def _secret_bytes(name: str) -> bytes | None:
+    value = read_secret(name)
+    return value.encode() if value else None
+
+
+def _alert_json(alert: Alert) -> bytes:
+    import json
+
+    return json.dumps(alert.to_dict(), separators=(",", ":"), default=str).encode()

@@ -1,0 +1,111 @@
+"""How each item the writer accepts becomes rows (run inside the writer's transaction)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+
+from agent.records import Alert, Event, Inference, Quarantined, Reading
+from agent.store.migrations import KIND_TABLE
+
+Item = Reading | Alert | Event | Inference | Quarantined
+
+
+def encode_body(record: Reading | Alert | Event | Inference) -> str:
+    # default=str: an odd attribute value must not make a record unstorable.
+    return json.dumps(record.to_dict(), separators=(",", ":"), default=str, allow_nan=False)
+
+
+@dataclass(slots=True)
+class GroupStats:
+    """What a group did; applied to metrics only after its COMMIT."""
+
+    stored_by_firmware: dict[str, int] = field(default_factory=dict)
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    dedup_hits: int = 0
+
+
+def insert(conn: sqlite3.Connection, item: Item, stats: GroupStats) -> None:
+    """INSERT OR IGNORE one item; a repeat of a stored record_id is a dedup hit."""
+    if isinstance(item, Quarantined):
+        _insert_quarantined(conn, item, stats)
+        return
+    try:
+        body = encode_body(item)
+    except ValueError:
+        # NaN/inf slipped past validation; store it as text rather than lose it.
+        body = json.dumps(item.to_dict(), separators=(",", ":"), default=str)
+    table = KIND_TABLE[str(item.kind)]
+    cur = conn.execute(
+        f"INSERT OR IGNORE INTO {table} (record_id, wall_ts, mono_ns, body, size) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (item.record_id, item.stamp.wall_ts, item.stamp.mono_ns, body, len(body.encode())),
+    )
+    if cur.rowcount == 0:
+        stats.dedup_hits += 1
+        return
+    if isinstance(item, Reading):
+        stats.stored_by_firmware[item.firmware] = stats.stored_by_firmware.get(item.firmware, 0) + 1
+        _update_latest(conn, item)
+
+
+def _update_latest(conn: sqlite3.Connection, r: Reading) -> None:
+    # Only move forward: a late redelivery must not hide a newer value.
+    conn.execute(
+        """INSERT INTO sensor_latest (sensor_id, record_id, firmware, topic, animal_id,
+               values_json, wall_ts, mono_ns, clock_synced, count)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+           ON CONFLICT (sensor_id) DO UPDATE SET
+               count = count + 1,
+               record_id = CASE WHEN excluded.mono_ns >= mono_ns
+                           THEN excluded.record_id ELSE record_id END,
+               firmware = CASE WHEN excluded.mono_ns >= mono_ns
+                          THEN excluded.firmware ELSE firmware END,
+               topic = CASE WHEN excluded.mono_ns >= mono_ns
+                       THEN excluded.topic ELSE topic END,
+               animal_id = CASE WHEN excluded.mono_ns >= mono_ns
+                           THEN excluded.animal_id ELSE animal_id END,
+               values_json = CASE WHEN excluded.mono_ns >= mono_ns
+                             THEN excluded.values_json ELSE values_json END,
+               wall_ts = CASE WHEN excluded.mono_ns >= mono_ns
+                         THEN excluded.wall_ts ELSE wall_ts END,
+               clock_synced = CASE WHEN excluded.mono_ns >= mono_ns
+                              THEN excluded.clock_synced ELSE clock_synced END,
+               mono_ns = MAX(mono_ns, excluded.mono_ns)""",
+        (
+            r.sensor_id,
+            r.record_id,
+            r.firmware,
+            r.topic,
+            r.animal_id,
+            json.dumps(r.values, separators=(",", ":"), default=str),
+            r.stamp.wall_ts,
+            r.stamp.mono_ns,
+            int(r.stamp.clock_synced),
+        ),
+    )
+
+
+def _insert_quarantined(conn: sqlite3.Connection, q: Quarantined, stats: GroupStats) -> None:
+    cur = conn.execute(
+        """INSERT OR IGNORE INTO quarantine (record_id, topic, payload, reason, detail,
+               wall_ts, mono_ns, boot_id, clock_synced, size)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (
+            q.record_id,
+            q.topic,
+            bytes(q.payload),
+            q.reason,
+            q.detail,
+            q.stamp.wall_ts,
+            q.stamp.mono_ns,
+            q.stamp.boot_id,
+            int(q.stamp.clock_synced),
+            len(q.payload),
+        ),
+    )
+    if cur.rowcount == 0:
+        stats.dedup_hits += 1
+    else:
+        stats.rejected_by_reason[q.reason] = stats.rejected_by_reason.get(q.reason, 0) + 1

@@ -1,0 +1,139 @@
+"""Buffer schema migrations: named, registered functions, each run once.
+
+Each migration runs in its own ``BEGIN IMMEDIATE`` transaction together with
+the row that records it, so a crash leaves it either fully applied or not at
+all (the sqlite-utils migrations pattern).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Callable
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+# The tables that are uploaded, in priority order (alerts first).
+SYNC_TABLES: tuple[str, ...] = ("alerts", "events", "inferences", "readings")
+KIND_TABLE = {"alert": "alerts", "event": "events", "inference": "inferences",
+              "reading": "readings"}
+
+# synced: 0 waiting, 1 answered accepted/duplicate, -1 moved to dead_letter.
+SYNCED_DEAD = -1
+
+
+def migration(name: str) -> Callable[[Migration], Migration]:
+    """Register ``fn`` under ``name``; names are permanent once shipped."""
+
+    def register(fn: Migration) -> Migration:
+        if any(n == name for n, _ in MIGRATIONS):
+            raise ValueError(f"duplicate migration {name}")
+        MIGRATIONS.append((name, fn))
+        return fn
+
+    return register
+
+
+@migration("0001_initial")
+def _initial(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('epoch', ?)", (uuid.uuid4().hex,)
+    )
+    for table in SYNC_TABLES:
+        # Table names come from the constant above, never from input.
+        conn.execute(
+            f"""CREATE TABLE {table} (
+                id INTEGER PRIMARY KEY,
+                record_id TEXT NOT NULL UNIQUE,
+                wall_ts REAL NOT NULL,
+                mono_ns INTEGER NOT NULL,
+                body TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                synced INTEGER NOT NULL DEFAULT 0,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT
+            )"""
+        )
+        # Partial index: the outbox query stays cheap however many synced rows
+        # are kept for retention.
+        conn.execute(f"CREATE INDEX {table}_unsynced ON {table} (id) WHERE synced = 0")
+    conn.execute(
+        """CREATE TABLE quarantine (
+            id INTEGER PRIMARY KEY,
+            record_id TEXT NOT NULL UNIQUE,
+            topic TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            reason TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            wall_ts REAL NOT NULL,
+            mono_ns INTEGER NOT NULL,
+            boot_id TEXT NOT NULL,
+            clock_synced INTEGER NOT NULL,
+            size INTEGER NOT NULL
+        )"""
+    )
+    conn.execute("CREATE INDEX quarantine_reason ON quarantine (reason)")
+    conn.execute(
+        """CREATE TABLE dead_letter (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            record_id TEXT NOT NULL,
+            body TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            wall_ts REAL NOT NULL,
+            UNIQUE (kind, record_id)
+        )"""
+    )
+    conn.execute("CREATE TABLE sync_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute(
+        """CREATE TABLE sensor_latest (
+            sensor_id TEXT PRIMARY KEY,
+            record_id TEXT NOT NULL,
+            firmware TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            animal_id TEXT,
+            values_json TEXT NOT NULL,
+            wall_ts REAL NOT NULL,
+            mono_ns INTEGER NOT NULL,
+            clock_synced INTEGER NOT NULL,
+            count INTEGER NOT NULL DEFAULT 1
+        )"""
+    )
+
+
+def applied(conn: sqlite3.Connection) -> list[str]:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_wall_ts REAL)"
+    )
+    return [r[0] for r in conn.execute("SELECT name FROM migrations ORDER BY rowid")]
+
+
+def migrate(conn: sqlite3.Connection, wall_ts: float) -> list[str]:
+    """Apply every registered migration not yet recorded; return their names."""
+    done = set(applied(conn))
+    ran: list[str] = []
+    for name, fn in MIGRATIONS:
+        if name in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            fn(conn)
+            conn.execute(
+                "INSERT INTO migrations (name, applied_wall_ts) VALUES (?, ?)", (name, wall_ts)
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        ran.append(name)
+    return ran
+
+
+def epoch_of(conn: sqlite3.Connection) -> str:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+    if row is None:
+        raise RuntimeError("buffer has no epoch; migrations did not run")
+    return str(row[0])

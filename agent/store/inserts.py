@@ -28,6 +28,9 @@ class GroupStats:
 
 def insert(conn: sqlite3.Connection, item: Item, stats: GroupStats) -> None:
     """INSERT OR IGNORE one item; a repeat of a stored record_id is a dedup hit."""
+    # OR IGNORE would also swallow a NULL id as if it were a duplicate.
+    if not isinstance(item.record_id, str) or not item.record_id:
+        raise ValueError(f"record without a record_id: {type(item).__name__}")
     if isinstance(item, Quarantined):
         _insert_quarantined(conn, item, stats)
         return

@@ -1,0 +1,252 @@
+"""The outbox: which records go in the next batch, and applying the answer.
+
+Both functions take the writer's connection and run inside a transaction on
+the writer thread (``StoreWriter.call``). The open batch (seq and record ids)
+is persisted in ``sync_state`` before anything is sent, so after a crash the
+SAME batch (same seq, same batch_id, same records) is resent; seq advances
+only when a batch is closed by applying its answer (R3).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent import metrics
+from agent.records.protocol import BatchResponse, RecordStatus, batch_id_for
+from agent.store.migrations import KIND_TABLE, SYNC_TABLES, SYNCED_DEAD
+
+log = logging.getLogger(__name__)
+
+_TABLE_KIND = {table: kind for kind, table in KIND_TABLE.items()}
+OPEN_KEY = "open_batch"
+SEQ_KEY = "seq"
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    """A batch ready to send: ``records`` are the stored bodies, in lane order."""
+
+    seq: int
+    batch_id: str
+    created_mono_ns: int
+    refs: list[tuple[str, str]]  # (table, record_id)
+    records: list[dict[str, Any]]
+    resumed: bool  # True when this batch was open before (a resend)
+    size: int = 0  # stored bytes of the records
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    synced: int = 0
+    rejected: int = 0
+    dead_lettered: int = 0
+    retry: int = 0
+    missing: int = 0  # records the answer did not mention (treated as retry)
+    dead_ids: list[str] = field(default_factory=list)
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def count_metrics(self) -> None:
+        """Update metrics; call only after the transaction committed."""
+        for status, n in self.by_status.items():
+            metrics.SYNC_RECORDS.labels(status=status).inc(n)
+        if self.dead_lettered:
+            metrics.DEAD_LETTERS.inc(self.dead_lettered)
+
+
+def last_seq(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM sync_state WHERE key = ?", (SEQ_KEY,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def open_batch(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    row = conn.execute("SELECT value FROM sync_state WHERE key = ?", (OPEN_KEY,)).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def prepare(
+    conn: sqlite3.Connection,
+    device_id: str,
+    epoch: str,
+    max_records: int,
+    max_bytes: int,
+    mono_ns: int,
+) -> PreparedBatch | None:
+    """Resume the open batch, or select and persist a new one; None when idle."""
+    state = open_batch(conn)
+    if state is not None:
+        refs = [(str(t), str(r)) for t, r in state["refs"]]
+        records, size = _load(conn, refs)
+        if records:
+            return PreparedBatch(
+                seq=int(state["seq"]),
+                batch_id=str(state["batch_id"]),
+                created_mono_ns=int(state["created_mono_ns"]),
+                refs=refs,
+                records=records,
+                resumed=True,
+                size=size,
+            )
+        # Every record of the open batch is gone (retention): close it empty.
+        _close(conn, int(state["seq"]))
+
+    refs, records, size = _select(conn, max_records, max_bytes)
+    if not refs:
+        return None
+    seq = last_seq(conn) + 1
+    batch = PreparedBatch(
+        seq=seq,
+        batch_id=batch_id_for(device_id, epoch, seq),
+        created_mono_ns=mono_ns,
+        refs=refs,
+        records=records,
+        resumed=False,
+        size=size,
+    )
+    conn.execute(
+        "INSERT OR REPLACE INTO sync_state (key, value) VALUES (?, ?)",
+        (
+            OPEN_KEY,
+            json.dumps(
+                {
+                    "seq": seq,
+                    "batch_id": batch.batch_id,
+                    "created_mono_ns": mono_ns,
+                    "refs": refs,
+                }
+            ),
+        ),
+    )
+    return batch
+
+
+def _select(
+    conn: sqlite3.Connection, max_records: int, max_bytes: int
+) -> tuple[list[tuple[str, str]], list[dict[str, Any]], int]:
+    refs: list[tuple[str, str]] = []
+    records: list[dict[str, Any]] = []
+    used = 0
+    for table in SYNC_TABLES:  # priority lanes: alerts, events, inferences, readings
+        room = max_records - len(refs)
+        if room <= 0:
+            break
+        for record_id, body, size in conn.execute(
+            f"SELECT record_id, body, size FROM {table} WHERE synced = 0 ORDER BY id LIMIT ?",
+            (room,),
+        ):
+            # Always take at least one record, even an oversized one, or it
+            # would block the outbox forever.
+            if refs and used + size > max_bytes:
+                return refs, records, used
+            refs.append((table, record_id))
+            records.append(_wire(body))
+            used += size
+    return refs, records, used
+
+
+def _load(
+    conn: sqlite3.Connection, refs: list[tuple[str, str]]
+) -> tuple[list[dict[str, Any]], int]:
+    records = []
+    size = 0
+    for table, record_id in refs:
+        if table not in _TABLE_KIND:
+            continue  # never put a stored string into SQL as a name
+        row = conn.execute(
+            f"SELECT body FROM {table} WHERE record_id = ?", (record_id,)
+        ).fetchone()
+        if row is not None:
+            records.append(_wire(row[0]))
+            size += len(row[0].encode())
+    return records, size
+
+
+def _wire(body: str) -> dict[str, Any]:
+    return {k: v for k, v in json.loads(body).items() if v is not None}
+
+
+def apply(
+    conn: sqlite3.Connection,
+    batch: PreparedBatch,
+    response: BatchResponse,
+    max_attempts: int,
+    wall_ts: float,
+) -> ApplyResult:
+    """Apply per-record results and close the batch, all in the caller's transaction."""
+    result = ApplyResult()
+    by_id: dict[str, list[str]] = {}
+    for table, record_id in batch.refs:
+        by_id.setdefault(record_id, []).append(table)
+    answered: set[str] = set()
+    for rr in response.results:
+        tables = by_id.get(rr.record_id)
+        if not tables:
+            continue  # not ours: ignore rather than trust the peer
+        answered.add(rr.record_id)
+        for table in tables:
+            _apply_one(conn, table, rr.record_id, rr.status, rr.reason, max_attempts, wall_ts,
+                       result)
+    result.missing = len(set(by_id) - answered)
+    _close(conn, batch.seq)
+    return result
+
+
+def _apply_one(
+    conn: sqlite3.Connection,
+    table: str,
+    record_id: str,
+    status: RecordStatus,
+    reason: str | None,
+    max_attempts: int,
+    wall_ts: float,
+    result: ApplyResult,
+) -> None:
+    result.by_status[str(status)] = result.by_status.get(str(status), 0) + 1
+    if status in (RecordStatus.ACCEPTED, RecordStatus.DUPLICATE):
+        conn.execute(f"UPDATE {table} SET synced = 1 WHERE record_id = ?", (record_id,))
+        result.synced += 1
+        return
+    if status == RecordStatus.RETRY:
+        result.retry += 1
+        return
+    # Rejected: count an attempt; dead-letter after max_attempts (T7).
+    result.rejected += 1
+    why = (reason or "rejected")[:500]
+    conn.execute(
+        f"UPDATE {table} SET attempts = attempts + 1, last_error = ? "
+        "WHERE record_id = ? AND synced = 0",
+        (why, record_id),
+    )
+    row = conn.execute(
+        f"SELECT attempts, body FROM {table} WHERE record_id = ? AND synced = 0", (record_id,)
+    ).fetchone()
+    if row is None or int(row[0]) < max_attempts:
+        return
+    # The row stays (marked dead) so a redelivery is still a dedup hit.
+    conn.execute(f"UPDATE {table} SET synced = ? WHERE record_id = ?", (SYNCED_DEAD, record_id))
+    conn.execute(
+        "INSERT OR REPLACE INTO dead_letter (kind, record_id, body, reason, attempts, wall_ts) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (_TABLE_KIND[table], record_id, row[1], why, int(row[0]), wall_ts),
+    )
+    result.dead_lettered += 1
+    result.dead_ids.append(record_id)
+    log.warning("record %s (%s) dead-lettered after %d rejections: %s",
+                record_id, table, row[0], why)
+
+
+def _close(conn: sqlite3.Connection, seq: int) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO sync_state (key, value) VALUES (?, ?)", (SEQ_KEY, str(seq))
+    )
+    conn.execute("DELETE FROM sync_state WHERE key = ?", (OPEN_KEY,))
+
+
+def backlog(conn: sqlite3.Connection) -> int:
+    return sum(
+        int(conn.execute(f"SELECT COUNT(*) FROM {t} WHERE synced = 0").fetchone()[0])
+        for t in SYNC_TABLES
+    )

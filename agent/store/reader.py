@@ -1,0 +1,160 @@
+"""Read-only views of the buffer for the status page and JSON API.
+
+Each call opens its own read-only connection: WAL lets it read while the
+writer commits, and a page request never holds a connection open.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from agent.store import db
+from agent.store.migrations import SYNC_TABLES, SYNCED_DEAD
+
+
+class StoreReader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        conn = db.connect(self.path, readonly=True)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def counts(self) -> dict[str, Any]:
+        """Rows per table, the unsynced backlog, quarantine by reason, dead letters."""
+        out: dict[str, Any] = {"tables": {}, "unsynced": {}, "dead_lettered": {}}
+        with self._conn() as conn:
+            for table in SYNC_TABLES:
+                total, unsynced, dead, unsynced_bytes = conn.execute(
+                    f"SELECT COUNT(*), COALESCE(SUM(synced = 0), 0), "
+                    f"COALESCE(SUM(synced = {SYNCED_DEAD}), 0), "
+                    f"COALESCE(SUM(CASE WHEN synced = 0 THEN size END), 0) FROM {table}"
+                ).fetchone()
+                out["tables"][table] = int(total)
+                out[table] = int(total)  # flat too, for simple displays
+                out["unsynced"][table] = int(unsynced)
+                out["dead_lettered"][table] = int(dead)
+                out.setdefault("unsynced_bytes", 0)
+                out["unsynced_bytes"] += int(unsynced_bytes)
+            out["backlog"] = sum(out["unsynced"].values())
+            out["quarantine_by_reason"] = {
+                str(reason): int(n)
+                for reason, n in conn.execute(
+                    "SELECT reason, COUNT(*) FROM quarantine GROUP BY reason ORDER BY reason"
+                )
+            }
+            out["quarantine"] = sum(out["quarantine_by_reason"].values())
+            out["dead_letter"] = int(conn.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0])
+        return out
+
+    def backlog(self) -> int:
+        """Unsynced records across every uploaded table (uses the partial indexes)."""
+        with self._conn() as conn:
+            return sum(
+                int(conn.execute(f"SELECT COUNT(*) FROM {t} WHERE synced = 0").fetchone()[0])
+                for t in SYNC_TABLES
+            )
+
+    def sensor_latest(
+        self, now_wall: float | None = None, now_mono_ns: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Latest values per sensor; ``age_s`` from the monotonic clock when given
+        (same boot), else from the wall clock."""
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT sensor_id, record_id, firmware, topic, animal_id, values_json, wall_ts, "
+                "mono_ns, clock_synced, count FROM sensor_latest ORDER BY sensor_id"
+            ).fetchall()
+        return [
+            {
+                "sensor_id": r[0],
+                "record_id": r[1],
+                "firmware": r[2],
+                "topic": r[3],
+                "animal_id": r[4],
+                "values": json.loads(r[5]),
+                "wall_ts": r[6],
+                "mono_ns": r[7],
+                "clock_synced": bool(r[8]),
+                "count": r[9],
+                "age_s": _age(r[6], r[7], now_wall, now_mono_ns),
+            }
+            for r in rows
+        ]
+
+    def recent_quarantine(self, n: int = 20) -> list[dict[str, Any]]:
+        """Newest first; the payload is cut to 256 bytes and decoded for display."""
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT record_id, topic, substr(payload, 1, 256), reason, detail, wall_ts, "
+                "mono_ns, clock_synced, size FROM quarantine ORDER BY id DESC LIMIT ?",
+                (max(0, int(n)),),
+            ).fetchall()
+        return [
+            {
+                "record_id": r[0],
+                "topic": r[1],
+                "payload_head": bytes(r[2]).decode("utf-8", "replace"),
+                "reason": r[3],
+                "detail": r[4],
+                "wall_ts": r[5],
+                "mono_ns": r[6],
+                "clock_synced": bool(r[7]),
+                "size": r[8],
+            }
+            for r in rows
+        ]
+
+    def recent_alerts(self, n: int = 20) -> list[dict[str, Any]]:
+        """Newest first, as stored (the same dict that is uploaded)."""
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT body, synced FROM alerts ORDER BY id DESC LIMIT ?", (max(0, int(n)),)
+            ).fetchall()
+        out = []
+        for body, synced in rows:
+            data = json.loads(body)
+            data["synced"] = synced == 1
+            out.append(data)
+        return out
+
+    def recent_dead_letters(self, n: int = 20) -> list[dict[str, Any]]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT kind, record_id, reason, attempts, wall_ts FROM dead_letter "
+                "ORDER BY id DESC LIMIT ?",
+                (max(0, int(n)),),
+            ).fetchall()
+        return [
+            {"kind": r[0], "record_id": r[1], "reason": r[2], "attempts": r[3], "wall_ts": r[4]}
+            for r in rows
+        ]
+
+    def db_size_bytes(self) -> int:
+        """The database plus its WAL, as they take space on the card."""
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                total += self.path.with_name(self.path.name + suffix).stat().st_size
+            except OSError:
+                pass
+        return total
+
+
+def _age(
+    wall_ts: float, mono_ns: int, now_wall: float | None, now_mono_ns: int | None
+) -> float | None:
+    if now_mono_ns is not None and 0 <= now_mono_ns - mono_ns:
+        return (now_mono_ns - mono_ns) / 1e9
+    if now_wall is not None:
+        return max(0.0, now_wall - wall_ts)
+    return None

@@ -1,0 +1,244 @@
+"""The sync loop: build or resume a batch, sign it, POST it, apply the answer.
+
+One batch is in flight at a time. Answers are applied per record in one
+transaction on the store writer (R3). Nothing is ever deleted because of an
+HTTP error: a 4xx is logged loudly and retried with backoff like a 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from agent import metrics
+from agent.clock import Clock
+from agent.config.model import SyncConfig
+from agent.errors import RetryAfter, TransientError
+from agent.records.protocol import PROTOCOL_VERSION, Batch, BatchResponse
+from agent.store import outbox
+from agent.store.outbox import ApplyResult, PreparedBatch
+from agent.store.writer import StoreWriter
+from agent.sync.backoff import Backoff, parse_retry_after
+from agent.sync.signing import encode_body, headers_for
+from agent.sync.transport import SyncTransport
+
+log = logging.getLogger(__name__)
+
+# Never sleep longer than this on a peer's say-so (a wrong wall clock can
+# turn an HTTP-date Retry-After into days).
+RETRY_AFTER_CAP_S = 3600.0
+
+
+class RequestRefused(TransientError):
+    """The receiver refused the request (400/401/403/409/413...): our bug or its config.
+
+    Retried with backoff, never dropped: the data stays in the buffer.
+    """
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+
+
+class Outcome(StrEnum):
+    IDLE = "idle"  # nothing to send
+    SENT = "sent"  # answered and applied
+
+
+@dataclass(slots=True)
+class SyncOutcome:
+    outcome: Outcome
+    batch_id: str | None = None
+    seq: int | None = None
+    records: int = 0
+    resumed: bool = False
+    applied: ApplyResult = field(default_factory=ApplyResult)
+    full: bool = False  # the batch was at a size limit: more may be waiting
+
+
+class Uploader:
+    def __init__(
+        self,
+        config: SyncConfig,
+        device_id: str,
+        key: bytes,
+        writer: StoreWriter,
+        store_path: Path,
+        transport: SyncTransport,
+        clock: Clock,
+    ) -> None:
+        self._config = config
+        self._device_id = device_id
+        self._key = key
+        self._writer = writer
+        self._store_path = store_path
+        self._transport = transport
+        self._clock = clock
+        self.backoff = Backoff(config.backoff_base_s, config.backoff_max_s)
+        # State for the status page.
+        self.last_success_mono: float | None = None
+        self.last_error: str | None = None
+        self.last_error_mono: float | None = None
+        self.backlog: int | None = None
+        self.next_try_in_s: float = 0.0
+        self.state = "idle"  # idle | uploading | backoff
+
+    def status(self) -> dict[str, object]:
+        """A JSON-ready view for the status page (ages from the monotonic clock)."""
+        now = self._clock.monotonic()
+        return {
+            "enabled": True,
+            "state": self.state,
+            "last_success_age_s": (
+                None if self.last_success_mono is None else round(now - self.last_success_mono, 1)
+            ),
+            "last_error": self.last_error,
+            "backlog": self.backlog,
+            "consecutive_failures": self.backoff.failures,
+            "next_try_in_s": round(self.next_try_in_s, 1),
+        }
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Upload until ``stop`` is set; never raises for a failed upload."""
+        while not stop.is_set():
+            self.state = "uploading"
+            delay = await self._one_round()
+            self.next_try_in_s = delay
+            self.state = "backoff" if self.last_error else "idle"
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+
+    async def _one_round(self) -> float:
+        """Run one sync_once and return how long to wait before the next."""
+        try:
+            result = await self.sync_once()
+        except RetryAfter as err:
+            self.backoff.failures += 1  # still a failure in a row
+            self._error(str(err), "retry_after")
+            return min(err.seconds, RETRY_AFTER_CAP_S)
+        except RequestRefused as err:
+            self._error(str(err), "refused")
+            delay = self.backoff.next_delay()
+            log.error("sync: central refused batch (%s); keeping data, retry in %.1f s",
+                      err, delay)
+            return delay
+        except TransientError as err:
+            self._error(str(err), "transient")
+            delay = self.backoff.next_delay()
+            log.warning("sync: %s; retry in %.1f s", err, delay)
+            return delay
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # a bug or a storage fault: keep the loop alive
+            self._error(f"{type(err).__name__}: {err}", "error")
+            delay = self.backoff.next_delay()
+            log.exception("sync: unexpected failure; retry in %.1f s", delay)
+            return delay
+        self.backoff.reset()
+        if result.outcome == Outcome.IDLE:
+            return self._config.interval_s
+        # More waiting, or records the receiver asked us to retry: go again
+        # soon, but let the idle pause pace pure retries.
+        if result.full and not (result.applied.retry or result.applied.missing):
+            return 0.0
+        return min(self._config.interval_s, 1.0) if result.full else self._config.interval_s
+
+    def _error(self, text: str, outcome: str) -> None:
+        self.last_error = text
+        self.last_error_mono = self._clock.monotonic()
+        metrics.SYNC_ATTEMPTS.labels(outcome=outcome).inc()
+
+    async def sync_once(self) -> SyncOutcome:
+        """Send one batch; raises TransientError / RetryAfter / RequestRefused on failure."""
+        cfg = self._config
+        epoch = self._writer.epoch
+        mono_ns = self._clock.monotonic_ns()
+        batch = await asyncio.wrap_future(
+            self._writer.call(
+                lambda c: outbox.prepare(
+                    c, self._device_id, epoch, cfg.batch_max_records, cfg.batch_max_bytes, mono_ns
+                )
+            )
+        )
+        if batch is None:
+            self.backlog = 0
+            metrics.SYNC_BACKLOG.set(0)
+            metrics.SYNC_ATTEMPTS.labels(outcome="idle").inc()
+            return SyncOutcome(Outcome.IDLE)
+
+        wire = Batch.model_validate(
+            {
+                "protocol": PROTOCOL_VERSION,
+                "device_id": self._device_id,
+                "epoch": epoch,
+                "seq": batch.seq,
+                "batch_id": batch.batch_id,
+                "created_mono_ns": batch.created_mono_ns,
+                "sent_wall_ts": self._clock.wall(),
+                "clock_synced": self._clock.synced(),
+                "records": batch.records,
+            }
+        )
+        body = encode_body(wire.model_dump(mode="json"))
+        headers = headers_for(cfg.key_id, self._key, batch.batch_id, body)
+        resp = await self._transport.post(cfg.url, body, headers)
+        response = self._classify(resp.status, resp.headers, resp.body, batch)
+
+        result = await asyncio.wrap_future(
+            self._writer.call(
+                lambda c: outbox.apply(c, batch, response, cfg.max_attempts, self._clock.wall())
+            )
+        )
+        result.count_metrics()
+        metrics.SYNC_ATTEMPTS.labels(outcome="ok").inc()
+        self.last_success_mono = self._clock.monotonic()
+        self.last_error = None
+        await self._refresh_backlog()
+        full = len(batch.refs) >= cfg.batch_max_records or _near_bytes(batch, cfg.batch_max_bytes)
+        if result.dead_lettered:
+            log.warning("sync: %d record(s) dead-lettered: %s", result.dead_lettered,
+                        ", ".join(result.dead_ids[:10]))
+        return SyncOutcome(
+            Outcome.SENT, batch.batch_id, batch.seq, len(batch.refs), batch.resumed, result, full
+        )
+
+    def _classify(
+        self, status: int, headers: object, body: bytes, batch: PreparedBatch
+    ) -> BatchResponse:
+        get = getattr(headers, "get", None)
+        if 200 <= status < 300:
+            try:
+                response = BatchResponse.model_validate_json(body)
+            except ValidationError as err:
+                raise TransientError(f"HTTP {status} with an unreadable body: {err}") from err
+            if response.batch_id != batch.batch_id:
+                raise TransientError(
+                    f"answer for batch {response.batch_id!r}, sent {batch.batch_id!r}"
+                )
+            return response
+        retry_after = parse_retry_after(get("Retry-After") if get else None, self._clock.wall())
+        if status in (429, 503) and retry_after is not None:
+            raise RetryAfter(retry_after, f"HTTP {status}, Retry-After {retry_after:.1f} s")
+        if status >= 500 or status in (408, 429):
+            raise TransientError(f"HTTP {status}")
+        raise RequestRefused(status, body[:200].decode("utf-8", "replace"))
+
+    async def _refresh_backlog(self) -> None:
+        try:
+            self.backlog = await asyncio.wrap_future(self._writer.call(outbox.backlog))
+            metrics.SYNC_BACKLOG.set(self.backlog)
+        except Exception:
+            log.debug("sync: backlog count failed", exc_info=True)
+
+
+def _near_bytes(batch: PreparedBatch, max_bytes: int) -> bool:
+    # Roughly full: the next record would probably not have fitted.
+    return batch.size >= max_bytes * 0.9

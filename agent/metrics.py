@@ -63,3 +63,7 @@ CENTRAL_CACHE_SKIPPED = Counter(
     "Cache updates not made (Redis down, slow or the queue full), by reason.",
     ["reason"],
 )
+MQTT_HANDLER_ERRORS = Counter(
+    "dairy_edge_mqtt_handler_errors_total",
+    "Messages whose handler raised; left unacknowledged for redelivery.",
+)

@@ -1,0 +1,1 @@
+"""Where data comes from: the MQTT broker, cameras, the barn simulator."""

@@ -1,0 +1,118 @@
+"""The status page as plain HTML. Every value is escaped: sensor ids, topics
+and error texts come from MQTT and must be treated as hostile markup."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from html import escape
+from typing import Any
+
+REFRESH_S = 5
+
+STYLE = """\
+body{font-family:system-ui,sans-serif;margin:0 auto;max-width:48rem;padding:.75rem;color:#222}
+h1{font-size:1.3rem;margin:.2rem 0}h2{font-size:1.05rem;margin:1rem 0 .3rem}
+table{border-collapse:collapse;width:100%}td,th{padding:.3rem .4rem;text-align:left;
+border-bottom:1px solid #ddd;vertical-align:top;word-break:break-word}
+.bad{color:#a40000;font-weight:600}.ok{color:#0a6b0a;font-weight:600}
+.muted{color:#666;font-size:.85rem}
+"""
+
+
+def _e(value: Any) -> str:
+    return escape("-" if value is None else str(value), quote=True)
+
+
+def _age(seconds: Any) -> str:
+    if not isinstance(seconds, int | float):
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _bytes(n: Any) -> str:
+    if not isinstance(n, int | float):
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _row(label: str, value: str, cls: str = "") -> str:
+    attr = f' class="{cls}"' if cls else ""
+    return f"<tr><th>{escape(label)}</th><td{attr}>{value}</td></tr>"
+
+
+def render_status(status: Mapping[str, Any], reasons: list[str]) -> str:
+    """The whole page for one status dict (``StatusSnapshot.to_dict()`` shape)."""
+    broker = status.get("broker") or {}
+    sync = status.get("sync") or {}
+    healthy = not reasons
+    rows = [
+        _row(
+            "Health", "healthy" if healthy else _e("; ".join(reasons)), "ok" if healthy else "bad"
+        ),
+        _row("Version", _e(status.get("version"))),
+        _row("Uptime", _e(_age(status.get("uptime_s")))),
+        _row(
+            "Broker",
+            _e(
+                f"{'connected' if broker.get('connected') else 'NOT connected'}"
+                f" (MQTT {broker.get('protocol') or '?'}, session gaps {broker.get('session_gaps', 0)})"
+            ),
+            "ok" if broker.get("connected") else "bad",
+        ),
+        _row(
+            "Storage",
+            _e(status.get("storage_health")),
+            "ok" if status.get("storage_health") == "ok" else "bad",
+        ),
+        _row("Disk free", _e(_bytes(status.get("disk_free_bytes")))),
+        _row("Sync backlog", _e(status.get("backlog"))),
+        _row("Quarantined", _e(status.get("quarantined"))),
+        _row("Dead letters", _e(status.get("dead_letters"))),
+        _row(
+            "Sync",
+            _e(
+                f"{sync.get('state', '-')}, last success {_age(sync.get('last_success_age_s'))} ago"
+            ),
+        ),
+    ]
+    if sync.get("last_error"):
+        rows.append(_row("Sync error", _e(sync.get("last_error")), "bad"))
+
+    sensor_rows = []
+    for sensor in status.get("sensors") or []:
+        values = sensor.get("values") or {}
+        shown = ", ".join(f"{_e(k)}={_e(v)}" for k, v in sorted(values.items()))
+        health = sensor.get("health", "ok")
+        sensor_rows.append(
+            f"<tr><td>{_e(sensor.get('sensor_id'))}</td><td>{shown or '-'}</td>"
+            f"<td>{_e(_age(sensor.get('age_s')))}</td>"
+            f'<td class="{"ok" if health == "ok" else "bad"}">{_e(health)}</td></tr>'
+        )
+    sensors = (
+        "<table><tr><th>Sensor</th><th>Last values</th><th>Age</th><th>Health</th></tr>"
+        + "".join(sensor_rows)
+        + "</table>"
+        if sensor_rows
+        else '<p class="muted">No readings yet.</p>'
+    )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f'<meta http-equiv="refresh" content="{REFRESH_S}">'
+        '<link rel="stylesheet" href="/style.css">'
+        "<title>dairy-edge status</title></head><body>"
+        "<h1>dairy-edge</h1>"
+        f"<table>{''.join(rows)}</table>"
+        f"<h2>Sensors</h2>{sensors}"
+        f'<p class="muted">Refreshes every {REFRESH_S} s. '
+        '<a href="/api/status">JSON</a> · <a href="/metrics">metrics</a></p>'
+        "</body></html>"
+    )

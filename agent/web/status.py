@@ -1,0 +1,85 @@
+"""What the status page shows. The runtime fills a ``StatusSnapshot``; the web
+part only renders it, so the page never reaches into live objects."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class BrokerStatus:
+    connected: bool = False
+    session_present: bool | None = None
+    protocol: str = ""
+    connects: int = 0
+    session_gaps: int = 0
+    messages: int = 0
+
+
+@dataclass(slots=True)
+class SensorStatus:
+    """The latest reading of one sensor. ``sensor_id`` comes off the wire: hostile text."""
+
+    sensor_id: str
+    values: dict[str, float] = field(default_factory=dict)
+    age_s: float | None = None  # monotonic seconds since the last reading
+    health: str = "ok"
+
+
+@dataclass(slots=True)
+class SyncStatus:
+    state: str = "idle"  # idle | uploading | backoff | disabled | error
+    last_success_age_s: float | None = None
+    last_error: str | None = None
+
+
+@dataclass(slots=True)
+class StatusSnapshot:
+    """One look at the agent, cheap to build (the provider runs on the event loop)."""
+
+    version: str
+    uptime_s: float  # monotonic
+    broker: BrokerStatus = field(default_factory=BrokerStatus)
+    sensors: list[SensorStatus] = field(default_factory=list)
+    quarantined: int = 0
+    backlog: int = 0
+    dead_letters: int = 0
+    disk_free_bytes: int | None = None
+    storage_health: str = "ok"  # "ok" or a short reason (disk_full, io_error, corrupt)
+    sync: SyncStatus = field(default_factory=SyncStatus)
+    safe_mode: bool = False
+    problems: list[str] = field(default_factory=list)  # extra reasons for /healthz 503
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable(asdict(self))
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON types only; NaN and infinities (which JSON lacks) become None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)
+
+
+def health_reasons(status: Mapping[str, Any]) -> list[str]:
+    """Why the agent is unhealthy; empty when it is healthy."""
+    reasons: list[str] = []
+    storage = status.get("storage_health", "ok")
+    if storage != "ok":
+        reasons.append(f"storage: {storage}")
+    broker = status.get("broker") or {}
+    if not broker.get("connected", False):
+        reasons.append("mqtt: not connected")
+    if status.get("safe_mode"):
+        reasons.append("safe mode: configuration invalid")
+    reasons.extend(str(p) for p in status.get("problems") or [])
+    return reasons

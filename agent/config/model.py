@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agent.config.rules import RulesConfig
+
 SAFE_ID = r"^[A-Za-z0-9_-]{1,64}$"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,6 +101,12 @@ class IngestConfig(Section):
         description="Payloads larger than this are quarantined before parsing.",
     )
     max_json_depth: int = Field(8, ge=1, le=64, description="Deeper JSON is rejected.")
+    topic_prefix: str | None = Field(
+        None,
+        pattern=SAFE_ID,
+        description="Replaces the first level of every firmware topic pattern (barn/...); "
+        "tests and multi-barn sites use their own prefix.",
+    )
 
 
 class StoreConfig(Section):
@@ -158,6 +166,9 @@ class WebConfig(Section):
 
 class DetectConfig(Section):
     enabled: bool = Field(True, description="Score readings and raise alerts.")
+    rules: RulesConfig = Field(
+        default_factory=RulesConfig, description="Dairy rules and the alert lifecycle."
+    )
 
 
 class CentralConfig(Section):

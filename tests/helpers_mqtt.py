@@ -144,7 +144,13 @@ def peer(port: int = SHARED_PORT) -> Iterator[Peer]:
 class PrivateMosquitto:
     """``mosquitto -c <tmpconf>`` on a free port; ``kill9`` then ``start`` again."""
 
-    def __init__(self, workdir: Path, persistence: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        persistence: bool = False,
+        queue_limit: int | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not os.path.exists(binary):
             raise FileNotFoundError("mosquitto not installed")
@@ -161,6 +167,10 @@ class PrivateMosquitto:
             # could not write its database into our temporary folder.
             f"user {pwd.getpwuid(os.getuid()).pw_name}",
         ]
+        if queue_limit is not None:
+            # 0 = no limit: the default 1000 would silently drop during an outage.
+            lines += [f"max_queued_messages {queue_limit}", "max_queued_bytes 0"]
+        lines += list(extra)
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
 

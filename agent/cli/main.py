@@ -119,10 +119,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_central(args: argparse.Namespace) -> int:
-    from agent.central.service import serve_forever
+    from agent.central.server import load_keys, run_central
 
     config = _load(args)
-    return _run_until_signal(lambda stop: serve_forever(config.central, stop))
+    keys = load_keys()
+
+    async def serve(stop: asyncio.Event) -> int:
+        handle = await run_central(config.central, keys)
+        try:
+            await stop.wait()
+        finally:
+            await handle.stop()
+        return 0
+
+    return _run_until_signal(serve)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -137,7 +147,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         duration=args.duration,
         bad_ratio=args.bad_ratio,
         seed=args.seed,
-        prefix=args.prefix,
+        topic_prefix=args.prefix,
         progress=not args.no_progress,
     )
     print(report.summary())

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import queue
 import shutil
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,18 +29,22 @@ from agent.errors import ConfigError, InvalidPayload, StorageFault
 from agent.ingest.pipeline import Ingestor
 from agent.records.types import Alert, Event, Reading, Stamp, stable_id
 from agent.runtime.detection import Detection
+from agent.runtime.notify import Notifier
 from agent.sources.mqtt import MqttSource
 from agent.store.reader import StoreReader
 from agent.store.writer import StoreWriter
 from agent.sync.transport import AiohttpTransport
 from agent.sync.uploader import Uploader
 from agent.web.app import make_web_app, start_web
+from agent.web.status import BrokerStatus, SensorStatus, StatusSnapshot, SyncStatus
 
 log = logging.getLogger(__name__)
 
 # How many received messages may wait for parsing. When full the paho thread
 # blocks, paho stops reading the socket, and the broker holds the rest.
 HANDOFF_CAPACITY = 2000
+# Without a systemd watchdog, still prove the store is writable this often.
+WATCHDOG_PROBE_S = 10.0
 _STOP = object()
 
 
@@ -99,6 +104,7 @@ class Agent:
             on_session_gap=self._on_session_gap,
         )
         self.uploader: Uploader | None = None
+        self.notifier = Notifier()
 
     # -- paho thread --------------------------------------------------------
     def _on_message(self, topic: str, payload: bytes, ack: Callable[[], None]) -> None:
@@ -134,9 +140,8 @@ class Agent:
 
     def _publish_alert(self, alert: Alert) -> None:
         # The topic is built from config only; ids from the wire go in the payload.
-        topic = f"{self.config.mqtt.status_prefix}/{self.config.gateway.id}/alerts"
         try:
-            self.mqtt.publish(topic, _alert_json(alert), qos=1)
+            self.mqtt.publish(self.mqtt.status_topic("alerts"), _alert_json(alert), qos=1)
         except Exception:  # noqa: BLE001 - publishing is best effort; the alert is stored
             log.warning("could not publish alert %s", alert.record_id, exc_info=True)
 
@@ -163,42 +168,49 @@ class Agent:
         self.state.storage_fault = fault
 
     # -- status ---------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
-        now = self.clock.monotonic()
+    def status(self) -> StatusSnapshot:
+        """What the status page shows; cheap enough for the event loop."""
+        now_mono = self.clock.monotonic()
         counts = self.reader.counts()
-        disk = shutil.disk_usage(self.config.gateway.data_dir)
-        sync = self.uploader.status() if self.uploader else {"enabled": False}
-        healthy = self.writer.healthy
-        problems = []
-        if not healthy:
-            problems.append(f"storage: {self.writer.last_fault}")
-        if not self.mqtt.connected:
-            problems.append("broker: not connected")
-        return {
-            "version": __version__,
-            "gateway_id": self.config.gateway.id,
-            "uptime_s": round(now - self.state.started_mono, 1),
-            "clock_synced": self.clock.synced(),
-            "broker": {
-                "host": self.config.mqtt.host,
-                "port": self.config.mqtt.port,
-                "connected": self.mqtt.connected,
-                "session_present": self.mqtt.session_present,
-            },
-            "sensors": self.reader.sensor_latest(now_wall=self.clock.wall()),
-            "counts": counts,
-            "sync": sync,
-            "storage": {
-                "healthy": healthy,
-                "fault": str(self.writer.last_fault) if self.writer.last_fault else None,
-                "db_bytes": self.reader.db_size_bytes(),
-                "disk_free_bytes": disk.free,
-            },
-            "alerts": self.reader.recent_alerts(10),
-            "quarantine": self.reader.recent_quarantine(10),
-            "healthy": not problems,
-            "problems": problems,
-        }
+        sensors = [
+            SensorStatus(
+                sensor_id=row["sensor_id"],
+                values=row["values"],
+                age_s=None if row["age_s"] is None else round(row["age_s"], 1),
+            )
+            for row in self.reader.sensor_latest(
+                now_wall=self.clock.wall(), now_mono_ns=self.clock.monotonic_ns()
+            )
+        ]
+        stats = self.mqtt.stats
+        sync = SyncStatus(state="disabled")
+        if self.uploader is not None:
+            up = self.uploader.status()
+            sync = SyncStatus(
+                state=str(up["state"]),
+                last_success_age_s=up["last_success_age_s"],  # type: ignore[arg-type]
+                last_error=up["last_error"],  # type: ignore[arg-type]
+            )
+        fault = self.writer.last_fault
+        return StatusSnapshot(
+            version=__version__,
+            uptime_s=round(now_mono - self.state.started_mono, 1),
+            broker=BrokerStatus(
+                connected=self.mqtt.connected,
+                session_present=self.mqtt.session_present,
+                protocol=stats.protocol,
+                connects=stats.connects,
+                session_gaps=stats.gaps,
+                messages=stats.messages,
+            ),
+            sensors=sensors,
+            quarantined=int(counts["quarantine"]),
+            backlog=int(counts["backlog"]),
+            dead_letters=int(counts["dead_letter"]),
+            disk_free_bytes=shutil.disk_usage(self.config.gateway.data_dir).free,
+            storage_health="ok" if self.writer.healthy else (fault.kind if fault else "fault"),
+            sync=sync,
+        )
 
     # -- lifecycle ------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -208,6 +220,7 @@ class Agent:
         self.writer.submit(self._event("agent_started", f"dairy-edge {__version__} started"))
         tasks: list[asyncio.Task[None]] = []
         web_runner = None
+        transport: AiohttpTransport | None = None
         try:
             if self.config.web.enabled:
                 app = make_web_app(self.status)
@@ -216,13 +229,14 @@ class Agent:
                 )
                 log.info("status page on http://%s:%d/", self.config.web.host, self.state.web_port)
             if self.config.sync.enabled:
+                transport = AiohttpTransport(self.config.sync)
                 self.uploader = Uploader(
                     self.config.sync,
                     device_id=self.config.gateway.id,
                     key=self._key,
                     writer=self.writer,
                     store_path=self.config.store_path,
-                    transport=AiohttpTransport(self.config.sync),
+                    transport=transport,
                     clock=self.clock,
                 )
                 tasks.append(asyncio.create_task(self.uploader.run(stop), name="sync"))
@@ -231,23 +245,53 @@ class Agent:
             await stop.wait()
         finally:
             await self._shutdown(tasks, web_runner)
+            if transport is not None:
+                await transport.close()
 
     async def _tick_loop(self, stop: asyncio.Event) -> None:
-        """Time-driven rules (silence, dropouts) and periodic detector checkpoints."""
-        last_save = self.clock.monotonic()
+        """Once a second: readiness and watchdog, time-driven rules (silence,
+        dropouts), and periodic detector checkpoints."""
+        last_save = last_ping = self.clock.monotonic()
+        ready = False
+        ping_every = self.notifier.watchdog_interval_s or WATCHDOG_PROBE_S
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
             except TimeoutError:
                 pass
+            if not ready and self.mqtt.connected and self.mqtt.subscriptions():
+                ready = True
+                self.notifier.ready()
+                log.info("subscribed to %s; ready", ", ".join(self.mqtt.subscriptions()))
+            if self.clock.monotonic() - last_ping >= ping_every:
+                last_ping = self.clock.monotonic()
+                if await self._store_writable():
+                    self.notifier.watchdog()
             for alert in self.detection.tick(self.clock.monotonic()):
                 self._submit_alert(alert)
             if self.clock.monotonic() - last_save > 60:
                 self.detection.save(self.writer)
                 last_save = self.clock.monotonic()
 
+    async def _store_writable(self) -> bool:
+        """The watchdog proof: the event loop turns and the writer can commit."""
+
+        def probe(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('heartbeat_mono_ns', ?)",
+                (str(self.clock.monotonic_ns()),),
+            )
+
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(self.writer.call(probe)), WATCHDOG_PROBE_S)
+        except Exception as err:  # noqa: BLE001 - any failure means: do not ping
+            log.warning("watchdog probe failed: %s", err)
+            return False
+        return True
+
     async def _shutdown(self, tasks: list[asyncio.Task[None]], web_runner: Any) -> None:
         log.info("stopping: draining received messages and committing")
+        self.notifier.stopping()
         # Stop taking messages first; unacknowledged ones stay with the broker.
         await asyncio.to_thread(self.mqtt.stop)
         self._handoff.put(_STOP)

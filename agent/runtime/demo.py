@@ -15,7 +15,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from agent.central.service import start_central
+from agent.central.server import run_central
 from agent.config.loader import load_config
 from agent.runtime.daemon import Agent
 from agent.sources.broker import ensure_broker
@@ -49,7 +49,7 @@ async def run_demo(
     # A prefix of its own, so a demo never mixes with other traffic on a shared broker.
     prefix = f"demo{secrets.token_hex(3)}"
     broker = await ensure_broker("127.0.0.1", 1883)
-    central = await start_central(
+    central = await run_central(
         load_config(
             overrides={"central": {"port": 0, "database_url": f"sqlite:///{data_dir}/central.db"}}
         ).central,
@@ -58,11 +58,14 @@ async def run_demo(
     config = load_config(
         overrides={
             "gateway": {"id": "demo-gw", "data_dir": str(data_dir)},
+            "ingest": {"topic_prefix": prefix},
             "mqtt": {
                 "port": broker.port,
                 "topics": [f"{prefix}/#"],
                 "client_id": f"dairy-edge-{prefix}",
                 "session_expiry_s": 300,
+                # amqtt speaks 3.1.1 only; skip the MQTT 5 attempt against it.
+                "protocol": broker.protocol or "auto",
             },
             "sync": {"url": central.url, "key_id": "demo", "interval_s": 1.0},
             "web": {"host": "127.0.0.1", "port": _free_port(web_port)},
@@ -81,7 +84,7 @@ async def run_demo(
             duration=duration,
             bad_ratio=0.02,
             seed=7,
-            prefix=prefix,
+            topic_prefix=prefix,
             progress=False,
             stop=sim_stop,
         )

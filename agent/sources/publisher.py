@@ -39,6 +39,21 @@ class PublishReport:
     def complete(self) -> bool:
         return not self.unacked and not self.refused and len(self.acked) == self.sent
 
+    def summary(self) -> str:
+        rate = self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        lines = [
+            f"sent {self.sent} messages in {self.elapsed_s:.1f} s ({rate:.0f}/s): "
+            f"{len(self.acked)} acknowledged by the broker, {len(self.refused)} refused, "
+            f"{len(self.unacked)} unacknowledged",
+            f"valid {self.valid_sent}, malformed {self.invalid_sent}",
+        ]
+        if self.reasons:
+            lines.append(
+                "malformed by reason: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
+            )
+        return "\n".join(lines)
+
 
 class _Window:
     """Tracks message id -> key, and bounds how many wait for their PUBACK.
@@ -192,10 +207,12 @@ def run_simulation(
     herd_size: int = 60,
     sensors_per_kind: int = 2,
     max_payload_bytes: int = 64 * 1024,
+    stop: threading.Event | None = None,
 ) -> PublishReport:
-    """Publish simulated barn traffic: ``count`` messages or for ``duration`` seconds."""
-    if count is None and duration is None:
-        raise ValueError("give count or duration")
+    """Publish simulated barn traffic: ``count`` messages, for ``duration`` seconds,
+    or until ``stop`` is set (at least one of the three)."""
+    if count is None and duration is None and stop is None:
+        raise ValueError("give count, duration or stop")
     if firmware_dir is None:
         from agent.config.model import GatewayConfig
 
@@ -214,6 +231,8 @@ def run_simulation(
         stream = itertools.islice(stream, count)
     if duration is not None:
         stream = _until(stream, time.monotonic() + duration)
+    if stop is not None:
+        stream = itertools.takewhile(lambda _msg: not stop.is_set(), stream)
     report = publish(stream, host, port, rate=rate, progress=_print_progress if progress else None)
     if progress:
         print(file=sys.stderr)

@@ -98,7 +98,8 @@ class Calibration:
         out = 0.0
         for c in reversed(coeffs):
             out = out * raw + c
-        return out
+        # Drop binary noise (8.87 + 0.1 = 8.969999999999999) far below any sensor's resolution.
+        return round(out, 9)
 
 
 class CalibrationTable:

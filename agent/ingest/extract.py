@@ -71,10 +71,10 @@ def extract(plan: list[FieldPlan], data: dict[str, Any]) -> Extracted:
             if type(value) is float:
                 if not math.isfinite(value):
                     raise InvalidPayload("non_finite", f"{key} is {value}")
-                number = value * scale
+                number = round(value * scale, 9)
             elif type(value) is int:
                 try:
-                    number = float(value) * scale
+                    number = round(float(value) * scale, 9)
                 except OverflowError:
                     raise InvalidPayload("out_of_range", f"{key} is far too large") from None
             else:
@@ -92,7 +92,7 @@ def extract(plan: list[FieldPlan], data: dict[str, Any]) -> Extracted:
                     out.animal_id = text
                 continue
             try:
-                number = float(value) * scale
+                number = round(float(value) * scale, 9)
             except OverflowError:
                 raise InvalidPayload("out_of_range", f"{key} is far too large") from None
         elif kind == "boolean":

@@ -27,7 +27,7 @@ from agent.config.model import Config
 from agent.config.secrets import read_secret
 from agent.errors import ConfigError, InvalidPayload, StorageFault
 from agent.ingest.pipeline import Ingestor
-from agent.records.types import Alert, Event, Reading, Stamp, stable_id
+from agent.records.types import Alert, Event, Stamp, stable_id
 from agent.runtime.detection import Detection
 from agent.runtime.notify import Notifier
 from agent.sources.mqtt import MqttSource
@@ -119,7 +119,7 @@ class Agent:
             topic, payload, ack = item
             try:
                 self._process(topic, payload, ack)
-            except Exception:  # noqa: BLE001 - the loop must survive anything
+            except Exception:
                 log.exception("processing a message on %r failed", topic[:200])
 
     def _process(self, topic: str, payload: bytes, ack: Callable[[], None]) -> None:
@@ -142,7 +142,7 @@ class Agent:
         # The topic is built from config only; ids from the wire go in the payload.
         try:
             self.mqtt.publish(self.mqtt.status_topic("alerts"), _alert_json(alert), qos=1)
-        except Exception:  # noqa: BLE001 - publishing is best effort; the alert is stored
+        except Exception:
             log.warning("could not publish alert %s", alert.record_id, exc_info=True)
 
     # -- events -------------------------------------------------------------
@@ -157,7 +157,6 @@ class Agent:
         return Event(record_id=rid, event=name, detail=detail, stamp=stamp, data=data)
 
     def _on_session_gap(self) -> None:
-        log.warning("broker did not keep our session: messages sent while away may be lost")
         self.writer.submit(
             self._event("session_gap", "broker connected without our persistent session")
         )
@@ -227,7 +226,6 @@ class Agent:
                 web_runner, self.state.web_port = await start_web(
                     app, self.config.web.host, self.config.web.port
                 )
-                log.info("status page on http://%s:%d/", self.config.web.host, self.state.web_port)
             if self.config.sync.enabled:
                 transport = AiohttpTransport(self.config.sync)
                 self.uploader = Uploader(

@@ -42,9 +42,11 @@ class PublishReport:
     def summary(self) -> str:
         rate = self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
         lines = [
-            f"sent {self.sent} messages in {self.elapsed_s:.1f} s ({rate:.0f}/s): "
-            f"{len(self.acked)} acknowledged by the broker, {len(self.refused)} refused, "
-            f"{len(self.unacked)} unacknowledged",
+            (
+                f"sent {self.sent} messages in {self.elapsed_s:.1f} s ({rate:.0f}/s): "
+                f"{len(self.acked)} acknowledged by the broker, {len(self.refused)} refused, "
+                f"{len(self.unacked)} unacknowledged"
+            ),
             f"valid {self.valid_sent}, malformed {self.invalid_sent}",
         ]
         if self.reasons:

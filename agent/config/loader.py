@@ -54,11 +54,26 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_SECRET_HINTS = {
+    "password": "DAIRY_EDGE_MQTT_PASSWORD (or DAIRY_EDGE_DB_PASSWORD)",
+    "hmac_key": "DAIRY_EDGE_HMAC_KEY",
+    "key": "DAIRY_EDGE_HMAC_KEY",
+    "secret": "DAIRY_EDGE_HMAC_KEY",
+    "db_password": "DAIRY_EDGE_DB_PASSWORD",
+}
+
+
 def _describe(source: str, err: ValidationError) -> str:
     lines = [f"{source}: {err.error_count()} problem(s) in the configuration:"]
     for problem in err.errors():
         key = ".".join(str(part) for part in problem["loc"]) or "<top>"
-        if problem["type"] == "extra_forbidden":
+        leaf = str(problem["loc"][-1]) if problem["loc"] else ""
+        if problem["type"] == "extra_forbidden" and leaf in _SECRET_HINTS:
+            lines.append(
+                f"  {key}: secrets are never read from the config file; "
+                f"set {_SECRET_HINTS[leaf]} or use a systemd credential"
+            )
+        elif problem["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key (check the spelling; see `dairy-edge config schema`)")
         else:
             lines.append(f"  {key}: {problem['msg']} (got {problem.get('input')!r})")

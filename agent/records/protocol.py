@@ -26,6 +26,9 @@ HEADER_KEY_ID = "X-Dairy-Key-Id"
 HEADER_SIGNATURE = "X-Dairy-Signature"
 HEADER_BATCH_ID = "X-Dairy-Batch-Id"
 SIGNATURE_PREFIX = "sha256="
+# Response headers from the central receiver (informational, for logs and diagnostics).
+HEADER_SERVER_TIME = "X-Dairy-Server-Time"  # the receiver's wall clock, unix seconds
+HEADER_BATCH_OUTCOME = "X-Dairy-Batch-Outcome"  # "new" or "resend"
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 
 

@@ -1,0 +1,188 @@
+"""Latest state per sensor and per animal in Redis, for dashboards (R11).
+
+Redis never decides anything: it is written AFTER the database commit and
+after the HTTP response, fire-and-forget, each update bounded by a short
+timeout. After a failure a circuit breaker skips Redis for ``breaker_s``
+seconds (monotonic clock), so a dead or slow Redis costs ingest nothing. The
+outage is logged once when it starts and once when it ends.
+
+Keys (``prefix`` defaults to ``dairy``)::
+
+    <prefix>:sensor:<device>:<sensor>   hash, the newest reading of that sensor
+    <prefix>:animal:<device>:<animal>   hash, the newest reading about that animal
+    <prefix>:readings                   stream of readings, MAXLEN ~ stream_maxlen
+
+Ids are put into keys only when they match ``KEY_ID`` (no ``:``, no spaces);
+a reading with another sensor or animal id is still stored in the database but
+not cached under that id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from agent.central.validate import ValidRecord
+from agent.metrics import CENTRAL_CACHE_SKIPPED
+from agent.records.types import RecordKind
+
+log = logging.getLogger(__name__)
+
+KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+# Write the hash only when the reading is not older than what it holds, so a
+# backlog drained after an outage never overwrites newer state.
+_NEWER_WINS = """
+local current = redis.call('HGET', KEYS[1], 'wall_ts')
+if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+
+
+class Cache:
+    """A best-effort writer of latest state into Redis."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 0.25,
+        prefix: str = "dairy",
+        stream_maxlen: int = 10000,
+        breaker_s: float = 5.0,
+        max_pending: int = 64,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not KEY_ID.match(prefix):
+            raise ValueError(f"bad Redis key prefix {prefix!r}")
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=timeout_s,
+            socket_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),  # our own breaker decides when to try again
+            health_check_interval=0,
+        )
+        self._timeout = timeout_s
+        self._prefix = prefix
+        self._maxlen = stream_maxlen
+        self._breaker_s = breaker_s
+        self._max_pending = max_pending
+        self._clock = clock
+        self._open_until = 0.0  # monotonic instant until which Redis is skipped
+        self._down = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def state(self) -> str:
+        """'up' or 'down' (down from the first failure to the next success)."""
+        return "down" if self._down else "up"
+
+    def sensor_key(self, device_id: str, sensor_id: str) -> str:
+        return f"{self._prefix}:sensor:{device_id}:{sensor_id}"
+
+    def animal_key(self, device_id: str, animal_id: str) -> str:
+        return f"{self._prefix}:animal:{device_id}:{animal_id}"
+
+    @property
+    def stream_key(self) -> str:
+        return f"{self._prefix}:readings"
+
+    def submit(self, device_id: str, records: Sequence[ValidRecord]) -> bool:
+        """Schedule a cache update for the readings among ``records``; never blocks.
+
+        Returns False when the update is skipped (breaker open, too many pending).
+        """
+        readings = [r for r in records if r.kind == RecordKind.READING]
+        if not readings or not KEY_ID.match(device_id):
+            return False
+        if self._clock() < self._open_until:
+            CENTRAL_CACHE_SKIPPED.labels(reason="down").inc()
+            return False
+        if len(self._tasks) >= self._max_pending:
+            CENTRAL_CACHE_SKIPPED.labels(reason="backlog").inc()
+            return False
+        task = asyncio.get_running_loop().create_task(self._update(device_id, readings))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait for pending updates (tests, shutdown)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+    async def close(self) -> None:
+        await self.drain(self._timeout * 2)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=1.0)
+        try:
+            await self._redis.aclose()
+        except Exception:  # closing a dead connection must not fail shutdown
+            log.debug("closing Redis failed", exc_info=True)
+
+    async def _update(self, device_id: str, readings: Sequence[ValidRecord]) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                pipe = self._redis.pipeline(transaction=False)
+                for record in sorted(readings, key=lambda r: r.row["wall_ts"]):
+                    self._queue(pipe, device_id, record.row)
+                await pipe.execute()
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any failure only opens the breaker
+            self._trip(err)
+        else:
+            self._recovered()
+
+    def _queue(self, pipe: Any, device_id: str, row: dict[str, Any]) -> None:
+        fields = {
+            "device_id": device_id,
+            "sensor_id": row["sensor_id"],
+            "record_id": row["record_id"],
+            "firmware": row["firmware"],
+            "animal_id": row.get("animal_id") or "",
+            "wall_ts": repr(float(row["wall_ts"])),
+            "clock_synced": "1" if row["clock_synced"] else "0",
+            "values": json.dumps(row["values"], separators=(",", ":")),
+            "units": json.dumps(row["units"], separators=(",", ":")),
+            "cached_at": repr(time.time()),
+        }
+        flat = [item for pair in fields.items() for item in pair]
+        keys = []
+        if KEY_ID.match(row["sensor_id"]):
+            keys.append(self.sensor_key(device_id, row["sensor_id"]))
+        animal = row.get("animal_id")
+        if animal and KEY_ID.match(animal):
+            keys.append(self.animal_key(device_id, animal))
+        for key in keys:
+            pipe.eval(_NEWER_WINS, 1, key, fields["wall_ts"], *flat)
+        stream_fields = {k: fields[k] for k in ("device_id", "sensor_id", "record_id",
+                                                 "animal_id", "wall_ts", "values")}
+        pipe.xadd(self.stream_key, stream_fields, maxlen=self._maxlen, approximate=True)
+
+    def _trip(self, err: BaseException) -> None:
+        self._open_until = self._clock() + self._breaker_s
+        CENTRAL_CACHE_SKIPPED.labels(reason="error").inc()
+        if not self._down:
+            self._down = True
+            log.warning(
+                "Redis cache unavailable (%s: %s); skipping it for %.0f s at a time",
+                type(err).__name__, err, self._breaker_s,
+            )
+
+    def _recovered(self) -> None:
+        if self._down:
+            self._down = False
+            log.info("Redis cache is back")

@@ -1,0 +1,108 @@
+"""The central store interface, shared by the PostgreSQL and SQLite stores.
+
+``ingest`` does the whole batch in ONE transaction: lock the (device, epoch)
+sequence row, decide new / resend / replay, insert every record with
+``ON CONFLICT DO NOTHING`` (inserted -> accepted, not inserted -> duplicate),
+log the attempt in ``batches`` and advance the sequence. Holding the sequence
+row lock while inserting is what makes two concurrent identical posts give one
+``accepted`` and one ``duplicate`` per record, never two ``accepted``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from agent.central.validate import ValidRecord
+from agent.errors import TransientError
+from agent.records.protocol import RecordStatus
+
+
+class StoreUnavailable(TransientError):
+    """The database cannot take the batch now; answer 503 with Retry-After."""
+
+
+class SeqOutcome(StrEnum):
+    NEW = "new"  # a batch id never seen, seq above the highest: stored
+    RESEND = "resend"  # a batch id seen before: processed again, idempotently
+    REPLAY = "replay"  # a new batch id with seq <= highest: refused (409)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchMeta:
+    """The envelope of a verified batch, as logged in ``batches``."""
+
+    device_id: str
+    epoch: str
+    seq: int
+    batch_id: str
+    key_id: str
+    record_count: int
+    sent_wall_ts: float
+    clock_synced: bool
+    body_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    outcome: SeqOutcome
+    highest_seq: int  # for (device, epoch), after this batch
+    # One (status, reason) per record passed in, same order; empty for a replay.
+    statuses: list[tuple[RecordStatus, str | None]]
+
+
+class CentralStore(Protocol):
+    """What the receiver needs from a database."""
+
+    async def start(self) -> None:
+        """Connect and create or migrate the schema."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; idempotent."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable when the database cannot be reached."""
+        ...
+
+    async def ingest(
+        self, meta: BatchMeta, records: Sequence[ValidRecord], rejected: int = 0
+    ) -> IngestResult:
+        """Store a batch (see the module docstring); raise StoreUnavailable on failure.
+
+        ``rejected`` counts records that failed validation, for the batch log.
+        """
+        ...
+
+    async def stats(self) -> dict[str, Any]:
+        """Record counts per device and kind, and batch counts per device."""
+        ...
+
+
+def open_store(database_url: str, password: str | None = None) -> CentralStore:
+    """The store for ``database_url``: postgresql://... or sqlite:///path."""
+    from agent.errors import ConfigError
+
+    if database_url.startswith(("postgresql://", "postgres://")):
+        from agent.central.store_postgres import PostgresStore
+
+        return PostgresStore(database_url, password)
+    if database_url.startswith("sqlite:///"):
+        from agent.central.store_sqlite import SqliteStore
+
+        return SqliteStore(database_url.removeprefix("sqlite:///"))
+    raise ConfigError(
+        "central.database_url: expected postgresql://user@host/db or sqlite:///path"
+    )
+
+
+def decide(seen: bool, seq: int, highest: int) -> SeqOutcome:
+    """The replay rule, independent of any clock: ids seen are resends, old seqs replays."""
+    if seen:
+        return SeqOutcome.RESEND
+    if seq <= highest:
+        return SeqOutcome.REPLAY
+    return SeqOutcome.NEW

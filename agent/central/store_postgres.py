@@ -1,0 +1,401 @@
+"""The central store on PostgreSQL (psycopg 3, async), in a schema an ERP can read.
+
+Tables: ``gateways`` (one row per device), ``sequences`` (highest seq per device
+and epoch), ``batches`` (every attempt, replays included), and one table per
+record kind (``readings``, ``alerts``, ``events``, ``inferences``), each with
+UNIQUE(device_id, record_id). The view ``reading_values`` has one row per
+reading and metric. Migrations are numbered, run under an advisory lock and
+recorded in ``schema_migrations``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from agent.central.store import (
+    BatchMeta,
+    IngestResult,
+    SeqOutcome,
+    StoreUnavailable,
+    decide,
+)
+from agent.central.validate import KINDS, ValidRecord
+from agent.records.protocol import RecordStatus
+
+log = logging.getLogger(__name__)
+
+_STAMP_COLS = """
+    wall_ts double precision NOT NULL,
+    mono_ns bigint NOT NULL,
+    boot_id text NOT NULL,
+    clock_synced boolean NOT NULL,
+    batch_id text NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    extra jsonb NOT NULL DEFAULT '{}'::jsonb,
+"""
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "initial schema",
+        f"""
+CREATE TABLE gateways (
+    device_id text PRIMARY KEY,
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    last_seen timestamptz NOT NULL DEFAULT now(),
+    last_key_id text,
+    last_batch_id text,
+    last_clock_synced boolean
+);
+CREATE TABLE sequences (
+    device_id text NOT NULL REFERENCES gateways (device_id),
+    epoch text NOT NULL,
+    highest_seq bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (device_id, epoch)
+);
+CREATE TABLE batches (
+    id bigserial PRIMARY KEY,
+    device_id text NOT NULL,
+    epoch text NOT NULL,
+    seq bigint NOT NULL,
+    batch_id text NOT NULL,
+    key_id text NOT NULL,
+    outcome text NOT NULL,
+    record_count integer NOT NULL,
+    accepted integer NOT NULL DEFAULT 0,
+    duplicate integer NOT NULL DEFAULT 0,
+    rejected integer NOT NULL DEFAULT 0,
+    sent_wall_ts double precision,
+    clock_synced boolean,
+    body_bytes integer,
+    received_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX batches_device_batch ON batches (device_id, batch_id);
+CREATE TABLE readings (
+    id bigserial PRIMARY KEY,
+    device_id text NOT NULL,
+    record_id text NOT NULL,
+    sensor_id text NOT NULL,
+    firmware text NOT NULL,
+    topic text NOT NULL DEFAULT '',
+    animal_id text,
+    source_ts double precision,
+    msg_id text,
+    "values" jsonb NOT NULL,
+    raw jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    units jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    attributes jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    {_STAMP_COLS}
+    UNIQUE (device_id, record_id)
+);
+CREATE INDEX readings_sensor_time ON readings (device_id, sensor_id, wall_ts);
+CREATE INDEX readings_animal_time ON readings (animal_id, wall_ts) WHERE animal_id IS NOT NULL;
+CREATE TABLE alerts (
+    id bigserial PRIMARY KEY,
+    device_id text NOT NULL,
+    record_id text NOT NULL,
+    rule text NOT NULL,
+    severity text NOT NULL,
+    state text NOT NULL,
+    message text NOT NULL,
+    sensor_id text,
+    animal_id text,
+    details jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    {_STAMP_COLS}
+    UNIQUE (device_id, record_id)
+);
+CREATE TABLE events (
+    id bigserial PRIMARY KEY,
+    device_id text NOT NULL,
+    record_id text NOT NULL,
+    event text NOT NULL,
+    detail text NOT NULL DEFAULT '',
+    data jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    {_STAMP_COLS}
+    UNIQUE (device_id, record_id)
+);
+CREATE TABLE inferences (
+    id bigserial PRIMARY KEY,
+    device_id text NOT NULL,
+    record_id text NOT NULL,
+    model text NOT NULL,
+    model_version text NOT NULL,
+    source_id text NOT NULL,
+    animal_id text,
+    latency_ms double precision,
+    outputs jsonb NOT NULL,
+    {_STAMP_COLS}
+    UNIQUE (device_id, record_id)
+);
+CREATE VIEW reading_values AS
+SELECT r.device_id, r.record_id, r.sensor_id, r.firmware, r.animal_id,
+       r.wall_ts, to_timestamp(r.wall_ts) AS wall_time, r.clock_synced,
+       v.key AS metric, (v.value #>> '{{}}')::double precision AS value,
+       r.units ->> v.key AS unit, (r.raw ->> v.key)::double precision AS raw_value,
+       r.received_at
+FROM readings r CROSS JOIN LATERAL jsonb_each(r."values") AS v;
+""",
+    ),
+]
+
+# Any number is an arbitrary choice; it only has to be the same for every receiver.
+_MIGRATION_LOCK = 7_412_001
+_POOL_SIZE = 8
+_CONNECT_TIMEOUT_S = 5
+
+
+class _Pool:
+    """A few reusable connections; a broken one is dropped and replaced on demand."""
+
+    def __init__(self, url: str, password: str | None, size: int) -> None:
+        self._url = url
+        self._kwargs: dict[str, Any] = {"connect_timeout": _CONNECT_TIMEOUT_S, "autocommit": True}
+        if password:
+            self._kwargs["password"] = password
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._slots = asyncio.Semaphore(size)
+        self._closed = False
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        if self._closed:
+            raise StoreUnavailable("store closed")
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else await self._connect()
+            try:
+                yield conn
+            finally:
+                usable = not (conn.closed or conn.broken) and not self._closed
+                if usable and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                    self._idle.append(conn)
+                else:
+                    await conn.close()
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        try:
+            return await psycopg.AsyncConnection.connect(self._url, **self._kwargs)
+        except psycopg.Error as err:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {err}") from err
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
+
+
+class PostgresStore:
+    """CentralStore on PostgreSQL."""
+
+    def __init__(self, url: str, password: str | None = None, pool_size: int = _POOL_SIZE) -> None:
+        self._pool = _Pool(url, password, pool_size)
+        self._inserts = {kind: _insert_sql(kind) for kind in KINDS}
+
+    async def start(self) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur = await conn.execute("SELECT version FROM schema_migrations")
+            done = {row[0] for row in await cur.fetchall()}
+            for version, name, ddl in MIGRATIONS:
+                if version in done:
+                    continue
+                await conn.execute(ddl.encode())  # bytes: run as a script, no parameters
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    (version, name),
+                )
+                log.info("central schema migrated to version %d (%s)", version, name)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def ping(self) -> None:
+        try:
+            async with self._pool.connection() as conn:
+                await conn.execute("SELECT 1")
+        except psycopg.Error as err:
+            raise StoreUnavailable(f"PostgreSQL: {err}") from err
+
+    async def ingest(
+        self, meta: BatchMeta, records: Sequence[ValidRecord], rejected: int = 0
+    ) -> IngestResult:
+        try:
+            return await self._ingest(meta, records, rejected, isolate=False)
+        except (psycopg.DataError, psycopg.IntegrityError) as err:
+            # Validation should have caught it; fall back to one savepoint per
+            # record so the record the database refuses is rejected alone.
+            log.warning("batch needs per-record isolation: %s", err)
+            try:
+                return await self._ingest(meta, records, rejected, isolate=True)
+            except psycopg.Error as err2:
+                raise StoreUnavailable(f"PostgreSQL: {err2}") from err2
+        except psycopg.Error as err:
+            raise StoreUnavailable(f"PostgreSQL: {err}") from err
+
+    async def _ingest(
+        self, meta: BatchMeta, records: Sequence[ValidRecord], rejected: int, isolate: bool
+    ) -> IngestResult:
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO gateways (device_id, last_key_id, last_batch_id, last_clock_synced)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET"
+                " last_seen = now(), last_key_id = EXCLUDED.last_key_id,"
+                " last_batch_id = EXCLUDED.last_batch_id,"
+                " last_clock_synced = EXCLUDED.last_clock_synced",
+                (meta.device_id, meta.key_id, meta.batch_id, meta.clock_synced),
+            )
+            await conn.execute(
+                "INSERT INTO sequences (device_id, epoch) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (meta.device_id, meta.epoch),
+            )
+            # The lock that serialises batches of one (device, epoch): see store.py.
+            cur = await conn.execute(
+                "SELECT highest_seq FROM sequences WHERE device_id = %s AND epoch = %s"
+                " FOR UPDATE",
+                (meta.device_id, meta.epoch),
+            )
+            row = await cur.fetchone()
+            highest = int(row[0]) if row else 0
+            cur = await conn.execute(
+                "SELECT 1 FROM batches WHERE device_id = %s AND batch_id = %s"
+                " AND outcome <> 'replay' LIMIT 1",
+                (meta.device_id, meta.batch_id),
+            )
+            outcome = decide(await cur.fetchone() is not None, meta.seq, highest)
+            statuses: list[tuple[RecordStatus, str | None]] = []
+            if outcome is not SeqOutcome.REPLAY:
+                statuses = await self._insert_records(conn, meta, records, isolate)
+            if outcome is SeqOutcome.NEW:
+                highest = meta.seq
+                await conn.execute(
+                    "UPDATE sequences SET highest_seq = %s, updated_at = now()"
+                    " WHERE device_id = %s AND epoch = %s",
+                    (highest, meta.device_id, meta.epoch),
+                )
+            counts = _count(statuses)
+            await conn.execute(
+                "INSERT INTO batches (device_id, epoch, seq, batch_id, key_id, outcome,"
+                " record_count, accepted, duplicate, rejected, sent_wall_ts, clock_synced,"
+                " body_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (meta.device_id, meta.epoch, meta.seq, meta.batch_id, meta.key_id,
+                 str(outcome), meta.record_count, counts[RecordStatus.ACCEPTED],
+                 counts[RecordStatus.DUPLICATE], counts[RecordStatus.REJECTED] + rejected,
+                 meta.sent_wall_ts, meta.clock_synced, meta.body_bytes),
+            )
+        return IngestResult(outcome, highest, statuses)
+
+    async def _insert_records(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        meta: BatchMeta,
+        records: Sequence[ValidRecord],
+        isolate: bool,
+    ) -> list[tuple[RecordStatus, str | None]]:
+        statuses: list[tuple[RecordStatus, str | None]] = [
+            (RecordStatus.DUPLICATE, None)
+        ] * len(records)
+        if isolate:
+            for pos, record in enumerate(records):
+                try:
+                    async with conn.transaction():  # a savepoint
+                        cur = await conn.execute(
+                            self._inserts[record.kind], _params(meta, record)
+                        )
+                        inserted = await cur.fetchone() is not None
+                except (psycopg.DataError, psycopg.IntegrityError) as err:
+                    reason = f"store_refused: {type(err).__name__}"
+                    statuses[pos] = (RecordStatus.REJECTED, reason)
+                    continue
+                if inserted:
+                    statuses[pos] = (RecordStatus.ACCEPTED, None)
+            return statuses
+        by_kind: dict[str, list[int]] = {}
+        for pos, record in enumerate(records):
+            by_kind.setdefault(record.kind, []).append(pos)
+        async with conn.cursor() as cur:
+            for kind, positions in by_kind.items():
+                await cur.executemany(
+                    self._inserts[kind],
+                    [_params(meta, records[pos]) for pos in positions],
+                    returning=True,
+                )
+                # One result set per row: a row back means inserted, none means conflict.
+                for pos in positions:
+                    if await cur.fetchone() is not None:
+                        statuses[pos] = (RecordStatus.ACCEPTED, None)
+                    cur.nextset()
+        return statuses
+
+    async def stats(self) -> dict[str, Any]:
+        try:
+            async with self._pool.connection() as conn:
+                devices: dict[str, dict[str, int]] = {}
+                for kind, spec in KINDS.items():
+                    query = sql.SQL(
+                        "SELECT device_id, count(*) FROM {} GROUP BY device_id"
+                    ).format(sql.Identifier(spec.table))
+                    cur = await conn.execute(query)
+                    for device_id, count in await cur.fetchall():
+                        devices.setdefault(device_id, _zero())[str(kind)] = int(count)
+                cur = await conn.execute(
+                    "SELECT device_id, outcome, count(*) FROM batches GROUP BY device_id, outcome"
+                )
+                for device_id, outcome, count in await cur.fetchall():
+                    devices.setdefault(device_id, _zero())[f"batches_{outcome}"] = int(count)
+        except psycopg.Error as err:
+            raise StoreUnavailable(f"PostgreSQL: {err}") from err
+        return {"devices": devices}
+
+
+def _zero() -> dict[str, int]:
+    return {str(kind): 0 for kind in KINDS}
+
+
+def _insert_sql(kind: str) -> sql.Composed:
+    spec = KINDS[kind]
+    columns = ("device_id", "batch_id", *spec.columns)
+    return sql.SQL(
+        "INSERT INTO {table} ({columns}) VALUES ({values})"
+        " ON CONFLICT (device_id, record_id) DO NOTHING RETURNING id"
+    ).format(
+        table=sql.Identifier(spec.table),
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        values=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+    )
+
+
+def _params(meta: BatchMeta, record: ValidRecord) -> list[Any]:
+    spec = KINDS[record.kind]
+    params: list[Any] = [meta.device_id, meta.batch_id]
+    for column in spec.columns:
+        value = record.row[column]
+        if column in spec.json_columns:
+            value = Jsonb(value, dumps=_dumps)
+        params.append(value)
+    return params
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+def _count(statuses: list[tuple[RecordStatus, str | None]]) -> dict[RecordStatus, int]:
+    counts = dict.fromkeys(RecordStatus, 0)
+    for status, _ in statuses:
+        counts[status] += 1
+    return counts

@@ -1,0 +1,329 @@
+"""The central store on SQLite, for the demo and laptops: same tables and rules.
+
+One connection, used by one thread at a time under a lock, every batch inside
+``BEGIN IMMEDIATE`` so the sequence check and the inserts are one atomic step.
+JSON columns hold text; the ``reading_values`` view uses ``json_each``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agent.central.store import (
+    BatchMeta,
+    IngestResult,
+    SeqOutcome,
+    StoreUnavailable,
+    decide,
+)
+from agent.central.validate import KINDS, ValidRecord
+from agent.records.protocol import RecordStatus
+
+log = logging.getLogger(__name__)
+
+_STAMP_COLS = """
+    wall_ts REAL NOT NULL,
+    mono_ns INTEGER NOT NULL,
+    boot_id TEXT NOT NULL,
+    clock_synced INTEGER NOT NULL,
+    batch_id TEXT NOT NULL,
+    received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    extra TEXT NOT NULL DEFAULT '{}',
+"""
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "initial schema",
+        f"""
+CREATE TABLE gateways (
+    device_id TEXT PRIMARY KEY,
+    first_seen TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    last_seen TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    last_key_id TEXT,
+    last_batch_id TEXT,
+    last_clock_synced INTEGER
+);
+CREATE TABLE sequences (
+    device_id TEXT NOT NULL REFERENCES gateways (device_id),
+    epoch TEXT NOT NULL,
+    highest_seq INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    PRIMARY KEY (device_id, epoch)
+);
+CREATE TABLE batches (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    batch_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    record_count INTEGER NOT NULL,
+    accepted INTEGER NOT NULL DEFAULT 0,
+    duplicate INTEGER NOT NULL DEFAULT 0,
+    rejected INTEGER NOT NULL DEFAULT 0,
+    sent_wall_ts REAL,
+    clock_synced INTEGER,
+    body_bytes INTEGER,
+    received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE INDEX batches_device_batch ON batches (device_id, batch_id);
+CREATE TABLE readings (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    sensor_id TEXT NOT NULL,
+    firmware TEXT NOT NULL,
+    topic TEXT NOT NULL DEFAULT '',
+    animal_id TEXT,
+    source_ts REAL,
+    msg_id TEXT,
+    "values" TEXT NOT NULL,
+    raw TEXT NOT NULL DEFAULT '{{}}',
+    units TEXT NOT NULL DEFAULT '{{}}',
+    attributes TEXT NOT NULL DEFAULT '{{}}',
+    {_STAMP_COLS}
+    UNIQUE (device_id, record_id)
+);
+CREATE INDEX readings_sensor_time ON readings (device_id, sensor_id, wall_ts);
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    state TEXT NOT NULL,
+    message TEXT NOT NULL,
+    sensor_id TEXT,
+    animal_id TEXT,
+    details TEXT NOT NULL DEFAULT '{{}}',
+    {_STAMP_COLS}
+    UNIQUE (device_id, record_id)
+);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    data TEXT NOT NULL DEFAULT '{{}}',
+    {_STAMP_COLS}
+    UNIQUE (device_id, record_id)
+);
+CREATE TABLE inferences (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    animal_id TEXT,
+    latency_ms REAL,
+    outputs TEXT NOT NULL,
+    {_STAMP_COLS}
+    UNIQUE (device_id, record_id)
+);
+CREATE VIEW reading_values AS
+SELECT r.device_id, r.record_id, r.sensor_id, r.firmware, r.animal_id,
+       r.wall_ts, r.clock_synced, v.key AS metric, v.value AS value,
+       json_extract(r.units, '$."' || v.key || '"') AS unit, r.received_at
+FROM readings r, json_each(r."values") AS v;
+""",
+    ),
+]
+
+
+class SqliteStore:
+    """CentralStore on one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = str(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._inserts = {kind: _insert_sql(kind) for kind in KINDS}
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._start)
+
+    def _start(self) -> None:
+        try:
+            if self._path != ":memory:":
+                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit mode: transactions are opened explicitly with BEGIN IMMEDIATE.
+            conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            with self._lock:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                    " name TEXT NOT NULL, applied_at TEXT NOT NULL"
+                    " DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
+                )
+                done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+                for version, name, ddl in MIGRATIONS:
+                    if version in done:
+                        continue
+                    for statement in _statements(ddl):
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                        (version, name),
+                    )
+                conn.execute("COMMIT")
+            self._conn = conn
+        except sqlite3.Error as err:
+            raise StoreUnavailable(f"SQLite {self._path}: {err}") from err
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    async def ping(self) -> None:
+        await asyncio.to_thread(self._run, lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def ingest(
+        self, meta: BatchMeta, records: Sequence[ValidRecord], rejected: int = 0
+    ) -> IngestResult:
+        return await asyncio.to_thread(self._run, self._ingest, meta, records, rejected)
+
+    async def stats(self) -> dict[str, Any]:
+        return await asyncio.to_thread(self._run, self._stats)
+
+    def _run(self, fn: Any, *args: Any) -> Any:
+        with self._lock:
+            if self._conn is None:
+                raise StoreUnavailable("store closed")
+            try:
+                return fn(self._conn, *args)
+            except sqlite3.Error as err:
+                raise StoreUnavailable(f"SQLite: {err}") from err
+            finally:
+                # Whatever failed, never leave the one connection inside a transaction.
+                if self._conn.in_transaction:
+                    try:
+                        self._conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        log.warning("SQLite rollback failed", exc_info=True)
+
+    def _ingest(
+        self,
+        conn: sqlite3.Connection,
+        meta: BatchMeta,
+        records: Sequence[ValidRecord],
+        rejected: int,
+    ) -> IngestResult:
+        conn.execute("BEGIN IMMEDIATE")  # takes the write lock: the sequence check is atomic
+        conn.execute(
+            "INSERT INTO gateways (device_id, last_key_id, last_batch_id, last_clock_synced)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET"
+            " last_seen = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),"
+            " last_key_id = excluded.last_key_id, last_batch_id = excluded.last_batch_id,"
+            " last_clock_synced = excluded.last_clock_synced",
+            (meta.device_id, meta.key_id, meta.batch_id, meta.clock_synced),
+        )
+        conn.execute(
+            "INSERT INTO sequences (device_id, epoch) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (meta.device_id, meta.epoch),
+        )
+        row = conn.execute(
+            "SELECT highest_seq FROM sequences WHERE device_id = ? AND epoch = ?",
+            (meta.device_id, meta.epoch),
+        ).fetchone()
+        highest = int(row[0]) if row else 0
+        seen = conn.execute(
+            "SELECT 1 FROM batches WHERE device_id = ? AND batch_id = ? AND outcome <> 'replay'"
+            " LIMIT 1",
+            (meta.device_id, meta.batch_id),
+        ).fetchone()
+        outcome = decide(seen is not None, meta.seq, highest)
+        statuses: list[tuple[RecordStatus, str | None]] = []
+        if outcome is not SeqOutcome.REPLAY:
+            for record in records:
+                try:
+                    cur = conn.execute(self._inserts[record.kind], _params(meta, record))
+                except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError) as err:
+                    statuses.append((RecordStatus.REJECTED, f"store_refused: {type(err).__name__}"))
+                    continue
+                status = RecordStatus.ACCEPTED if cur.rowcount == 1 else RecordStatus.DUPLICATE
+                statuses.append((status, None))
+        if outcome is SeqOutcome.NEW:
+            highest = meta.seq
+            conn.execute(
+                "UPDATE sequences SET highest_seq = ?,"
+                " updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+                " WHERE device_id = ? AND epoch = ?",
+                (highest, meta.device_id, meta.epoch),
+            )
+        counts = dict.fromkeys(RecordStatus, 0)
+        for status, _ in statuses:
+            counts[status] += 1
+        conn.execute(
+            "INSERT INTO batches (device_id, epoch, seq, batch_id, key_id, outcome,"
+            " record_count, accepted, duplicate, rejected, sent_wall_ts, clock_synced,"
+            " body_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (meta.device_id, meta.epoch, meta.seq, meta.batch_id, meta.key_id, str(outcome),
+             meta.record_count, counts[RecordStatus.ACCEPTED], counts[RecordStatus.DUPLICATE],
+             counts[RecordStatus.REJECTED] + rejected, meta.sent_wall_ts, meta.clock_synced,
+             meta.body_bytes),
+        )
+        conn.execute("COMMIT")
+        return IngestResult(outcome, highest, statuses)
+
+    def _stats(self, conn: sqlite3.Connection) -> dict[str, Any]:
+        devices: dict[str, dict[str, int]] = {}
+        for kind, spec in KINDS.items():
+            # The table name comes from our own constant map, never from input.
+            query = f"SELECT device_id, count(*) FROM {spec.table} GROUP BY device_id"
+            for device_id, count in conn.execute(query):
+                devices.setdefault(device_id, _zero())[str(kind)] = int(count)
+        for device_id, outcome, count in conn.execute(
+            "SELECT device_id, outcome, count(*) FROM batches GROUP BY device_id, outcome"
+        ):
+            devices.setdefault(device_id, _zero())[f"batches_{outcome}"] = int(count)
+        return {"devices": devices}
+
+
+def _zero() -> dict[str, int]:
+    return {str(kind): 0 for kind in KINDS}
+
+
+def _statements(script: str) -> list[str]:
+    # The DDL holds no semicolons inside literals, so a plain split is safe here.
+    return [part.strip() for part in script.split(";") if part.strip()]
+
+
+def _insert_sql(kind: str) -> str:
+    spec = KINDS[kind]
+    columns = ("device_id", "batch_id", *spec.columns)
+    names = ", ".join(f'"{c}"' for c in columns)
+    marks = ", ".join("?" for _ in columns)
+    return (
+        f"INSERT INTO {spec.table} ({names}) VALUES ({marks})"
+        " ON CONFLICT (device_id, record_id) DO NOTHING"
+    )
+
+
+def _params(meta: BatchMeta, record: ValidRecord) -> list[Any]:
+    spec = KINDS[record.kind]
+    params: list[Any] = [meta.device_id, meta.batch_id]
+    for column in spec.columns:
+        value = record.row[column]
+        if column in spec.json_columns:
+            value = json.dumps(value, allow_nan=False, separators=(",", ":"))
+        params.append(value)
+    return params

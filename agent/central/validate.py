@@ -1,0 +1,224 @@
+"""Per-record validation at the central receiver.
+
+A batch is checked as an envelope first; each record is then checked on its
+own, so one bad record is answered ``rejected`` while the others are stored
+(Telegraf #15908 is the loop this prevents). Validation also refuses what the
+databases would choke on later (NaN, NUL characters, lone surrogates, numbers
+outside BIGINT), because a database error would fail the whole batch with 503
+and the gateway would resend the poison record forever.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
+
+from agent.records.protocol import ID_PATTERN
+from agent.records.types import RecordKind
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+MAX_JSON_DEPTH = 32
+MAX_REASON = 200
+
+class _Common(BaseModel):
+    """Fields every record carries (R6 stamp included)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    record_id: str = Field(pattern=ID_PATTERN)
+    kind: str
+    wall_ts: FiniteFloat
+    mono_ns: int = Field(ge=INT64_MIN, le=INT64_MAX)
+    boot_id: str = Field(max_length=128)
+    clock_synced: bool
+
+
+class ReadingIn(_Common):
+    sensor_id: str = Field(min_length=1, max_length=128)
+    firmware: str = Field(min_length=1, max_length=128)
+    topic: str = Field("", max_length=1024)
+    values: dict[str, FiniteFloat]
+    raw: dict[str, FiniteFloat] = Field(default_factory=dict)
+    units: dict[str, str] = Field(default_factory=dict)
+    animal_id: str | None = Field(None, max_length=128)
+    source_ts: FiniteFloat | None = None
+    msg_id: str | None = Field(None, max_length=256)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class AlertIn(_Common):
+    rule: str = Field(min_length=1, max_length=128)
+    severity: Literal["info", "warning", "critical"]
+    state: Literal["raised", "updated", "cleared"]
+    message: str = Field(max_length=4096)
+    sensor_id: str | None = Field(None, max_length=128)
+    animal_id: str | None = Field(None, max_length=128)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventIn(_Common):
+    event: str = Field(min_length=1, max_length=128)
+    detail: str = Field("", max_length=4096)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class InferenceIn(_Common):
+    model: str = Field(min_length=1, max_length=128)
+    model_version: str = Field(min_length=1, max_length=128)
+    source_id: str = Field(min_length=1, max_length=128)
+    outputs: dict[str, Any]
+    latency_ms: FiniteFloat | None = None
+    animal_id: str | None = Field(None, max_length=128)
+
+
+@dataclass(frozen=True, slots=True)
+class KindSpec:
+    """Where a kind is stored: its table and its columns (besides device_id, batch_id)."""
+
+    kind: str
+    table: str
+    model: type[_Common]
+    columns: tuple[str, ...]
+    json_columns: frozenset[str]
+
+
+_STAMP = ("wall_ts", "mono_ns", "boot_id", "clock_synced")
+
+KINDS: dict[str, KindSpec] = {
+    RecordKind.READING: KindSpec(
+        RecordKind.READING,
+        "readings",
+        ReadingIn,
+        ("record_id", "sensor_id", "firmware", "topic", "animal_id", *_STAMP, "source_ts",
+         "msg_id", "values", "raw", "units", "attributes", "extra"),
+        frozenset({"values", "raw", "units", "attributes", "extra"}),
+    ),
+    RecordKind.ALERT: KindSpec(
+        RecordKind.ALERT,
+        "alerts",
+        AlertIn,
+        ("record_id", "rule", "severity", "state", "message", "sensor_id", "animal_id",
+         *_STAMP, "details", "extra"),
+        frozenset({"details", "extra"}),
+    ),
+    RecordKind.EVENT: KindSpec(
+        RecordKind.EVENT,
+        "events",
+        EventIn,
+        ("record_id", "event", "detail", *_STAMP, "data", "extra"),
+        frozenset({"data", "extra"}),
+    ),
+    RecordKind.INFERENCE: KindSpec(
+        RecordKind.INFERENCE,
+        "inferences",
+        InferenceIn,
+        ("record_id", "model", "model_version", "source_id", "animal_id", *_STAMP,
+         "latency_ms", "outputs", "extra"),
+        frozenset({"outputs", "extra"}),
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ValidRecord:
+    """A record that passed validation: its kind and the row to insert."""
+
+    index: int  # position in the batch
+    record_id: str
+    kind: str
+    row: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidRecord:
+    index: int
+    record_id: str
+    reason: str
+
+
+class BadEnvelope(ValueError):
+    """The batch itself is malformed (answered 400 as a whole)."""
+
+
+def record_id_of(index: int, data: Any) -> str:
+    """The record id to answer with; a record without a usable id fails the batch.
+
+    The gateway matches results by record id, so a result it cannot match would
+    leave that record waiting forever; a 400 makes the bug visible instead.
+    """
+    if not isinstance(data, dict):
+        raise BadEnvelope(f"records[{index}] is not an object")
+    record_id = data.get("record_id")
+    if not isinstance(record_id, str) or not record_id or len(record_id) > 256:
+        raise BadEnvelope(f"records[{index}].record_id is missing or not a short string")
+    return record_id
+
+
+def validate_record(index: int, data: Any) -> ValidRecord | InvalidRecord:
+    """Check one record; never raises for bad record content (only for a bad envelope)."""
+    record_id = record_id_of(index, data)
+    problem = json_problem(data)
+    if problem:
+        return InvalidRecord(index, record_id, problem)
+    kind = data.get("kind")
+    spec = KINDS.get(kind) if isinstance(kind, str) else None
+    if spec is None:
+        return InvalidRecord(index, record_id, _cap(f"unknown_kind: {kind!r}"))
+    try:
+        model = spec.model.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "record"
+        return InvalidRecord(index, record_id, _cap(f"invalid {kind}: {where}: {first['msg']}"))
+    row = model.model_dump(exclude={"kind"})
+    extra = dict(model.model_extra or {})
+    for key in list(row):
+        if key in extra:
+            row.pop(key)
+    row["extra"] = extra
+    return ValidRecord(index, record_id, str(spec.kind), {c: row.get(c) for c in spec.columns})
+
+
+def json_problem(value: Any, depth: int = 0) -> str | None:
+    """Why ``value`` cannot be stored as JSON in PostgreSQL and SQLite, or None."""
+    if depth > MAX_JSON_DEPTH:
+        return "too_deep"
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return None if INT64_MIN <= value <= INT64_MAX else "number_out_of_range"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "non_finite_number"
+    if isinstance(value, str):
+        return _text_problem(value)
+    if isinstance(value, list):
+        for item in value:
+            problem = json_problem(item, depth + 1)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = _text_problem(key) or json_problem(item, depth + 1)
+            if problem:
+                return problem
+        return None
+    return "unsupported_type"
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "nul_character"  # PostgreSQL text and jsonb refuse U+0000
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "invalid_unicode"  # a lone surrogate from a \\ud800 escape
+    return None
+
+
+def _cap(reason: str) -> str:
+    return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 3] + "..."

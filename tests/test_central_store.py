@@ -1,0 +1,169 @@
+"""The central stores directly: schema an ERP can read, migrations, the replay rule."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from helpers_central import (
+    reading,
+    unique_device,
+)
+
+from agent.central import load_keys, open_store
+from agent.central.store import BatchMeta, CentralStore, SeqOutcome, decide
+from agent.central.store_postgres import PostgresStore
+from agent.central.validate import ValidRecord, validate_record
+from agent.errors import ConfigError
+from agent.records.protocol import RecordStatus
+
+pytest_plugins = ("helpers_central_fixtures",)  # the fixtures: pg_url, store, central, http
+
+def meta(device: str, seq: int, batch_id: str | None = None, epoch: str = "e1") -> BatchMeta:
+    return BatchMeta(device, epoch, seq, batch_id or f"{device}:{epoch}:{seq}", "k1", 1,
+                     1_750_000_000.0, True, 100)
+
+
+def valid(*records: dict[str, Any]) -> list[ValidRecord]:
+    out = []
+    for i, record in enumerate(records):
+        checked = validate_record(i, record)
+        assert isinstance(checked, ValidRecord), checked
+        out.append(checked)
+    return out
+
+
+def test_replay_rule_table() -> None:
+    assert decide(seen=True, seq=1, highest=9) is SeqOutcome.RESEND
+    assert decide(seen=False, seq=9, highest=9) is SeqOutcome.REPLAY
+    assert decide(seen=False, seq=3, highest=9) is SeqOutcome.REPLAY
+    assert decide(seen=False, seq=10, highest=9) is SeqOutcome.NEW
+    assert decide(seen=False, seq=1, highest=0) is SeqOutcome.NEW
+
+
+async def test_ingest_outcomes(store: CentralStore) -> None:
+    device = unique_device()
+    first = await store.ingest(meta(device, 1), valid(reading(1), reading(2)))
+    assert first.outcome is SeqOutcome.NEW and first.highest_seq == 1
+    assert [s for s, _ in first.statuses] == [RecordStatus.ACCEPTED] * 2
+    again = await store.ingest(meta(device, 1), valid(reading(1), reading(2)))
+    assert again.outcome is SeqOutcome.RESEND
+    assert [s for s, _ in again.statuses] == [RecordStatus.DUPLICATE] * 2
+    replay = await store.ingest(meta(device, 1, batch_id="x"), valid(reading(3)))
+    assert replay.outcome is SeqOutcome.REPLAY and replay.statuses == []
+    # The same record id on another device is another record.
+    other = await store.ingest(meta(unique_device(), 1), valid(reading(1)))
+    assert [s for s, _ in other.statuses] == [RecordStatus.ACCEPTED]
+
+
+async def test_postgres_schema_is_readable_by_an_erp(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    await store.start()
+    await store.start()  # migrations are idempotent
+    device = unique_device()
+    try:
+        await store.ingest(meta(device, 1), valid(reading(1), reading(2, animal=None)))
+    finally:
+        await store.close()
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute(
+            "SELECT record_id, metric, value, unit, raw_value FROM reading_values"
+            " WHERE device_id = %s ORDER BY record_id, metric",
+            (device,),
+        ).fetchall()
+        assert rows[0] == ("r000001", "activity", 1.0, "steps", 1.0)
+        assert ("r000001", "temp_c", 38.51, "degC", 38.41) in rows and len(rows) == 4
+        for table in ("readings", "alerts", "events", "inferences"):
+            uniques = conn.execute(
+                "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c"
+                " JOIN pg_class t ON t.oid = c.conrelid WHERE t.relname = %s AND c.contype = 'u'",
+                (table,),
+            ).fetchall()
+            assert ("UNIQUE (device_id, record_id)",) in uniques, table
+        batch = conn.execute(
+            "SELECT seq, outcome, accepted, received_at IS NOT NULL FROM batches"
+            " WHERE device_id = %s", (device,),
+        ).fetchone()
+        assert batch == (1, "new", 2, True)
+        gateway = conn.execute(
+            "SELECT last_key_id FROM gateways WHERE device_id = %s", (device,)
+        ).fetchone()
+        assert gateway == ("k1",)
+        versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
+        assert versions == [(1,)]
+
+
+async def test_postgres_concurrent_first_start_is_safe(pg_url: str) -> None:
+    stores = [PostgresStore(pg_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(s.start() for s in stores))
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_sqlite_view_and_unique(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    store = open_store(f"sqlite:///{path}")
+    await store.start()
+    device = unique_device()
+    try:
+        await store.ingest(meta(device, 1), valid(reading(1)))
+    finally:
+        await store.close()
+    await store.close()  # idempotent
+    conn = sqlite3.connect(path)
+    rows = conn.execute(
+        "SELECT metric, value, unit FROM reading_values ORDER BY metric"
+    ).fetchall()
+    assert rows == [("activity", 1.0, "steps"), ("temp_c", 38.51, "degC")]
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute(
+            "INSERT INTO readings (device_id, record_id, sensor_id, firmware, \"values\","
+            " wall_ts, mono_ns, boot_id, clock_synced, batch_id)"
+            " VALUES (?, 'r000001', 's', 'f', '{}', 0, 0, 'b', 1, 'x')",
+            (device,),
+        )
+    conn.close()
+
+
+def test_open_store_refuses_unknown_urls() -> None:
+    with pytest.raises(ConfigError):
+        open_store("mysql://somewhere/db")
+
+
+def test_load_keys_from_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DAIRY_EDGE_CENTRAL_KEYS", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setenv("DAIRY_EDGE_HMAC_KEY", "s3cret")
+    assert load_keys() == {"default": b"s3cret"}
+    monkeypatch.setenv("DAIRY_EDGE_CENTRAL_KEYS", "old=abc, new=def\nthird=ghi")
+    assert load_keys() == {"old": b"abc", "new": b"def", "third": b"ghi"}
+    monkeypatch.setenv("DAIRY_EDGE_CENTRAL_KEYS", "no-equals-sign")
+    with pytest.raises(ConfigError):
+        load_keys()
+
+
+async def test_postgres_isolates_a_record_the_database_refuses(pg_url: str) -> None:
+    # Validation should stop this first; the store's last resort must still not fail
+    # the other records (nor answer 503 forever).
+    store = PostgresStore(pg_url)
+    await store.start()
+    device = unique_device()
+    good = valid(reading(1), reading(3))
+    poison = valid(reading(2))[0]
+    poison = ValidRecord(poison.index, poison.record_id, poison.kind,
+                         {**poison.row, "topic": "nul\x00inside"})
+    try:
+        result = await store.ingest(meta(device, 1), [good[0], poison, good[1]])
+        assert [s for s, _ in result.statuses] == [
+            RecordStatus.ACCEPTED, RecordStatus.REJECTED, RecordStatus.ACCEPTED
+        ]
+        assert (result.statuses[1][1] or "").startswith("store_refused")
+        assert (await store.stats())["devices"][device]["reading"] == 2
+    finally:
+        await store.close()

@@ -67,3 +67,9 @@ MQTT_HANDLER_ERRORS = Counter(
     "dairy_edge_mqtt_handler_errors_total",
     "Messages whose handler raised; left unacknowledged for redelivery.",
 )
+STORE_USED_BYTES = Gauge(
+    "dairy_edge_store_used_bytes", "Bytes of the buffer database holding data."
+)
+STORE_FULL = Gauge(
+    "dairy_edge_store_full", "1 while the buffer refuses new records for lack of space."
+)

@@ -22,7 +22,6 @@ from typing import Any
 
 import psycopg
 import yaml
-
 from helpers_mqtt import PrivateMosquitto, free_port
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

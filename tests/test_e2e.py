@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from e2e_harness import Barn, barn, wait_until
 
 from agent.config.model import GatewayConfig
 from agent.sources.publisher import publish
 from agent.sources.simulator import BarnSimulator
-from e2e_harness import Barn, barn, wait_until
 
 MESSAGES = 10_000
 BAD_RATIO = 0.03

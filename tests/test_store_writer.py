@@ -104,7 +104,7 @@ def test_epoch_persists_and_close_is_idempotent(tmp_path: Path) -> None:
     assert w2.epoch == epoch
     assert w2.moved_aside is None
     names = [r[0] for r in query(db, "SELECT name FROM migrations")]
-    assert names == ["0001_initial"]
+    assert names == ["0001_initial", "0002_time_and_space"]
     w2.close()
 
 

@@ -119,20 +119,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_central(args: argparse.Namespace) -> int:
-    from agent.central.server import load_keys, run_central
+    from agent.central import serve_forever
 
     config = _load(args)
-    keys = load_keys()
-
-    async def serve(stop: asyncio.Event) -> int:
-        handle = await run_central(config.central, keys)
-        try:
-            await stop.wait()
-        finally:
-            await handle.stop()
-        return 0
-
-    return _run_until_signal(serve)
+    return _run_until_signal(lambda stop: serve_forever(config.central, stop))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

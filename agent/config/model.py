@@ -131,6 +131,50 @@ class StoreConfig(Section):
         ge=1024 * 1024,
         description="Byte cap of the buffer; see docs/reliability.md for the policy when full.",
     )
+    reserved_alert_fraction: float = Field(
+        0.05,
+        ge=0,
+        le=0.5,
+        description="Share of max_buffer_bytes only alerts may use: readings, events and "
+        "inferences are held back once the buffer reaches the rest.",
+    )
+    full_drop_after_s: float = Field(
+        600.0,
+        ge=0,
+        le=30 * 86400,
+        description="How long the buffer may stay full (nothing new acknowledged, the broker "
+        "holds it) before the oldest unsynced records are dropped by priority (monotonic).",
+    )
+    synced_max_age_s: float = Field(
+        30 * 86400,
+        ge=0,
+        description="Synced records older than this are deleted (0: keep until space is "
+        "needed). Age is monotonic within a boot; across boots only when both clocks were "
+        "synced, so a clock step cannot delete anything.",
+    )
+    synced_max_bytes: int = Field(
+        0,
+        ge=0,
+        description="Cap on the bytes of synced records kept for local display "
+        "(0: no cap beyond max_buffer_bytes).",
+    )
+    retention_interval_s: float = Field(
+        60.0, gt=0, le=86400, description="How often retention runs (monotonic)."
+    )
+    max_pending_items: int = Field(
+        5000,
+        ge=1,
+        le=1_000_000,
+        description="Items queued in memory but not yet committed; beyond it submit() blocks "
+        "the caller (backpressure) for up to submit_timeout_s.",
+    )
+    submit_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="Longest submit() blocks when the pending queue is full; then the item "
+        "is refused (not stored, not acknowledged).",
+    )
 
 
 class SyncConfig(Section):
@@ -205,7 +249,7 @@ class CentralConfig(Section):
 
 
 class LoggingConfig(Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     json_format: bool = Field(False, description="One JSON object per line (for journald).")
 
 

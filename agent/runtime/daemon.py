@@ -167,6 +167,30 @@ class Agent:
         self.state.storage_fault = fault
 
     # -- status ---------------------------------------------------------------
+    def _problems(self) -> list[str]:
+        problems: list[str] = []
+        if self.writer.moved_aside is not None:
+            problems.append(
+                f"buffer was corrupt at start; moved to {self.writer.moved_aside.name}"
+            )
+        return problems
+
+    def _report_corrupt_buffer(self) -> None:
+        """T21: a corrupt buffer was moved aside at start; say so everywhere."""
+        moved = self.writer.moved_aside
+        if moved is None:
+            return
+        detail = "; ".join(self.writer.corruption)[:500]
+        log.error("buffer database was corrupt (%s); moved to %s, started fresh", detail, moved)
+        self.writer.submit(
+            self._event(
+                "buffer_corrupt",
+                f"corrupt buffer moved to {moved.name}; started a fresh one",
+                moved_to=str(moved),
+                problems=list(self.writer.corruption)[:10],
+            )
+        )
+
     def status(self) -> StatusSnapshot:
         """What the status page shows; cheap enough for the event loop."""
         now_mono = self.clock.monotonic()
@@ -209,6 +233,7 @@ class Agent:
             disk_free_bytes=shutil.disk_usage(self.config.gateway.data_dir).free,
             storage_health="ok" if self.writer.healthy else (fault.kind if fault else "fault"),
             sync=sync,
+            problems=self._problems(),
         )
 
     # -- lifecycle ------------------------------------------------------------
@@ -217,6 +242,7 @@ class Agent:
         self._processor.start()
         self.detection.restore(self.writer)
         self.writer.submit(self._event("agent_started", f"dairy-edge {__version__} started"))
+        self._report_corrupt_buffer()
         tasks: list[asyncio.Task[None]] = []
         web_runner = None
         transport: AiohttpTransport | None = None
@@ -254,7 +280,9 @@ class Agent:
         ping_every = self.notifier.watchdog_interval_s or WATCHDOG_PROBE_S
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
+                # Until ready, look often: a restart should be ready as soon as
+                # the broker granted our subscriptions, not a tick later.
+                await asyncio.wait_for(stop.wait(), timeout=1.0 if ready else 0.05)
             except TimeoutError:
                 pass
             if not ready and self.mqtt.connected and self.mqtt.subscriptions():
@@ -265,6 +293,8 @@ class Agent:
                 last_ping = self.clock.monotonic()
                 if await self._store_writable():
                     self.notifier.watchdog()
+            if not ready:
+                continue
             for alert in self.detection.tick(self.clock.monotonic()):
                 self._submit_alert(alert)
             if self.clock.monotonic() - last_save > 60:
@@ -301,7 +331,14 @@ class Agent:
         await asyncio.to_thread(self.writer.close)
         if web_runner is not None:
             await web_runner.cleanup()
-        log.info("stopped")
+        stats = self.mqtt.stats
+        log.info(
+            "stopped: %d messages received, %d acknowledged after commit, %d acks withheld "
+            "(connection gone; the broker redelivers them)",
+            stats.messages,
+            stats.acks,
+            stats.stale_acks,
+        )
 
 
 def _secret_bytes(name: str) -> bytes | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agent.records import Alert, Event, Inference, Quarantined, Reading
@@ -17,6 +18,45 @@ def encode_body(record: Reading | Alert | Event | Inference) -> str:
     return json.dumps(record.to_dict(), separators=(",", ":"), default=str, allow_nan=False)
 
 
+# Per-row cost beyond the body (rowid, columns, the record_id index entry):
+# used only to estimate whether a group fits the byte cap.
+ROW_OVERHEAD = 96
+
+
+@dataclass(slots=True)
+class Encoded:
+    """An item ready to insert: its body and the times it will be stored with."""
+
+    body: str | None  # None for quarantined items (their payload is the body)
+    size: int
+    wall_ts: float
+    corrected: bool  # wall_ts was rebuilt from mono_ns and a sync-time offset
+
+    @property
+    def estimate(self) -> int:
+        return self.size + ROW_OVERHEAD
+
+
+def encode(item: Item, offsets: Mapping[str, float] | None = None) -> Encoded:
+    """Encode ``item``; a record made before clock sync gets its wall time corrected
+    when the offset (wall - mono) of its boot is already known."""
+    st = item.stamp
+    corrected = bool(offsets) and not st.clock_synced and st.boot_id in (offsets or {})
+    wall_ts = st.mono_ns / 1e9 + offsets[st.boot_id] if corrected and offsets else st.wall_ts
+    if isinstance(item, Quarantined):
+        return Encoded(None, len(item.payload), wall_ts, corrected)
+    data = item.to_dict()
+    if corrected:
+        data["wall_ts"] = wall_ts
+        data["wall_corrected"] = True
+    try:
+        body = json.dumps(data, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError:
+        # NaN/inf slipped past validation; store it as text rather than lose it.
+        body = json.dumps(data, separators=(",", ":"), default=str)
+    return Encoded(body, len(body.encode()), wall_ts, corrected)
+
+
 @dataclass(slots=True)
 class GroupStats:
     """What a group did; applied to metrics only after its COMMIT."""
@@ -26,24 +66,35 @@ class GroupStats:
     dedup_hits: int = 0
 
 
-def insert(conn: sqlite3.Connection, item: Item, stats: GroupStats) -> None:
+def table_of(item: Item) -> str:
+    return "quarantine" if isinstance(item, Quarantined) else KIND_TABLE[str(item.kind)]
+
+
+def exists(conn: sqlite3.Connection, item: Item) -> bool:
+    """Whether ``item``'s record_id is already stored (a redelivery)."""
+    table = table_of(item)  # a constant name, never input
+    row = conn.execute(f"SELECT 1 FROM {table} WHERE record_id = ?", (item.record_id,))
+    return row.fetchone() is not None
+
+
+def insert(
+    conn: sqlite3.Connection, item: Item, stats: GroupStats, enc: Encoded | None = None
+) -> None:
     """INSERT OR IGNORE one item; a repeat of a stored record_id is a dedup hit."""
     # OR IGNORE would also swallow a NULL id as if it were a duplicate.
     if not isinstance(item.record_id, str) or not item.record_id:
         raise ValueError(f"record without a record_id: {type(item).__name__}")
+    enc = enc or encode(item)
     if isinstance(item, Quarantined):
-        _insert_quarantined(conn, item, stats)
+        _insert_quarantined(conn, item, stats, enc)
         return
-    try:
-        body = encode_body(item)
-    except ValueError:
-        # NaN/inf slipped past validation; store it as text rather than lose it.
-        body = json.dumps(item.to_dict(), separators=(",", ":"), default=str)
     table = KIND_TABLE[str(item.kind)]
+    st = item.stamp
     cur = conn.execute(
-        f"INSERT OR IGNORE INTO {table} (record_id, wall_ts, mono_ns, body, size) "
-        "VALUES (?, ?, ?, ?, ?)",
-        (item.record_id, item.stamp.wall_ts, item.stamp.mono_ns, body, len(body.encode())),
+        f"INSERT OR IGNORE INTO {table} (record_id, wall_ts, mono_ns, body, size, boot_id, "
+        "clock_synced, wall_corrected) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (item.record_id, enc.wall_ts, st.mono_ns, enc.body, enc.size, st.boot_id,
+         int(st.clock_synced), int(enc.corrected)),
     )
     if cur.rowcount == 0:
         stats.dedup_hits += 1
@@ -90,22 +141,25 @@ def _update_latest(conn: sqlite3.Connection, r: Reading) -> None:
     )
 
 
-def _insert_quarantined(conn: sqlite3.Connection, q: Quarantined, stats: GroupStats) -> None:
+def _insert_quarantined(
+    conn: sqlite3.Connection, q: Quarantined, stats: GroupStats, enc: Encoded
+) -> None:
     cur = conn.execute(
         """INSERT OR IGNORE INTO quarantine (record_id, topic, payload, reason, detail,
-               wall_ts, mono_ns, boot_id, clock_synced, size)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               wall_ts, mono_ns, boot_id, clock_synced, size, wall_corrected)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
             q.record_id,
             q.topic,
             bytes(q.payload),
             q.reason,
             q.detail,
-            q.stamp.wall_ts,
+            enc.wall_ts,
             q.stamp.mono_ns,
             q.stamp.boot_id,
             int(q.stamp.clock_synced),
             len(q.payload),
+            int(enc.corrected),
         ),
     )
     if cur.rowcount == 0:

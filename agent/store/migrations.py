@@ -104,6 +104,45 @@ def _initial(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration("0002_time_and_space")
+def _time_and_space(conn: sqlite3.Connection) -> None:
+    # Clock columns (R6) so time correction and retention can use them in SQL,
+    # backfilled from the stored bodies.
+    for table in SYNC_TABLES:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN boot_id TEXT NOT NULL DEFAULT ''")
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN clock_synced INTEGER NOT NULL DEFAULT 1")
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN wall_corrected INTEGER NOT NULL DEFAULT 0")
+        conn.execute(
+            f"""UPDATE {table} SET
+                boot_id = COALESCE(json_extract(body, '$.boot_id'), ''),
+                clock_synced = COALESCE(json_extract(body, '$.clock_synced'), 1)"""
+        )
+        # Eviction walks synced rows oldest first; retention sums their size.
+        conn.execute(f"CREATE INDEX {table}_done ON {table} (id, size) WHERE synced != 0")
+        conn.execute(
+            f"CREATE INDEX {table}_clock ON {table} (boot_id) "
+            "WHERE clock_synced = 0 AND wall_corrected = 0"
+        )
+    conn.execute(
+        "ALTER TABLE quarantine ADD COLUMN wall_corrected INTEGER NOT NULL DEFAULT 0"
+    )
+    # One row per drop action (not per record): what was dropped and why.
+    conn.execute(
+        """CREATE TABLE drops (
+            id INTEGER PRIMARY KEY,
+            reason TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            first_record_id TEXT,
+            last_record_id TEXT,
+            wall_ts REAL NOT NULL,
+            mono_ns INTEGER NOT NULL,
+            boot_id TEXT NOT NULL
+        )"""
+    )
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_wall_ts REAL)"

@@ -250,3 +250,44 @@ def backlog(conn: sqlite3.Connection) -> int:
         int(conn.execute(f"SELECT COUNT(*) FROM {t} WHERE synced = 0").fetchone()[0])
         for t in SYNC_TABLES
     )
+
+
+@dataclass(slots=True)
+class ShrinkResult:
+    kept: int  # records left in the open batch
+    released: int  # records handed back to the outbox for later batches
+    dead_lettered: int = 0
+    dead_ids: list[str] = field(default_factory=list)
+
+
+def shrink_open(
+    conn: sqlite3.Connection, reason: str, max_attempts: int, wall_ts: float
+) -> ShrinkResult:
+    """The receiver refused the open batch as too large (413): keep its first half.
+
+    The batch keeps its seq and batch_id (a resend of the same id stays a
+    resend); the other records simply wait for a later batch, with their own
+    record ids unchanged. A single record that is still too large counts a
+    rejection and is dead-lettered after ``max_attempts``, like a poison record.
+    """
+    state = open_batch(conn)
+    if state is None:
+        return ShrinkResult(0, 0)
+    refs = [(str(t), str(r)) for t, r in state["refs"]]
+    if len(refs) > 1:
+        keep = len(refs) // 2
+        state["refs"] = refs[:keep]
+        conn.execute(
+            "UPDATE sync_state SET value = ? WHERE key = ?", (json.dumps(state), OPEN_KEY)
+        )
+        return ShrinkResult(keep, len(refs) - keep)
+    result = ApplyResult()
+    for table, record_id in refs:
+        if table in _TABLE_KIND:
+            _apply_one(conn, table, record_id, RecordStatus.REJECTED, reason, max_attempts,
+                       wall_ts, result)
+    if result.dead_lettered:
+        # Nothing left to send under this seq: close it (seq only ever grows).
+        _close(conn, int(state["seq"]))
+    return ShrinkResult(len(refs) - result.dead_lettered, 0, result.dead_lettered,
+                        result.dead_ids)

@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--web-port", type=int, default=8080, help="status page port (default 8080)")
     demo.add_argument("--rate", type=float, default=20.0, help="simulated messages per second")
     demo.add_argument("--data-dir", type=Path, default=None, help="where to keep demo data")
+    demo.add_argument(
+        "--mqtt-port",
+        type=int,
+        default=1883,
+        help="use the broker on this localhost port, or start an embedded one there "
+        "(default 1883)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     cfg = sub.add_parser("config", help="check a config file or print its schema")
@@ -155,6 +162,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             web_port=args.web_port,
             rate=args.rate,
             data_dir=args.data_dir,
+            mqtt_port=args.mqtt_port,
         )
     )
 

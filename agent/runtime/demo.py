@@ -13,6 +13,8 @@ import secrets
 import socket
 import tempfile
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.central.server import run_central
@@ -22,6 +24,15 @@ from agent.sources.broker import ensure_broker
 from agent.sources.publisher import run_simulation
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoInfo:
+    web_port: int
+    central_url: str
+    broker_port: int
+    broker_embedded: bool
+    data_dir: Path
 
 
 def _free_port(preferred: int) -> int:
@@ -42,13 +53,15 @@ async def run_demo(
     web_port: int = 8080,
     rate: float = 20.0,
     data_dir: Path | None = None,
+    mqtt_port: int = 1883,
+    on_ready: Callable[[DemoInfo], None] | None = None,
 ) -> int:
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="dairy-edge-demo-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
     # A prefix of its own, so a demo never mixes with other traffic on a shared broker.
     prefix = f"demo{secrets.token_hex(3)}"
-    broker = await ensure_broker("127.0.0.1", 1883)
+    broker = await ensure_broker("127.0.0.1", mqtt_port)
     central = await run_central(
         load_config(
             overrides={"central": {"port": 0, "database_url": f"sqlite:///{data_dir}/central.db"}}
@@ -87,11 +100,15 @@ async def run_demo(
             topic_prefix=prefix,
             progress=False,
             stop=sim_stop,
+            protocol=broker.protocol or "5",
         )
 
     async def report() -> None:
         while agent.state.web_port is None:
             await asyncio.sleep(0.1)
+        if on_ready is not None:
+            on_ready(DemoInfo(agent.state.web_port, central.url, broker.port, broker.embedded,
+                              data_dir))
         print(
             f"\n  dairy-edge demo running\n"
             f"  status page:   http://127.0.0.1:{agent.state.web_port}/\n"

@@ -123,6 +123,7 @@ def publish(
     ack_timeout_s: float = 30.0,
     client_id: str | None = None,
     connect_timeout_s: float = 10.0,
+    protocol: str = "5",
 ) -> PublishReport:
     """Publish ``messages`` (``rate`` per second, or as fast as the window allows).
 
@@ -137,7 +138,7 @@ def publish(
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id or f"dairy-edge-sim-{uuid.uuid4().hex[:12]}",
-        protocol=mqtt.MQTTv5,
+        protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311,
     )
     client.max_inflight_messages_set(window)
     client.max_queued_messages_set(0)
@@ -210,6 +211,7 @@ def run_simulation(
     sensors_per_kind: int = 2,
     max_payload_bytes: int = 64 * 1024,
     stop: threading.Event | None = None,
+    protocol: str = "5",
 ) -> PublishReport:
     """Publish simulated barn traffic: ``count`` messages, for ``duration`` seconds,
     or until ``stop`` is set (at least one of the three)."""
@@ -235,7 +237,14 @@ def run_simulation(
         stream = _until(stream, time.monotonic() + duration)
     if stop is not None:
         stream = itertools.takewhile(lambda _msg: not stop.is_set(), stream)
-    report = publish(stream, host, port, rate=rate, progress=_print_progress if progress else None)
+    report = publish(
+        stream,
+        host,
+        port,
+        rate=rate,
+        progress=_print_progress if progress else None,
+        protocol=protocol,
+    )
     if progress:
         print(file=sys.stderr)
     return report

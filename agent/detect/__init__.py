@@ -1,0 +1,1 @@
+"""Detection: per-sensor anomaly scores (anomaly/) and dairy rules and alerts (rules/)."""

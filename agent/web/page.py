@@ -13,7 +13,8 @@ STYLE = """\
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:48rem;padding:.75rem;color:#222}
 h1{font-size:1.3rem;margin:.2rem 0}h2{font-size:1.05rem;margin:1rem 0 .3rem}
 table{border-collapse:collapse;width:100%}td,th{padding:.3rem .4rem;text-align:left;
-border-bottom:1px solid #ddd;vertical-align:top;word-break:break-word}
+border-bottom:1px solid #ddd;vertical-align:top;overflow-wrap:anywhere}
+th{white-space:nowrap}td:first-child{min-width:6.5rem}
 .bad{color:#a40000;font-weight:600}.ok{color:#0a6b0a;font-weight:600}
 .muted{color:#666;font-size:.85rem}
 """

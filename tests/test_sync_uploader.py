@@ -6,18 +6,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from helpers_store import alert, event, make_writer, query, reading
-from helpers_sync import KEY, Receiver
+from helpers_store import alert, event, query, reading
+from helpers_sync import Receiver, Rig, unsynced
 
-from agent.clock import SystemClock
-from agent.config.model import SyncConfig
 from agent.errors import RetryAfter, TransientError
 from agent.records.protocol import batch_id_for
-from agent.store.writer import StoreWriter
-from agent.sync import AiohttpTransport, Outcome, RequestRefused, Uploader
+from agent.sync import Outcome, RequestRefused
 
 
 @pytest.fixture
@@ -26,36 +22,6 @@ async def receiver() -> AsyncIterator[Receiver]:
     await r.start()
     yield r
     await r.stop()
-
-
-class Rig:
-    """A writer, an uploader and its transport on one database."""
-
-    def __init__(self, db: Path, url: str, **sync: Any) -> None:
-        self.db = db
-        defaults: dict[str, Any] = {
-            "backoff_base_s": 0.01, "backoff_max_s": 0.05, "interval_s": 0.05,
-            "request_timeout_s": 2.0, "connect_timeout_s": 1.0,
-        }
-        self.config = SyncConfig(url=url, **{**defaults, **sync})
-        self.writer: StoreWriter = make_writer(db, commit_interval_ms=5)
-        self.transport = AiohttpTransport(self.config)
-        self.up = Uploader(self.config, "gw-01", KEY, self.writer, db, self.transport,
-                           SystemClock())
-
-    def fill(self, items: list[Any]) -> None:
-        for item in items:
-            self.writer.submit(item)
-        self.writer.call(lambda c: None).result(5)  # everything before it is committed
-
-    async def close(self) -> None:
-        await self.transport.close()
-        self.writer.close()
-
-
-def unsynced(db: Path) -> int:
-    return sum(query(db, f"SELECT COUNT(*) FROM {t} WHERE synced = 0")[0][0]
-               for t in ("alerts", "events", "inferences", "readings"))
 
 
 async def test_ok_batch_lanes_signature_and_idle(tmp_path: Path, receiver: Receiver) -> None:

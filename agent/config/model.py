@@ -149,8 +149,8 @@ class StoreConfig(Section):
         30 * 86400,
         ge=0,
         description="Synced records older than this are deleted (0: keep until space is "
-        "needed). Age is monotonic within a boot; across boots only when both clocks were "
-        "synced, so a clock step cannot delete anything.",
+        "needed). Age is monotonic, never wall-clock: a record of an earlier boot counts as "
+        "made when this boot started. Unsynced records never expire.",
     )
     synced_max_bytes: int = Field(
         0,

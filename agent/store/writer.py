@@ -93,6 +93,9 @@ class StoreWriter:
         self._full_since: float | None = None
         self._held = 0
         self._used = 0
+        # Pages a row really takes / our estimate of it; learnt from commits.
+        self._cost_factor = 1.2
+        self._started_mono_ns = clock.monotonic_ns()
         # Opening here (not on the thread) lets start-up fail loudly and gives
         # the epoch and recovery report to the caller straight away.
         opened = db.open_checked(path)
@@ -359,7 +362,8 @@ class StoreWriter:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            admitted, held = self._make_room(group, tally)
+            admitted, held, used_before = self._make_room(group, tally)
+            conn.execute("SAVEPOINT grp")
             for p, enc in admitted:
                 if not guarded:
                     insert(conn, p.item, stats, enc)
@@ -375,6 +379,16 @@ class StoreWriter:
                     log.exception("store: cannot insert %s", p.item.record_id)
                     p.on_commit = None
                 conn.execute("RELEASE item")
+            used_after = space.used_bytes(conn)
+            self._learn_cost(sum(e.estimate for _, e in admitted), used_after - used_before)
+            if used_after > self._config.max_buffer_bytes and admitted:
+                # The estimate was too low: the cap is rigid, so hold the whole
+                # group and try again with the corrected estimate.
+                conn.execute("ROLLBACK TO grp")
+                held = [p for p, _ in group]
+                admitted = []
+                stats = GroupStats()
+            conn.execute("RELEASE grp")
             self._record_drops(tally, stats)
             conn.execute("COMMIT")
         except BaseException:
@@ -386,14 +400,16 @@ class StoreWriter:
 
     def _make_room(
         self, group: list[tuple[_Pending, Encoded]], tally: space.DropTally
-    ) -> tuple[list[tuple[_Pending, Encoded]], list[_Pending]]:
+    ) -> tuple[list[tuple[_Pending, Encoded]], list[_Pending], int]:
         """Decide which items fit; free space first (synced rows, then, if the buffer
         stayed full long enough, unsynced data by priority)."""
         cfg = self._config
         cap = cfg.max_buffer_bytes
         general_cap = int(cap * (1 - cfg.reserved_alert_fraction))
-        need_alert = sum(e.estimate for p, e in group if isinstance(p.item, Alert))
-        need_general = sum(e.estimate for p, e in group if not isinstance(p.item, Alert))
+        f = self._cost_factor
+        need_alert = sum(int(e.estimate * f) for p, e in group if isinstance(p.item, Alert))
+        need_general = sum(int(e.estimate * f) for p, e in group
+                           if not isinstance(p.item, Alert))
         # Never aim to free more than half of what general data may use.
         target = max(min(general_cap - need_general, cap - need_general - need_alert),
                      general_cap // 2)
@@ -409,7 +425,7 @@ class StoreWriter:
         held: list[_Pending] = []
         acc_general = acc_all = 0
         for p, enc in group:
-            cost = enc.estimate
+            cost = int(enc.estimate * f)
             is_alert = isinstance(p.item, Alert)
             fits = used + acc_all + cost <= cap and (
                 is_alert or used + acc_general + cost <= general_cap
@@ -423,7 +439,13 @@ class StoreWriter:
                 admitted.append((p, enc))  # a redelivery: already stored, costs nothing
             else:
                 held.append(p)
-        return admitted, held
+        return admitted, held, used
+
+    def _learn_cost(self, estimated: int, grew: int) -> None:
+        # Only large groups say anything useful (pages are 4 KiB).
+        if estimated >= 64 * 1024 and grew > 0:
+            ratio = min(4.0, max(1.0, grew / estimated))
+            self._cost_factor = 0.7 * self._cost_factor + 0.3 * ratio
 
     def _full_long_enough(self) -> bool:
         since = self._full_since
@@ -456,8 +478,9 @@ class StoreWriter:
                 if e.reason == "buffer_full"}
         if lost:
             n = sum(lost.values())
-            log.error("store: buffer full for %.0f s; dropped %d unsynced record(s): %s",
-                      self._config.full_drop_after_s, n, lost)
+            full_for = self._clock.monotonic() - (self._full_since or self._clock.monotonic())
+            log.error("store: buffer full for %.1f s; dropped %d unsynced record(s): %s",
+                      full_for, n, lost)
             ev = Event(
                 record_id=stable_id("buffer_drop", self._boot, str(stamp.mono_ns)),
                 event="buffer_drop",
@@ -478,8 +501,7 @@ class StoreWriter:
                 max_synced_bytes=cfg.synced_max_bytes,
                 boot=self._boot,
                 now_mono_ns=self._clock.monotonic_ns(),
-                now_wall=self._clock.wall(),
-                now_synced=self._clock.synced(),
+                started_mono_ns=self._started_mono_ns,
             )
             if tally.entries:
                 stamp = self._stamp()

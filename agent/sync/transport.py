@@ -37,8 +37,12 @@ class AiohttpTransport:
     """POSTs with explicit timeouts (aiohttp's default total is 300 s)."""
 
     def __init__(self, config: SyncConfig, max_response_bytes: int = 16 * 1024 * 1024) -> None:
+        # Every phase is bounded: connect, each socket read, and the whole request.
         self._timeout = aiohttp.ClientTimeout(
-            total=config.request_timeout_s, connect=config.connect_timeout_s
+            total=config.request_timeout_s,
+            connect=config.connect_timeout_s,
+            sock_connect=config.connect_timeout_s,
+            sock_read=config.request_timeout_s,
         )
         self._ssl: ssl.SSLContext | None = (
             ssl.create_default_context(cafile=str(config.ca_file)) if config.ca_file else None
@@ -62,7 +66,15 @@ class AiohttpTransport:
         except TimeoutError as err:
             raise TransientError(f"timeout posting to {url}") from err
         except aiohttp.ClientError as err:
+            # Includes TLS failures: "certificate is not yet valid" before NTP
+            # has set the clock is the normal state of a fresh gateway (T11).
             raise TransientError(f"{type(err).__name__} posting to {url}: {err}") from err
+        except (ssl.SSLError, OSError) as err:
+            raise TransientError(f"{type(err).__name__} posting to {url}: {err}") from err
+
+    @property
+    def timeout(self) -> aiohttp.ClientTimeout:
+        return self._timeout
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:

@@ -1,8 +1,14 @@
 """The sync loop: build or resume a batch, sign it, POST it, apply the answer.
 
-One batch is in flight at a time. Answers are applied per record in one
-transaction on the store writer (R3). Nothing is ever deleted because of an
-HTTP error: a 4xx is logged loudly and retried with backoff like a 5xx.
+Exactly one request is in flight at a time (a lock around ``sync_once``), and
+every request has a finite deadline even if the transport forgets one.
+Answers are applied per record in one transaction on the store writer (R3).
+Nothing is ever deleted because of an HTTP error: a 4xx is logged loudly and
+retried with backoff like a 5xx; a 413 halves the open batch (same seq and
+batch id, record ids unchanged) and a single record still too large is
+dead-lettered after ``max_attempts``, like a poison record. Network and TLS
+failures (including "certificate is not yet valid" before NTP sync) are
+transient: the data stays and is retried.
 """
 
 from __future__ import annotations
@@ -45,9 +51,14 @@ class RequestRefused(TransientError):
         self.status = status
 
 
+class BatchTooLarge(RequestRefused):
+    """413: the receiver will not take a batch this large."""
+
+
 class Outcome(StrEnum):
     IDLE = "idle"  # nothing to send
     SENT = "sent"  # answered and applied
+    SPLIT = "split"  # refused as too large: the open batch was halved, send again now
 
 
 @dataclass(slots=True)
@@ -80,6 +91,10 @@ class Uploader:
         self._transport = transport
         self._clock = clock
         self.backoff = Backoff(config.backoff_base_s, config.backoff_max_s)
+        self._one_at_a_time = asyncio.Lock()
+        self.in_flight = 0  # requests on the wire now: never above 1
+        # Shrinks on 413, grows back after successes (never above the config).
+        self.batch_cap = config.batch_max_records
         # State for the status page.
         self.last_success_mono: float | None = None
         self.last_error: str | None = None
@@ -124,6 +139,12 @@ class Uploader:
             self.backoff.failures += 1  # still a failure in a row
             self._error(str(err), "retry_after")
             return min(err.seconds, RETRY_AFTER_CAP_S)
+        except BatchTooLarge as err:
+            self._error(str(err), "too_large")
+            delay = self.backoff.next_delay()
+            log.error("sync: a single record is too large for the receiver (%s); "
+                      "retry in %.1f s", err, delay)
+            return delay
         except RequestRefused as err:
             self._error(str(err), "refused")
             delay = self.backoff.next_delay()
@@ -142,6 +163,8 @@ class Uploader:
             delay = self.backoff.next_delay()
             log.exception("sync: unexpected failure; retry in %.1f s", delay)
             return delay
+        if result.outcome == Outcome.SPLIT:
+            return 0.0  # the smaller batch goes now; not a failure of the link
         self.backoff.reset()
         if result.outcome == Outcome.IDLE:
             return self._config.interval_s
@@ -158,13 +181,22 @@ class Uploader:
 
     async def sync_once(self) -> SyncOutcome:
         """Send one batch; raises TransientError / RetryAfter / RequestRefused on failure."""
+        async with self._one_at_a_time:
+            return await self._sync_once()
+
+    def _deadline_s(self) -> float:
+        # Belt and braces over the transport's own timeouts.
+        return self._config.request_timeout_s + self._config.connect_timeout_s + 1.0
+
+    async def _sync_once(self) -> SyncOutcome:
         cfg = self._config
         epoch = self._writer.epoch
         mono_ns = self._clock.monotonic_ns()
+        cap = max(1, min(self.batch_cap, cfg.batch_max_records))
         batch = await asyncio.wrap_future(
             self._writer.call(
                 lambda c: outbox.prepare(
-                    c, self._device_id, epoch, cfg.batch_max_records, cfg.batch_max_bytes, mono_ns
+                    c, self._device_id, epoch, cap, cfg.batch_max_bytes, mono_ns
                 )
             )
         )
@@ -189,8 +221,19 @@ class Uploader:
         )
         body = encode_body(wire.model_dump(mode="json"))
         headers = headers_for(cfg.key_id, self._key, batch.batch_id, body)
-        resp = await self._transport.post(cfg.url, body, headers)
-        response = self._classify(resp.status, resp.headers, resp.body, batch)
+        self.in_flight += 1
+        try:
+            resp = await asyncio.wait_for(
+                self._transport.post(cfg.url, body, headers), self._deadline_s()
+            )
+        except TimeoutError as err:
+            raise TransientError(f"no answer within {self._deadline_s():.1f} s") from err
+        finally:
+            self.in_flight -= 1
+        try:
+            response = self._classify(resp.status, resp.headers, resp.body, batch)
+        except BatchTooLarge as err:
+            return await self._split(batch, err)
 
         result = await asyncio.wrap_future(
             self._writer.call(
@@ -202,7 +245,9 @@ class Uploader:
         self.last_success_mono = self._clock.monotonic()
         self.last_error = None
         await self._refresh_backlog()
-        full = len(batch.refs) >= cfg.batch_max_records or _near_bytes(batch, cfg.batch_max_bytes)
+        full = len(batch.refs) >= cap or _near_bytes(batch, cfg.batch_max_bytes)
+        if full and not batch.resumed:
+            self.batch_cap = min(cfg.batch_max_records, self.batch_cap * 2)
         if result.dead_lettered:
             log.warning("sync: %d record(s) dead-lettered: %s", result.dead_lettered,
                         ", ".join(result.dead_ids[:10]))
@@ -224,12 +269,38 @@ class Uploader:
                     f"answer for batch {response.batch_id!r}, sent {batch.batch_id!r}"
                 )
             return response
+        if status == 413:
+            raise BatchTooLarge(status, body[:200].decode("utf-8", "replace"))
         retry_after = parse_retry_after(get("Retry-After") if get else None, self._clock.wall())
         if status in (429, 503) and retry_after is not None:
             raise RetryAfter(retry_after, f"HTTP {status}, Retry-After {retry_after:.1f} s")
         if status >= 500 or status in (408, 429):
             raise TransientError(f"HTTP {status}")
         raise RequestRefused(status, body[:200].decode("utf-8", "replace"))
+
+    async def _split(self, batch: PreparedBatch, err: BatchTooLarge) -> SyncOutcome:
+        """413: halve the open batch (same id), or count a rejection for a lone record."""
+        metrics.SYNC_ATTEMPTS.labels(outcome="too_large").inc()
+        reason = f"too_large: HTTP 413 {str(err)[:200]}"
+        shrunk = await asyncio.wrap_future(
+            self._writer.call(
+                lambda c: outbox.shrink_open(c, reason, self._config.max_attempts,
+                                             self._clock.wall())
+            )
+        )
+        if shrunk.dead_lettered:
+            metrics.DEAD_LETTERS.inc(shrunk.dead_lettered)
+            log.warning("sync: record(s) dead-lettered as too large: %s",
+                        ", ".join(shrunk.dead_ids[:10]))
+        if shrunk.released:
+            self.batch_cap = max(1, shrunk.kept)
+            log.warning("sync: receiver refused %d records as too large; resending %d "
+                        "as batch %s", shrunk.kept + shrunk.released, shrunk.kept,
+                        batch.batch_id)
+        elif not shrunk.dead_lettered:
+            raise err  # one record, not yet dead: back off like any refusal
+        return SyncOutcome(Outcome.SPLIT, batch.batch_id, batch.seq, shrunk.kept,
+                           batch.resumed)
 
     async def _refresh_backlog(self) -> None:
         try:

@@ -107,6 +107,8 @@ class Receiver:
             return web.Response(status=503, headers={"Retry-After": self.retry_after})
         if mode == "400":
             return web.Response(status=400, text="bad batch")
+        if mode == "409":
+            return web.Response(status=409, text="seq already used")
         if mode == "hang":
             await asyncio.sleep(self.hang_s)
             return web.Response(status=500, text="hung")

@@ -205,3 +205,19 @@ async def test_run_loop_recovers_and_stops(tmp_path: Path, receiver: Receiver) -
     stop.set()
     await asyncio.wait_for(task, 2)
     await rig.close()
+
+
+async def test_409_starts_a_new_epoch_and_resends(tmp_path: Path, receiver: Receiver) -> None:
+    rig = Rig(tmp_path / "b.db", receiver.url)
+    rig.fill([reading(i) for i in range(4)])
+    old_epoch = rig.writer.epoch
+    receiver.mode = "409"
+    assert await rig.up._one_round() == 0.0  # no backoff: resend at once
+    assert rig.writer.epoch != old_epoch
+    assert unsynced(rig.db) == 4
+    receiver.mode = "ok"
+    out = await rig.up.sync_once()
+    assert out.seq == 1 and out.records == 4
+    assert receiver.batches[-1].epoch == rig.writer.epoch
+    assert unsynced(rig.db) == 0
+    await rig.close()

@@ -10,6 +10,7 @@ only when a batch is closed by applying its answer (R3).
 from __future__ import annotations
 
 import json
+import uuid
 import logging
 import sqlite3
 from dataclasses import dataclass, field
@@ -236,6 +237,16 @@ def _apply_one(
     result.dead_ids.append(record_id)
     log.warning("record %s (%s) dead-lettered after %d rejections: %s",
                 record_id, table, row[0], why)
+
+
+def start_new_epoch(conn: sqlite3.Connection) -> str:
+    """Begin a new sequence under a fresh epoch: the receiver has seen our seq
+    numbers before (this buffer was restored from an old copy, or its state was
+    lost). Unsynced records are re-batched; the receiver deduplicates by record id."""
+    epoch = uuid.uuid4().hex
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (epoch,))
+    conn.execute("DELETE FROM sync_state WHERE key IN (?, ?)", (SEQ_KEY, OPEN_KEY))
+    return epoch
 
 
 def _close(conn: sqlite3.Connection, seq: int) -> None:

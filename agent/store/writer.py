@@ -35,7 +35,7 @@ from agent.config.model import StoreConfig
 from agent.errors import StorageFault
 from agent.records import Alert, Event, Stamp
 from agent.records.types import stable_id
-from agent.store import clockfix, db, migrations, space
+from agent.store import clockfix, db, migrations, outbox, space
 from agent.store.inserts import Encoded, GroupStats, Item, encode, exists, insert
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,15 @@ class StoreWriter:
     @property
     def epoch(self) -> str:
         return self._epoch
+
+    def new_epoch(self) -> concurrent.futures.Future[str]:
+        """Start a new sync sequence (see ``outbox.start_new_epoch``)."""
+
+        def rotate(conn: sqlite3.Connection) -> str:
+            self._epoch = outbox.start_new_epoch(conn)
+            return self._epoch
+
+        return self.call(rotate)
 
     @property
     def boot(self) -> str:

@@ -51,6 +51,10 @@ class RequestRefused(TransientError):
         self.status = status
 
 
+class SequenceReplayed(RequestRefused):
+    """409: the receiver has seen this seq from our epoch with another batch id."""
+
+
 class BatchTooLarge(RequestRefused):
     """413: the receiver will not take a batch this large."""
 
@@ -139,6 +143,14 @@ class Uploader:
             self.backoff.failures += 1  # still a failure in a row
             self._error(str(err), "retry_after")
             return min(err.seconds, RETRY_AFTER_CAP_S)
+        except SequenceReplayed as err:
+            # Our sequence state is behind the receiver's (a restored buffer): start
+            # a new epoch and resend; records are deduplicated there by record id.
+            epoch = await asyncio.wrap_future(self._writer.new_epoch())
+            self._error(str(err), "replayed")
+            log.warning("sync: central has seen our sequence already (%s); new epoch %s",
+                        err, epoch)
+            return 0.0
         except BatchTooLarge as err:
             self._error(str(err), "too_large")
             delay = self.backoff.next_delay()
@@ -271,6 +283,8 @@ class Uploader:
             return response
         if status == 413:
             raise BatchTooLarge(status, body[:200].decode("utf-8", "replace"))
+        if status == 409:
+            raise SequenceReplayed(status, body[:200].decode("utf-8", "replace"))
         retry_after = parse_retry_after(get("Retry-After") if get else None, self._clock.wall())
         if status in (429, 503) and retry_after is not None:
             raise RetryAfter(retry_after, f"HTTP {status}, Retry-After {retry_after:.1f} s")

@@ -10,9 +10,9 @@ only when a batch is closed by applying its answer (R3).
 from __future__ import annotations
 
 import json
-import uuid
 import logging
 import sqlite3
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -1,0 +1,381 @@
+"""Configuration of the dairy rules and the alert lifecycle (``detect.rules``).
+
+Every threshold lives here as a default in a selectable profile, never in the
+rule code. Sources for the numbers are in ../shared/reference/dairy-rules.md
+and docs/alerts.md; numbers marked (unverified) there are starting points.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Severity = Literal["info", "warning", "critical"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class AlertPolicy(_Section):
+    """The alert-fatigue controls of one rule (dairy-rules.md section 9)."""
+
+    severity: Severity = Field("warning", description="Severity when the rule gives none.")
+    min_duration_s: float = Field(
+        0.0, ge=0, description="The condition must hold this long before the alert is raised."
+    )
+    min_count: int = Field(
+        1, ge=1, description="...and over at least this many consecutive observations."
+    )
+    debounce_s: float = Field(
+        0.0,
+        ge=0,
+        description="A contrary blip shorter than this neither resets a pending alert nor "
+        "clears an open one.",
+    )
+    clear_after_s: float = Field(
+        0.0, ge=0, description="The clear condition must hold this long before clearing."
+    )
+    clear_count: int = Field(1, ge=1, description="...and over this many observations.")
+    escalate_after_s: float | None = Field(
+        None,
+        gt=0,
+        description="An unacknowledged alert moves one escalation step further after this "
+        "long (none: never).",
+    )
+    escalate_severities: list[Severity] = Field(
+        default_factory=lambda: list[Severity](["critical"]),
+        description="Severities that escalate.",
+    )
+    snooze_default_s: float = Field(3600.0, gt=0, description="Snooze length when none is given.")
+
+    @model_validator(mode="after")
+    def _debounce_fits(self) -> AlertPolicy:
+        if self.min_duration_s and self.debounce_s > self.min_duration_s * 10:
+            raise ValueError("debounce_s is more than 10x min_duration_s; check the units")
+        return self
+
+
+class RoleMapping(_Section):
+    """Which firmware names play which role, and which value keys the rules read.
+
+    A reading whose firmware is not listed is matched by its value keys, so a new
+    firmware that sends the same keys works without a config change.
+    """
+
+    climate: list[str] = Field(default_factory=lambda: ["climate_node"])
+    bulk_tank: list[str] = Field(default_factory=lambda: ["bulk_tank"])
+    milk_meter: list[str] = Field(default_factory=lambda: ["milk_meter"])
+    collar: list[str] = Field(default_factory=lambda: ["collar"])
+    water: list[str] = Field(default_factory=lambda: ["water_meter"])
+    temperature_key: str = "temperature_c"
+    humidity_key: str = "humidity_pct"
+    milk_temp_key: str = "milk_temp_c"
+    agitator_key: str = "agitator_on"
+    wash_key: str = Field("wash_on", description="Optional 0/1 value: the tank is washing.")
+    yield_key: str = "yield_kg"
+    conductivity_keys: dict[str, str] = Field(
+        default_factory=lambda: {
+            "LF": "cond_lf",
+            "RF": "cond_rf",
+            "LR": "cond_lr",
+            "RR": "cond_rr",
+        },
+        description="Quarter name -> value key (mS/cm).",
+    )
+    activity_key: str = "activity"
+    rumination_key: str = "rumination_min"
+
+
+class CoolingProfile(_Section):
+    target_c: float = Field(description="Milk must reach this temperature (°C).")
+    time_limit_s: float = Field(gt=0, description="...within this long of the anchor.")
+    anchor: Literal["start", "peak"] = Field(
+        "start",
+        description="Count the time limit from the start of the milking (first warm milk) or "
+        "from the temperature peak (about the end of the milking).",
+    )
+    blend_max_c: float | None = Field(
+        None, description="Limit for the blend when warm milk joins cooled milk (none: no check)."
+    )
+    freeze_c: float = Field(-0.5, description="Below this the milk is freezing.")
+    source: str = Field("", description="Where the numbers come from.")
+
+
+def _cooling_profiles() -> dict[str, CoolingProfile]:
+    return {
+        "us_pmo": CoolingProfile(
+            target_c=7.0,
+            time_limit_s=2 * 3600,
+            anchor="peak",
+            blend_max_c=10.0,
+            source="US PMO Grade A: 7 °C within 2 h after milking, blend <= 10 °C",
+        ),
+        "eu_853_2004": CoolingProfile(
+            target_c=8.0,
+            time_limit_s=3 * 3600,
+            anchor="start",
+            blend_max_c=None,
+            source="Reg. (EC) 853/2004 Annex III IX (daily collection: 8 °C); 3 h from the "
+            "start of milking as in CZ decree 287/1999 §44 (unverified for the EU as a whole)",
+        ),
+        "coop": CoolingProfile(
+            target_c=4.0,
+            time_limit_s=3 * 3600,
+            anchor="start",
+            blend_max_c=10.0,
+            source="Processor example: < 4 °C at collection (arrabawn.ie); time limit is an "
+            "example, set it to the contract",
+        ),
+    }
+
+
+class CoolingConfig(_Section):
+    profile: str = Field("eu_853_2004", description="Key into profiles.")
+    profiles: dict[str, CoolingProfile] = Field(default_factory=_cooling_profiles)
+    milking_rise_c: float = Field(
+        1.0, gt=0, description="A rise this large within rise_window_s means warm milk arrived "
+        "in an empty tank."
+    )
+    rise_window_s: float = Field(900.0, gt=0, description="Window for rise checks.")
+    not_cooling_rise_c: float = Field(
+        1.5,
+        gt=0,
+        description="Rising this much within rise_window_s with milk in the tank: it is not "
+        "cooling (a working cooler keeps the blend nearly flat).",
+    )
+    max_milking_s: float = Field(
+        3 * 3600.0, gt=0, description="The 'peak' anchor is at most this long after the start."
+    )
+    hot_grace_s: float = Field(
+        600.0, gt=0, description="Time after the first warm milk before first_drop_c counts."
+    )
+    first_drop_c: float = Field(
+        2.0,
+        gt=0,
+        description="A first milking must have cooled this far below its peak hot_grace_s "
+        "after the first warm milk; otherwise the tank is not cooling.",
+    )
+    wash_detect_c: float = Field(
+        45.0, description="Milk never gets this hot; the tank is being washed."
+    )
+    clear_margin_c: float = Field(
+        0.3, ge=0, description="Hysteresis: clear only this far below the limit."
+    )
+    alerts: AlertPolicy = Field(
+        default_factory=lambda: AlertPolicy(
+            severity="critical",
+            min_duration_s=240,
+            min_count=3,
+            debounce_s=300,
+            clear_after_s=900,
+            clear_count=3,
+            escalate_after_s=1800,
+        )
+    )
+
+    @model_validator(mode="after")
+    def _profile_exists(self) -> CoolingConfig:
+        if self.profile not in self.profiles:
+            raise ValueError(f"cooling profile {self.profile!r} not in profiles")
+        return self
+
+
+class HeatStressProfile(_Section):
+    raise_thi: float = Field(72.0, description="THI at which heat stress starts.")
+    clear_thi: float = Field(70.0, description="THI below which it ends (hysteresis).")
+    critical_thi: float = Field(78.0, description="Milk yield seriously affected above this.")
+    load_base_thi: float = Field(68.0, description="THI-hours count above this (cumulative).")
+    load_critical_thi_h: float = Field(
+        60.0, gt=0, description="THI-hours in the last 24 h that make the alert critical."
+    )
+    source: str = ""
+
+
+def _heat_profiles() -> dict[str, HeatStressProfile]:
+    return {
+        "classic": HeatStressProfile(source="THI 72 onset, 78 severe (De Vries; indicative)"),
+        "high_yield": HeatStressProfile(
+            raise_thi=68.0,
+            clear_thi=66.0,
+            load_base_thi=65.0,
+            source="THI 68 onset for high-producing cows (De Vries, UF)",
+        ),
+    }
+
+
+class HeatStressConfig(_Section):
+    profile: str = "classic"
+    profiles: dict[str, HeatStressProfile] = Field(default_factory=_heat_profiles)
+    alerts: AlertPolicy = Field(
+        default_factory=lambda: AlertPolicy(
+            severity="warning",
+            min_duration_s=1800,
+            min_count=3,
+            debounce_s=900,
+            clear_after_s=1800,
+            clear_count=3,
+            escalate_after_s=3600,
+        )
+    )
+
+    @model_validator(mode="after")
+    def _profile_exists(self) -> HeatStressConfig:
+        if self.profile not in self.profiles:
+            raise ValueError(f"heat stress profile {self.profile!r} not in profiles")
+        return self
+
+
+class MastitisConfig(_Section):
+    baseline_milkings: int = Field(
+        14, ge=3, le=100, description="Quarter baseline: mean of this many previous milkings."
+    )
+    min_baseline_milkings: int = Field(6, ge=2, description="Do not judge before this many.")
+    rel_rise: float = Field(
+        0.15, gt=0, description="Quarter EC this far above its own baseline (10-15% in studies)."
+    )
+    quarter_ratio: float = Field(
+        1.15, gt=1, description="Quarter EC / the cow's lowest quarter (unverified default)."
+    )
+    absolute_ms_cm: float = Field(8.0, gt=0, description="EC above this is high (DeLaval).")
+    yield_drop: float = Field(
+        0.2, gt=0, lt=1, description="Yield this far below the cow's median of recent milkings."
+    )
+    persist_milkings: int = Field(
+        3, ge=1, description="EC evidence alone must persist over this many milkings (3 as in "
+        "the FutureDairy study)."
+    )
+    alerts: AlertPolicy = Field(
+        default_factory=lambda: AlertPolicy(
+            severity="warning", min_count=1, clear_count=2, escalate_after_s=12 * 3600
+        )
+    )
+
+
+class EstrusConfig(_Section):
+    window_s: float = Field(4 * 3600, gt=0, description="Activity summed over this window.")
+    raise_ratio: float = Field(
+        1.8, gt=1, description="Window activity / the cow's own baseline to raise."
+    )
+    clear_ratio: float = Field(1.3, gt=0, description="...and to clear (hysteresis).")
+    baseline_alpha: float = Field(
+        0.15, gt=0, le=1, description="EWMA weight of one new hour-of-day sample."
+    )
+    warmup_days: float = Field(7.0, ge=0, description="No alerts before this much history.")
+    min_samples: int = Field(5, ge=1, description="Samples per hour of day before judging.")
+    tied_animals: list[str] = Field(
+        default_factory=list,
+        description="Tied cows show damped activity: their alerts are 'info' with low confidence.",
+    )
+    alerts: AlertPolicy = Field(
+        default_factory=lambda: AlertPolicy(
+            severity="info", min_duration_s=3 * 3600, min_count=4, clear_after_s=3 * 3600,
+            clear_count=3,
+        )
+    )
+
+
+class RuminationConfig(_Section):
+    drop_min: float = Field(
+        60.0, gt=0, description="Minutes/day below the cow's baseline to raise, at least."
+    )
+    drop_frac: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description="...and this share of her baseline. SCR calls 30-50 min/day significant, "
+        "but ordinary day-to-day variation reaches that across a herd.",
+    )
+    clear_min: float = Field(30.0, ge=0, description="Clear when the drop is below this.")
+    baseline_days: int = Field(7, ge=2, le=60, description="Baseline: median of these days.")
+    min_baseline_days: int = Field(3, ge=1)
+    min_coverage: float = Field(
+        0.8, gt=0, le=1, description="Judge only when this share of the last 24 h has data."
+    )
+    calving_suppress_s: float = Field(
+        3 * 86400, ge=0, description="After a noted calving, a drop is expected: no alert."
+    )
+    alerts: AlertPolicy = Field(
+        default_factory=lambda: AlertPolicy(
+            severity="warning", min_duration_s=4 * 3600, min_count=4, debounce_s=3600,
+            clear_after_s=6 * 3600, clear_count=3, escalate_after_s=24 * 3600,
+        )
+    )
+
+
+class SensorLimits(_Section):
+    lo: float = Field(description="Lowest physically possible value.")
+    hi: float = Field(description="Highest physically possible value.")
+    max_rate_per_s: float | None = Field(
+        None, gt=0, description="Fastest possible change per second (none: no jump check)."
+    )
+    stuck_after_s: float | None = Field(
+        None, gt=0, description="Unchanged this long while it normally varies: stuck."
+    )
+    resolution: float = Field(0.0, ge=0, description="Changes up to this count as unchanged.")
+
+
+def _limits() -> dict[str, SensorLimits]:
+    return {
+        "temperature_c": SensorLimits(lo=-40, hi=60, max_rate_per_s=0.05, stuck_after_s=3 * 3600),
+        "humidity_pct": SensorLimits(lo=0, hi=100, max_rate_per_s=0.5, stuck_after_s=3 * 3600),
+        "milk_temp_c": SensorLimits(lo=-5, hi=95, max_rate_per_s=1.0, stuck_after_s=2 * 3600),
+        "agitator_on": SensorLimits(lo=0, hi=1),
+        "yield_kg": SensorLimits(lo=0, hi=60),
+        "cond_lf": SensorLimits(lo=0.5, hi=20),
+        "cond_rf": SensorLimits(lo=0.5, hi=20),
+        "cond_lr": SensorLimits(lo=0.5, hi=20),
+        "cond_rr": SensorLimits(lo=0.5, hi=20),
+        "duration_s": SensorLimits(lo=0, hi=3600),
+        "activity": SensorLimits(lo=0, hi=100000),
+        "rumination_min": SensorLimits(lo=0, hi=1440),
+        "flow_l_min": SensorLimits(lo=0, hi=500),
+        "total_l": SensorLimits(lo=0, hi=1e12),
+    }
+
+
+def _inactivity() -> dict[str, float]:
+    return {
+        "climate": 900.0,
+        "bulk_tank": 900.0,
+        "milk_meter": 16 * 3600.0,
+        "collar": 3 * 3600.0,
+        "water": 1800.0,
+        "other": 3600.0,
+    }
+
+
+class PlausibilityConfig(_Section):
+    limits: dict[str, SensorLimits] = Field(
+        default_factory=_limits, description="Per value key; keys not listed are not checked."
+    )
+    inactivity_s: dict[str, float] = Field(
+        default_factory=_inactivity, description="Per role: silence longer than this is a dropout."
+    )
+    jump_count: int = Field(
+        3, ge=1, description="Impossible jumps within jump_window_s before an 'erratic' alert."
+    )
+    jump_window_s: float = Field(3600.0, gt=0)
+    range_count: int = Field(2, ge=1, description="Consecutive out-of-range values to alert.")
+    calibration_check_s: float = Field(3600.0, gt=0, description="How often to ask.")
+    alerts: AlertPolicy = Field(
+        default_factory=lambda: AlertPolicy(
+            severity="warning", clear_count=1, escalate_after_s=4 * 3600,
+        )
+    )
+
+
+class RulesConfig(_Section):
+    enabled: bool = Field(True, description="Run the dairy rules.")
+    mapping: RoleMapping = Field(default_factory=RoleMapping)
+    cooling: CoolingConfig = Field(default_factory=CoolingConfig)
+    heat_stress: HeatStressConfig = Field(default_factory=HeatStressConfig)
+    mastitis: MastitisConfig = Field(default_factory=MastitisConfig)
+    estrus: EstrusConfig = Field(default_factory=EstrusConfig)
+    rumination: RuminationConfig = Field(default_factory=RuminationConfig)
+    plausibility: PlausibilityConfig = Field(default_factory=PlausibilityConfig)
+    escalation_channels: list[str] = Field(
+        default_factory=lambda: ["status_page", "mqtt", "relay"],
+        description="Escalation steps in order; an alert starts at the first.",
+    )

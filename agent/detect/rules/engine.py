@@ -1,0 +1,199 @@
+"""RuleEngine: routes each reading to the dairy rules for its role, runs the
+sensor checks first (a faulty sensor feeds no animal or tank rule), and turns
+findings into alerts through the lifecycle in ``agent.detect.alerts``.
+
+Time: every duration is engine time, the reading's monotonic stamp plus an
+offset. After a restore from a state saved in another boot (monotonic time
+restarts), the offset makes engine time continue where it stopped, so the
+downtime counts as zero rather than as a negative or huge span.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+from agent.clock import Clock, boot_id
+from agent.config.rules import AlertPolicy, RulesConfig
+from agent.detect.alerts import AlertManager
+from agent.detect.rules.base import Finding
+from agent.detect.rules.cooling import CoolingRule
+from agent.detect.rules.estrus import EstrusRule
+from agent.detect.rules.heat_stress import HeatStressRule
+from agent.detect.rules.mastitis import MastitisRule
+from agent.detect.rules.plausibility import RULES as SENSOR_RULES
+from agent.detect.rules.plausibility import CalibrationCheck, PlausibilityRule
+from agent.detect.rules.rumination import RuminationRule
+from agent.records import Alert, Reading, Stamp
+
+STATE_VERSION = 1
+ROLES = ("climate", "bulk_tank", "milk_meter", "collar", "water")
+
+
+class _Rule(Protocol):
+    name: str
+    roles: tuple[str, ...]
+
+    def on_reading(self, reading: Reading, t: float) -> list[Finding]: ...
+    def tick(self, t: float) -> list[Finding]: ...
+    def to_state(self) -> dict[str, Any]: ...
+    def from_state(self, state: dict[str, Any]) -> None: ...
+
+
+class RuleEngine:
+    def __init__(self, config: Any, clock: Clock,
+                 calibration: CalibrationCheck | None = None) -> None:
+        cfg: RulesConfig = getattr(config, "rules", config)
+        if not isinstance(cfg, RulesConfig):
+            raise TypeError("RuleEngine needs a RulesConfig or a DetectConfig")
+        self.cfg = cfg
+        self.clock = clock
+        m = cfg.mapping
+        self.rumination = RuminationRule(cfg.rumination, m)
+        self.rules: list[_Rule] = [
+            CoolingRule(cfg.cooling, m), HeatStressRule(cfg.heat_stress, m),
+            MastitisRule(cfg.mastitis, m), EstrusRule(cfg.estrus, m), self.rumination,
+        ]
+        self.sensors = PlausibilityRule(cfg.plausibility, calibration)
+        self.by_role: dict[str, list[_Rule]] = {r: [] for r in ROLES}
+        for rule in self.rules:
+            for role in rule.roles:
+                self.by_role[role].append(rule)
+        self._firmware = {fw: role for role in ROLES for fw in getattr(m, role)}
+        self._policies: dict[str, AlertPolicy] = {
+            "cooling": cfg.cooling.alerts, "heat_stress": cfg.heat_stress.alerts,
+            "mastitis": cfg.mastitis.alerts, "estrus": cfg.estrus.alerts,
+            "rumination": cfg.rumination.alerts,
+        }
+        self.alerts = AlertManager(self._policy, self._stamp, list(cfg.escalation_channels))
+        self.alerts.rules_seen.update(self.rule_names())
+        self.offset = 0.0
+        self.last_t = 0.0
+        self.boot = boot_id()
+        self._rebase = False
+
+    # -- public API ---------------------------------------------------------
+    def rule_names(self) -> list[str]:
+        return [r.name for r in self.rules] + list(SENSOR_RULES)
+
+    def role_of(self, reading: Reading) -> str:
+        role = self._firmware.get(reading.firmware)
+        if role is not None:
+            return role
+        m, keys = self.cfg.mapping, reading.values.keys()
+        if m.milk_temp_key in keys:
+            return "bulk_tank"
+        if any(k in keys for k in m.conductivity_keys.values()):
+            return "milk_meter"
+        if m.activity_key in keys or m.rumination_key in keys:
+            return "collar"
+        if m.temperature_key in keys and m.humidity_key in keys:
+            return "climate"
+        return "other"
+
+    def on_reading(self, reading: Reading) -> list[Alert]:
+        if not self.cfg.enabled:
+            return []
+        t = self._time(reading.stamp.mono_ns / 1e9, reading.stamp.boot_id)
+        role = self.role_of(reading)
+        findings, bad = self.sensors.check(reading, role, t)
+        out: list[Alert] = []
+        for f in findings:
+            out += self.alerts.process(f)
+        if self.sensors.faulty(reading.sensor_id):
+            return out
+        if bad:
+            values = {k: v for k, v in reading.values.items() if k not in bad}
+            reading = dataclasses.replace(reading, values=values)
+        for rule in self.by_role.get(role, ()):
+            for f in rule.on_reading(reading, t):
+                out += self.alerts.process(f)
+        return out
+
+    def tick(self, now_mono: float | None = None) -> list[Alert]:
+        """Periodic checks (silence, calibration, escalation, snooze end); seconds."""
+        if not self.cfg.enabled:
+            return []
+        mono = self.clock.monotonic() if now_mono is None else now_mono
+        t = self._time(mono, self.boot)
+        out: list[Alert] = []
+        for f in self.sensors.tick(t):
+            out += self.alerts.process(f)
+        for rule in self.rules:
+            for f in rule.tick(t):
+                out += self.alerts.process(f)
+        out += self.alerts.tick(t)
+        return out
+
+    def feedback(self, alert_record_id: str, verdict: str) -> None:
+        """Technician verdict ('confirmed' or 'rejected') on any record of an alert."""
+        self.alerts.feedback(alert_record_id, verdict)
+
+    def confirm(self, alert_id: str) -> None:
+        self.feedback(alert_id, "confirmed")
+
+    def reject(self, alert_id: str) -> None:
+        self.feedback(alert_id, "rejected")
+
+    def acknowledge(self, alert_id: str) -> bool:
+        return self.alerts.acknowledge(alert_id)
+
+    def snooze(self, alert_id: str, seconds: float | None = None,
+               now_mono: float | None = None) -> bool:
+        mono = self.clock.monotonic() if now_mono is None else now_mono
+        return self.alerts.snooze(alert_id, self._time(mono, self.boot), seconds)
+
+    def precision(self) -> dict[str, float | None]:
+        return self.alerts.precision()
+
+    def note_calving(self, animal_id: str, now_mono: float | None = None) -> None:
+        mono = self.clock.monotonic() if now_mono is None else now_mono
+        self.rumination.note_calving(animal_id, self._time(mono, self.boot))
+
+    def open_alerts(self) -> list[dict[str, Any]]:
+        return [{"alert_id": tr.alert_id, "rule": tr.rule, "subject": tr.subject,
+                 "severity": tr.severity, "message": tr.message, "escalation": tr.escalation,
+                 "snoozed": bool(tr.snoozed_until), "acknowledged": tr.acked}
+                for tr in self.alerts.tracks.values() if tr.open]
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-ready state; store it (SQLite) and pass it to from_state after a restart."""
+        return {
+            "version": STATE_VERSION,
+            "boot_id": self.boot,
+            "last_t": self.last_t,
+            "offset": self.offset,
+            "rules": {r.name: r.to_state() for r in self.rules},
+            "sensors": self.sensors.to_state(),
+            "alerts": self.alerts.to_state(),
+        }
+
+    def from_state(self, state: dict[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            return  # an unknown layout: start fresh rather than misread it
+        for rule in self.rules:
+            if rule.name in state["rules"]:
+                rule.from_state(state["rules"][rule.name])
+        self.sensors.from_state(state["sensors"])
+        self.alerts.from_state(state["alerts"])
+        self.alerts.rules_seen.update(self.rule_names())
+        self.boot, self.last_t, self.offset = state["boot_id"], state["last_t"], state["offset"]
+        self._rebase = True
+
+    # -- internals ---------------------------------------------------------
+    def _time(self, mono_s: float, boot: str) -> float:
+        if self._rebase:
+            self._rebase = False
+            if boot != self.boot or mono_s + self.offset < self.last_t:
+                self.offset = self.last_t - mono_s
+        self.boot = boot
+        t = mono_s + self.offset
+        self.last_t = max(self.last_t, t)
+        return t
+
+    def _policy(self, rule: str) -> AlertPolicy:
+        return self._policies.get(rule, self.cfg.plausibility.alerts)
+
+    def _stamp(self, t: float) -> Stamp:
+        return Stamp(wall_ts=self.clock.wall(), mono_ns=int((t - self.offset) * 1e9),
+                     boot_id=self.boot, clock_synced=self.clock.synced())

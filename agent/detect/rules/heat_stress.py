@@ -1,0 +1,98 @@
+"""THI heat stress with cumulative load (dairy-rules.md section 2).
+
+THI = (1.8 T + 32) - (0.55 - 0.0055 RH)(1.8 T - 26), the NRC form. The load is
+THI-hours above ``load_base_thi`` over the last 24 h; hours below the raise
+threshold in the same window tell whether the cows got any night relief.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.config.rules import HeatStressConfig, RoleMapping
+from agent.detect.rules.base import Finding, Signal, Status
+
+RULE = "heat_stress"
+DAY_S = 86400.0
+MAX_GAP_S = 1800.0  # a reading stands for at most this long; longer gaps are unknown
+
+
+def thi(temp_c: float, rh_pct: float) -> float:
+    return (1.8 * temp_c + 32) - (0.55 - 0.0055 * rh_pct) * (1.8 * temp_c - 26)
+
+
+@dataclass(slots=True)
+class _Barn:
+    last_t: float | None = None
+    # (t, THI-hours above base, hours below raise threshold) per reading interval
+    load: deque[tuple[float, float, float]] = field(default_factory=deque)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"last_t": self.last_t, "load": [list(x) for x in self.load]}
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> _Barn:
+        return cls(data["last_t"], deque((a, b, c) for a, b, c in data["load"]))
+
+
+class HeatStressRule:
+    name = RULE
+    roles: tuple[str, ...] = ("climate",)
+
+    def __init__(self, config: HeatStressConfig, mapping: RoleMapping) -> None:
+        self.cfg = config
+        self.profile = config.profiles[config.profile]
+        self.map = mapping
+        self.barns: dict[str, _Barn] = {}
+
+    def on_reading(self, reading: Any, t: float) -> list[Finding]:
+        temp = reading.values.get(self.map.temperature_key)
+        rh = reading.values.get(self.map.humidity_key)
+        if temp is None or rh is None:
+            return []
+        p = self.profile
+        value = thi(temp, rh)
+        barn = self.barns.setdefault(reading.sensor_id, _Barn())
+        if barn.last_t is not None and 0 < t - barn.last_t <= MAX_GAP_S:
+            hours = (t - barn.last_t) / 3600
+            barn.load.append((t, max(0.0, value - p.load_base_thi) * hours,
+                              hours if value < p.raise_thi else 0.0))
+        barn.last_t = t
+        while barn.load and barn.load[0][0] < t - DAY_S:
+            barn.load.popleft()
+        load = sum(x[1] for x in barn.load)
+        relief_h = sum(x[2] for x in barn.load)
+
+        signals = [
+            Signal("THI", value, limit=p.raise_thi,
+                   note=f"air {temp:.1f} °C, RH {rh:.0f} %"),
+            Signal("heat load (24 h)", load, limit=p.load_critical_thi_h, unit=" THI-h",
+                   note=f"{relief_h:.1f} h below THI {p.raise_thi:.0f} (relief)"),
+        ]
+        status: Status
+        if value >= p.raise_thi:
+            status = "raise"
+        elif value < p.clear_thi:
+            status = "clear"
+        else:
+            status = "hold"
+        critical = value >= p.critical_thi or load >= p.load_critical_thi_h
+        return [Finding(
+            rule=RULE, subject=f"barn:{reading.sensor_id}", status=status, at=t,
+            severity="critical" if critical else None,
+            summary=f"Heat stress at {reading.sensor_id}",
+            signals=signals, sensor_id=reading.sensor_id,
+            extra={"thi": round(value, 2), "thi_hours_24h": round(load, 2),
+                   "relief_hours_24h": round(relief_h, 2), "profile": self.cfg.profile},
+        )]
+
+    def tick(self, t: float) -> list[Finding]:
+        return []
+
+    def to_state(self) -> dict[str, Any]:
+        return {k: v.to_state() for k, v in self.barns.items()}
+
+    def from_state(self, state: dict[str, Any]) -> None:
+        self.barns = {k: _Barn.from_state(v) for k, v in state.items()}

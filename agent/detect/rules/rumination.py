@@ -1,0 +1,97 @@
+"""Rumination drop against the cow's own daily baseline (section 5).
+
+The last 24 h of rumination minutes, scaled up for missing readings, against
+the median of her previous daily totals. Days with a drop do not enter the
+baseline. After a noted calving the expected fall (about 70 %) is not alerted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.config.rules import RoleMapping, RuminationConfig
+from agent.detect.rules.base import Finding, Signal, Status, median
+from agent.detect.rules.collar import Window, hour_of_day
+
+RULE = "rumination"
+DAY_S = 86400.0
+
+
+@dataclass(slots=True)
+class _Cow:
+    window: Window
+    day_t: float
+    daily: list[float] = field(default_factory=list)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"window": self.window.to_state(), "day_t": self.day_t, "daily": self.daily}
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> _Cow:
+        return cls(Window.from_state(data["window"]), data["day_t"], data["daily"])
+
+
+class RuminationRule:
+    name = RULE
+    roles: tuple[str, ...] = ("collar",)
+
+    def __init__(self, config: RuminationConfig, mapping: RoleMapping) -> None:
+        self.cfg = config
+        self.map = mapping
+        self.cows: dict[str, _Cow] = {}
+        self.calvings: dict[str, float] = {}
+
+    def note_calving(self, animal_id: str, t: float) -> None:
+        self.calvings[animal_id] = t
+
+    def on_reading(self, reading: Any, t: float) -> list[Finding]:
+        minutes = reading.values.get(self.map.rumination_key)
+        animal = reading.animal_id
+        if minutes is None or animal is None:
+            return []
+        cfg = self.cfg
+        cow = self.cows.get(animal)
+        if cow is None:
+            cow = self.cows[animal] = _Cow(Window(DAY_S), t)
+        if cow.window.add(t, minutes, hour_of_day(reading.stamp.wall_ts)) is None:
+            return []
+        covered = cow.window.covered()
+        if covered < cfg.min_coverage * DAY_S:
+            return []
+        estimate = cow.window.total() * DAY_S / covered
+        baseline = (median(cow.daily[-cfg.baseline_days:])
+                    if len(cow.daily) >= cfg.min_baseline_days else None)
+        drop = baseline - estimate if baseline is not None else 0.0
+        limit = max(cfg.drop_min, cfg.drop_frac * baseline) if baseline is not None else 0.0
+        if t - cow.day_t >= DAY_S:
+            cow.day_t = t
+            # A sick day must not become her normal; a merely lower day must, or a
+            # cow whose level shifts would alarm for ever.
+            if baseline is None or drop < limit:
+                cow.daily = (cow.daily + [estimate])[-cfg.baseline_days * 2:]
+        if baseline is None:
+            return []
+        calved = self.calvings.get(animal)
+        if calved is not None and t - calved < cfg.calving_suppress_s:
+            return []
+        status: Status = "raise" if drop >= limit else "clear" if drop < cfg.clear_min else "hold"
+        return [Finding(
+            rule=RULE, subject=f"cow:{animal}", status=status, at=t,
+            summary=f"Cow {animal}: rumination down {drop:.0f} min/day",
+            signals=[Signal("rumination (24 h)", estimate, baseline=baseline,
+                            limit=baseline - limit, unit=" min")],
+            sensor_id=reading.sensor_id, animal_id=animal,
+            extra={"drop_min": round(drop, 1)},
+        )]
+
+    def tick(self, t: float) -> list[Finding]:
+        return []
+
+    def to_state(self) -> dict[str, Any]:
+        return {"cows": {k: v.to_state() for k, v in self.cows.items()},
+                "calvings": self.calvings}
+
+    def from_state(self, state: dict[str, Any]) -> None:
+        self.cows = {k: _Cow.from_state(v) for k, v in state.get("cows", {}).items()}
+        self.calvings = dict(state.get("calvings", {}))

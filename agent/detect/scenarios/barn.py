@@ -1,0 +1,324 @@
+"""A deterministic, seeded simulator of one dairy barn with labelled episodes.
+
+It produces what the ingest side would hand to detect: a climate node every
+5 min, a bulk tank every minute, a milk meter reading per cow per milking and
+an hourly collar reading per cow. The physics is simple on purpose: the tank
+is mixed, warm milk flows in during milkings, the cooler's power grows with
+the wetted evaporator area, a thermostat cycles in storage, collection and a
+hot wash follow every morning milking. Cows have their own baselines, diurnal
+rhythms, day-to-day variation and occasional one-off outliers.
+
+Scenario kinds inject labelled episodes into that normal barn; every stream
+that is not injected is a negative for the other rules. Labels come from the
+simulated truth, never from the rules.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+from agent.detect.rules.heat_stress import thi
+from agent.detect.scenarios.model import Episode, Scenario
+from agent.records import Reading, Stamp
+from agent.records.types import stable_id
+
+DAY = 86400.0
+HOUR = 3600.0
+WALL0 = 1_748_736_000.0  # 2025-06-01 00:00 UTC: simulated second 0 is midnight
+MONO0 = 1000.0
+BOOT = "sim-boot"
+KINDS = (
+    "normal", "cooling_failure", "heat_stress", "mastitis", "estrus", "rumination",
+    "stuck", "dropout",
+)
+TANK, CLIMATE = "tank-1", "climate-1"
+MILKINGS_H = (5.0, 17.0)
+
+
+@dataclass(slots=True)
+class _Item:
+    s: float
+    sensor: str
+    firmware: str
+    values: dict[str, float]
+    animal: str | None = None
+
+
+@dataclass
+class _Barn:
+    rng: random.Random
+    days: int
+    kind: str
+    streams: dict[str, list[_Item]] = field(default_factory=dict)
+    episodes: list[Episode] = field(default_factory=list)
+    day_temp: list[tuple[float, float, float]] = field(default_factory=list)  # mean, amp, rh
+    hot_days: set[int] = field(default_factory=set)
+
+    def add(self, item: _Item) -> None:
+        self.streams.setdefault(item.sensor, []).append(item)
+
+    # -- climate --------------------------------------------------------------
+    def plan_weather(self) -> None:
+        r = self.rng
+        if self.kind == "heat_stress":
+            while len(self.hot_days) < 3:
+                start = r.randrange(2, self.days - 2)
+                self.hot_days.update(range(start, start + r.choice((1, 1, 2))))
+        for d in range(self.days + 1):
+            if d in self.hot_days:
+                self.day_temp.append((r.uniform(24, 28), r.uniform(4.5, 7), r.uniform(55, 70)))
+            else:
+                self.day_temp.append((r.uniform(9, 14), r.uniform(3, 6), r.uniform(65, 80)))
+
+    def air(self, s: float) -> tuple[float, float]:
+        """True air temperature and humidity; day parameters blend noon to noon."""
+        x = s / DAY - 0.5
+        d = max(0, min(self.days - 1, math.floor(x)))
+        w = min(1.0, max(0.0, x - d))
+        w = 0.5 - 0.5 * math.cos(math.pi * w)
+        a, b = self.day_temp[d], self.day_temp[d + 1]
+        mean, amp, rh = (a[i] * (1 - w) + b[i] * w for i in range(3))
+        phase = math.sin(2 * math.pi * (s / DAY - 9 / 24))  # warmest at 15:00
+        return mean + amp * phase, min(98.0, rh - 15 * phase)
+
+    def climate(self) -> None:
+        r = self.rng
+        step = 300.0
+        start: float | None = None
+        hot_s = 0.0
+        n = int(self.days * DAY / step)
+        for i in range(n):
+            s = i * step
+            t, rh = self.air(s)
+            value = thi(t, rh)
+            vals = {"temperature_c": round(t + r.gauss(0, 0.3), 2),
+                    "humidity_pct": round(min(100.0, max(0.0, rh + r.gauss(0, 2))), 1)}
+            if r.random() < 0.002:  # a one-off glitch: must not alert anything
+                vals["temperature_c"] += r.choice((-1, 1)) * r.uniform(15, 30)
+            self.add(_Item(s, CLIMATE, "climate_node", vals))
+            # Truth with the hysteresis staff expect: heat stress starts at THI 72
+            # and lasts until THI falls below 70 (a night without relief continues
+            # it). Spells that never reach 72 for 45 min are ambiguous: ignored.
+            if value >= 70 and start is None:
+                start, hot_s = s, 0.0
+            if start is not None and value >= 72:
+                hot_s += step
+            if start is not None and (value < 70 or i == n - 1):
+                self.episodes.append(Episode(
+                    "heat_stress", CLIMATE, start, s + HOUR, kind="heat",
+                    ignore=hot_s < 2700, pre_s=HOUR))
+                start = None
+
+    # -- bulk tank ------------------------------------------------------------
+    def tank(self, cows: int) -> None:
+        r = self.rng
+        per_milking = cows * r.uniform(12, 16)  # litres
+        duration = r.uniform(80, 110) * 60
+        inflow = per_milking / (duration / 60)  # L/min
+        t_in = r.uniform(32, 34)
+        power = r.uniform(1.0, 1.2) * inflow * (t_in - 5)  # °C·L/min at full wetting
+        leak = r.uniform(0.0004, 0.0008)
+        failures: list[tuple[float, float]] = []
+        if self.kind == "cooling_failure":
+            for d in range(2, self.days - 1, 4):
+                if r.random() < 0.5:  # the compressor does not start with the milking
+                    start = (d * DAY + r.choice(MILKINGS_H) * HOUR
+                             + r.uniform(-10, 40) * 60)
+                    length, kind = r.uniform(4, 10) * HOUR, "at milking"
+                else:  # it fails while holding cooled milk
+                    start = d * DAY + r.uniform(0.5, 3.5) * HOUR + r.choice((0, 12)) * HOUR
+                    length, kind = r.uniform(12, 16) * HOUR, "in storage"
+                failures.append((start, start + length))
+                self.episodes.append(Episode("cooling", TANK, start, start + length + 3 * HOUR,
+                                             kind=kind))
+        sessions = []
+        for d in range(self.days):
+            for h in MILKINGS_H:
+                start = d * DAY + h * HOUR + r.uniform(-10, 10) * 60
+                sessions.append((start, start + duration))
+        collect = [d * DAY + r.uniform(9.3, 9.8) * HOUR for d in range(self.days)]
+        temp, volume, compressor, wash_until = 3.5, per_milking, False, -1.0
+        ci = si = 0
+        for i in range(int(self.days * DAY / 60)):
+            s = i * 60.0
+            ambient = self.air(s)[0] + 2
+            failed = any(a <= s < b for a, b in failures)
+            while si < len(sessions) and sessions[si][1] <= s:
+                si += 1
+            milking = si < len(sessions) and sessions[si][0] <= s < sessions[si][1]
+            if ci < len(collect) and s >= collect[ci]:
+                ci += 1
+                volume, wash_until = 0.0, s + r.uniform(35, 45) * 60
+            if s < wash_until:
+                temp = r.uniform(55, 62) if s + 600 < wash_until else temp + (ambient - temp) * 0.3
+                agitator = 1.0
+            else:
+                if milking:
+                    temp = t_in - 2 if volume <= 0 else (temp * volume + t_in * inflow) / (volume + inflow)
+                    volume += inflow
+                if volume > 0:
+                    wet = min(1.0, volume / (0.5 * per_milking))
+                    if temp > 4.0 and volume > 0.03 * per_milking:
+                        compressor = True
+                    elif temp < 3.0:
+                        compressor = False
+                    if compressor and not failed:
+                        temp -= power * wet / volume
+                    temp += leak * (ambient - temp)
+                    agitator = 1.0 if milking or compressor or (i % 20) < 2 else 0.0
+                else:
+                    temp += 0.05 * (ambient - temp)
+                    agitator = 0.0
+            value = round(temp + r.gauss(0, 0.05), 1)
+            self.add(_Item(s, TANK, "bulk_tank", {"milk_temp_c": value, "agitator_on": agitator}))
+
+    # -- cows ------------------------------------------------------------------
+    def herd(self, cows: int) -> None:
+        r = self.rng
+        ids = [f"cow-{n:03d}" for n in range(cows)]
+        chosen = set(r.sample(ids, max(1, int(cows * r.uniform(0.3, 0.4)))))
+        for n, cow in enumerate(ids):
+            self._cow(cow, n, cow in chosen and self.kind or "")
+
+    def _cow(self, cow: str, n: int, event: str) -> None:
+        r = self.rng
+        days = self.days
+        act0 = r.uniform(40, 100)
+        rum0 = r.uniform(420, 600)
+        yield0 = r.uniform(11, 20)
+        ec0 = r.uniform(4.4, 5.4)
+        quarters = ("lf", "rf", "lr", "rr")
+        offsets = {q: r.gauss(0, 0.03) for q in quarters}
+        ev_start = r.uniform(8, days - 4) * DAY
+        ev_end = ev_start
+        level = 0.0
+        sick_q = r.choice(quarters)
+        kind = ""
+        if event == "estrus":
+            ev_end = ev_start + r.uniform(12, 18) * HOUR
+            level = r.uniform(2.2, 4.0)
+            self.episodes.append(Episode("estrus", cow, ev_start, ev_end + 6 * HOUR))
+        elif event == "rumination":
+            ev_end = ev_start + r.uniform(2, 4) * DAY
+            level = r.uniform(0.3, 0.5)
+            self.episodes.append(Episode("rumination", cow, ev_start, ev_end + DAY))
+        elif event == "mastitis":
+            kind = r.choice(("clinical", "subclinical"))
+            milkings = r.randint(4, 10) if kind == "clinical" else r.randint(6, 14)
+            ev_end = ev_start + milkings * 12 * HOUR
+            level = r.uniform(0.35, 0.8) if kind == "clinical" else r.uniform(0.2, 0.4)
+            self.episodes.append(Episode("mastitis", cow, ev_start, ev_end + DAY, kind=kind,
+                                         pre_s=12 * HOUR))
+        collar = f"collar-{cow}"
+        offset = r.uniform(0, HOUR)
+        day_act = day_rum = 1.0
+        for h in range(int(days * 24)):
+            s = h * HOUR + offset
+            if h % 24 == 0:
+                day_act, day_rum = math.exp(r.gauss(0, 0.08)), r.gauss(1, 0.04)
+            hod = (s / HOUR) % 24
+            diurnal = (1 + 0.3 * math.sin(2 * math.pi * (hod - 8) / 24)
+                       + 0.6 * math.exp(-((hod - 6.5) ** 2)) + 0.6 * math.exp(-((hod - 18.5) ** 2)))
+            act = act0 * diurnal * day_act * math.exp(r.gauss(0, 0.25))
+            rum = rum0 / 24 * (1 + 0.3 * math.sin(2 * math.pi * (hod - 2) / 24)) * day_rum
+            if r.random() < 0.01:
+                act *= 2.0  # a one-hour disturbance (regrouping, vet visit)
+            if event == "estrus" and ev_start <= s <= ev_end:
+                ramp = min(1.0, (s - ev_start) / (2 * HOUR), (ev_end - s) / (2 * HOUR) + 0.3)
+                act *= 1 + (level - 1) * ramp
+                rum *= 0.85
+            if event == "rumination" and ev_start <= s:
+                ramp = min(1.0, (s - ev_start) / (12 * HOUR))
+                if s > ev_end:
+                    ramp = max(0.0, 1 - (s - ev_end) / DAY)
+                rum *= 1 - level * ramp
+            if int(s // DAY) in self.hot_days:
+                rum *= 0.95
+            self.add(_Item(s, collar, "collar",
+                           {"activity": round(act), "rumination_min": round(max(0.0, rum
+                                                                   + r.gauss(0, 3)), 1)},
+                           animal=cow))
+        for d in range(days):
+            for milking_h in MILKINGS_H:
+                s = d * DAY + milking_h * HOUR + (n * 2.5 + r.uniform(0, 2)) * 60
+                factor = r.gauss(1, 0.02)
+                y = yield0 * r.gauss(1, 0.07)
+                ec = {q: ec0 * (1 + offsets[q]) * factor * r.gauss(1, 0.03) for q in quarters}
+                if r.random() < 0.005:  # a one-off outlier on one quarter
+                    ec[r.choice(quarters)] *= 1 + r.uniform(0.1, 0.25)
+                if event == "mastitis" and ev_start <= s <= ev_end:
+                    first = s - ev_start < 12 * HOUR
+                    ec[sick_q] *= 1 + level * (0.6 if first else 1.0)
+                    if kind == "clinical":
+                        y *= 1 - r.uniform(0.2, 0.45)
+                    else:
+                        y *= 1 - r.uniform(0.0, 0.08)
+                values = {f"cond_{q}": round(v, 2) for q, v in ec.items()}
+                values.update({"yield_kg": round(y, 2), "duration_s": round(r.uniform(300, 480))})
+                self.add(_Item(s, f"mm-{n % 4}", "milk_meter", values, animal=cow))
+
+    # -- sensor faults ----------------------------------------------------------
+    def faults(self) -> None:
+        r = self.rng
+        if self.kind == "stuck":
+            for sensor in (TANK, CLIMATE):
+                items = self.streams[sensor]
+                start = r.uniform(3, self.days - 2) * DAY
+                end = start + r.uniform(4, 10) * HOUR
+                frozen = next(i.values for i in items if i.s >= start)
+                for item in items:
+                    if start <= item.s < end:
+                        item.values = dict(frozen)
+                self.episodes.append(Episode("sensor.stuck", sensor, start, end + HOUR))
+                # While frozen, the tank's own alerts are not the truth either way.
+                if sensor == TANK:
+                    self.episodes.append(Episode("cooling", TANK, start, end + 3 * HOUR,
+                                                 ignore=True))
+        if self.kind == "dropout":
+            collars = sorted(k for k in self.streams if k.startswith("collar-"))
+            targets = [(TANK, 900.0), (CLIMATE, 900.0), (r.choice(collars), 3 * HOUR)]
+            for sensor, timeout in targets:
+                for long in (True, False, True, False):
+                    start = r.uniform(2, self.days - 1) * DAY
+                    span = (r.uniform(2.5, 8) * timeout if long
+                            else r.uniform(0.3, 0.7) * timeout)
+                    self.streams[sensor] = [i for i in self.streams[sensor]
+                                            if not start <= i.s < start + span]
+                    if long:
+                        self.episodes.append(Episode("sensor.dropout", sensor, start,
+                                                     start + span + 600))
+            # Gaps in the data are not cooling or heat problems either way.
+            for ep in list(self.episodes):
+                if ep.rule == "sensor.dropout" and ep.subject == TANK:
+                    self.episodes.append(Episode("cooling", TANK, ep.start, ep.end + 3 * HOUR,
+                                                 ignore=True))
+
+    def readings(self) -> list[Reading]:
+        items = sorted((i for stream in self.streams.values() for i in stream),
+                       key=lambda i: (i.s, i.sensor))
+        out = []
+        for i in items:
+            mono_ns = int((MONO0 + i.s) * 1e9)
+            out.append(Reading(
+                record_id=stable_id(i.sensor, str(mono_ns)), sensor_id=i.sensor,
+                firmware=i.firmware, topic=f"barn/{i.firmware}/{i.sensor}",
+                values=dict(i.values), raw=dict(i.values), units={},
+                stamp=Stamp(WALL0 + i.s, mono_ns, BOOT, True), animal_id=i.animal,
+                source_ts=WALL0 + i.s,
+            ))
+        return out
+
+
+def generate(kind: str, seed: int, days: int = 21, cows: int = 30) -> Scenario:
+    """One labelled barn scenario; the same (kind, seed, days, cows) gives the same data."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown scenario kind {kind!r}; choose from {', '.join(KINDS)}")
+    barn = _Barn(random.Random(f"{kind}:{seed}"), days, kind)
+    barn.plan_weather()
+    barn.climate()
+    barn.tank(cows)
+    barn.herd(cows)
+    barn.faults()
+    return Scenario(f"{kind}-{seed}", seed, barn.readings(), barn.episodes, days * DAY, MONO0)

@@ -1,0 +1,231 @@
+"""Rule-by-rule behaviour on hand-made readings."""
+
+from __future__ import annotations
+
+import json
+
+from agent.config.rules import RulesConfig
+from agent.detect.rules import thi
+from tests.helpers_rules import engine, reading
+
+
+def test_thi_matches_the_nrc_formula() -> None:
+    assert abs(thi(25.0, 50.0) - 71.775) < 1e-9  # 77 - 0.275 * 19
+    assert thi(30, 80) > thi(30, 40) > thi(20, 40)
+
+
+def test_heat_stress_needs_minimum_duration_and_clears_with_hysteresis() -> None:
+    eng, _ = engine()
+    raised = []
+    hot, mild, cool = (30.0, 60.0), (24.0, 55.0), (15.0, 60.0)
+    assert 70 <= thi(*mild) < 72 and thi(*hot) > 78 and thi(*cool) < 70
+    t = 0.0
+    for temp, rh in [hot] * 5:  # 20 min: not yet
+        raised += eng.on_reading(reading("c1", "climate_node", t, {"temperature_c": temp,
+                                                                   "humidity_pct": rh}))
+        t += 300
+    assert raised == []
+    for _ in range(4):
+        raised += eng.on_reading(reading("c1", "climate_node", t, {"temperature_c": 30.0,
+                                                                   "humidity_pct": 60.0}))
+        t += 300
+    assert [a.state for a in raised] == ["raised"]
+    assert raised[0].severity == "critical" and "THI" in raised[0].message
+    out = []
+    for _ in range(20):  # in the band between clear and raise: stays open
+        out += eng.on_reading(reading("c1", "climate_node", t, {"temperature_c": 24.0,
+                                                                "humidity_pct": 55.0}))
+        t += 300
+    assert out == []
+    for _ in range(10):
+        out += eng.on_reading(reading("c1", "climate_node", t, {"temperature_c": 15.0,
+                                                                "humidity_pct": 60.0}))
+        t += 300
+    assert [a.state for a in out] == ["cleared"]
+    assert out[0].details["alert_id"] == raised[0].record_id
+
+
+def _milking(eng, t, cow, ec, y):
+    values = {"cond_lf": ec[0], "cond_rf": ec[1], "cond_lr": ec[2], "cond_rr": ec[3],
+              "yield_kg": y, "duration_s": 400}
+    return eng.on_reading(reading("mm-1", "milk_meter", t, values, animal=cow))
+
+
+def test_mastitis_needs_two_signals_and_names_them() -> None:
+    eng, _ = engine()
+    t = 0.0
+    for i in range(14):
+        assert _milking(eng, t, "cow-1", (5.0 + 0.02 * (i % 3), 5.1, 5.0, 4.9), 15.0) == []
+        t += 12 * 3600
+    out = _milking(eng, t, "cow-1", (7.5, 5.1, 5.0, 4.9), 15.0)  # EC only, once: no alert
+    assert out == []
+    out = _milking(eng, t + 43200, "cow-1", (7.6, 5.1, 5.0, 4.9), 10.0)  # + yield drop
+    assert [a.state for a in out] == ["raised"]
+    assert out[0].severity == "critical" and out[0].animal_id == "cow-1"
+    assert "EC LF" in out[0].message and "yield" in out[0].message
+    names = [s["name"] for s in out[0].details["signals"]]
+    assert "EC LF" in names and "yield" in names
+
+
+def test_mastitis_ignores_a_whole_udder_rise() -> None:
+    eng, _ = engine()
+    for i in range(20):
+        ec = 5.0 if i < 14 else 6.5  # all quarters together: not one quarter
+        assert _milking(eng, i * 43200.0, "cow-2", (ec, ec, ec, ec), 15.0) == []
+
+
+def _collar(eng, t, cow, act, rum=20.0):
+    return eng.on_reading(reading(f"col-{cow}", "collar", t,
+                                  {"activity": act, "rumination_min": rum}, animal=cow))
+
+
+def test_estrus_against_own_baseline_and_rumination_drop() -> None:
+    eng, _ = engine()
+    out = []
+    t = 0.0
+    for _ in range(10 * 24):
+        out += _collar(eng, t, "cow-3", 60 + (t // 3600 % 3))
+        t += 3600
+    assert out == []
+    for _ in range(8):  # 3.5x her own level
+        out += _collar(eng, t, "cow-3", 210)
+        t += 3600
+    est = [a for a in out if a.rule == "estrus"]
+    assert [a.state for a in est] == ["raised"] and "baseline" in est[0].message
+    out = []
+    for _ in range(48):  # rumination halves
+        out += _collar(eng, t, "cow-3", 60, rum=10.0)
+        t += 3600
+    rum = [a for a in out if a.rule == "rumination" and a.state == "raised"]
+    assert len(rum) == 1 and "rumination" in rum[0].message
+
+
+def test_rumination_drop_after_noted_calving_is_not_alerted() -> None:
+    eng, _ = engine()
+    t = 0.0
+    for _ in range(10 * 24):
+        _collar(eng, t, "cow-4", 60)
+        t += 3600
+    eng.note_calving("cow-4", now_mono=t)
+    out = []
+    for _ in range(48):
+        out += _collar(eng, t, "cow-4", 60, rum=6.0)
+        t += 3600
+    assert not [a for a in out if a.rule == "rumination"]
+
+
+def _tank(eng, t, temp, agitator=1.0):
+    return eng.on_reading(reading("tank-1", "bulk_tank", t, {"milk_temp_c": temp,
+                                                             "agitator_on": agitator}))
+
+
+def test_cooling_blend_failure_alerts_fast_and_wash_is_suppressed() -> None:
+    eng, _ = engine()
+    t, out = 0.0, []
+    for i in range(120):  # storage, thermostat band
+        out += _tank(eng, t, 3.5 + 0.5 * ((i // 10) % 2))
+        t += 60
+    temp = 3.5
+    first = None
+    for _ in range(40):  # warm milk arrives, nothing cools it: +0.3 °C/min
+        temp += 0.3
+        new = _tank(eng, t, temp)
+        if new and first is None:
+            first = t
+        out += new
+        t += 60
+    raised = [a for a in out if a.state == "raised"]
+    assert len(raised) == 1 and raised[0].rule == "cooling"
+    assert first is not None and first - 7200 <= 15 * 60
+    assert "not cooling" in raised[0].message
+    # The tank is emptied and washed with hot water: clears, no new alert.
+    out = []
+    for _ in range(30):
+        out += _tank(eng, t, 60.0)
+        t += 60
+    assert [a.state for a in out] == ["cleared"]
+
+
+def test_cooling_time_limit_per_profile() -> None:
+    cfg = RulesConfig.model_validate({"cooling": {"profile": "coop"}})
+    eng, _ = engine(cfg)
+    t, out = 0.0, []
+    for _ in range(60):
+        out += _tank(eng, t, 18.0, 0.0)  # empty, at room temperature
+        t += 60
+    temp, i = 31.0, 0
+    while t < 60 * 60 + 4 * 3600:  # first milking cools, but stalls at 6 °C (> 4 °C)
+        temp = max(6.0, temp - 0.5)
+        i += 1
+        out += _tank(eng, t, temp + 0.1 * (i % 2))
+        t += 60
+    raised = [a for a in out if a.state == "raised"]
+    assert len(raised) == 1
+    assert "not cooled" in raised[0].message
+    assert 3 * 3600 <= raised[0].stamp.mono_ns / 1e9 - 3600 <= 3 * 3600 + 15 * 60
+
+
+def test_sensor_checks_and_suppression() -> None:
+    eng, _clock = engine()
+    out = []
+    t = 0.0
+    for i in range(30):
+        out += eng.on_reading(reading("c9", "climate_node", t, {"temperature_c": 15 + (i % 3) * 0.1,
+                                                                "humidity_pct": 60}))
+        t += 300
+    for _ in range(45):  # flat-lined at a value that would mean heat stress
+        out += eng.on_reading(reading("c9", "climate_node", t, {"temperature_c": 33.0,
+                                                                "humidity_pct": 80}))
+        t += 300
+    rules = {a.rule for a in out if a.state == "raised"}
+    assert "sensor.stuck" in rules
+    # A single spike is withheld and alerts nothing.
+    out = eng.on_reading(reading("c8", "climate_node", 0, {"temperature_c": 15, "humidity_pct": 60}))
+    out += eng.on_reading(reading("c8", "climate_node", 300, {"temperature_c": 15.1,
+                                                              "humidity_pct": 60}))
+    out += eng.on_reading(reading("c8", "climate_node", 600, {"temperature_c": 45,
+                                                              "humidity_pct": 60}))
+    out += eng.on_reading(reading("c8", "climate_node", 900, {"temperature_c": 15.2,
+                                                              "humidity_pct": 60}))
+    assert out == []
+    # Silence longer than the role's timeout, found by tick.
+    assert ("sensor.dropout", "c9") not in {(a.rule, a.sensor_id) for a in eng.tick(t + 100)}
+    silent = [a for a in eng.tick(t + 2000) if a.state == "raised"]
+    assert {(a.rule, a.sensor_id) for a in silent} >= {("sensor.dropout", "c9")}
+    back = eng.on_reading(reading("c9", "climate_node", t + 2100, {"temperature_c": 15.0,
+                                                                   "humidity_pct": 60}))
+    assert ("sensor.dropout", "cleared") in {(a.rule, a.state) for a in back}
+
+
+def test_calibration_overdue_via_callable() -> None:
+    from agent.detect.rules import RuleEngine
+    from tests.helpers_rules import FakeClock
+
+    eng = RuleEngine(RulesConfig(), FakeClock(), calibration=lambda sid: 12.0 if sid == "t" else -3)
+    eng.on_reading(reading("t", "bulk_tank", 0, {"milk_temp_c": 4.0}))
+    eng.on_reading(reading("u", "bulk_tank", 0, {"milk_temp_c": 4.0}))
+    out = eng.tick(10)
+    assert [(a.rule, a.sensor_id, a.severity) for a in out] == [("sensor.calibration", "t", "info")]
+
+
+def test_state_round_trip_is_json_and_survives_a_reboot() -> None:
+    eng, _clock = engine()
+    for i in range(14):
+        _milking(eng, i * 43200.0, "cow-5", (5.0, 5.1, 5.0, 4.9), 15.0)
+    t = 14 * 43200.0
+    first = _milking(eng, t, "cow-5", (8.0, 5.1, 5.0, 4.9), 9.0)
+    assert [a.state for a in first] == ["raised"]
+    state = json.loads(json.dumps(eng.to_state()))
+    eng2, _ = engine()
+    eng2.from_state(state)
+    # After a reboot the monotonic clock restarts near zero; the episode goes on.
+    out = []
+    for k in range(1, 4):
+        out += eng2.on_reading(reading("mm-1", "milk_meter", 50.0 + k * 43200,
+                                       {"cond_lf": 5.0, "cond_rf": 5.1, "cond_lr": 5.0,
+                                        "cond_rr": 4.9, "yield_kg": 15.0},
+                                       animal="cow-5", boot="boot-b"))
+    assert [a.state for a in out] == ["cleared"]
+    assert out[0].details["alert_id"] == first[0].record_id
+    eng2.confirm(first[0].record_id)
+    assert eng2.precision()["mastitis"] == 1.0

@@ -210,6 +210,13 @@ class WebConfig(Section):
 
 class DetectConfig(Section):
     enabled: bool = Field(True, description="Score readings and raise alerts.")
+    save_interval_s: float = Field(
+        600.0,
+        ge=10,
+        le=86400,
+        description="How often learnt baselines are saved to the buffer (and always at stop). "
+        "Longer spares the SD card; shorter loses less learning to a power cut.",
+    )
     rules: RulesConfig = Field(
         default_factory=RulesConfig, description="Dairy rules and the alert lifecycle."
     )

@@ -24,7 +24,6 @@ from agent.ingest.firmware import (
     compose_msg_id,
     load_firmware_dir,
 )
-from agent.metrics import REJECTED
 from agent.records.types import Quarantined, Reading, Stamp, stable_id
 
 log = logging.getLogger(__name__)
@@ -241,5 +240,6 @@ class Ingestor:
                 detail=f"quarantine failed: {type(err).__name__}",
                 stamp=Stamp(0.0, 0, self._boot, False),
             )
-        REJECTED.labels(reason=entry.reason).inc()
+        # Not counted here: the store writer counts rejected_total once the entry
+        # is committed (and not for a redelivered duplicate).
         return entry

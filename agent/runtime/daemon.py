@@ -28,7 +28,7 @@ from agent.config.secrets import read_secret
 from agent.errors import ConfigError, InvalidPayload, StorageFault
 from agent.ingest.pipeline import Ingestor
 from agent.records.types import Alert, Event, Stamp, stable_id
-from agent.runtime.detection import Detection
+from agent.runtime.detection import Detection, calibration_check
 from agent.runtime.notify import Notifier
 from agent.sources.mqtt import MqttSource
 from agent.store.reader import StoreReader
@@ -89,7 +89,13 @@ class Agent:
             config.store_path, config.store, self.clock, on_fault=self._on_storage_fault
         )
         self.reader = StoreReader(config.store_path)
-        self.detection = Detection(config.detect, self.clock)
+        self.detection = Detection(
+            config.detect,
+            self.clock,
+            calibration=calibration_check(
+                {c.sensor_id: c.due_ts for c in self.ingestor.calibrations.entries()}, self.clock
+            ),
+        )
         self._handoff: queue.Queue[Any] = queue.Queue(maxsize=HANDOFF_CAPACITY)
         self._processor = threading.Thread(
             target=self._process_loop, name="dairy-edge-process", daemon=True
@@ -240,7 +246,7 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         self.writer.start()
         self._processor.start()
-        self.detection.restore(self.writer)
+        self.detection.restore(self.config.store_path)
         self.writer.submit(self._event("agent_started", f"dairy-edge {__version__} started"))
         self._report_corrupt_buffer()
         tasks: list[asyncio.Task[None]] = []
@@ -277,6 +283,7 @@ class Agent:
         dropouts), and periodic detector checkpoints."""
         last_save = last_ping = self.clock.monotonic()
         ready = False
+        clock_synced = False
         ping_every = self.notifier.watchdog_interval_s or WATCHDOG_PROBE_S
         while not stop.is_set():
             try:
@@ -293,13 +300,32 @@ class Agent:
                 last_ping = self.clock.monotonic()
                 if await self._store_writable():
                     self.notifier.watchdog()
+            if not clock_synced and self.clock.synced():
+                clock_synced = True
+                self._on_clock_synced()
             if not ready:
-                continue
+                continue  # time-driven rules start with ingest
             for alert in self.detection.tick(self.clock.monotonic()):
                 self._submit_alert(alert)
-            if self.clock.monotonic() - last_save > 60:
-                self.detection.save(self.writer)
+            if self.clock.monotonic() - last_save > self.config.detect.save_interval_s:
+                self.detection.save(self.writer, self.boot)
                 last_save = self.clock.monotonic()
+
+    def _on_clock_synced(self) -> None:
+        """R6: the wall clock is now right (NTP answered, or it already was at start):
+        correct the wall time of this boot's records made before, from mono_ns."""
+        log.info("wall clock is synced; correcting records stamped before the sync")
+        self.writer.submit(self._event("clock_synced", "wall clock synced"))
+
+        def done(future: Any) -> None:
+            err = future.exception()
+            if err is not None:
+                log.warning("correcting pre-sync record times failed: %s", err)
+            elif future.result():
+                log.info("corrected the wall time of %d records made before sync",
+                         future.result())
+
+        self.writer.clock_synced().add_done_callback(done)
 
     async def _store_writable(self) -> bool:
         """The watchdog proof: the event loop turns and the writer can commit."""
@@ -327,7 +353,7 @@ class Agent:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self.detection.save(self.writer)
+        self.detection.save(self.writer, self.boot)
         await asyncio.to_thread(self.writer.close)
         if web_runner is not None:
             await web_runner.cleanup()

@@ -1,30 +1,116 @@
-"""Detection inside the runtime: anomaly scores and dairy rules per reading.
+"""Detection inside the runtime: anomaly scores and dairy rules, per reading.
 
-Filled in once the detect engines land; until then no alerts are raised.
+Runs on the processing thread, between parsing and the store: each reading
+gets its per-metric anomaly scores (kept with the reading in
+``attributes["anomaly"]``, so they are stored and synced with it), then the
+dairy rules turn readings into alerts. Learnt state (detector baselines, rule
+and alert state) is saved to the buffer periodically and at stop, and
+restored at start, so a restart does not relearn for days.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from agent.clock import Clock
 from agent.config.model import DetectConfig
+from agent.detect.anomaly.engine import AnomalyEngine
+from agent.detect.rules.engine import RuleEngine
 from agent.records.types import Alert, Reading
+from agent.store.state import load_states, save_states
+from agent.store.writer import StoreWriter
+
+log = logging.getLogger(__name__)
+
+ANOMALY_PREFIX = "anomaly:"
+RULES_KEY = "rules"
+_SEP = "\x1f"  # between sensor id and metric in a state key; never in a valid id
 
 
 class Detection:
-    def __init__(self, config: DetectConfig, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: DetectConfig,
+        clock: Clock,
+        calibration: Callable[[str], float | None] | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
+        self.anomaly = AnomalyEngine()
+        self.rules = RuleEngine(config, clock, calibration=calibration)
+        # The processing thread scores; the event loop ticks and saves.
+        self._lock = threading.Lock()
 
     def on_reading(self, reading: Reading) -> list[Alert]:
-        return []
+        if not self.config.enabled:
+            return []
+        ts = reading.source_ts if reading.source_ts is not None else reading.stamp.wall_ts
+        with self._lock:
+            reading.attributes["anomaly"] = {
+                metric: round(self.anomaly.score((reading.sensor_id, metric), ts, value), 4)
+                for metric, value in reading.values.items()
+            }
+            return self.rules.on_reading(reading)
 
     def tick(self, now_mono: float) -> list[Alert]:
-        return []
+        if not self.config.enabled:
+            return []
+        with self._lock:
+            return self.rules.tick(now_mono)
 
-    def restore(self, writer: Any) -> None:
-        return None
+    def feedback(self, alert_record_id: str, verdict: str) -> None:
+        with self._lock:
+            self.rules.feedback(alert_record_id, verdict)
 
-    def save(self, writer: Any) -> None:
-        return None
+    def precision(self) -> dict[str, float | None]:
+        with self._lock:
+            return self.rules.precision()
+
+    # -- persistence ---------------------------------------------------------
+    def restore(self, store_path: Path) -> None:
+        states = load_states(store_path)
+        anomaly = [
+            (tuple(key[len(ANOMALY_PREFIX):].split(_SEP, 1)), state)
+            for key, state in states.items()
+            if key.startswith(ANOMALY_PREFIX) and _SEP in key
+        ]
+        with self._lock:
+            loaded = self.anomaly.restore(anomaly)  # type: ignore[arg-type]
+            if RULES_KEY in states:
+                try:
+                    self.rules.from_state(states[RULES_KEY])
+                except (KeyError, TypeError, ValueError) as err:
+                    log.warning("rule state could not be restored (%s); relearning", err)
+        if states:
+            log.info("restored %d anomaly baselines and %s rule state", loaded,
+                     "the" if RULES_KEY in states else "no")
+
+    def save(self, writer: StoreWriter, boot: str) -> None:
+        """Queue the changed state on the writer (non-blocking)."""
+        with self._lock:
+            states: dict[str, Any] = {
+                f"{ANOMALY_PREFIX}{sensor}{_SEP}{metric}": state
+                for (sensor, metric), state in self.anomaly.take_dirty().items()
+            }
+            states[RULES_KEY] = self.rules.to_state()
+        mono_ns = self.clock.monotonic_ns()
+        writer.call(lambda conn: save_states(conn, states, mono_ns, boot))
+
+
+def calibration_check(
+    due_by_sensor: dict[str, float], clock: Clock
+) -> Callable[[str], float | None]:
+    """Days a sensor's calibration is overdue, or None; only with a synced clock."""
+
+    def overdue_days(sensor_id: str) -> float | None:
+        due = due_by_sensor.get(sensor_id)
+        if due is None or not clock.synced():
+            return None
+        late = clock.wall() - due
+        return late / 86400.0 if late > 0 else None
+
+    return overdue_days

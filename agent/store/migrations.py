@@ -143,6 +143,21 @@ def _time_and_space(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration("0003_detector_state")
+def _detector_state(conn: sqlite3.Connection) -> None:
+    # Learnt baselines (anomaly detectors per stream, rule and alert state), so a
+    # restart resumes instead of relearning for days. Not synced; not counted
+    # against the buffer cap beyond its pages.
+    conn.execute(
+        """CREATE TABLE detector_state (
+            key TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            saved_mono_ns INTEGER NOT NULL,
+            boot_id TEXT NOT NULL
+        )"""
+    )
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_wall_ts REAL)"

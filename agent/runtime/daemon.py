@@ -172,6 +172,21 @@ class Agent:
             log.error("storage fault (%s): acknowledging nothing until it clears", fault)
         self.state.storage_fault = fault
 
+    # -- alert feedback (the web API's backend) -------------------------------
+    def recent_alerts(self, n: int) -> list[dict[str, Any]]:
+        return self.reader.recent_alerts(n)
+
+    def precision(self) -> dict[str, float | None]:
+        return self.detection.precision()
+
+    def feedback(self, alert_id: str, verdict: str) -> None:
+        self.detection.feedback(alert_id, verdict)
+        # Kept and synced, so the central team sees what technicians said.
+        self.writer.submit(
+            self._event("alert_feedback", f"{verdict} by a technician", alert_id=alert_id,
+                        verdict=verdict)
+        )
+
     # -- status ---------------------------------------------------------------
     def _problems(self) -> list[str]:
         problems: list[str] = []
@@ -254,7 +269,9 @@ class Agent:
         transport: AiohttpTransport | None = None
         try:
             if self.config.web.enabled:
-                app = make_web_app(self.status)
+                app = make_web_app(
+                    self.status, alerts=self, token=read_secret("web_token")
+                )
                 web_runner, self.state.web_port = await start_web(
                     app, self.config.web.host, self.config.web.port
                 )

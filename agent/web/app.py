@@ -1,7 +1,7 @@
 """The aiohttp application: ``/`` (page), ``/api/status``, ``/healthz``, ``/metrics``.
 
-Read-only: every route is a GET, and the status comes from a provider the
-runtime passes in (a cheap call on the event loop, no I/O).
+Read-only but for alert feedback (agent/web/alerts_api.py): the status comes
+from a provider the runtime passes in (a cheap call on the event loop).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from agent.web.alerts_api import AlertsBackend, add_alert_routes
 from agent.web.page import STYLE, render_status
 from agent.web.status import StatusSnapshot, health_reasons, jsonable
 
@@ -28,17 +29,22 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-# Only GETs are served; a large body is never legitimate.
+# Only GETs and small JSON feedback; a large body is never legitimate.
 _CLIENT_MAX_SIZE = 64 * 1024
 
 
 def make_web_app(
-    status_provider: StatusProvider, registry: CollectorRegistry = REGISTRY
+    status_provider: StatusProvider,
+    registry: CollectorRegistry = REGISTRY,
+    alerts: AlertsBackend | None = None,
+    token: str | None = None,
 ) -> web.Application:
     """The status web app.
 
     :param status_provider: returns a ``StatusSnapshot`` (or its ``to_dict()``).
     :param registry: the Prometheus registry served on ``/metrics``.
+    :param alerts: enables the alert list and feedback API.
+    :param token: bearer token the feedback POST needs (None: no token).
     """
     app = web.Application(middlewares=[_security_headers], client_max_size=_CLIENT_MAX_SIZE)
     app[_PROVIDER_KEY] = status_provider
@@ -48,6 +54,8 @@ def make_web_app(
     app.router.add_get("/api/status", _api_status)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
+    if alerts is not None:
+        add_alert_routes(app, alerts, token)
     return app
 
 

@@ -89,3 +89,33 @@ def test_engine_caps_streams() -> None:
     eng.score(("b", "m"), 0.0, 1.0)
     assert eng.score(("c", "m"), 0.0, 1.0) == 0.0
     assert len(eng) == 2
+
+
+def test_range_channel_flags_a_value_never_seen_recently() -> None:
+    from agent.detect.anomaly.detector import _range_excess
+    from agent.detect.anomaly.robust import RollingSorted
+
+    win = RollingSorted(64)
+    for i in range(64):
+        win.add(float(i % 11))  # range [0, 10]
+    assert _range_excess(5.0, win, 0.05) == 0.0  # inside
+    assert _range_excess(10.4, win, 0.05) == 0.0  # within the free margin (0.5)
+    assert _range_excess(12.0, win, 0.05) == 3.0  # (2 / 0.5) - 1
+    assert _range_excess(-1.5, win, 0.05) == 2.0
+    # Off, the channel contributes nothing.
+    rows = series(400, spike_at=None)
+    det = SensorDetector(DetectorConfig(w_range=0.0))
+    for ts, v in rows:
+        det.update(ts, v)
+    assert det.last_components[-1] == 0.0
+
+
+def test_old_state_version_is_rejected_and_relearnt() -> None:
+    det = SensorDetector()
+    for ts, v in series(150):
+        det.update(ts, v)
+    state = json.loads(json.dumps(det.to_state()))
+    state["version"] = 1  # 6-channel states from before the range channel
+    eng = AnomalyEngine()
+    assert eng.restore([(("tank1", "temp_c"), state)]) == 0
+    assert len(eng) == 0

@@ -8,6 +8,10 @@ stream's own bounded past:
 * seasonal    x against an EWMA baseline per time-of-day bucket (daily shape)
 * volatility  log of a fast EWMA of |step| against its own history (a stuck
               sensor or a burst of noise)
+* mean        an EWMA of x against its own history (slow sustained shifts)
+* range       how far x leaves the [min, max] of the level window, beyond a
+              tolerance of ``range_tol`` x that range ("spatial anomaly" as in
+              Numenta's NAB detector: a value never seen recently)
 
 The largest deviation is the raw score. It is then calibrated against the
 stream's own history of raw scores (``calibrate.Calibrator``): a reading is
@@ -29,10 +33,10 @@ from agent.detect.anomaly.calibrate import Calibrator, CalibratorConfig
 from agent.detect.anomaly.forecast import ForecastChannel, shared_runner
 from agent.detect.anomaly.robust import RollingSorted
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: range channel added (7 calibrator channels)
 _TINY = 1e-9
 RANGE_FLOOR = 200.0  # scale >= (max - min) / this: a flat past is not infinitely precise
-CHANNELS = 6  # level, step, seasonal, volatility, mean, model
+CHANNELS = 7  # level, step, seasonal, volatility, mean, model, range
 Z_CAP = 1000.0  # one absurd reading must not blind the calibrator for long
 
 
@@ -54,6 +58,8 @@ class DetectorConfig:
     w_vol: float = 0.0  # measured on NAB: adds more false alarms than hits
     w_mean: float = 1.0
     w_model: float = 0.0  # int8 TFLite forecaster channel; 0 = not loaded at all
+    w_range: float = 1.0  # new-range ("spatial") channel
+    range_tol: float = 0.05  # fraction of the window's range x may exceed it freely
     calibrator: CalibratorConfig = field(default_factory=CalibratorConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,6 +81,15 @@ def _robust_z(x: float, win: RollingSorted) -> float:
     full = win.quantile(1.0) - win.quantile(0.0)
     scale = max(iqr / 1.349, spread / 20.0, full / RANGE_FLOOR, _TINY * (1.0 + abs(med)))
     return min(abs(x - med) / scale, Z_CAP)
+
+
+def _range_excess(x: float, win: RollingSorted, tol: float) -> float:
+    """How far x lies outside the window's [min, max], in units of
+    ``tol`` x (max - min), after a free margin of one such unit; 0 inside."""
+    lo, hi = win.quantile(0.0), win.quantile(1.0)
+    unit = tol * max(hi - lo, _TINY * (1.0 + abs(hi) + abs(lo)))
+    out = max(x - hi, lo - x) / unit - 1.0
+    return min(out, Z_CAP) if out > 0.0 else 0.0
 
 
 class SensorDetector:
@@ -124,7 +139,8 @@ class SensorDetector:
             z_vol = _robust_z(lvol, self.vols) if cfg.w_vol > 0 else 0.0
             z_mean = _robust_z(mean_new, self.means)
             z_model = self.forecast.deviation(x) if cfg.w_model > 0 else 0.0
-            self.last_components = (z_level, z_step, z_season, z_vol, z_mean, z_model)
+            z_range = _range_excess(x, self.values, cfg.range_tol) if cfg.w_range > 0 else 0.0
+            self.last_components = (z_level, z_step, z_season, z_vol, z_mean, z_model, z_range)
             raws = [
                 cfg.w_level * z_level,
                 cfg.w_step * z_step,
@@ -132,6 +148,7 @@ class SensorDetector:
                 cfg.w_vol * z_vol,
                 cfg.w_mean * z_mean,
                 cfg.w_model * z_model,
+                cfg.w_range * z_range,
             ]
         score = self.calibrator.update(raws) if self.n >= cfg.warmup else 0.0
 

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Measure group-commit throughput of the buffer writer (readings/s).
 
 Usage: .venv/bin/python scripts/bench_store.py [--n 20000] [--max-messages 200]

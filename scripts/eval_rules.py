@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Evaluate the dairy rules on labelled, seeded scenarios.
 
     .venv/bin/python scripts/eval_rules.py --seeds 500-509 [--kinds normal,mastitis]

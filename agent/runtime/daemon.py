@@ -19,6 +19,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from agent import __version__
@@ -27,7 +28,7 @@ from agent.config.model import Config
 from agent.config.secrets import read_secret
 from agent.errors import ConfigError, InvalidPayload, StorageFault
 from agent.ingest.pipeline import Ingestor
-from agent.records.types import Alert, Event, Stamp, stable_id
+from agent.records.types import Alert, Event, Quarantined, Record, Stamp, stable_id
 from agent.runtime.detection import Detection, calibration_check
 from agent.runtime.notify import Notifier
 from agent.sources.mqtt import MqttSource
@@ -111,10 +112,19 @@ class Agent:
         )
         self.uploader: Uploader | None = None
         self.notifier = Notifier()
+        self._stopping = threading.Event()
 
     # -- paho thread --------------------------------------------------------
     def _on_message(self, topic: str, payload: bytes, ack: Callable[[], None]) -> None:
-        self._handoff.put((topic, payload, ack))
+        # Blocks while the processing thread is behind: paho stops reading the
+        # socket and the broker holds the rest (backpressure, not loss).
+        while True:
+            try:
+                self._handoff.put(("message", topic, payload, ack), timeout=0.5)
+                return
+            except queue.Full:
+                if self._stopping.is_set():
+                    return  # not acknowledged: the broker redelivers it next session
 
     # -- processing thread --------------------------------------------------
     def _process_loop(self) -> None:
@@ -122,11 +132,13 @@ class Agent:
             item = self._handoff.get()
             if item is _STOP:
                 return
-            topic, payload, ack = item
             try:
-                self._process(topic, payload, ack)
+                if item[0] == "alert":
+                    self._store(item[1], partial(self._publish_alert, item[1]))
+                else:
+                    self._process(*item[1:])
             except Exception:
-                log.exception("processing a message on %r failed", topic[:200])
+                log.exception("processing %s failed", item[0])
 
     def _process(self, topic: str, payload: bytes, ack: Callable[[], None]) -> None:
         try:
@@ -134,15 +146,25 @@ class Agent:
         except Exception as err:  # InvalidPayload, or a bug: quarantine either way
             if not isinstance(err, InvalidPayload):
                 log.exception("ingest bug on %r; quarantined as 'internal'", topic[:200])
-            self.writer.submit(self.ingestor.quarantine(topic, payload, err), on_commit=ack)
+            self._store(self.ingestor.quarantine(topic, payload, err), ack)
             return
         alerts = self.detection.on_reading(reading)
-        self.writer.submit(reading, on_commit=ack)
+        self._store(reading, ack)
         for alert in alerts:
-            self._submit_alert(alert)
+            self._store(alert, partial(self._publish_alert, alert))
+
+    def _store(self, item: Record | Quarantined, on_commit: Callable[[], None]) -> None:
+        """Hand ``item`` to the writer, waiting as long as the store refuses (full
+        or failing disk): nothing is acknowledged meanwhile, so nothing is lost."""
+        while not self.writer.submit(item, on_commit=on_commit, timeout=1.0):
+            if self._stopping.is_set():
+                log.warning("stopping with %s not stored; the broker still has it",
+                            item.record_id)
+                return
 
     def _submit_alert(self, alert: Alert) -> None:
-        self.writer.submit(alert, on_commit=lambda: self._publish_alert(alert))
+        """From the event loop (timed rules): stored by the processing thread."""
+        self._handoff.put(("alert", alert))
 
     def _publish_alert(self, alert: Alert) -> None:
         # The topic is built from config only; ids from the wire go in the payload.
@@ -184,7 +206,8 @@ class Agent:
         # Kept and synced, so the central team sees what technicians said.
         self.writer.submit(
             self._event("alert_feedback", f"{verdict} by a technician", alert_id=alert_id,
-                        verdict=verdict)
+                        verdict=verdict),
+            timeout=0.5,  # called on the event loop: never block it for long
         )
 
     # -- status ---------------------------------------------------------------
@@ -323,7 +346,8 @@ class Agent:
             if not ready:
                 continue  # time-driven rules start with ingest
             for alert in self.detection.tick(self.clock.monotonic()):
-                self._submit_alert(alert)
+                # A full hand-off queue must block a worker thread, not the loop.
+                await asyncio.to_thread(self._submit_alert, alert)
             if self.clock.monotonic() - last_save > self.config.detect.save_interval_s:
                 self.detection.save(self.writer, self.boot)
                 last_save = self.clock.monotonic()
@@ -363,6 +387,7 @@ class Agent:
     async def _shutdown(self, tasks: list[asyncio.Task[None]], web_runner: Any) -> None:
         log.info("stopping: draining received messages and committing")
         self.notifier.stopping()
+        self._stopping.set()
         # Stop taking messages first; unacknowledged ones stay with the broker.
         await asyncio.to_thread(self.mqtt.stop)
         self._handoff.put(_STOP)

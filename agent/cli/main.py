@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the agent daemon", description="Run the agent daemon.")
     run.add_argument("--config", "-c", type=Path, help="YAML config (defaults when omitted)")
+    run.add_argument(
+        "--strict-config",
+        action="store_true",
+        help="exit with status 2 on an invalid config instead of starting in safe mode "
+        "(status page up with the error, ingest off)",
+    )
     run.set_defaults(func=cmd_run)
 
     central = sub.add_parser(
@@ -119,8 +125,16 @@ def _load(args: argparse.Namespace) -> Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.runtime.daemon import Agent
+    from agent.runtime.safe_mode import run_safe_mode
 
-    config = _load(args)
+    try:
+        config = _load(args)
+    except ConfigError as err:
+        print(f"dairy-edge: configuration error: {err}", file=sys.stderr)
+        if args.strict_config:
+            return 2
+        setup_logging(load_config().logging)
+        return _run_until_signal(lambda stop: run_safe_mode(str(err), args.config, stop))
     agent = Agent(config)
     return _run_until_signal(agent.run)
 

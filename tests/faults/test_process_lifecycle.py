@@ -3,6 +3,7 @@ T21 (corrupt buffer at boot), T22 (invalid or unsafe config)."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -10,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +20,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from e2e_harness import DAIRY_EDGE, BackgroundPublisher, Barn, barn, wait_until
+from e2e_harness import DAIRY_EDGE, BackgroundPublisher, Barn, NotifySocket, barn, wait_until
+from helpers_mqtt import free_port
 
 from agent.config.model import GatewayConfig
 from agent.sources.simulator import BarnSimulator
@@ -161,7 +165,8 @@ def test_t22_bad_config_refused_with_key_and_file(case: str, tmp_path: Path) -> 
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     env = {**os.environ, "DAIRY_EDGE_HMAC_KEY": "k" * 32}
-    for args in (["run", "--config", str(path)], ["config", "check", str(path)]):
+    for args in (["run", "--strict-config", "--config", str(path)],
+                 ["config", "check", str(path)]):
         res = subprocess.run([*DAIRY_EDGE, *args], capture_output=True, text=True, timeout=60,
                              env=env, check=False)
         out = res.stdout + res.stderr
@@ -171,3 +176,42 @@ def test_t22_bad_config_refused_with_key_and_file(case: str, tmp_path: Path) -> 
         if key is not None:
             assert key in out, out
         assert "s3cr3t" not in out and "hunter2" not in out, "a secret was echoed back"
+
+
+def test_t22_run_starts_safe_mode_not_a_restart_storm(tmp_path: Path) -> None:
+    """Without --strict-config the agent stays up in safe mode: page up with the
+    error, /healthz 503, ingest off, a clean exit on SIGTERM."""
+    port = free_port()
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"web:\n  host: 127.0.0.1\n  port: {port}\nmqtt:\n  password: hunter2\n")
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = {**os.environ, "DAIRY_EDGE_HMAC_KEY": "k" * 32, "NOTIFY_SOCKET": notify.path}
+    log = (tmp_path / "agent.log").open("wb")
+    proc = subprocess.Popen([*DAIRY_EDGE, "run", "--config", str(path)], stdout=log,
+                            stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_until(lambda: notify.count("READY=1") > 0 or proc.poll() is not None, 30,
+                   "safe mode to come up")
+        assert proc.poll() is None, (tmp_path / "agent.log").read_text()
+        with pytest.raises(urllib.error.HTTPError) as unhealthy:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert unhealthy.value.code == 503
+        assert "safe mode" in unhealthy.value.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5) as r:
+            status = json.loads(r.read())
+        assert status["safe_mode"] is True
+        assert any("mqtt.password" in p for p in status["problems"])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+            page = r.read().decode()
+        assert "mqtt.password" in page and "hunter2" not in page
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        out = (tmp_path / "agent.log").read_text()
+        assert str(path) in out and "mqtt.password" in out and "hunter2" not in out
+        assert "Traceback" not in out
+        assert not (tmp_path / "buffer.db").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+        notify.close()

@@ -130,11 +130,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         config = _load(args)
     except ConfigError as err:
-        print(f"dairy-edge: configuration error: {err}", file=sys.stderr)
+        problem = str(err)
+        print(f"dairy-edge: configuration error: {problem}", file=sys.stderr)
         if args.strict_config:
             return 2
         setup_logging(load_config().logging)
-        return _run_until_signal(lambda stop: run_safe_mode(str(err), args.config, stop))
+        return _run_until_signal(lambda stop: run_safe_mode(problem, args.config, stop))
     agent = Agent(config)
     return _run_until_signal(agent.run)
 

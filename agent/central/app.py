@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import ValidationError
 
 from agent.central.cache import Cache
@@ -100,6 +101,7 @@ def make_app(
     app.router.add_post(BATCH_PATH, _post_batch)
     app.router.add_get(HEALTH_PATH, _health)
     app.router.add_get(STATS_PATH, _stats)
+    app.router.add_get("/metrics", _metrics)
     return app
 
 
@@ -314,3 +316,10 @@ async def _stats(request: web.Request) -> web.Response:
         )
     stats["cache"] = "off" if state.cache is None else state.cache.state
     return web.json_response(stats)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    """Prometheus text: the dairy_edge_central_* counters of this process."""
+    return web.Response(
+        body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )

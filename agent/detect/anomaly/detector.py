@@ -12,6 +12,8 @@ stream's own bounded past:
 * range       how far x leaves the [min, max] of the level window, beyond a
               tolerance of ``range_tol`` x that range ("spatial anomaly" as in
               Numenta's NAB detector: a value never seen recently)
+* context     share of the reading's facts no learnt left context predicted
+              (``context.py``, after CAD-OSE): familiar values in a new order
 
 The largest deviation is the raw score. It is then calibrated against the
 stream's own history of raw scores (``calibrate.Calibrator``): a reading is
@@ -30,13 +32,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from agent.detect.anomaly.calibrate import Calibrator, CalibratorConfig
+from agent.detect.anomaly.context import ContextChannel, ContextConfig
 from agent.detect.anomaly.forecast import ForecastChannel, shared_runner
 from agent.detect.anomaly.robust import RollingSorted
 
-STATE_VERSION = 2  # 2: range channel added (7 calibrator channels)
+STATE_VERSION = 3  # 2: range channel (7 channels); 3: context channel (8 channels)
 _TINY = 1e-9
 RANGE_FLOOR = 200.0  # scale >= (max - min) / this: a flat past is not infinitely precise
-CHANNELS = 7  # level, step, seasonal, volatility, mean, model, range
+CHANNELS = 8  # level, step, seasonal, volatility, mean, model, range, context
 Z_CAP = 1000.0  # one absurd reading must not blind the calibrator for long
 
 
@@ -60,6 +63,9 @@ class DetectorConfig:
     w_model: float = 0.0  # int8 TFLite forecaster channel; 0 = not loaded at all
     w_range: float = 1.0  # new-range ("spatial") channel
     range_tol: float = 0.05  # fraction of the window's range x may exceed it freely
+    w_ctx: float = 1.0  # contextual sequence channel (context.py)
+    ctx_warmup: int = 400  # readings the context memory learns before it votes
+    context: ContextConfig = field(default_factory=ContextConfig)
     calibrator: CalibratorConfig = field(default_factory=CalibratorConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,7 +75,8 @@ class DetectorConfig:
     def from_dict(cls, d: dict[str, Any]) -> DetectorConfig:
         d = dict(d)
         cal = CalibratorConfig(**d.pop("calibrator", {}))
-        return cls(calibrator=cal, **d)
+        ctx = ContextConfig(**d.pop("context", {}))
+        return cls(calibrator=cal, context=ctx, **d)
 
 
 def _robust_z(x: float, win: RollingSorted) -> float:
@@ -110,6 +117,7 @@ class SensorDetector:
         self.season_mean = [0.0] * cfg.season_buckets
         self.season_count = [0] * cfg.season_buckets
         self.calibrator = Calibrator(CHANNELS, cfg.calibrator)
+        self.context = ContextChannel(cfg.context)
         self.last_components: tuple[float, ...] = ()
 
     def update(self, ts: float, value: float) -> float:
@@ -132,6 +140,7 @@ class SensorDetector:
         seasonal_ok = self.season_count[b] >= cfg.season_min_count
         resid = x - self.season_mean[b] if seasonal_ok else 0.0
 
+        ctx_dev: float | None = None
         if self.n >= cfg.warmup:
             z_level = _robust_z(x, self.values)
             z_step = _robust_z(step, self.steps)
@@ -140,7 +149,13 @@ class SensorDetector:
             z_mean = _robust_z(mean_new, self.means)
             z_model = self.forecast.deviation(x) if cfg.w_model > 0 else 0.0
             z_range = _range_excess(x, self.values, cfg.range_tol) if cfg.w_range > 0 else 0.0
-            self.last_components = (z_level, z_step, z_season, z_vol, z_mean, z_model, z_range)
+            z_ctx = 0.0
+            if cfg.w_ctx > 0:
+                ctx_dev = self.context.deviation(x, self.values)
+                z_ctx = ctx_dev if self.n >= cfg.ctx_warmup else 0.0
+            self.last_components = (
+                z_level, z_step, z_season, z_vol, z_mean, z_model, z_range, z_ctx
+            )
             raws = [
                 cfg.w_level * z_level,
                 cfg.w_step * z_step,
@@ -149,10 +164,13 @@ class SensorDetector:
                 cfg.w_mean * z_mean,
                 cfg.w_model * z_model,
                 cfg.w_range * z_range,
+                cfg.w_ctx * z_ctx,
             ]
         score = self.calibrator.update(raws) if self.n >= cfg.warmup else 0.0
 
         # Learn only after scoring: the score of row i uses rows 0..i-1 plus x.
+        if cfg.w_ctx > 0:  # before x joins the window its bin was taken from
+            self.context.learn(x, self.values, ctx_dev)
         self.values.add(x)
         if self.prev is not None:
             self.steps.add(step)
@@ -194,6 +212,7 @@ class SensorDetector:
             "season_mean": list(self.season_mean),
             "season_count": list(self.season_count),
             "calibrator": self.calibrator.to_state(),
+            "context": self.context.to_state(),
         }
 
     @classmethod
@@ -214,4 +233,5 @@ class SensorDetector:
         det.season_mean = [float(v) for v in state["season_mean"]]
         det.season_count = [int(v) for v in state["season_count"]]
         det.calibrator = Calibrator.from_state(state["calibrator"], det.config.calibrator)
+        det.context = ContextChannel.from_state(state["context"], det.config.context)
         return det

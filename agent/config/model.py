@@ -211,11 +211,17 @@ class WebConfig(Section):
 class DetectConfig(Section):
     enabled: bool = Field(True, description="Score readings and raise alerts.")
     save_interval_s: float = Field(
-        600.0,
+        6 * 3600.0,
         ge=10,
-        le=86400,
+        le=7 * 86400,
         description="How often learnt baselines are saved to the buffer (and always at stop). "
-        "Longer spares the SD card; shorter loses less learning to a power cut.",
+        "About 160 kB per scored stream per save, so longer spares the SD card; shorter "
+        "loses less learning to a power cut.",
+    )
+    anomaly_skip: list[str] = Field(
+        default_factory=lambda: ["agitator", "wash", "total_l"],
+        description="Value keys not given an anomaly score: on/off states and running "
+        "totals, where a per-stream anomaly score means nothing and costs memory.",
     )
     rules: RulesConfig = Field(
         default_factory=RulesConfig, description="Dairy rules and the alert lifecycle."

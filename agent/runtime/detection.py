@@ -42,6 +42,7 @@ class Detection:
         self.clock = clock
         self.anomaly = AnomalyEngine()
         self.rules = RuleEngine(config, clock, calibration=calibration)
+        self._skip = frozenset(config.anomaly_skip)
         # The processing thread scores; the event loop ticks and saves.
         self._lock = threading.Lock()
 
@@ -53,6 +54,7 @@ class Detection:
             reading.attributes["anomaly"] = {
                 metric: round(self.anomaly.score((reading.sensor_id, metric), ts, value), 4)
                 for metric, value in reading.values.items()
+                if metric not in self._skip
             }
             return self.rules.on_reading(reading)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -29,7 +30,7 @@ from paho.mqtt.properties import Properties
 
 from agent import metrics
 from agent.clock import Clock
-from agent.config.model import SAFE_ID, MqttConfig
+from agent.config.model import SAFE_ID, MqttConfig, TlsConfig
 from agent.errors import ConfigError, TransientError
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class MqttSource:
         self._stopped = False
         self._falling_back = False
         self._opens_without_connack = 0
+        self._last_connect_failure = ""
         self._use_v5 = config.protocol != "3.1.1"
         self._client = self._make_client()
 
@@ -232,16 +234,9 @@ class MqttSource:
         if cfg.username:
             client.username_pw_set(cfg.username, self._password)
         if cfg.tls.enabled:
-            tls = cfg.tls
-            client.tls_set(
-                ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            if tls.insecure:
-                client.tls_insecure_set(True)
+            _set_tls(client, cfg.tls)
         client.on_socket_open = self._on_socket_open
+        client.on_connect_fail = self._on_connect_fail
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -287,6 +282,24 @@ class MqttSource:
         except Exception:
             log.exception("mqtt on_socket_open failed")
 
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        # paho calls this inside its ``except OSError`` around the TCP/TLS
+        # connect (refused, unreachable, certificate rejected) and retries on
+        # its own. Log each new reason once, not once per retry.
+        try:
+            error = sys.exc_info()[1]
+            reason = str(error) if error is not None else "unknown error"
+            if reason != self._last_connect_failure:
+                self._last_connect_failure = reason
+                log.warning(
+                    "cannot connect to %s:%d (%s); retrying",
+                    self._config.host,
+                    self._config.port,
+                    reason,
+                )
+        except Exception:
+            log.exception("mqtt on_connect_fail failed")
+
     def _on_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
@@ -297,6 +310,7 @@ class MqttSource:
 
     def _handle_connack(self, client: paho.Client, session_present: bool, reason: Any) -> None:
         self._opens_without_connack = 0
+        self._last_connect_failure = ""
         if reason.is_failure:
             code = int(reason.value)
             if self._use_v5 and self._config.protocol == "auto" and code in _UNSUPPORTED_PROTOCOL:
@@ -418,6 +432,33 @@ class MqttSource:
                 self._client.ack(mid, qos)
 
         return ack
+
+
+def _set_tls(client: paho.Client, tls: TlsConfig) -> None:
+    """Verify the broker against ``ca_file`` (or the system store); present a
+    client certificate for mutual TLS when one is configured.
+
+    :raises ConfigError: a file is missing or unreadable, or the key does not
+        match the certificate; retrying cannot fix either.
+    """
+    if tls.key_file and not tls.cert_file:
+        raise ConfigError("mqtt.tls: key_file is set but cert_file is not")
+    try:
+        client.tls_set(
+            ca_certs=str(tls.ca_file) if tls.ca_file else None,
+            certfile=str(tls.cert_file) if tls.cert_file else None,
+            keyfile=str(tls.key_file) if tls.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+            # Never let OpenSSL prompt on a terminal for an encrypted key: a
+            # daemon would hang. An encrypted key fails here instead.
+            keyfile_password="",
+        )
+    except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+        raise ConfigError(f"mqtt.tls: cannot load certificates or key: {err}") from err
+    if tls.insecure:
+        # Must follow tls_set, which resets it. Skips only the host name
+        # check; the chain is still verified against the CA.
+        client.tls_insecure_set(True)
 
 
 def valid_topic_filter(topic: str) -> bool:

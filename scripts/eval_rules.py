@@ -6,7 +6,8 @@
 
 Prints per rule: alerts raised, precision, episodes, recall and time to first
 alert (median / 90th percentile / max, minutes), plus cooling delays by failure
-kind. Use seeds you did not develop with (development used 1000-1002).
+kind. Use seeds you did not develop with (development used 1000-1002; the
+firmware-keyed generator and the estrus rule were developed on 1000-1002 too).
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ def main() -> int:
             d = [x / 60 for x in delays]
             print(f"\ncooling failure {kind}: {len(d)} detected, first alert median "
                   f"{statistics.median(d):.0f} min, max {max(d):.0f} min")
+            o = [x / 60 for x in cooling.observable_by_kind.get(kind, [])]
+            if o:
+                print(f"  from when it could first be seen (thermostat calls for cooling): "
+                      f"median {statistics.median(o):.0f} min, max {max(o):.0f} min")
     if args.json:
         args.json.write_text(json.dumps(table, indent=1))
     return 0

@@ -21,24 +21,24 @@ def test_heat_stress_needs_minimum_duration_and_clears_with_hysteresis() -> None
     assert 70 <= thi(*mild) < 72 and thi(*hot) > 78 and thi(*cool) < 70
     t = 0.0
     for temp, rh in [hot] * 5:  # 20 min: not yet
-        raised += eng.on_reading(reading("c1", "climate_node", t, {"temperature_c": temp,
+        raised += eng.on_reading(reading("c1", "barn-climate", t, {"temperature_c": temp,
                                                                    "humidity_pct": rh}))
         t += 300
     assert raised == []
     for _ in range(4):
-        raised += eng.on_reading(reading("c1", "climate_node", t, {"temperature_c": 30.0,
+        raised += eng.on_reading(reading("c1", "barn-climate", t, {"temperature_c": 30.0,
                                                                    "humidity_pct": 60.0}))
         t += 300
     assert [a.state for a in raised] == ["raised"]
     assert raised[0].severity == "critical" and "THI" in raised[0].message
     out = []
     for _ in range(20):  # in the band between clear and raise: stays open
-        out += eng.on_reading(reading("c1", "climate_node", t, {"temperature_c": 24.0,
+        out += eng.on_reading(reading("c1", "barn-climate", t, {"temperature_c": 24.0,
                                                                 "humidity_pct": 55.0}))
         t += 300
     assert out == []
     for _ in range(10):
-        out += eng.on_reading(reading("c1", "climate_node", t, {"temperature_c": 15.0,
+        out += eng.on_reading(reading("c1", "barn-climate", t, {"temperature_c": 15.0,
                                                                 "humidity_pct": 60.0}))
         t += 300
     assert [a.state for a in out] == ["cleared"]
@@ -46,9 +46,9 @@ def test_heat_stress_needs_minimum_duration_and_clears_with_hysteresis() -> None
 
 
 def _milking(eng, t, cow, ec, y):
-    values = {"cond_lf": ec[0], "cond_rf": ec[1], "cond_lr": ec[2], "cond_rr": ec[3],
+    values = {"conductivity_lf": ec[0], "conductivity_rf": ec[1], "conductivity_lr": ec[2], "conductivity_rr": ec[3],
               "yield_kg": y, "duration_s": 400}
-    return eng.on_reading(reading("mm-1", "milk_meter", t, values, animal=cow))
+    return eng.on_reading(reading("mm-1", "milk-meter", t, values, animal=cow))
 
 
 def test_mastitis_needs_two_signals_and_names_them() -> None:
@@ -75,7 +75,7 @@ def test_mastitis_ignores_a_whole_udder_rise() -> None:
 
 
 def _collar(eng, t, cow, act, rum=20.0):
-    return eng.on_reading(reading(f"col-{cow}", "collar", t,
+    return eng.on_reading(reading(f"col-{cow}", "neck-collar", t,
                                   {"activity": act, "rumination_min": rum}, animal=cow))
 
 
@@ -115,8 +115,8 @@ def test_rumination_drop_after_noted_calving_is_not_alerted() -> None:
 
 
 def _tank(eng, t, temp, agitator=1.0):
-    return eng.on_reading(reading("tank-1", "bulk_tank", t, {"milk_temp_c": temp,
-                                                             "agitator_on": agitator}))
+    return eng.on_reading(reading("tank-1", "bulk-tank", t, {"milk_temp_c": temp,
+                                                             "agitator": agitator}))
 
 
 def test_cooling_blend_failure_alerts_fast_and_wash_is_suppressed() -> None:
@@ -170,29 +170,29 @@ def test_sensor_checks_and_suppression() -> None:
     out = []
     t = 0.0
     for i in range(30):
-        out += eng.on_reading(reading("c9", "climate_node", t, {"temperature_c": 15 + (i % 3) * 0.1,
+        out += eng.on_reading(reading("c9", "barn-climate", t, {"temperature_c": 15 + (i % 3) * 0.1,
                                                                 "humidity_pct": 60}))
         t += 300
     for _ in range(45):  # flat-lined at a value that would mean heat stress
-        out += eng.on_reading(reading("c9", "climate_node", t, {"temperature_c": 33.0,
+        out += eng.on_reading(reading("c9", "barn-climate", t, {"temperature_c": 33.0,
                                                                 "humidity_pct": 80}))
         t += 300
     rules = {a.rule for a in out if a.state == "raised"}
     assert "sensor.stuck" in rules
     # A single spike is withheld and alerts nothing.
-    out = eng.on_reading(reading("c8", "climate_node", 0, {"temperature_c": 15, "humidity_pct": 60}))
-    out += eng.on_reading(reading("c8", "climate_node", 300, {"temperature_c": 15.1,
+    out = eng.on_reading(reading("c8", "barn-climate", 0, {"temperature_c": 15, "humidity_pct": 60}))
+    out += eng.on_reading(reading("c8", "barn-climate", 300, {"temperature_c": 15.1,
                                                               "humidity_pct": 60}))
-    out += eng.on_reading(reading("c8", "climate_node", 600, {"temperature_c": 45,
+    out += eng.on_reading(reading("c8", "barn-climate", 600, {"temperature_c": 45,
                                                               "humidity_pct": 60}))
-    out += eng.on_reading(reading("c8", "climate_node", 900, {"temperature_c": 15.2,
+    out += eng.on_reading(reading("c8", "barn-climate", 900, {"temperature_c": 15.2,
                                                               "humidity_pct": 60}))
     assert out == []
     # Silence longer than the role's timeout, found by tick.
     assert ("sensor.dropout", "c9") not in {(a.rule, a.sensor_id) for a in eng.tick(t + 100)}
     silent = [a for a in eng.tick(t + 2000) if a.state == "raised"]
     assert {(a.rule, a.sensor_id) for a in silent} >= {("sensor.dropout", "c9")}
-    back = eng.on_reading(reading("c9", "climate_node", t + 2100, {"temperature_c": 15.0,
+    back = eng.on_reading(reading("c9", "barn-climate", t + 2100, {"temperature_c": 15.0,
                                                                    "humidity_pct": 60}))
     assert ("sensor.dropout", "cleared") in {(a.rule, a.state) for a in back}
 
@@ -202,8 +202,8 @@ def test_calibration_overdue_via_callable() -> None:
     from tests.helpers_rules import FakeClock
 
     eng = RuleEngine(RulesConfig(), FakeClock(), calibration=lambda sid: 12.0 if sid == "t" else -3)
-    eng.on_reading(reading("t", "bulk_tank", 0, {"milk_temp_c": 4.0}))
-    eng.on_reading(reading("u", "bulk_tank", 0, {"milk_temp_c": 4.0}))
+    eng.on_reading(reading("t", "bulk-tank", 0, {"milk_temp_c": 4.0}))
+    eng.on_reading(reading("u", "bulk-tank", 0, {"milk_temp_c": 4.0}))
     out = eng.tick(10)
     assert [(a.rule, a.sensor_id, a.severity) for a in out] == [("sensor.calibration", "t", "info")]
 
@@ -221,11 +221,65 @@ def test_state_round_trip_is_json_and_survives_a_reboot() -> None:
     # After a reboot the monotonic clock restarts near zero; the episode goes on.
     out = []
     for k in range(1, 4):
-        out += eng2.on_reading(reading("mm-1", "milk_meter", 50.0 + k * 43200,
-                                       {"cond_lf": 5.0, "cond_rf": 5.1, "cond_lr": 5.0,
-                                        "cond_rr": 4.9, "yield_kg": 15.0},
+        out += eng2.on_reading(reading("mm-1", "milk-meter", 50.0 + k * 43200,
+                                       {"conductivity_lf": 5.0, "conductivity_rf": 5.1, "conductivity_lr": 5.0,
+                                        "conductivity_rr": 4.9, "yield_kg": 15.0},
                                        animal="cow-5", boot="boot-b"))
     assert [a.state for a in out] == ["cleared"]
     assert out[0].details["alert_id"] == first[0].record_id
     eng2.confirm(first[0].record_id)
     assert eng2.precision()["mastitis"] == 1.0
+
+
+def _stored(eng, t, temp, agitator, level):
+    return eng.on_reading(reading("tank-2", "bulk-tank", t, {
+        "milk_temp_c": temp, "agitator": agitator, "wash": 0.0, "level_l": level}))
+
+
+def test_cooler_running_without_cooling_alerts_within_half_an_hour() -> None:
+    eng, _ = engine()
+    t, out = 0.0, []
+    for i in range(180):  # storage: stirs 2 of 20 min, a short compressor run each hour
+        on = i % 20 < 2 or i % 60 < 5
+        out += _stored(eng, t, 3.6 - 0.1 * (i % 60 < 5) * (i % 60), float(on), 800.0)
+        t += 60
+    assert out == []
+    start, temp = t, 3.6
+    for _ in range(60):  # the compressor is called but does not cool: +0.4 °C/h
+        temp += 0.4 / 60
+        out += _stored(eng, t, round(temp, 1), 1.0, 800.0)
+        t += 60
+    raised = [a for a in out if a.state == "raised"]
+    assert len(raised) == 1 and raised[0].rule == "cooling"
+    assert "does not cool" in raised[0].message
+    assert raised[0].stamp.mono_ns / 1e9 - start <= 30 * 60
+
+
+def test_stirring_during_a_milking_is_not_a_stalled_cooler() -> None:
+    eng, _ = engine()
+    t, out, temp, level = 0.0, [], 3.6, 800.0
+    for i in range(60):
+        out += _stored(eng, t, 3.6, float(i % 20 < 2), level)
+        t += 60
+    for _ in range(40):  # warm milk arrives slowly: level rises, blend warms a little
+        level += 5
+        temp += 0.02
+        out += _stored(eng, t, round(temp, 2), 1.0, level)
+        t += 60
+    assert [a for a in out if a.rule == "cooling"] == []
+
+
+def test_a_herd_wide_rise_is_not_a_heat() -> None:
+    eng, _ = engine()
+    out = []
+    t = 0.0
+    cows = [f"cow-{i}" for i in range(8)]
+    for _ in range(10 * 24):
+        for n, cow in enumerate(cows):
+            out += _collar(eng, t + n, cow, 60 + (t // 3600 % 3) + n)
+        t += 3600
+    for _ in range(8):  # regrouping: every cow 3x for 8 hours
+        for n, cow in enumerate(cows):
+            out += _collar(eng, t + n, cow, 180 + n)
+        t += 3600
+    assert [a for a in out if a.rule == "estrus"] == []

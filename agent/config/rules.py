@@ -60,32 +60,62 @@ class AlertPolicy(_Section):
 class RoleMapping(_Section):
     """Which firmware names play which role, and which value keys the rules read.
 
-    A reading whose firmware is not listed is matched by its value keys, so a new
-    firmware that sends the same keys works without a config change.
+    The defaults are the firmware the agent ships (``firmware_configs/*.yaml``)
+    and the value names its Ingestor produces. A reading whose firmware is not
+    listed is matched by its value keys, so a new firmware that sends the same
+    keys works without a config change.
     """
 
-    climate: list[str] = Field(default_factory=lambda: ["climate_node"])
-    bulk_tank: list[str] = Field(default_factory=lambda: ["bulk_tank"])
-    milk_meter: list[str] = Field(default_factory=lambda: ["milk_meter"])
-    collar: list[str] = Field(default_factory=lambda: ["collar"])
-    water: list[str] = Field(default_factory=lambda: ["water_meter"])
-    temperature_key: str = "temperature_c"
-    humidity_key: str = "humidity_pct"
-    milk_temp_key: str = "milk_temp_c"
-    agitator_key: str = "agitator_on"
-    wash_key: str = Field("wash_on", description="Optional 0/1 value: the tank is washing.")
-    yield_key: str = "yield_kg"
+    climate: list[str] = Field(
+        default_factory=lambda: ["barn-climate"],
+        description="Firmware names of barn climate nodes (air temperature and humidity).",
+    )
+    bulk_tank: list[str] = Field(
+        default_factory=lambda: ["bulk-tank"],
+        description="Firmware names of bulk-tank thermometers.",
+    )
+    milk_meter: list[str] = Field(
+        default_factory=lambda: ["milk-meter"],
+        description="Firmware names of in-line milk meters (one reading per cow and milking).",
+    )
+    collar: list[str] = Field(
+        default_factory=lambda: ["neck-collar"],
+        description="Firmware names of activity / rumination collars.",
+    )
+    water: list[str] = Field(
+        default_factory=lambda: ["water-flow"],
+        description="Firmware names of water flow meters (sensor checks only).",
+    )
+    temperature_key: str = Field("temperature_c", description="Air temperature value (°C).")
+    humidity_key: str = Field("humidity_pct", description="Relative humidity value (%).")
+    milk_temp_key: str = Field("milk_temp_c", description="Bulk-tank milk temperature (°C).")
+    agitator_key: str = Field(
+        "agitator", description="Optional 0/1 value: the tank's agitator is running."
+    )
+    wash_key: str = Field("wash", description="Optional 0/1 value: the tank is washing.")
+    level_key: str = Field(
+        "level_l",
+        description="Optional tank level (litres); a rising level means milk is arriving.",
+    )
+    yield_key: str = Field("yield_kg", description="Milk yield of one milking (kg).")
     conductivity_keys: dict[str, str] = Field(
         default_factory=lambda: {
-            "LF": "cond_lf",
-            "RF": "cond_rf",
-            "LR": "cond_lr",
-            "RR": "cond_rr",
+            "LF": "conductivity_lf",
+            "RF": "conductivity_rf",
+            "LR": "conductivity_lr",
+            "RR": "conductivity_rr",
         },
         description="Quarter name -> value key (mS/cm).",
     )
-    activity_key: str = "activity"
-    rumination_key: str = "rumination_min"
+    activity_key: str = Field(
+        "activity", description="Activity counts since the collar's previous reading."
+    )
+    rumination_key: str = Field(
+        "rumination_min", description="Rumination minutes since the collar's previous reading."
+    )
+    flow_key: str = Field(
+        "flow_lpm", description="Water flow (l/min); matches unknown water meters by key."
+    )
 
 
 class CoolingProfile(_Section):
@@ -133,7 +163,9 @@ def _cooling_profiles() -> dict[str, CoolingProfile]:
 
 class CoolingConfig(_Section):
     profile: str = Field("eu_853_2004", description="Key into profiles.")
-    profiles: dict[str, CoolingProfile] = Field(default_factory=_cooling_profiles)
+    profiles: dict[str, CoolingProfile] = Field(
+        default_factory=_cooling_profiles, description="Selectable cooling rule sets by name."
+    )
     milking_rise_c: float = Field(
         1.0, gt=0, description="A rise this large within rise_window_s means warm milk arrived "
         "in an empty tank."
@@ -159,6 +191,36 @@ class CoolingConfig(_Section):
     )
     wash_detect_c: float = Field(
         45.0, description="Milk never gets this hot; the tank is being washed."
+    )
+    empty_level_l: float = Field(
+        50.0, ge=0,
+        description="With a level value: at or below this the tank holds no milk to cool "
+        "(collected, or waiting for the first milking), so no cooling rule applies.",
+    )
+    milk_in_c: float = Field(
+        32.0, description="Temperature of milk arriving from the cow, for the mixing check "
+        "(a low estimate: lower makes a warming blend look uncooled sooner)."
+    )
+    min_cooling_c: float = Field(
+        0.3, ge=0,
+        description="With a level value, a rise counts as 'not cooling' only when the milk "
+        "is less than this much colder than warm milk mixing in alone would make it (a "
+        "working cooler on a small volume may still warm during a milking).",
+    )
+    stalled_run_s: float | None = Field(
+        1200.0, gt=0,
+        description="With cooled milk in storage: the agitator (which runs with the "
+        "compressor) on this long without a break, no milk arriving (level flat) and the "
+        "milk not getting colder means the cooler runs but does not cool. None: off, for "
+        "tanks that stir continuously.",
+    )
+    stalled_min_drop_c: float = Field(
+        0.2, ge=0, description="A running cooler takes the milk at least this much colder "
+        "within stalled_run_s."
+    )
+    level_rise_l: float = Field(
+        5.0, gt=0, description="A level rise larger than this within stalled_run_s means milk "
+        "is arriving (a milking), which the blend checks judge instead."
     )
     clear_margin_c: float = Field(
         0.3, ge=0, description="Hysteresis: clear only this far below the limit."
@@ -190,7 +252,7 @@ class HeatStressProfile(_Section):
     load_critical_thi_h: float = Field(
         60.0, gt=0, description="THI-hours in the last 24 h that make the alert critical."
     )
-    source: str = ""
+    source: str = Field("", description="Where the numbers come from.")
 
 
 def _heat_profiles() -> dict[str, HeatStressProfile]:
@@ -206,8 +268,10 @@ def _heat_profiles() -> dict[str, HeatStressProfile]:
 
 
 class HeatStressConfig(_Section):
-    profile: str = "classic"
-    profiles: dict[str, HeatStressProfile] = Field(default_factory=_heat_profiles)
+    profile: str = Field("classic", description="Key into profiles.")
+    profiles: dict[str, HeatStressProfile] = Field(
+        default_factory=_heat_profiles, description="Selectable THI rule sets by name."
+    )
     alerts: AlertPolicy = Field(
         default_factory=lambda: AlertPolicy(
             severity="warning",
@@ -254,13 +318,44 @@ class MastitisConfig(_Section):
 
 
 class EstrusConfig(_Section):
-    window_s: float = Field(4 * 3600, gt=0, description="Activity summed over this window.")
-    raise_ratio: float = Field(
-        1.8, gt=1, description="Window activity / the cow's own baseline to raise."
+    window_s: float = Field(
+        6 * 3600, gt=0,
+        description="The signal is the median activity ratio of the readings in this window, "
+        "so a rise must be sustained over hours (estrus lasts 12-18 h); a one-hour "
+        "disturbance moves a median little.",
     )
-    clear_ratio: float = Field(1.3, gt=0, description="...and to clear (hysteresis).")
+    raise_ratio: float = Field(
+        1.5, gt=1, description="Lowest activity multiple of her own baseline that can raise."
+    )
+    raise_z: float = Field(
+        4.0, gt=0,
+        description="...and the signal must exceed this many of the cow's own typical "
+        "deviations (RMS, log scale), so restless cows need a larger rise than calm ones.",
+    )
+    clear_ratio: float = Field(1.3, gt=0, description="Lowest multiple below which it clears.")
+    clear_z: float = Field(
+        2.0, ge=0, description="...and below this many of her typical deviations (hysteresis)."
+    )
+    spread_days: float = Field(
+        3.0, gt=0, description="Time constant of the cow's typical deviation (EWMA)."
+    )
     baseline_alpha: float = Field(
-        0.15, gt=0, le=1, description="EWMA weight of one new hour-of-day sample."
+        0.15, gt=0, le=1, description="EWMA weight of one hour of samples per hour of day."
+    )
+    herd_min_cows: int = Field(
+        5, ge=2,
+        description="With this many collared cows, a rise the whole herd shares (regrouping, "
+        "hoof trimming, people in the barn) is subtracted: heat is individual.",
+    )
+    herd_disturbed_ratio: float = Field(
+        1.2, gt=1,
+        description="When the herd's median activity is this multiple of normal, the herd "
+        "is disturbed: no new heat is raised until it settles (half a window later).",
+    )
+    max_heat_s: float = Field(
+        30 * 3600, gt=0,
+        description="A rise lasting longer than this is a new normal, not a heat: her "
+        "baseline adopts it again.",
     )
     warmup_days: float = Field(7.0, ge=0, description="No alerts before this much history.")
     min_samples: int = Field(5, ge=1, description="Samples per hour of day before judging.")
@@ -270,7 +365,7 @@ class EstrusConfig(_Section):
     )
     alerts: AlertPolicy = Field(
         default_factory=lambda: AlertPolicy(
-            severity="info", min_duration_s=3 * 3600, min_count=4, clear_after_s=3 * 3600,
+            severity="info", min_duration_s=2 * 3600, min_count=4, clear_after_s=3 * 3600,
             clear_count=3,
         )
     )
@@ -289,7 +384,7 @@ class RuminationConfig(_Section):
     )
     clear_min: float = Field(30.0, ge=0, description="Clear when the drop is below this.")
     baseline_days: int = Field(7, ge=2, le=60, description="Baseline: median of these days.")
-    min_baseline_days: int = Field(3, ge=1)
+    min_baseline_days: int = Field(3, ge=1, description="Do not judge before this many days.")
     min_coverage: float = Field(
         0.8, gt=0, le=1, description="Judge only when this share of the last 24 h has data."
     )
@@ -321,16 +416,19 @@ def _limits() -> dict[str, SensorLimits]:
         "temperature_c": SensorLimits(lo=-40, hi=60, max_rate_per_s=0.05, stuck_after_s=3 * 3600),
         "humidity_pct": SensorLimits(lo=0, hi=100, max_rate_per_s=0.5, stuck_after_s=3 * 3600),
         "milk_temp_c": SensorLimits(lo=-5, hi=95, max_rate_per_s=1.0, stuck_after_s=2 * 3600),
-        "agitator_on": SensorLimits(lo=0, hi=1),
+        "agitator": SensorLimits(lo=0, hi=1),
+        "wash": SensorLimits(lo=0, hi=1),
+        "level_l": SensorLimits(lo=0, hi=100000),
         "yield_kg": SensorLimits(lo=0, hi=60),
-        "cond_lf": SensorLimits(lo=0.5, hi=20),
-        "cond_rf": SensorLimits(lo=0.5, hi=20),
-        "cond_lr": SensorLimits(lo=0.5, hi=20),
-        "cond_rr": SensorLimits(lo=0.5, hi=20),
+        "conductivity_lf": SensorLimits(lo=0.5, hi=20),
+        "conductivity_rf": SensorLimits(lo=0.5, hi=20),
+        "conductivity_lr": SensorLimits(lo=0.5, hi=20),
+        "conductivity_rr": SensorLimits(lo=0.5, hi=20),
         "duration_s": SensorLimits(lo=0, hi=3600),
         "activity": SensorLimits(lo=0, hi=100000),
         "rumination_min": SensorLimits(lo=0, hi=1440),
-        "flow_l_min": SensorLimits(lo=0, hi=500),
+        "flow_lpm": SensorLimits(lo=0, hi=500),
+        "battery_v": SensorLimits(lo=0, hi=5),
         "total_l": SensorLimits(lo=0, hi=1e12),
     }
 
@@ -356,7 +454,7 @@ class PlausibilityConfig(_Section):
     jump_count: int = Field(
         3, ge=1, description="Impossible jumps within jump_window_s before an 'erratic' alert."
     )
-    jump_window_s: float = Field(3600.0, gt=0)
+    jump_window_s: float = Field(3600.0, gt=0, description="Window for counting jumps.")
     range_count: int = Field(2, ge=1, description="Consecutive out-of-range values to alert.")
     calibration_check_s: float = Field(3600.0, gt=0, description="How often to ask.")
     alerts: AlertPolicy = Field(

@@ -31,6 +31,8 @@ class _Tank:
     peak_c: float = -99.0
     blend: bool = False
     agitator: float = 0.0
+    agitator_since: float | None = None
+    run: deque[tuple[float, float, float | None]] = field(default_factory=deque)
     times_to_target: list[float] = field(default_factory=list)
 
     def to_state(self) -> dict[str, Any]:
@@ -42,13 +44,16 @@ class _Tank:
             "peak_c": self.peak_c,
             "blend": self.blend,
             "agitator": self.agitator,
+            "agitator_since": self.agitator_since,
+            "run": [list(p) for p in self.run],
             "times_to_target": self.times_to_target,
         }
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> _Tank:
-        tank = cls(**{k: v for k, v in data.items() if k != "window"})
+        tank = cls(**{k: v for k, v in data.items() if k not in ("window", "run")})
         tank.window = deque((float(t), float(v)) for t, v in data["window"])
+        tank.run = deque((float(t), float(v), lv) for t, v, lv in data.get("run", []))
         return tank
 
 
@@ -71,6 +76,16 @@ class CoolingRule:
         washing = reading.values.get(self.map.wash_key, 0.0) >= 0.5
         started_agitator = agitator >= 0.5 and tank.agitator < 0.5
         tank.agitator = agitator
+        if agitator < 0.5:
+            tank.agitator_since = None
+        elif tank.agitator_since is None:
+            tank.agitator_since = t
+        level = reading.values.get(self.map.level_key)
+        run = tank.run
+        run.append((t, temp, level))
+        span = self.cfg.stalled_run_s or 0.0
+        while len(run) > 1 and run[1][0] <= t - span:
+            run.popleft()
         window = tank.window
         window.append((t, temp))
         while window and window[0][0] < t - self.cfg.rise_window_s:
@@ -78,14 +93,17 @@ class CoolingRule:
         rise = temp - min(v for _, v in window)
         p, cfg = self.profile, self.cfg
 
-        # Phase transitions.
+        # Phase transitions. A level value, where the tank sends one, says directly
+        # whether there is milk to cool; without it, temperature and agitator tell.
+        empty = level is not None and level <= cfg.empty_level_l
         if washing or temp >= cfg.wash_detect_c:
             tank.phase = "wash"
-        elif tank.phase == "wash":
+        elif empty or tank.phase == "wash":
             tank.phase = "empty"
         elif tank.phase == "unknown":
             tank.phase = "storage" if temp <= p.target_c else "empty"
-        if tank.phase == "empty" and (started_agitator or rise >= cfg.milking_rise_c):
+        if tank.phase == "empty" and not empty and (
+                level is not None or started_agitator or rise >= cfg.milking_rise_c):
             self._start(tank, t, blend=False)
         elif tank.phase == "storage" and (temp > p.target_c or rise >= cfg.milking_rise_c):
             self._start(tank, t, blend=True)
@@ -113,7 +131,7 @@ class CoolingRule:
             in_grace = not tank.blend and t - tank.start < cfg.hot_grace_s
             if not tank.blend:  # the warm milk's own arrival is no rise
                 rise = temp - min(v for tt, v in window if tt >= tank.start)
-            if not in_grace and rise >= cfg.not_cooling_rise_c:
+            if not in_grace and rise >= cfg.not_cooling_rise_c and self._uncooled(tank, temp):
                 signals.append(Signal(
                     "temperature rise", rise, limit=cfg.not_cooling_rise_c, unit=" °C",
                     note=f"warming in {cfg.rise_window_s / 60:.0f} min: the tank is not cooling",
@@ -125,6 +143,9 @@ class CoolingRule:
                     note=f"first milking cooled only {drop:.1f} °C from its peak in "
                     f"{(t - tank.start) / 60:.0f} min: the tank is not cooling",
                 ))
+        stalled = self._stalled(tank, t, temp, level)
+        if stalled is not None:
+            signals.append(stalled)
         if tank.phase in ("storage", "episode") and temp < p.freeze_c:
             signals.append(Signal("milk temperature", temp, limit=p.freeze_c, unit=" °C",
                                   note="milk is freezing"))
@@ -145,6 +166,36 @@ class CoolingRule:
             severity=severity, summary=summary, signals=signals,
             sensor_id=reading.sensor_id, extra=extra,
         )]
+
+    def _uncooled(self, tank: _Tank, temp: float) -> bool:
+        """Is the rise all warm milk and no cooling? Without a level: assume so."""
+        t0 = tank.window[0][0]
+        old = next((x for x in tank.run if x[0] >= t0), None)
+        level = tank.run[-1][2]
+        if old is None or old[2] is None or level is None or level <= old[2]:
+            return True
+        v0, temp0 = max(old[2], 1.0), old[1]
+        mixed = (v0 * temp0 + (level - old[2]) * self.cfg.milk_in_c) / level
+        return mixed - temp < self.cfg.min_cooling_c
+
+    def _stalled(self, tank: _Tank, t: float, temp: float,
+                 level: float | None) -> Signal | None:
+        """Cooled milk in storage, the cooler running (agitator on) for stalled_run_s,
+        no milk arriving, and the milk not getting colder: the cooler does not cool."""
+        cfg = self.cfg
+        span = cfg.stalled_run_s
+        if (span is None or tank.phase != "storage" or level is None
+                or tank.agitator_since is None or t - tank.agitator_since < span):
+            return None
+        t0, temp0, level0 = tank.run[0]
+        if t - t0 < span or level0 is None or level - level0 > cfg.level_rise_l:
+            return None
+        if temp0 - temp >= cfg.stalled_min_drop_c:
+            return None
+        return Signal("milk temperature", temp, baseline=temp0, unit=" °C",
+                      note=f"agitator running {(t - tank.agitator_since) / 60:.0f} min with no "
+                      f"milk arriving, but the milk is not getting colder: the cooler runs "
+                      f"and does not cool")
 
     def _start(self, tank: _Tank, t: float, blend: bool) -> None:
         tank.phase, tank.start, tank.blend = "episode", t, blend

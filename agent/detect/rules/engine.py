@@ -89,6 +89,8 @@ class RuleEngine:
             return "collar"
         if m.temperature_key in keys and m.humidity_key in keys:
             return "climate"
+        if m.flow_key in keys:
+            return "water"
         return "other"
 
     def on_reading(self, reading: Reading) -> list[Alert]:

@@ -1,8 +1,11 @@
 """A deterministic, seeded simulator of one dairy barn with labelled episodes.
 
-It produces what the ingest side would hand to detect: a climate node every
-5 min, a bulk tank every minute, a milk meter reading per cow per milking and
-an hourly collar reading per cow. The physics is simple on purpose: the tank
+It produces what the ingest side would hand to detect, with the firmware
+names and value keys of the shipped firmware (``firmware_configs/``): a
+``barn-climate`` node every 5 min (the firmware sends every minute; 5 min keeps
+the evaluation fast), a ``bulk-tank`` reading every minute (firmware: 30 s), a
+``milk-meter`` reading per cow per milking, a ``neck-collar`` reading per cow
+every 15 min (as the firmware) and a ``water-flow`` meter every 5 min. The physics is simple on purpose: the tank
 is mixed, warm milk flows in during milkings, the cooler's power grows with
 the wetted evaporator area, a thermostat cycles in storage, collection and a
 hot wash follow every morning milking. Cows have their own baselines, diurnal
@@ -33,7 +36,8 @@ KINDS = (
     "normal", "cooling_failure", "heat_stress", "mastitis", "estrus", "rumination",
     "stuck", "dropout",
 )
-TANK, CLIMATE = "tank-1", "climate-1"
+TANK, CLIMATE, WATER = "tank-1", "climate-1", "water-1"
+COLLAR_STEP = 900.0
 MILKINGS_H = (5.0, 17.0)
 
 
@@ -55,6 +59,8 @@ class _Barn:
     episodes: list[Episode] = field(default_factory=list)
     day_temp: list[tuple[float, float, float]] = field(default_factory=list)  # mean, amp, rh
     hot_days: set[int] = field(default_factory=set)
+    # Herd-wide disturbances (regrouping, hoof trimming): (start, end, factor).
+    herd_events: list[tuple[float, float, float]] = field(default_factory=list)
 
     def add(self, item: _Item) -> None:
         self.streams.setdefault(item.sensor, []).append(item)
@@ -94,10 +100,11 @@ class _Barn:
             t, rh = self.air(s)
             value = thi(t, rh)
             vals = {"temperature_c": round(t + r.gauss(0, 0.3), 2),
-                    "humidity_pct": round(min(100.0, max(0.0, rh + r.gauss(0, 2))), 1)}
+                    "humidity_pct": round(min(100.0, max(0.0, rh + r.gauss(0, 2))), 1),
+                    "battery_v": round(3.1 - s * 1e-8, 3)}
             if r.random() < 0.002:  # a one-off glitch: must not alert anything
                 vals["temperature_c"] += r.choice((-1, 1)) * r.uniform(15, 30)
-            self.add(_Item(s, CLIMATE, "climate_node", vals))
+            self.add(_Item(s, CLIMATE, "barn-climate", vals))
             # Truth with the hysteresis staff expect: heat stress starts at THI 72
             # and lasts until THI falls below 70 (a night without relief continues
             # it). Spells that never reach 72 for 45 min are ambiguous: ignored.
@@ -121,6 +128,7 @@ class _Barn:
         power = r.uniform(1.0, 1.2) * inflow * (t_in - 5)  # °C·L/min at full wetting
         leak = r.uniform(0.0004, 0.0008)
         failures: list[tuple[float, float]] = []
+        eps: list[Episode] = []
         if self.kind == "cooling_failure":
             for d in range(2, self.days - 1, 4):
                 if r.random() < 0.5:  # the compressor does not start with the milking
@@ -131,8 +139,8 @@ class _Barn:
                     start = d * DAY + r.uniform(0.5, 3.5) * HOUR + r.choice((0, 12)) * HOUR
                     length, kind = r.uniform(12, 16) * HOUR, "in storage"
                 failures.append((start, start + length))
-                self.episodes.append(Episode("cooling", TANK, start, start + length + 3 * HOUR,
-                                             kind=kind))
+                eps.append(Episode("cooling", TANK, start, start + length + 3 * HOUR, kind=kind))
+        self.episodes += eps
         sessions = []
         for d in range(self.days):
             for h in MILKINGS_H:
@@ -164,6 +172,12 @@ class _Barn:
                         compressor = True
                     elif temp < 3.0:
                         compressor = False
+                    if compressor and failed:
+                        # The controller calls for cooling that never comes: from
+                        # here on the failure can be seen at all.
+                        for ep in eps:
+                            if ep.start <= s < ep.end and ep.observable_s is None:
+                                ep.observable_s = s
                     if compressor and not failed:
                         temp -= power * wet / volume
                     temp += leak * (ambient - temp)
@@ -172,11 +186,17 @@ class _Barn:
                     temp += 0.05 * (ambient - temp)
                     agitator = 0.0
             value = round(temp + r.gauss(0, 0.05), 1)
-            self.add(_Item(s, TANK, "bulk_tank", {"milk_temp_c": value, "agitator_on": agitator}))
+            self.add(_Item(s, TANK, "bulk-tank", {
+                "milk_temp_c": value, "agitator": agitator, "wash": float(s < wash_until),
+                "level_l": round(volume)}))
 
     # -- cows ------------------------------------------------------------------
     def herd(self, cows: int) -> None:
         r = self.rng
+        for d in range(1, self.days):
+            if r.random() < 0.15:
+                a = d * DAY + r.uniform(8, 16) * HOUR
+                self.herd_events.append((a, a + r.uniform(2, 5) * HOUR, r.uniform(1.6, 2.5)))
         ids = [f"cow-{n:03d}" for n in range(cows)]
         chosen = set(r.sample(ids, max(1, int(cows * r.uniform(0.3, 0.4)))))
         for n, cow in enumerate(ids):
@@ -212,19 +232,26 @@ class _Barn:
             self.episodes.append(Episode("mastitis", cow, ev_start, ev_end + DAY, kind=kind,
                                          pre_s=12 * HOUR))
         collar = f"collar-{cow}"
-        offset = r.uniform(0, HOUR)
-        day_act = day_rum = 1.0
-        for h in range(int(days * 24)):
-            s = h * HOUR + offset
-            if h % 24 == 0:
+        offset = r.uniform(0, COLLAR_STEP)
+        sigma = r.uniform(0.12, 0.32)  # how restless she is from hour to hour
+        day_act = day_rum = hour_act = 1.0
+        battery = r.uniform(3.4, 3.7)
+        for k in range(int(days * DAY / COLLAR_STEP)):
+            s = k * COLLAR_STEP + offset
+            if k % 96 == 0:
                 day_act, day_rum = math.exp(r.gauss(0, 0.08)), r.gauss(1, 0.04)
+            if k % 4 == 0:
+                hour_act = math.exp(r.gauss(0, sigma))
+                if r.random() < 0.01:
+                    hour_act *= 2.0  # a one-hour disturbance of her own (vet visit)
             hod = (s / HOUR) % 24
             diurnal = (1 + 0.3 * math.sin(2 * math.pi * (hod - 8) / 24)
                        + 0.6 * math.exp(-((hod - 6.5) ** 2)) + 0.6 * math.exp(-((hod - 18.5) ** 2)))
-            act = act0 * diurnal * day_act * math.exp(r.gauss(0, 0.25))
-            rum = rum0 / 24 * (1 + 0.3 * math.sin(2 * math.pi * (hod - 2) / 24)) * day_rum
-            if r.random() < 0.01:
-                act *= 2.0  # a one-hour disturbance (regrouping, vet visit)
+            act = act0 / 4 * diurnal * day_act * hour_act * math.exp(r.gauss(0, 0.2))
+            rum = rum0 / 96 * (1 + 0.3 * math.sin(2 * math.pi * (hod - 2) / 24)) * day_rum
+            for a, b, factor in self.herd_events:  # the whole herd is stirred up
+                if a <= s < b:
+                    act *= 1 + (factor - 1) * r.uniform(0.7, 1.3)
             if event == "estrus" and ev_start <= s <= ev_end:
                 ramp = min(1.0, (s - ev_start) / (2 * HOUR), (ev_end - s) / (2 * HOUR) + 0.3)
                 act *= 1 + (level - 1) * ramp
@@ -236,10 +263,10 @@ class _Barn:
                 rum *= 1 - level * ramp
             if int(s // DAY) in self.hot_days:
                 rum *= 0.95
-            self.add(_Item(s, collar, "collar",
-                           {"activity": round(act), "rumination_min": round(max(0.0, rum
-                                                                   + r.gauss(0, 3)), 1)},
-                           animal=cow))
+            self.add(_Item(s, collar, "neck-collar", {
+                "activity": float(min(10000, round(act))),
+                "rumination_min": float(min(15, max(0, round(rum + r.gauss(0, 0.8))))),
+                "battery_v": round(battery - s * 2e-8, 3)}, animal=cow))
         for d in range(days):
             for milking_h in MILKINGS_H:
                 s = d * DAY + milking_h * HOUR + (n * 2.5 + r.uniform(0, 2)) * 60
@@ -255,9 +282,22 @@ class _Barn:
                         y *= 1 - r.uniform(0.2, 0.45)
                     else:
                         y *= 1 - r.uniform(0.0, 0.08)
-                values = {f"cond_{q}": round(v, 2) for q, v in ec.items()}
+                values = {f"conductivity_{q}": round(v, 2) for q, v in ec.items()}
                 values.update({"yield_kg": round(y, 2), "duration_s": round(r.uniform(300, 480))})
-                self.add(_Item(s, f"mm-{n % 4}", "milk_meter", values, animal=cow))
+                self.add(_Item(s, f"mm-{n % 4}", "milk-meter", values, animal=cow))
+
+    # -- water ------------------------------------------------------------------
+    def water(self) -> None:
+        r = self.rng
+        total = r.uniform(1e5, 5e5)
+        for i in range(int(self.days * DAY / 300)):
+            s = i * 300.0
+            h = (s / HOUR) % 24
+            after = any(m + 1 <= h < m + 3 for m in MILKINGS_H)
+            flow = (25.0 if after else 3.0 + 6.0 * (7 <= h < 20)) * r.uniform(0.6, 1.4)
+            total += flow * 5
+            self.add(_Item(s, WATER, "water-flow", {"flow_lpm": round(flow, 2),
+                                                   "total_l": round(total, 1)}))
 
     # -- sensor faults ----------------------------------------------------------
     def faults(self) -> None:
@@ -320,5 +360,6 @@ def generate(kind: str, seed: int, days: int = 21, cows: int = 30) -> Scenario:
     barn.climate()
     barn.tank(cows)
     barn.herd(cows)
+    barn.water()
     barn.faults()
     return Scenario(f"{kind}-{seed}", seed, barn.readings(), barn.episodes, days * DAY, MONO0)

@@ -47,6 +47,8 @@ class RuleScore:
     detected: int = 0
     delays: list[float] = field(default_factory=list)
     delays_by_kind: dict[str, list[float]] = field(default_factory=dict)
+    # From the moment the fault could first be seen (Episode.observable_s).
+    observable_by_kind: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def precision(self) -> float | None:
@@ -115,4 +117,7 @@ def score(scenario: Scenario, alerts: Iterable[Alert],
             delay = max(0.0, first[i] - ep.start)
             sc.delays.append(delay)
             sc.delays_by_kind.setdefault(ep.kind or "-", []).append(delay)
+            if ep.observable_s is not None:
+                sc.observable_by_kind.setdefault(ep.kind or "-", []).append(
+                    max(0.0, first[i] - ep.observable_s))
     return scores

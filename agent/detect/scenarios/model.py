@@ -23,6 +23,9 @@ class Episode:
     kind: str = ""
     ignore: bool = False
     pre_s: float = 0.0  # alerts this long before start still count (noisy onsets)
+    # When the fault first shows in any signal (e.g. a dead compressor is invisible
+    # until the thermostat calls for cooling); None: from the start.
+    observable_s: float | None = None
 
 
 @dataclass(slots=True)

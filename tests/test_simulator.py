@@ -105,3 +105,40 @@ def test_arguments_are_checked() -> None:
         _sim(bad_ratio=1.5)
     with pytest.raises(ValueError):
         _sim(herd_size=0)
+
+
+def test_bulk_tank_is_a_plausible_dx_cooler() -> None:
+    """EN 13732 / PMO / EU: first milking into an empty tank, blend <= 10 degC,
+    <= 4 degC within 3 h of each milking's start, thermostat 3.5-4 degC, wash
+    right after the tanker."""
+    sim = BarnSimulator.from_dir(FIRMWARE_DIR, seed=9, herd_size=60, sensors_per_kind=1)
+    rows: list[tuple[float, dict[str, float]]] = []
+    msg = sim.next()
+    while msg.sim_ts < 1_748_753_880 + 2.2 * 86400:
+        if msg.firmware == "bulk-tank":
+            rows.append((msg.sim_ts, ING.parse(msg.topic, msg.payload).values))
+        msg = sim.next()
+    day0 = 1_748_736_000  # midnight of the first (even: tanker) day
+    starts = [day0 + d * 86400 + h * 3600 for d in range(3) for h in (5.0, 17.0)]
+    washes = [ts for ts, v in rows if v["wash"]]
+    assert washes and all(v["level_l"] == 0 for _, v in rows if v["wash"])
+    assert max(v["milk_temp_c"] for _, v in rows if v["wash"]) > 60  # hot alkaline wash
+    assert 10 * 3600 <= washes[0] - day0 < 11 * 3600  # right after the 10:00 tanker
+    for start in starts:
+        if start > rows[-1][0] - 3 * 3600:
+            break
+        before = [v for ts, v in rows if ts < start][-1]
+        during = [v for ts, v in rows if start <= ts < start + 5400]
+        after = [v for ts, v in rows if start + 3 * 3600 - 300 <= ts < start + 3 * 3600]
+        assert during[-1]["level_l"] > before["level_l"] + 300  # milk flowed in
+        assert all(v["milk_temp_c"] <= 4.1 for v in after)  # cooled within 3 h
+        if before["level_l"] == 0:  # first milking: warm milk, cooled while it comes
+            assert max(v["milk_temp_c"] for v in during) > 30
+        else:  # blend onto cooled milk stays below 10 degC
+            assert max(v["milk_temp_c"] for v in during) < 10
+    # Storage between milkings: the thermostat holds 3.5-4 degC; the agitator
+    # runs with the compressor for minutes, not continuously.
+    store = [v for ts, v in rows if (ts - day0) % 86400 > 21 * 3600 and v["level_l"] > 0]
+    temps = [v["milk_temp_c"] for v in store]
+    assert 3.3 < min(temps) and max(temps) < 4.2
+    assert 0.05 < statistics.fmean(v["agitator"] for v in store) < 0.5

@@ -1,7 +1,11 @@
 """A deterministic barn: every firmware's messages, with realistic values.
 
-Barn air follows the day; the bulk tank warms at each milking and cools back
-to 3.5 degC, is emptied and washed every second morning; each cow has her own
+Barn air follows the day. The bulk tank is a direct-expansion cooler sized
+for the herd as an EN 13732 tank for 4 milkings: warm milk flows in through
+each milking while the compressor runs, a thermostat holds 3.5-4 degC in
+storage, the tanker empties it every second morning and it is washed right
+after, so the next milking is a first milking into an empty tank
+(``compressor_fails_at`` injects a failed compressor into tank-01); each cow has her own
 yield and per-quarter conductivity (a few with a subclinical quarter); collars
 count activity and rumination per 15 minutes (more activity around milking and
 in heat, more rumination at night); water use peaks after milking.
@@ -33,6 +37,13 @@ DEFAULT_START = 1_748_753_880.0  # 2025-06-01 04:58 UTC: milking starts two minu
 MILKINGS_H = (5.0, 17.0)  # session start, UTC hours
 SESSION_S = 90 * 60
 PICKUP_H = 10.0  # tanker every second day; the tank is washed right after
+TANKER_LPS = 500.0 / 60  # the tanker's pump
+MILK_KG_PER_L = 1.03
+CUT_OUT_C, CUT_IN_C = 3.5, 4.0  # the tank thermostat
+EVAP_C = -20.0  # effective evaporator temperature of the cooling model (see _tank)
+# Circulation cleaning: (seconds, water degC) for pre-rinse, hot alkaline wash,
+# rinse, acid wash, final cold rinse.
+WASH_PROGRAM = ((300.0, 38.0), (720.0, 72.0), (240.0, 35.0), (480.0, 45.0), (240.0, 15.0))
 _BAD_IDS = ("..", "<script>", "x" * 65, "dev.1", "a b", "id%2F..")
 
 
@@ -61,6 +72,20 @@ def _hour(ts: float) -> float:
     return (ts % 86400.0) / 3600.0
 
 
+def _ambient(ts: float) -> float:
+    """Milk-room air: the barn's daily swing, a little warmer."""
+    return 16.0 + 6.0 * math.sin(2 * math.pi * (_hour(ts) - 9.0) / 24.0)
+
+
+def _wash_water(elapsed: float) -> float | None:
+    """Water temperature ``elapsed`` seconds into the wash; None once it is over."""
+    for length, water in WASH_PROGRAM:
+        if elapsed < length:
+            return water
+        elapsed -= length
+    return None
+
+
 def _in_milking(ts: float) -> bool:
     h = _hour(ts)
     return any(start <= h < start + SESSION_S / 3600 for start in MILKINGS_H)
@@ -81,6 +106,8 @@ class BarnSimulator:
         start_wall: float = DEFAULT_START,
         max_payload_bytes: int = 64 * 1024,
         max_json_depth: int = 8,
+        compressor_fails_at: float | None = None,
+        compressor_repaired_at: float | None = None,
     ) -> None:
         if not 0.0 <= bad_ratio <= 1.0:
             raise ValueError("bad_ratio must be within [0, 1]")
@@ -93,6 +120,10 @@ class BarnSimulator:
         self._max_bytes = max_payload_bytes
         self._max_depth = max_json_depth
         self._bad_turn = 0
+        # A fault to detect: from this simulated wall time tank-01's compressor
+        # runs (the controller calls, the agitator turns) but cools nothing.
+        self._fail_at = compressor_fails_at
+        self._repair_at = compressor_repaired_at
         self._now = start_wall
         self._cows = self._make_herd(herd_size)
         self._meters = sensors_per_kind
@@ -244,29 +275,107 @@ class BarnSimulator:
             return {**ids, "flow": round(flow, 2), "total": round(total, 1)}
         raise ValueError(f"the simulator knows no firmware kind {kind!r}")
 
-    def _tank(self, dev: _Device, ts: float) -> dict[str, Any]:
-        st = dev.state
-        dt_s = dev.spec.sampling_period_s
-        temp = st.get("temp", 3.6)
-        volume = st.get("volume", 6000.0 + 500.0 * dev.index)
-        h = _hour(ts)
+    def _tank_setup(self, dev: _Device, ts: float) -> dict[str, Any]:
+        """A direct-expansion cooler sized for this herd (EN 13732, 4 milkings)."""
+        rng = self._rng
+        per_milking = sum(c["yield"] for c in self._cows) / MILK_KG_PER_L / self._tanks
+        nominal = math.ceil(4 * per_milking * 1.2 / 250.0) * 250.0
+        first = nominal / 4  # EN 13732 test volume of a 4-milking tank: 25 %
+        # The time constant at the test volume: the first milking cools from
+        # 35 to 4 degC in tau * ln(55/24) = 0.83 tau, 1.6-2.0 h (class I: <= 2.5 h).
+        tau = rng.uniform(1.9, 2.4) * 3600
+        st = {
+            "per_milking": per_milking,
+            "first": first,
+            "ua": first / tau,  # litres cooled by 1 K per K of driving difference, per s
+            "leak": nominal * 0.003 / 3600,  # insulation: ~0.05-0.2 degC/h in storage
+            "cover": max(20.0, 0.02 * nominal),  # milk covers the evaporator plate
+            "t_in": rng.uniform(33.0, 35.0),  # milk arriving from the milking line
+            "compressor": False,
+            "mode": "store",
+            "wash_t0": 0.0,
+        }
+        volume = self._milkings_since_pickup(ts) * per_milking
+        st["volume"] = volume
+        st["temp"] = rng.uniform(3.5, 3.9) if volume > 0 else _ambient(ts)
         day = int(ts // 86400)
-        pickup_day = day % 2 == 0
-        washing = pickup_day and PICKUP_H <= h < PICKUP_H + 0.5
-        if pickup_day and PICKUP_H - 0.5 <= h < PICKUP_H:
-            volume = max(volume - 20000.0 * dt_s / 1800.0, 0.0)  # the tanker pumps out
-        if washing:
-            volume, temp = 0.0, 45.0 + self._rng.gauss(0, 1.0)
-        elif volume < 50.0:
-            temp += (12.0 - temp) * (1 - math.exp(-dt_s / 1800.0))  # empty: drifts to room
-        if _in_milking(ts) and not washing:
-            inflow = len(self._cows) * 14.0 / SESSION_S * dt_s / self._tanks
-            temp = (volume * temp + inflow * 35.0) / (volume + inflow)
-            volume += inflow
-        cooling = volume >= 50.0 and not washing
-        if cooling:
-            temp += (3.5 - temp) * (1 - math.exp(-dt_s / 2700.0))
-        agitator = cooling and (_in_milking(ts) or temp > 4.5 or (ts % 1800.0) < 120.0)
+        st["picked"] = day if _hour(ts) >= PICKUP_H else day - 1
+        return st
+
+    @staticmethod
+    def _milkings_since_pickup(ts: float) -> float:
+        """How many milkings (fractions for one in progress) went in since the tanker."""
+        day = math.floor(ts / 86400.0)
+        pickups = [d * 86400.0 + PICKUP_H * 3600 for d in range(day - 3, day + 1) if d % 2 == 0]
+        last = max(p for p in pickups if p <= ts)
+        count = 0.0
+        for d in range(day - 3, day + 1):
+            for start_h in MILKINGS_H:
+                start = d * 86400.0 + start_h * 3600
+                if start >= last:
+                    count += min(max((ts - start) / SESSION_S, 0.0), 1.0)
+        return count
+
+    def _compressor_ok(self, dev: _Device, ts: float) -> bool:
+        if dev.index != 0 or self._fail_at is None or ts < self._fail_at:
+            return True
+        return self._repair_at is not None and ts >= self._repair_at
+
+    def _tank(self, dev: _Device, ts: float) -> dict[str, Any]:
+        """One step of a mixed tank: milk in, DX cooling, heat leak, pickup, wash.
+
+        The evaporator is colder than the milk by a margin that grows with the
+        milk temperature, modelled as Newton cooling towards an effective
+        -20 degC (capacity at 35 degC about twice that at 4 degC), scaled by the
+        wetted share of the evaporator. The compressor runs all through a
+        milking once milk covers the evaporator, then on a thermostat (on above
+        4.0, off below 3.5 degC). The tanker comes every second morning; the
+        tank is washed as soon as it is empty.
+        """
+        if "mode" not in dev.state:
+            dev.state.update(self._tank_setup(dev, ts))
+        st = dev.state
+        dt = dev.spec.sampling_period_s
+        temp, volume = st["temp"], st["volume"]
+        amb = _ambient(ts)
+        day = int(ts // 86400)
+        if (st["mode"] == "store" and day % 2 == 0 and st["picked"] != day
+                and _hour(ts) >= PICKUP_H):
+            st["mode"], st["picked"] = "pickup", day
+        agitator = False
+        if st["mode"] == "pickup":  # stirred for the sample, then pumped out
+            st["compressor"], agitator = False, True
+            volume = max(volume - TANKER_LPS * dt, 0.0)
+            if volume <= 0.0:
+                st["mode"], st["wash_t0"] = "wash", ts
+        elif st["mode"] == "wash":
+            water = _wash_water(ts - st["wash_t0"])
+            if water is None:
+                st["mode"] = "store"
+            else:  # the probe follows the circulating water within a minute or so
+                temp += (water - temp) * (1 - math.exp(-dt / 60.0))
+        if st["mode"] == "store":
+            milking = _in_milking(ts)
+            if milking:
+                inflow = st["per_milking"] / SESSION_S * dt
+                temp = (volume * temp + inflow * st["t_in"]) / (volume + inflow)
+                volume += inflow
+            covered = volume >= st["cover"]
+            if not covered:
+                st["compressor"] = False
+            elif milking or temp > CUT_IN_C:
+                st["compressor"] = True
+            elif temp < CUT_OUT_C:
+                st["compressor"] = False
+            if st["compressor"] and self._compressor_ok(dev, ts):
+                wet = min(1.0, volume / st["first"])
+                temp = EVAP_C + (temp - EVAP_C) * math.exp(-st["ua"] * wet * dt / volume)
+            if volume > 0.0:
+                temp += (amb - temp) * (1 - math.exp(-st["leak"] * dt / max(volume, st["cover"])))
+            else:  # an empty tank's probe reads the air in the tank
+                temp += (amb - temp) * (1 - math.exp(-dt / 1800.0))
+            # The agitator runs with the compressor and stirs 2 min each half hour.
+            agitator = covered and (st["compressor"] or milking or ts % 1800.0 < 120.0)
         st["temp"], st["volume"] = temp, volume
         return {
             "msg_id": f"{0xA81F + dev.index:04x}-{dev.seq:06d}",
@@ -274,7 +383,7 @@ class BarnSimulator:
             "temp": round(temp + self._rng.gauss(0, 0.05), 2),
             "agitator": "on" if agitator else "off",
             "level_l": round(volume),
-            "wash": washing,
+            "wash": st["mode"] == "wash",
         }
 
     # -- encoding -------------------------------------------------------------

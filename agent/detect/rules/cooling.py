@@ -30,6 +30,9 @@ class _Tank:
     peak_t: float = 0.0
     peak_c: float = -99.0
     blend: bool = False
+    # Started by cooled milk drifting above target, not by milk arriving; the
+    # level when it started (None: no level value).
+    drift_level: float | None = None
     agitator: float = 0.0
     agitator_since: float | None = None
     run: deque[tuple[float, float, float | None]] = field(default_factory=deque)
@@ -43,6 +46,7 @@ class _Tank:
             "peak_t": self.peak_t,
             "peak_c": self.peak_c,
             "blend": self.blend,
+            "drift_level": self.drift_level,
             "agitator": self.agitator,
             "agitator_since": self.agitator_since,
             "run": [list(p) for p in self.run],
@@ -106,6 +110,13 @@ class CoolingRule:
                 level is not None or started_agitator or rise >= cfg.milking_rise_c):
             self._start(tank, t, blend=False)
         elif tank.phase == "storage" and (temp > p.target_c or rise >= cfg.milking_rise_c):
+            self._start(tank, t, blend=True)
+            if rise < cfg.milking_rise_c:
+                tank.drift_level = level
+        elif (tank.phase == "episode" and tank.drift_level is not None and level is not None
+              and level - tank.drift_level > cfg.level_rise_l):
+            # Milk now arrives after a thermostat drift above target: the time
+            # limit counts from this milking, not from the drift.
             self._start(tank, t, blend=True)
         elif tank.phase == "episode" and temp <= p.target_c - cfg.clear_margin_c:
             tank.times_to_target = (tank.times_to_target + [t - tank.start])[-20:]
@@ -199,6 +210,7 @@ class CoolingRule:
 
     def _start(self, tank: _Tank, t: float, blend: bool) -> None:
         tank.phase, tank.start, tank.blend = "episode", t, blend
+        tank.drift_level = None
         tank.peak_t, tank.peak_c = t, -99.0
 
     def tick(self, t: float) -> list[Finding]:

@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench_detect.py            # default detector set
     .venv/bin/python scripts/bench_detect.py --model    # plus the int8 TFLite channel
     .venv/bin/python scripts/bench_detect.py --no-context  # without the context channel
+    .venv/bin/python scripts/bench_detect.py --cad      # context crossing instead (cad.py)
 
 CPU time is process CPU time (time.process_time) for scoring N readings of
 one stream after its windows are full, divided by N; run it pinned to one
@@ -25,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agent.detect.anomaly.context import ContextConfig
 from agent.detect.anomaly.detector import DetectorConfig, SensorDetector
 from agent.detect.anomaly.engine import AnomalyEngine
 
@@ -42,10 +44,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", action="store_true", help="enable the TFLite forecaster channel")
     ap.add_argument("--no-context", action="store_true", help="disable the context channel")
+    ap.add_argument("--cad", action="store_true", help="context channel in crossing mode")
     ap.add_argument("--readings", type=int, default=50_000)
     args = ap.parse_args()
     cfg = DetectorConfig(w_model=1.0 if args.model else 0.0,
-                         w_ctx=0.0 if args.no_context else DetectorConfig().w_ctx)
+                         w_ctx=0.0 if args.no_context else DetectorConfig().w_ctx,
+                         context=ContextConfig(mode="cad" if args.cad else "kgram"))
 
     warm = cfg.window + 8192  # every window and calibrator reference full
     data = _stream(warm + args.readings, 1)
@@ -84,7 +88,8 @@ def main() -> int:
 
     print(json.dumps({
         "detector_set": ("default + tflite forecaster" if args.model else "default")
-        + (" - context channel" if args.no_context else ""),
+        + (" - context channel" if args.no_context else "")
+        + (" (context crossing)" if args.cad else ""),
         "readings": args.readings,
         "cpu_us_per_reading": round(per_reading_us, 2),
         "cpu_us_per_reading_via_engine_50_streams": round(engine_us, 2),

@@ -42,6 +42,10 @@ class ContextConfig:
     scale: float = 6.0  # channel deviation multiplier (robust-sigma units)
     min_order: int = 1  # shortest left context that votes
     mean_vote: bool = False  # anomaly = mean over orders (else: union of predictions)
+    mode: str = "kgram"  # "kgram" (this module) or "cad" (context crossing, cad.py)
+    cad_contexts: int = 256  # cad: LRU cap of contexts
+    cad_new: int = 4  # cad: crossings added per reading at most
+    max_active: int = 15  # cad: active context ids fed back as facts
 
 
 class ContextChannel:

@@ -31,6 +31,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from agent.detect.anomaly.cad import CadContext
 from agent.detect.anomaly.calibrate import Calibrator, CalibratorConfig
 from agent.detect.anomaly.context import ContextChannel, ContextConfig
 from agent.detect.anomaly.forecast import ForecastChannel, shared_runner
@@ -117,7 +118,9 @@ class SensorDetector:
         self.season_mean = [0.0] * cfg.season_buckets
         self.season_count = [0] * cfg.season_buckets
         self.calibrator = Calibrator(CHANNELS, cfg.calibrator)
-        self.context = ContextChannel(cfg.context)
+        self.context: ContextChannel | CadContext = (
+            CadContext(cfg.context) if cfg.context.mode == "cad" else ContextChannel(cfg.context)
+        )
         self.last_components: tuple[float, ...] = ()
 
     def update(self, ts: float, value: float) -> float:
@@ -233,5 +236,6 @@ class SensorDetector:
         det.season_mean = [float(v) for v in state["season_mean"]]
         det.season_count = [int(v) for v in state["season_count"]]
         det.calibrator = Calibrator.from_state(state["calibrator"], det.config.calibrator)
-        det.context = ContextChannel.from_state(state["context"], det.config.context)
+        ctx_cls = CadContext if det.config.context.mode == "cad" else ContextChannel
+        det.context = ctx_cls.from_state(state["context"], det.config.context)
         return det

@@ -277,8 +277,10 @@ def test_tls_listener_refuses_plain_mqtt(broker: PrivateMosquitto, pki: Pki) -> 
     )
     source.start()
     try:
-        assert wait_for(lambda: _connection_attempts(broker) >= 2, timeout=10)
-        assert not source.connected
+        # The broker saw us knock (how often depends on timeouts and load)...
+        assert wait_for(lambda: _connection_attempts(broker) >= 1, timeout=30)
+        # ...and the source never got a session out of it.
+        assert not wait_for(lambda: source.connected, timeout=3)
         assert source.stats.connects == 0
     finally:
         source.stop()

@@ -10,16 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from agent.config.base import Section
 from agent.config.rules import RulesConfig
 
 SAFE_ID = r"^[A-Za-z0-9_-]{1,64}$"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 class GatewayConfig(Section):

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from agent.config.base import Section
 
 Severity = Literal["info", "warning", "critical"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-
-class AlertPolicy(_Section):
+class AlertPolicy(Section):
     """The alert-fatigue controls of one rule (dairy-rules.md section 9)."""
 
     severity: Severity = Field("warning", description="Severity when the rule gives none.")
@@ -57,7 +55,7 @@ class AlertPolicy(_Section):
         return self
 
 
-class RoleMapping(_Section):
+class RoleMapping(Section):
     """Which firmware names play which role, and which value keys the rules read.
 
     The defaults are the firmware the agent ships (``firmware_configs/*.yaml``)
@@ -118,7 +116,7 @@ class RoleMapping(_Section):
     )
 
 
-class CoolingProfile(_Section):
+class CoolingProfile(Section):
     target_c: float = Field(description="Milk must reach this temperature (°C).")
     time_limit_s: float = Field(gt=0, description="...within this long of the anchor.")
     anchor: Literal["start", "peak"] = Field(
@@ -161,7 +159,7 @@ def _cooling_profiles() -> dict[str, CoolingProfile]:
     }
 
 
-class CoolingConfig(_Section):
+class CoolingConfig(Section):
     profile: str = Field("eu_853_2004", description="Key into profiles.")
     profiles: dict[str, CoolingProfile] = Field(
         default_factory=_cooling_profiles, description="Selectable cooling rule sets by name."
@@ -244,7 +242,7 @@ class CoolingConfig(_Section):
         return self
 
 
-class HeatStressProfile(_Section):
+class HeatStressProfile(Section):
     raise_thi: float = Field(72.0, description="THI at which heat stress starts.")
     clear_thi: float = Field(70.0, description="THI below which it ends (hysteresis).")
     critical_thi: float = Field(78.0, description="Milk yield seriously affected above this.")
@@ -267,7 +265,7 @@ def _heat_profiles() -> dict[str, HeatStressProfile]:
     }
 
 
-class HeatStressConfig(_Section):
+class HeatStressConfig(Section):
     profile: str = Field("classic", description="Key into profiles.")
     profiles: dict[str, HeatStressProfile] = Field(
         default_factory=_heat_profiles, description="Selectable THI rule sets by name."
@@ -291,7 +289,7 @@ class HeatStressConfig(_Section):
         return self
 
 
-class MastitisConfig(_Section):
+class MastitisConfig(Section):
     baseline_milkings: int = Field(
         14, ge=3, le=100, description="Quarter baseline: mean of this many previous milkings."
     )
@@ -317,7 +315,7 @@ class MastitisConfig(_Section):
     )
 
 
-class EstrusConfig(_Section):
+class EstrusConfig(Section):
     window_s: float = Field(
         6 * 3600, gt=0,
         description="The signal is the median activity ratio of the readings in this window, "
@@ -371,7 +369,7 @@ class EstrusConfig(_Section):
     )
 
 
-class RuminationConfig(_Section):
+class RuminationConfig(Section):
     drop_min: float = Field(
         60.0, gt=0, description="Minutes/day below the cow's baseline to raise, at least."
     )
@@ -399,7 +397,7 @@ class RuminationConfig(_Section):
     )
 
 
-class SensorLimits(_Section):
+class SensorLimits(Section):
     lo: float = Field(description="Lowest physically possible value.")
     hi: float = Field(description="Highest physically possible value.")
     max_rate_per_s: float | None = Field(
@@ -444,7 +442,7 @@ def _inactivity() -> dict[str, float]:
     }
 
 
-class PlausibilityConfig(_Section):
+class PlausibilityConfig(Section):
     limits: dict[str, SensorLimits] = Field(
         default_factory=_limits, description="Per value key; keys not listed are not checked."
     )
@@ -464,7 +462,7 @@ class PlausibilityConfig(_Section):
     )
 
 
-class RulesConfig(_Section):
+class RulesConfig(Section):
     enabled: bool = Field(True, description="Run the dairy rules.")
     mapping: RoleMapping = Field(default_factory=RoleMapping)
     cooling: CoolingConfig = Field(default_factory=CoolingConfig)

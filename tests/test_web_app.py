@@ -108,6 +108,8 @@ async def test_html_escapes_every_wire_value(serve: Callable[..., Any]) -> None:
     snap.sensors.append(SensorStatus(EVIL, {EVIL: 1.0}, age_s=1.0, health=EVIL))
     snap.sync.last_error = '"><img src=x onerror=alert(1)>'
     snap.problems.append(EVIL)
+    snap.alerts.append({"severity": "critical", "rule": "mastitis", "state": "raised",
+                        "message": f"cow {EVIL}: conductivity up 31 %"})
     base = await serve(lambda: snap)
     async with aiohttp.ClientSession() as http, http.get(base + "/") as resp:
         assert resp.status == 200
@@ -119,6 +121,7 @@ async def test_html_escapes_every_wire_value(serve: Callable[..., Any]) -> None:
     assert '<meta http-equiv="refresh" content="5">' in html
     assert 'name="viewport"' in html
     assert "collar-17" in html and "temp_c=38.6" in html
+    assert "mastitis" in html and "conductivity up 31 %" in html
     async with aiohttp.ClientSession() as http, http.get(base + "/style.css") as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/css")

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 # How many received messages may wait for parsing. When full the paho thread
 # blocks, paho stops reading the socket, and the broker holds the rest.
 HANDOFF_CAPACITY = 2000
+# Alerts shown on the status page (newest first); /api/alerts has more.
+STATUS_ALERTS = 10
 # Without a systemd watchdog, still prove the store is writable this often.
 WATCHDOG_PROBE_S = 10.0
 _STOP = object()
@@ -277,6 +279,11 @@ class Agent:
             disk_free_bytes=shutil.disk_usage(self.config.gateway.data_dir).free,
             storage_health="ok" if self.writer.healthy else (fault.kind if fault else "fault"),
             sync=sync,
+            alerts=[
+                {k: a.get(k) for k in ("record_id", "rule", "severity", "state", "message",
+                                       "sensor_id", "animal_id", "wall_ts")}
+                for a in self.reader.recent_alerts(STATUS_ALERTS)
+            ],
             problems=self._problems(),
         )
 

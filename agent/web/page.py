@@ -49,6 +49,23 @@ def _row(label: str, value: str, cls: str = "") -> str:
     return f"<tr><th>{escape(label)}</th><td{attr}>{value}</td></tr>"
 
 
+def _alerts(alerts: list[Mapping[str, Any]]) -> str:
+    """Newest first; every field escaped (ids and messages may carry wire text)."""
+    if not alerts:
+        return '<p class="muted">No alerts.</p>'
+    rows = [
+        f'<tr><td class="{"bad" if a.get("severity") == "critical" else ""}">'
+        f"{_e(a.get('severity'))}</td><td>{_e(a.get('rule'))}</td>"
+        f"<td>{_e(a.get('state'))}</td><td>{_e(a.get('message'))}</td></tr>"
+        for a in alerts
+    ]
+    return (
+        "<table><tr><th>Severity</th><th>Rule</th><th>State</th><th>What</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
 def render_status(status: Mapping[str, Any], reasons: list[str]) -> str:
     """The whole page for one status dict (``StatusSnapshot.to_dict()`` shape)."""
     broker = status.get("broker") or {}
@@ -112,6 +129,7 @@ def render_status(status: Mapping[str, Any], reasons: list[str]) -> str:
         "<title>dairy-edge status</title></head><body>"
         "<h1>dairy-edge</h1>"
         f"<table>{''.join(rows)}</table>"
+        f"<h2>Alerts</h2>{_alerts(status.get('alerts') or [])}"
         f"<h2>Sensors</h2>{sensors}"
         f'<p class="muted">Refreshes every {REFRESH_S} s. '
         '<a href="/api/status">JSON</a> · <a href="/metrics">metrics</a></p>'

@@ -50,6 +50,7 @@ class StatusSnapshot:
     disk_free_bytes: int | None = None
     storage_health: str = "ok"  # "ok" or a short reason (disk_full, io_error, corrupt)
     sync: SyncStatus = field(default_factory=SyncStatus)
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # newest first
     safe_mode: bool = False
     problems: list[str] = field(default_factory=list)  # extra reasons for /healthz 503
 

@@ -6,7 +6,7 @@ import json
 
 from agent.config.rules import RulesConfig
 from agent.detect.rules import thi
-from tests.helpers_rules import engine, reading
+from tests.helpers_rules import WALL0, engine, reading
 
 
 def test_thi_matches_the_nrc_formula() -> None:
@@ -283,3 +283,22 @@ def test_a_herd_wide_rise_is_not_a_heat() -> None:
             out += _collar(eng, t + n, cow, 180 + n)
         t += 3600
     assert [a for a in out if a.rule == "estrus"] == []
+
+
+def _climate_burst(with_device_time: bool) -> list:
+    """A climate node uploading 3 h of 5-minute samples in one burst (10 ms apart)."""
+    eng, _ = engine()
+    out = []
+    for i in range(36):
+        r = reading("c-burst", "barn-climate", 100.0 + i * 0.01,
+                    {"temperature_c": 12.0 + 0.8 * i, "humidity_pct": 70.0})
+        if with_device_time:
+            r.source_ts = WALL0 + i * 300.0
+        out += eng.on_reading(r)
+    return [a for a in out if a.rule == "sensor.erratic"]
+
+
+def test_jump_check_uses_the_device_clock_for_a_stored_backlog() -> None:
+    # +0.8 °C per 5 min is plausible; arriving 10 ms apart it would not be.
+    assert _climate_burst(with_device_time=True) == []
+    assert _climate_burst(with_device_time=False), "without device time it looks erratic"

@@ -32,6 +32,7 @@ class _Key:
     changed_t: float = 0.0
     changed_v: float | None = None
     varied: bool = False
+    good_src: float | None = None  # the device's own timestamp of ``good``, if it sends one
 
 
 @dataclass(slots=True)
@@ -47,7 +48,8 @@ class _Sensor:
 
     def to_state(self) -> dict[str, Any]:
         return {"role": self.role, "last_t": self.last_t, "animal_id": self.animal_id,
-                "keys": {k: [v.good, v.good_t, v.candidate, v.changed_t, v.changed_v, v.varied]
+                "keys": {k: [v.good, v.good_t, v.candidate, v.changed_t, v.changed_v, v.varied,
+                             v.good_src]
                          for k, v in self.keys.items()},
                 "jumps": list(self.jumps), "range_streak": self.range_streak,
                 "stuck": self.stuck}
@@ -101,8 +103,16 @@ class PlausibilityRule:
                 continue
             k = s.keys.setdefault(key, _Key(changed_t=t, changed_v=value))
             rate = lim.max_rate_per_s
-            if rate is not None and k.good is not None and t > k.good_t:
-                slack = rate * (t - k.good_t) + lim.resolution
+            # Time between the two samples: by the device's own clock when it sends
+            # one and it moved forward (a collar uploading a stored backlog sends
+            # hours of samples in seconds), else by arrival on our monotonic clock.
+            src = reading.source_ts
+            if src is not None and k.good_src is not None and src > k.good_src:
+                elapsed = src - k.good_src
+            else:
+                elapsed = t - k.good_t
+            if rate is not None and k.good is not None and elapsed > 0:
+                slack = rate * elapsed + lim.resolution
                 near_good = abs(value - k.good) <= slack
                 # Two readings in a row at the new level: a real step, not a spike.
                 near_candidate = k.candidate is not None and abs(value - k.candidate) <= slack
@@ -113,7 +123,7 @@ class PlausibilityRule:
                     s.jumps.append(t)
                     bad.add(key)
                     continue
-            k.good, k.good_t = value, t
+            k.good, k.good_t, k.good_src = value, t, src
             if lim.stuck_after_s is not None:
                 if k.changed_v is None or abs(value - k.changed_v) > lim.resolution:
                     k.varied = k.varied or k.changed_v is not None

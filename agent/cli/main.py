@@ -128,7 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.runtime.safe_mode import run_safe_mode
 
     try:
-        config = _load(args)
+        agent = Agent(_load(args))  # a missing secret is a config error too
     except ConfigError as err:
         problem = str(err)
         print(f"dairy-edge: configuration error: {problem}", file=sys.stderr)
@@ -136,7 +136,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
         setup_logging(load_config().logging)
         return _run_until_signal(lambda stop: run_safe_mode(problem, args.config, stop))
-    agent = Agent(config)
     return _run_until_signal(agent.run)
 
 

@@ -18,7 +18,7 @@ import shutil
 import sqlite3
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -56,7 +56,6 @@ class RuntimeState:
     started_mono: float
     web_port: int | None = None
     storage_fault: StorageFault | None = None
-    counters: dict[str, int] = field(default_factory=dict)
 
 
 class Agent:

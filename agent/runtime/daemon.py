@@ -237,7 +237,7 @@ class Agent:
         )
 
     def status(self) -> StatusSnapshot:
-        """What the status page shows; cheap enough for the event loop."""
+        """What the status page shows (called from a worker thread, once a request)."""
         now_mono = self.clock.monotonic()
         counts = self.reader.counts()
         sensors = [

@@ -1,11 +1,12 @@
 """The aiohttp application: ``/`` (page), ``/api/status``, ``/healthz``, ``/metrics``.
 
 Read-only but for alert feedback (agent/web/alerts_api.py): the status comes
-from a provider the runtime passes in (a cheap call on the event loop).
+from a provider the runtime passes in (called in a worker thread: it reads SQLite).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -86,10 +87,11 @@ async def _security_headers(
     return response
 
 
-def _status(request: web.Request) -> dict[str, Any] | None:
+async def _status(request: web.Request) -> dict[str, Any] | None:
     provider: Any = request.app[_PROVIDER_KEY]
     try:
-        raw = provider()
+        # The provider reads the buffer (SQLite): keep that off the event loop.
+        raw = await asyncio.to_thread(provider)
         data = raw.to_dict() if isinstance(raw, StatusSnapshot) else jsonable(dict(raw))
     except Exception:
         log.exception("status provider failed")
@@ -98,7 +100,7 @@ def _status(request: web.Request) -> dict[str, Any] | None:
 
 
 async def _api_status(request: web.Request) -> web.Response:
-    data = _status(request)
+    data = await _status(request)
     if data is None:
         return web.json_response({"error": "status unavailable"}, status=500)
     reasons = health_reasons(data)
@@ -107,7 +109,7 @@ async def _api_status(request: web.Request) -> web.Response:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    data = _status(request)
+    data = await _status(request)
     reasons = ["status unavailable"] if data is None else health_reasons(data)
     if reasons:
         return web.json_response({"status": "unhealthy", "reasons": reasons}, status=503)
@@ -115,7 +117,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _page(request: web.Request) -> web.Response:
-    data = _status(request)
+    data = await _status(request)
     if data is None:
         data, reasons = {}, ["status unavailable"]
     else:

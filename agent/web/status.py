@@ -38,7 +38,7 @@ class SyncStatus:
 
 @dataclass(slots=True)
 class StatusSnapshot:
-    """One look at the agent, cheap to build (the provider runs on the event loop)."""
+    """One look at the agent (built in a worker thread for each request)."""
 
     version: str
     uptime_s: float  # monotonic

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from agent import __version__
 from agent.clock import Clock, SystemClock, boot_id
 from agent.config.model import Config
@@ -406,12 +408,14 @@ class Agent:
         if web_runner is not None:
             await web_runner.cleanup()
         stats = self.mqtt.stats
+        dedup = REGISTRY.get_sample_value("dairy_edge_dedup_hits_total") or 0.0
         log.info(
             "stopped: %d messages received, %d acknowledged after commit, %d acks withheld "
-            "(connection gone; the broker redelivers them)",
+            "(connection gone; the broker redelivers them), %d redeliveries already stored",
             stats.messages,
             stats.acks,
             stats.stale_acks,
+            int(dedup),
         )
 
 

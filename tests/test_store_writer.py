@@ -21,6 +21,7 @@ from helpers_store import (
 from agent.clock import SystemClock
 from agent.config.model import StoreConfig
 from agent.errors import StorageFault
+from agent.records import Stamp
 from agent.store import migrations
 from agent.store.reader import StoreReader
 from agent.store.writer import StoreWriter
@@ -236,3 +237,28 @@ def test_bad_item_does_not_block_its_group(tmp_path: Path) -> None:
     assert sorted(acks) == ["r-s1-1", "r-s1-3", "r-s1-4"]
     rows = {r[0] for r in query(db, "SELECT record_id FROM readings")}
     assert rows == {"r-s1-1", "r-s1-3", "r-s1-4"}
+
+
+def test_latest_value_follows_a_reboot(tmp_path: Path) -> None:
+    """Monotonic time restarts at boot: a reading from the new boot is the latest even
+    with a smaller mono_ns, and its age is not computed across boots."""
+    db = tmp_path / "b.db"
+    w = make_writer(db)
+    before, after = reading(1), reading(2)
+    before.stamp = Stamp(time.time() - 600, 9_000_000_000_000, "boot-old", True)
+    after.stamp = Stamp(time.time() - 5, 2_000_000_000, "boot-new", True)
+    late = reading(3)  # same boot as `after`, but older on its monotonic clock
+    late.stamp = Stamp(time.time() - 9, 1_000_000_000, "boot-new", True)
+    done = threading.Event()
+    w.submit(before)
+    w.submit(after)
+    w.submit(late, on_commit=done.set)
+    assert done.wait(10)
+    w.close()
+    (latest,) = StoreReader(db).sensor_latest(
+        now_wall=time.time(), now_mono_ns=3_000_000_000, boot="boot-new")
+    assert latest["record_id"] == after.record_id
+    assert latest["age_s"] == 1.0  # same boot: monotonic
+    (latest,) = StoreReader(db).sensor_latest(
+        now_wall=time.time(), now_mono_ns=3_000_000_000, boot="boot-newer")
+    assert 4 <= latest["age_s"] < 60  # another boot: by the wall clock

@@ -249,7 +249,7 @@ class Agent:
                 age_s=None if row["age_s"] is None else round(row["age_s"], 1),
             )
             for row in self.reader.sensor_latest(
-                now_wall=self.clock.wall(), now_mono_ns=self.clock.monotonic_ns()
+                now_wall=self.clock.wall(), now_mono_ns=self.clock.monotonic_ns(), boot=self.boot
             )
         ]
         stats = self.mqtt.stats

@@ -105,28 +105,26 @@ def insert(
 
 
 def _update_latest(conn: sqlite3.Connection, r: Reading) -> None:
-    # Only move forward: a late redelivery must not hide a newer value.
+    # Only move forward: a late redelivery must not hide a newer value. Monotonic
+    # time restarts at boot, so a reading from another boot always counts as newer
+    # (readings are stamped on arrival: the newest boot is now).
     conn.execute(
         """INSERT INTO sensor_latest (sensor_id, record_id, firmware, topic, animal_id,
-               values_json, wall_ts, mono_ns, clock_synced, count)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+               values_json, wall_ts, mono_ns, clock_synced, boot_id, count)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
            ON CONFLICT (sensor_id) DO UPDATE SET
                count = count + 1,
-               record_id = CASE WHEN excluded.mono_ns >= mono_ns
-                           THEN excluded.record_id ELSE record_id END,
-               firmware = CASE WHEN excluded.mono_ns >= mono_ns
-                          THEN excluded.firmware ELSE firmware END,
-               topic = CASE WHEN excluded.mono_ns >= mono_ns
-                       THEN excluded.topic ELSE topic END,
-               animal_id = CASE WHEN excluded.mono_ns >= mono_ns
-                           THEN excluded.animal_id ELSE animal_id END,
-               values_json = CASE WHEN excluded.mono_ns >= mono_ns
-                             THEN excluded.values_json ELSE values_json END,
-               wall_ts = CASE WHEN excluded.mono_ns >= mono_ns
-                         THEN excluded.wall_ts ELSE wall_ts END,
-               clock_synced = CASE WHEN excluded.mono_ns >= mono_ns
-                              THEN excluded.clock_synced ELSE clock_synced END,
-               mono_ns = MAX(mono_ns, excluded.mono_ns)""",
+               record_id = excluded.record_id,
+               firmware = excluded.firmware,
+               topic = excluded.topic,
+               animal_id = excluded.animal_id,
+               values_json = excluded.values_json,
+               wall_ts = excluded.wall_ts,
+               clock_synced = excluded.clock_synced,
+               mono_ns = excluded.mono_ns,
+               boot_id = excluded.boot_id
+           WHERE excluded.boot_id != sensor_latest.boot_id
+              OR excluded.mono_ns >= sensor_latest.mono_ns""",
         (
             r.sensor_id,
             r.record_id,
@@ -137,6 +135,7 @@ def _update_latest(conn: sqlite3.Connection, r: Reading) -> None:
             r.stamp.wall_ts,
             r.stamp.mono_ns,
             int(r.stamp.clock_synced),
+            r.stamp.boot_id,
         ),
     )
 

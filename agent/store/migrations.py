@@ -158,6 +158,12 @@ def _detector_state(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration("0004_latest_boot")
+def _latest_boot(conn: sqlite3.Connection) -> None:
+    # Monotonic time restarts at boot: "newer" and "age" need the boot id too.
+    conn.execute("ALTER TABLE sensor_latest ADD COLUMN boot_id TEXT NOT NULL DEFAULT ''")
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_wall_ts REAL)"

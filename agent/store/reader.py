@@ -65,14 +65,17 @@ class StoreReader:
             )
 
     def sensor_latest(
-        self, now_wall: float | None = None, now_mono_ns: int | None = None
+        self,
+        now_wall: float | None = None,
+        now_mono_ns: int | None = None,
+        boot: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Latest values per sensor; ``age_s`` from the monotonic clock when given
-        (same boot), else from the wall clock."""
+        """Latest values per sensor; ``age_s`` from the monotonic clock when the
+        reading is from this ``boot``, else from the wall clock."""
         with self._conn() as conn:
             rows = conn.execute(
                 "SELECT sensor_id, record_id, firmware, topic, animal_id, values_json, wall_ts, "
-                "mono_ns, clock_synced, count FROM sensor_latest ORDER BY sensor_id"
+                "mono_ns, clock_synced, count, boot_id FROM sensor_latest ORDER BY sensor_id"
             ).fetchall()
         return [
             {
@@ -86,7 +89,9 @@ class StoreReader:
                 "mono_ns": r[7],
                 "clock_synced": bool(r[8]),
                 "count": r[9],
-                "age_s": _age(r[6], r[7], now_wall, now_mono_ns),
+                "age_s": _age(
+                    r[6], r[7], now_wall, now_mono_ns if boot is None or r[10] == boot else None
+                ),
             }
             for r in rows
         ]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
+
+from agent.detect.anomaly.robust import RollingSorted
 
 
 def series(n: int = 1500, seed: int = 7, spike_at: int | None = 1200) -> list[tuple[float, float]]:
@@ -29,3 +32,15 @@ def write_csv(path, rows) -> None:  # type: ignore[no-untyped-def]
         for ts, v in rows:
             stamp = datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
             fh.write(f"{stamp},{v:.6f}\n")
+
+
+def feed_channel(ch: Any, win: RollingSorted, xs: list[float]) -> list[float]:
+    """Per-reading anomaly of a sequence channel (share of facts not predicted),
+    learning as it goes; works for the k-gram and the context-crossing channels."""
+    out = []
+    for x in xs:
+        _, mask = ch.facts(x, win)
+        out.append(ch.anomaly(mask))
+        ch.learn(x, win)
+        win.add(x)
+    return out

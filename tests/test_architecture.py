@@ -19,13 +19,16 @@ ALLOWED: dict[str, set[str]] = {
     # The simulator encodes payloads with ingest's own firmware specs, so its
     # expected record ids are exactly what ingest derives.
     "sources": {"ingest"},
-    "detect": set(),
+    "models": set(),
+    "detect": {"models"},
+    "vision": {"models"},
     "store": set(),
     "sync": {"store"},
     "central": set(),
     "web": set(),
-    "runtime": {"ingest", "detect", "store", "sync", "sources", "web", "central"},
-    "cli": {"runtime", "central", "sources", "detect"},
+    "runtime": {"ingest", "detect", "store", "sync", "sources", "web", "central", "models",
+                "vision"},
+    "cli": {"runtime", "central", "sources", "detect", "models", "vision"},
 }
 # records and config are the bottom: they may not import the other common parts
 BOTTOM = {"records": set(), "config": {"errors"}}

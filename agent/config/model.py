@@ -258,6 +258,149 @@ class CentralConfig(Section):
     )
 
 
+class CameraConfig(Section):
+    """One camera. Frames never pass through MQTT; a failing camera never stops ingest."""
+
+    id: str = Field(pattern=SAFE_ID, description="Camera id: in records, status and metrics.")
+    role: Literal["eartag", "bcs", "milk"] = Field(
+        "eartag", description="What the camera watches: ear tags at a lane, cow backs (BCS), "
+        "or a milk sample point. Chooses the models its frames go to."
+    )
+    source: Literal["opencv", "picamera2", "replay", "synthetic"] = Field(
+        "opencv",
+        description="opencv: a V4L2 device or an RTSP/HTTP stream; picamera2: a Raspberry Pi "
+        "camera (the 'pi' extra); replay: a folder of images or a video file at its own frame "
+        "rate; synthetic: generated barn frames (demo and tests).",
+    )
+    uri: str = Field(
+        "",
+        description="opencv: device index ('0'), /dev/videoN or rtsp:// / http:// URL; "
+        "replay: a folder or video file; picamera2: camera number; synthetic: a seed.",
+    )
+    station: str | None = Field(
+        None,
+        pattern=SAFE_ID,
+        description="Station id shared with the RFID reader at the same place: an EID read "
+        "from this station is cross-checked with the ear-tag reading.",
+    )
+    width: int | None = Field(None, ge=16, le=8192, description="Requested frame width (px).")
+    height: int | None = Field(None, ge=16, le=8192, description="Requested frame height (px).")
+    fps_cap: float = Field(
+        5.0, gt=0, le=120, description="Most frames per second taken from the camera."
+    )
+    rotation: Literal[0, 90, 180, 270] = Field(
+        0, description="Clockwise rotation applied to every frame (mounting)."
+    )
+    roi: tuple[float, float, float, float] | None = Field(
+        None,
+        description="Region of interest as fractions of the (rotated) frame: x, y, w, h in "
+        "0..1. Everything outside is cropped before the models run.",
+    )
+    calibration: Path | None = Field(
+        None,
+        description="Lens calibration (dairy-edge calibrate camera); "
+        "<calibration_dir>/cameras/<id>.yaml when empty and present; none: no undistortion.",
+    )
+    loop: bool = Field(False, description="replay: start again at the end.")
+    stall_after_s: float = Field(
+        10.0, gt=0, le=3600, description="No frame for this long (monotonic): 'stalled'."
+    )
+    reconnect_min_s: float = Field(1.0, gt=0, le=60, description="First reconnect delay.")
+    reconnect_max_s: float = Field(60.0, gt=0, le=3600, description="Reconnect delay cap.")
+    infer_fps: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="Inference budget: most frames per second sent to the models. Frames "
+        "beyond it, or while the models are busy, are dropped and counted.",
+    )
+    motion_threshold: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Presence gate: share of changed pixels (on a small grey thumbnail) "
+        "below which a frame is taken as empty and skips the models. 0 turns the gate off.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> CameraConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        if self.roi is not None:
+            x, y, w, h = self.roi
+            if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 - x + 1e-9 and 0 < h <= 1 - y + 1e-9):
+                raise ValueError("roi must be x, y, w, h fractions inside the frame")
+        return self
+
+
+class ModelsConfig(Section):
+    dir: Path = Field(
+        REPO_ROOT / "models",
+        description="Folder with manifest.json and the model files it lists.",
+    )
+    threads: int = Field(1, ge=1, le=16, description="Threads per model runner.")
+    reload_interval_s: float = Field(
+        30.0,
+        ge=0,
+        le=86400,
+        description="How often the manifest is checked for new model versions (hot load "
+        "after a self-test; the old version stays if the test fails). 0: never.",
+    )
+
+
+class EartagConfig(Section):
+    herd_register: Path | None = Field(
+        None,
+        description="CSV of the herd: animal_id, visual tag number, electronic id (EID). "
+        "Readings not in it are flagged, not dropped.",
+    )
+    tag_pattern: str = Field(
+        r"^[0-9]{1,6}$",
+        description="The farm's tag format (regular expression, whole number). Readings "
+        "that do not match are never reported.",
+    )
+    min_confidence: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="A visit is reported as identified only at or above this confidence; "
+        "below it goes to the review queue with its crops. A wrong number is worse than none.",
+    )
+    visit_gap_s: float = Field(
+        3.0, gt=0, le=600, description="A visit ends this long (monotonic) after its last tag."
+    )
+    max_visit_s: float = Field(
+        60.0, gt=0, le=3600, description="A visit longer than this is closed and a new one begun."
+    )
+    rfid_window_s: float = Field(
+        15.0,
+        ge=0,
+        le=600,
+        description="An EID read from the same station within this many seconds of the "
+        "visit is cross-checked with it.",
+    )
+    review_dir: Path | None = Field(
+        None, description="Where review crops are kept; <data_dir>/review when empty."
+    )
+    review_max_bytes: int = Field(
+        200 * 1024 * 1024,
+        ge=0,
+        description="Disk budget of the review queue; the oldest crops go first. 0: no crops.",
+    )
+    upload_crop_bytes_per_day: int = Field(
+        2 * 1024 * 1024,
+        ge=0,
+        description="Crops of flagged or reviewed visits uploaded with their record, at most "
+        "this many bytes a day (UTC); beyond it the record goes without its crop.",
+    )
+
+
+class VisionConfig(Section):
+    enabled: bool = Field(True, description="Run the models on camera frames.")
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    eartag: EartagConfig = Field(default_factory=EartagConfig)
+
+
 class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     json_format: bool = Field(False, description="One JSON object per line (for journald).")
@@ -274,7 +417,18 @@ class Config(Section):
     web: WebConfig = Field(default_factory=WebConfig)
     detect: DetectConfig = Field(default_factory=DetectConfig)
     central: CentralConfig = Field(default_factory=CentralConfig)
+    cameras: list[CameraConfig] = Field(
+        default_factory=list, description="Camera sources (none by default)."
+    )
+    vision: VisionConfig = Field(default_factory=VisionConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> Config:
+        ids = [c.id for c in self.cameras]
+        if len(ids) != len(set(ids)):
+            raise ValueError("camera ids must be unique")
+        return self
 
     @property
     def store_path(self) -> Path:

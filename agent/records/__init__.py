@@ -3,6 +3,7 @@
 from agent.records.types import (
     Alert,
     Event,
+    Identification,
     Inference,
     Quarantined,
     Reading,
@@ -14,6 +15,7 @@ from agent.records.types import (
 __all__ = [
     "Alert",
     "Event",
+    "Identification",
     "Inference",
     "Quarantined",
     "Reading",

@@ -19,6 +19,7 @@ class RecordKind(StrEnum):
     ALERT = "alert"
     EVENT = "event"
     INFERENCE = "inference"
+    IDENTIFICATION = "identification"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,45 @@ class Inference:
 
 
 @dataclass(slots=True)
+class Identification:
+    """Which cow walked past a camera: one record per visit, voted over its frames.
+
+    ``status`` says what may be trusted:
+      identified  the number is read with confidence, matches the tag format and,
+                  when a register or an RFID read exists, agrees with them;
+      flagged     read with confidence but not in the register, or disagreeing with
+                  the RFID read (``flags`` say which); staff should look;
+      review      tags were seen but not read with enough confidence: nothing is
+                  claimed (``tag_number`` is None), the crops wait in the review queue.
+    ``record_id`` is derived from the camera and the visit, so a re-emitted visit
+    is a duplicate, never a second identification.
+    """
+
+    record_id: str
+    camera_id: str
+    visit_id: str
+    status: str  # "identified" | "flagged" | "review"
+    confidence: float
+    stamp: Stamp
+    started_wall_ts: float
+    ended_wall_ts: float
+    tag_number: str | None = None
+    animal_id: str | None = None
+    station: str | None = None
+    rfid_eid: str | None = None
+    rfid_agrees: bool | None = None
+    flags: list[str] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    model_versions: dict[str, str] = field(default_factory=dict)
+    crop_jpeg_b64: str | None = None
+
+    kind = RecordKind.IDENTIFICATION
+
+    def to_dict(self) -> dict[str, Any]:
+        return _flatten(self)
+
+
+@dataclass(slots=True)
 class Quarantined:
     """A message that could not become a record, kept verbatim with the reason."""
 
@@ -135,10 +175,10 @@ class Quarantined:
     stamp: Stamp
 
 
-Record = Reading | Alert | Event | Inference
+Record = Reading | Alert | Event | Inference | Identification
 
 
-def _flatten(record: Reading | Alert | Event | Inference) -> dict[str, Any]:
+def _flatten(record: Record) -> dict[str, Any]:
     """The JSON-ready form used in sync batches: the stamp's fields inlined."""
     data = asdict(record)
     data.update(data.pop("stamp"))

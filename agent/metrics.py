@@ -73,3 +73,41 @@ STORE_USED_BYTES = Gauge(
 STORE_FULL = Gauge(
     "dairy_edge_store_full", "1 while the buffer refuses new records for lack of space."
 )
+
+# Cameras and vision. Label values are camera ids from the config file (a
+# small fixed set), model names from the manifest, and fixed reason codes.
+CAMERA_STATE = Gauge(
+    "dairy_edge_camera_state",
+    "1 for the camera's current state (online, stalled, offline, connecting), else 0.",
+    ["camera", "state"],
+)
+CAMERA_FRAMES = Counter(
+    "dairy_edge_camera_frames_total", "Frames read from a camera.", ["camera"]
+)
+CAMERA_RECONNECTS = Counter(
+    "dairy_edge_camera_reconnects_total", "Camera (re)open attempts after a failure.", ["camera"]
+)
+FRAMES_DROPPED = Counter(
+    "dairy_edge_frames_dropped_total",
+    "Frames not sent to the models, by reason (budget, busy, empty, error).",
+    ["camera", "reason"],
+)
+FRAMES_INFERRED = Counter(
+    "dairy_edge_frames_inferred_total", "Frames the models ran on.", ["camera"]
+)
+MODEL_SECONDS = Histogram(
+    "dairy_edge_model_seconds",
+    "Time per model call.",
+    ["model"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+)
+MODEL_LOADS = Counter(
+    "dairy_edge_model_loads_total",
+    "Model load attempts, by outcome (active, refused, rolled_back).",
+    ["model", "outcome"],
+)
+IDENTIFICATIONS = Counter(
+    "dairy_edge_identifications_total",
+    "Ear-tag visits closed, by status (identified, flagged, review).",
+    ["status"],
+)

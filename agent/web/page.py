@@ -66,6 +66,62 @@ def _alerts(alerts: list[Mapping[str, Any]]) -> str:
     )
 
 
+def _cameras(cameras: list[Mapping[str, Any]], models: Mapping[str, Any]) -> str:
+    """Camera states and model versions: a stalled camera or a refused model is
+    something a technician can fix on the spot (cable, power, a bad update)."""
+    rows = []
+    for cam in cameras:
+        state = cam.get("state")
+        fps = cam.get("fps")
+        rows.append(
+            f"<tr><td>{_e(cam.get('id'))}</td><td>{_e(cam.get('role'))}</td>"
+            f'<td class="{"ok" if state == "online" else "bad"}">{_e(state)}</td>'
+            f"<td>{_e(f'{fps:.1f}' if isinstance(fps, int | float) else None)}</td>"
+            f"<td>{_e(cam.get('last_error') or '')}</td></tr>"
+        )
+    model_rows = [
+        f"<tr><td>{_e(name)}</td><td>{_e(m.get('version'))}</td>"
+        f'<td class="{"ok" if m.get("state") == "active" else "bad"}">{_e(m.get("state"))}</td>'
+        f"<td>{_e(m.get('error') or '')}</td></tr>"
+        for name, m in sorted(models.items())
+    ]
+    out = ""
+    if rows:
+        out += (
+            "<table><tr><th>Camera</th><th>Role</th><th>State</th><th>fps</th><th>Error</th>"
+            "</tr>" + "".join(rows) + "</table>"
+        )
+    if model_rows:
+        out += (
+            "<table><tr><th>Model</th><th>Version</th><th>State</th><th>Error</th></tr>"
+            + "".join(model_rows)
+            + "</table>"
+        )
+    return out
+
+
+def _identifications(items: list[Mapping[str, Any]]) -> str:
+    """Latest ear-tag visits; numbers and ids are escaped like any wire text."""
+    if not items:
+        return '<p class="muted">No cows identified yet.</p>'
+    rows = []
+    for ident in items:
+        status = ident.get("status")
+        cls = "ok" if status == "identified" else "bad"
+        flags = ", ".join(str(f) for f in ident.get("flags") or [])
+        conf = ident.get("confidence")
+        rows.append(
+            f"<tr><td>{_e(ident.get('tag_number'))}</td><td>{_e(ident.get('animal_id'))}</td>"
+            f'<td class="{cls}">{_e(status)}{" (" + _e(flags) + ")" if flags else ""}</td>'
+            f"<td>{_e(f'{conf:.2f}' if isinstance(conf, int | float) else None)}</td>"
+            f"<td>{_e(ident.get('camera_id'))}</td></tr>"
+        )
+    return (
+        "<table><tr><th>Tag</th><th>Animal</th><th>Status</th><th>Conf.</th><th>Camera</th>"
+        "</tr>" + "".join(rows) + "</table>"
+    )
+
+
 def render_status(status: Mapping[str, Any], reasons: list[str]) -> str:
     """The whole page for one status dict (``StatusSnapshot.to_dict()`` shape)."""
     broker = status.get("broker") or {}
@@ -130,7 +186,13 @@ def render_status(status: Mapping[str, Any], reasons: list[str]) -> str:
         "<h1>dairy-edge</h1>"
         f"<table>{''.join(rows)}</table>"
         f"<h2>Alerts</h2>{_alerts(status.get('alerts') or [])}"
-        f"<h2>Sensors</h2>{sensors}"
+        + (
+            f"<h2>Cows identified</h2>{_identifications(status.get('identifications') or [])}"
+            f"<h2>Cameras</h2>{_cameras(status.get('cameras') or [], status.get('models') or {})}"
+            if status.get("cameras")
+            else ""
+        )
+        + f"<h2>Sensors</h2>{sensors}"
         f'<p class="muted">Refreshes every {REFRESH_S} s. '
         '<a href="/api/status">JSON</a> · <a href="/metrics">metrics</a></p>'
         "</body></html>"

@@ -51,6 +51,11 @@ class StatusSnapshot:
     storage_health: str = "ok"  # "ok" or a short reason (disk_full, io_error, corrupt)
     sync: SyncStatus = field(default_factory=SyncStatus)
     alerts: list[dict[str, Any]] = field(default_factory=list)  # newest first
+    # Vision: camera states (CameraStatus.to_dict()), model states by name, and
+    # the latest ear-tag identifications (newest first). Empty without cameras.
+    cameras: list[dict[str, Any]] = field(default_factory=list)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    identifications: list[dict[str, Any]] = field(default_factory=list)
     safe_mode: bool = False
     problems: list[str] = field(default_factory=list)  # extra reasons for /healthz 503
 

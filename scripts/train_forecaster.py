@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.detect.anomaly.forecast import CLIP, WINDOW, normalise_window
+from agent.models.manifest import selftest_name, upsert_entry
+from agent.models.selftest import write_self_test
 
 SEED = 20240401
 NAME = "forecaster_w32"
@@ -144,22 +146,35 @@ def main() -> int:
     mae_last = float(np.mean(np.abs(x_val[:5000, -1] - t)))  # naive: repeat last value
     mae_float = float(np.mean(np.abs(model.predict(x_val[:5000], verbose=0)[:, 0] - t)))
 
-    manifest_path = out_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": []}
-    manifest["models"] = [m for m in manifest["models"] if m.get("name") != NAME]
-    manifest["models"].append({
+    # Self-test bundled with the model: eight held-out windows and what this
+    # int8 build answers. The agent refuses a build (and keeps the one it
+    # runs) whose answers differ by more than one int8 step.
+    q_test = np.clip(np.round(x_val[:8] / s_in + z_in), -128, 127).astype(np.int8)
+    interp.resize_tensor_input(inp["index"], list(q_test.shape))
+    interp.allocate_tensors()
+    interp.set_tensor(inp["index"], q_test)
+    interp.invoke()
+    selftest = selftest_name(NAME, VERSION)
+    write_self_test(out_dir / selftest, [q_test], [interp.get_tensor(out["index"])])
+
+    entry = upsert_entry(out_dir, {
         "name": NAME,
+        "task": "one-step forecast of a robustly normalised window (anomaly channel)",
         "version": VERSION,
+        "runtime": "litert",
         "file": path.name,
         "sha256": hashlib.sha256(blob).hexdigest(),
         "bytes": len(blob),
-        "task": "one-step forecast of a robustly normalised window (anomaly channel)",
-        "inputs": [{"name": "window", "dtype": "int8", "shape": [1, WINDOW],
+        "inputs": [{"name": "window", "dtype": "int8", "shape": [-1, WINDOW],
                     "quantization": {"scale": float(s_in), "zero_point": int(z_in)},
                     "meaning": "last WINDOW values, (x - median) / robust scale, clipped"}],
-        "outputs": [{"name": "next", "dtype": "int8", "shape": [1, 1],
+        "outputs": [{"name": "next", "dtype": "int8", "shape": [-1, 1],
                      "quantization": {"scale": float(s_out), "zero_point": int(z_out)},
                      "meaning": "next value in the same normalised units"}],
+        "quantization": "int8 full (weights and activations, int8 input and output)",
+        "labels": None,
+        "licence": "Apache-2.0",
+        "source": "built by scripts/train_forecaster.py (this project)",
         "training": {
             "script": "scripts/train_forecaster.py",
             "seed": SEED,
@@ -173,9 +188,9 @@ def main() -> int:
             "mae_float": round(mae_float, 4),
             "mae_naive_last_value": round(mae_last, 4),
         },
+        "self_test": {"file": selftest, "atol": 1.0},
     })
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    print(json.dumps(manifest["models"][-1]["metrics"]))
+    print(json.dumps(entry.metrics))
     return 0
 
 

@@ -182,6 +182,10 @@ def test_a_version_failing_its_self_test_rolls_back(tmp_path: Path) -> None:
     registry.reload()  # the same failed candidate is not retried every interval
     assert opener.opened.count(("tiny", "2.0.0")) == 1
 
+    upsert_entry(d, onnx_entry(d, version="1.0.0", gain=2.0))  # put back: notice cleared
+    assert registry.reload()["tiny"]["error"] is None
+    assert ("tiny", "1.0.0") not in opener.opened[1:]
+
     upsert_entry(d, onnx_entry(d, version="2.0.1", gain=5.0))  # the fixed build
     status = registry.reload()
     assert status["tiny"]["version"] == "2.0.1" and status["tiny"]["error"] is None
@@ -221,6 +225,10 @@ def test_a_model_taken_out_of_the_manifest_is_unloaded(tmp_path: Path) -> None:
     assert status["tiny"]["state"] == "missing" and registry.get("tiny") is None
     assert "no longer listed" in status["tiny"]["error"]
     assert registry.versions() == {"forecaster_w32": "1.0.0"}
+    registry.reload()  # stays unloaded, and is back once listed again
+    assert registry.get("tiny") is None
+    upsert_entry(d, onnx_entry(d))
+    assert registry.reload()["tiny"]["state"] == "active"
 
 
 def test_callers_keep_running_while_versions_swap(tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ class _Slot:
     runner: Runner | None = None
     error: str | None = None
     tried: tuple[object, ...] | None = None  # what the last attempt saw, to not retry it
+    listed: bool = False  # in the manifest at the last reload
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
@@ -141,10 +142,10 @@ class ModelRegistry:
             self._consider(entry)
         listed = {e.name for e in read.entries} | set(read.invalid)
         with self._lock:
-            gone = [n for n, s in self._slots.items() if n not in listed and s.tried is not None]
+            gone = [n for n, s in self._slots.items() if n not in listed and s.listed]
             for name in gone:  # taken out of the manifest: unload
                 slot = self._slots[name]
-                slot.state, slot.runner, slot.tried = "missing", None, None
+                slot.state, slot.runner, slot.tried, slot.listed = "missing", None, None, False
                 slot.error = f"no longer listed in {read.path}"
                 log.warning("model %s: %s; unloaded", name, slot.error)
 
@@ -157,9 +158,13 @@ class ModelRegistry:
     def _consider(self, entry: ModelEntry) -> None:
         with self._lock:
             slot = self._slots.setdefault(entry.name, _Slot())
+            slot.listed = True
             active = slot.runner is not None and slot.state == "active"
             if active and slot.entry == entry:
-                return  # unchanged: never load the same model twice
+                # Unchanged (or put back after a refused candidate): never load
+                # the same model twice; a rollback notice no longer applies.
+                slot.error, slot.tried = None, None
+                return
             fingerprint = self._fingerprint(entry)
             if slot.tried == fingerprint:
                 return  # this exact candidate already failed; wait for a change
@@ -187,6 +192,7 @@ class ModelRegistry:
                 fingerprint: tuple[object, ...]) -> None:
         with self._lock:
             slot = self._slots.setdefault(name, _Slot())
+            slot.listed = True
             if slot.tried == fingerprint:
                 return
             slot.tried = fingerprint

@@ -83,7 +83,8 @@ def test_dedup_and_all_kinds(tmp_path: Path) -> None:
     assert sample("dairy_edge_rejected_total", {"reason": "bad_json"}) - rej_before == 1
     reader = StoreReader(db)
     counts = reader.counts()
-    assert counts["tables"] == {"alerts": 1, "events": 1, "inferences": 0, "readings": 2}
+    assert counts["tables"] == {"alerts": 1, "events": 1, "identifications": 0,
+                                "inferences": 0, "readings": 2}
     assert counts["backlog"] == 4
     assert counts["quarantine_by_reason"] == {"bad_json": 1}
     assert counts["quarantine"] == 1 and counts["readings"] == 2

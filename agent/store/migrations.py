@@ -14,10 +14,16 @@ from collections.abc import Callable
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
 
-# The tables that are uploaded, in priority order (alerts first).
-SYNC_TABLES: tuple[str, ...] = ("alerts", "events", "inferences", "readings")
-KIND_TABLE = {"alert": "alerts", "event": "events", "inference": "inferences",
-              "reading": "readings"}
+# The tables that are uploaded, in priority order (the outbox's lanes, alerts first).
+# Identifications come after alerts and events (what staff and the agent must hear
+# of first) and before inferences and readings: one record per visit of a cow, a
+# few hundred a day, small unless a review crop rides along, and the product the
+# ERP waits for, so a backlog of readings after an outage must not hold them back.
+SYNC_TABLES: tuple[str, ...] = ("alerts", "events", "identifications", "inferences", "readings")
+KIND_TABLE = {"alert": "alerts", "event": "events", "identification": "identifications",
+              "inference": "inferences", "reading": "readings"}
+# The tables 0001 and 0002 created: shipped migrations must never change what they do.
+_V1_TABLES: tuple[str, ...] = ("alerts", "events", "inferences", "readings")
 
 # synced: 0 waiting, 1 answered accepted/duplicate, -1 moved to dead_letter.
 SYNCED_DEAD = -1
@@ -41,7 +47,7 @@ def _initial(conn: sqlite3.Connection) -> None:
     conn.execute(
         "INSERT INTO meta (key, value) VALUES ('epoch', ?)", (uuid.uuid4().hex,)
     )
-    for table in SYNC_TABLES:
+    for table in _V1_TABLES:
         # Table names come from the constant above, never from input.
         conn.execute(
             f"""CREATE TABLE {table} (
@@ -108,7 +114,7 @@ def _initial(conn: sqlite3.Connection) -> None:
 def _time_and_space(conn: sqlite3.Connection) -> None:
     # Clock columns (R6) so time correction and retention can use them in SQL,
     # backfilled from the stored bodies.
-    for table in SYNC_TABLES:
+    for table in _V1_TABLES:
         conn.execute(f"ALTER TABLE {table} ADD COLUMN boot_id TEXT NOT NULL DEFAULT ''")
         conn.execute(f"ALTER TABLE {table} ADD COLUMN clock_synced INTEGER NOT NULL DEFAULT 1")
         conn.execute(f"ALTER TABLE {table} ADD COLUMN wall_corrected INTEGER NOT NULL DEFAULT 0")
@@ -162,6 +168,42 @@ def _detector_state(conn: sqlite3.Connection) -> None:
 def _latest_boot(conn: sqlite3.Connection) -> None:
     # Monotonic time restarts at boot: "newer" and "age" need the boot id too.
     conn.execute("ALTER TABLE sensor_latest ADD COLUMN boot_id TEXT NOT NULL DEFAULT ''")
+
+
+@migration("0005_identifications")
+def _identifications(conn: sqlite3.Connection) -> None:
+    # Which cow walked past a camera (agent.records.Identification): shaped like the
+    # other uploaded tables, so the writer, outbox, clock fix, retention and space
+    # code treat it the same way. ``status`` is derived from the body (STORED: set
+    # once at insert) for the status page's count by status.
+    conn.execute(
+        """CREATE TABLE identifications (
+            id INTEGER PRIMARY KEY,
+            record_id TEXT NOT NULL UNIQUE,
+            wall_ts REAL NOT NULL,
+            mono_ns INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            synced INTEGER NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            boot_id TEXT NOT NULL DEFAULT '',
+            clock_synced INTEGER NOT NULL DEFAULT 1,
+            wall_corrected INTEGER NOT NULL DEFAULT 0,
+            status TEXT GENERATED ALWAYS AS (json_extract(body, '$.status')) STORED
+        )"""
+    )
+    conn.execute(
+        "CREATE INDEX identifications_unsynced ON identifications (id) WHERE synced = 0"
+    )
+    conn.execute(
+        "CREATE INDEX identifications_done ON identifications (id, size) WHERE synced != 0"
+    )
+    conn.execute(
+        "CREATE INDEX identifications_clock ON identifications (boot_id) "
+        "WHERE clock_synced = 0 AND wall_corrected = 0"
+    )
+    conn.execute("CREATE INDEX identifications_status ON identifications (status)")
 
 
 def applied(conn: sqlite3.Connection) -> list[str]:

@@ -130,7 +130,9 @@ def _select(
     refs: list[tuple[str, str]] = []
     records: list[dict[str, Any]] = []
     used = 0
-    for table in SYNC_TABLES:  # priority lanes: alerts, events, inferences, readings
+    # Priority lanes: alerts, events, identifications, inferences, readings
+    # (migrations.SYNC_TABLES says why).
+    for table in SYNC_TABLES:
         room = max_records - len(refs)
         if room <= 0:
             break

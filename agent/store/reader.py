@@ -132,6 +132,46 @@ class StoreReader:
             out.append(data)
         return out
 
+    def recent_identifications(
+        self, limit: int = 20, *, include_crop: bool = False
+    ) -> list[dict[str, Any]]:
+        """Newest first (commit order), as stored, with ``synced`` added.
+
+        A crop (``crop_jpeg_b64``, up to hundreds of KiB) is left out unless
+        ``include_crop``; ``crop_bytes`` always gives its decoded size (None: no crop).
+        """
+        body = "body" if include_crop else "json_remove(body, '$.crop_jpeg_b64')"
+        with self._conn() as conn:
+            rows = conn.execute(
+                f"""SELECT {body}, synced,
+                       length(c) * 3 / 4 - (substr(c, -1) = '=') - (substr(c, -2) = '==')
+                   FROM (SELECT id, body, synced,
+                                json_extract(body, '$.crop_jpeg_b64') AS c
+                         FROM identifications ORDER BY id DESC LIMIT ?)
+                   ORDER BY id DESC""",
+                (max(0, int(limit)),),
+            ).fetchall()
+        out = []
+        for text, synced, crop_bytes in rows:
+            data = json.loads(text)
+            data["synced"] = synced == 1
+            data["crop_bytes"] = None if crop_bytes is None else int(crop_bytes)
+            out.append(data)
+        return out
+
+    def identification_counts(self, since_wall_ts: float | None = None) -> dict[str, int]:
+        """Identifications by status (identified, flagged, review, always present),
+        all of them or those stored with ``wall_ts >= since_wall_ts``."""
+        out = {"identified": 0, "flagged": 0, "review": 0}
+        where, params = ("", ()) if since_wall_ts is None else (
+            "WHERE wall_ts >= ?", (float(since_wall_ts),))
+        with self._conn() as conn:
+            for status, n in conn.execute(
+                f"SELECT status, COUNT(*) FROM identifications {where} GROUP BY status", params
+            ):
+                out[str(status)] = int(n)
+        return out
+
     def recent_dead_letters(self, n: int = 20) -> list[dict[str, Any]]:
         with self._conn() as conn:
             rows = conn.execute(

@@ -8,10 +8,14 @@ indexes and row overhead included, and it falls as soon as rows are deleted
 Order in which space is freed (docs/reliability-store.md):
 
 1. synced rows (already confirmed by the central store; not a loss),
-   oldest first, readings -> inferences -> events -> alerts;
+   oldest first, readings -> inferences -> identifications -> events -> alerts;
 2. only after the buffer stayed full for ``full_drop_after_s``: unsynced data,
    oldest first, quarantine -> dead letters -> readings -> inferences ->
-   events -> alerts (alerts only to make room for newer alerts).
+   identifications -> events -> alerts (alerts only to make room for newer alerts).
+
+Identifications go after readings and inferences: one per visit of a cow, a
+few hundred a day, each the end product of many frames that cannot be read
+again, while readings come by the thousand and the next one says much the same.
 """
 
 from __future__ import annotations
@@ -20,13 +24,12 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from agent import metrics
-from agent.store.migrations import SYNC_TABLES
+from agent.store.migrations import KIND_TABLE, SYNC_TABLES
 
-_TABLE_KIND = {"alerts": "alert", "events": "event", "inferences": "inference",
-               "readings": "reading"}
+_TABLE_KIND = {table: kind for kind, table in KIND_TABLE.items()}
 # Cheapest to lose first. Alerts come last and only for newer alerts.
-SYNCED_EVICT_ORDER = ("readings", "inferences", "events", "alerts")
-UNSYNCED_DROP_ORDER = ("readings", "inferences", "events")
+SYNCED_EVICT_ORDER = ("readings", "inferences", "identifications", "events", "alerts")
+UNSYNCED_DROP_ORDER = ("readings", "inferences", "identifications", "events")
 CHUNK = 256  # rows deleted per step before the size is measured again
 
 

@@ -658,9 +658,12 @@ def _count_unsynced(path: Path) -> int | None:
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
+            # A file from before a migration lacks the newer tables: count what it has.
+            have = {str(r[0]) for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
             return sum(
                 int(conn.execute(f"SELECT COUNT(*) FROM {t} WHERE synced = 0").fetchone()[0])
-                for t in migrations.SYNC_TABLES
+                for t in migrations.SYNC_TABLES if t in have
             )
         finally:
             conn.close()

@@ -9,8 +9,16 @@ outage is logged once when it starts and once when it ends.
 Keys (``prefix`` defaults to ``dairy``)::
 
     <prefix>:sensor:<device>:<sensor>   hash, the newest reading of that sensor
-    <prefix>:animal:<device>:<animal>   hash, the newest reading about that animal
+    <prefix>:animal:<device>:<animal>   hash, the newest reading about that animal,
+                                        and where she was last seen (below)
     <prefix>:readings                   stream of readings, MAXLEN ~ stream_maxlen
+
+"Last seen" comes from identifications with status ``identified`` or
+``flagged`` and an ``animal_id`` (a ``review`` visit names no cow). Its fields
+in the animal hash never clash with the reading's: ``last_seen_ts`` (the visit's
+end, wall clock), ``camera_id``, ``station``, ``visit_id``, ``tag_number``,
+``status``, ``confidence``, ``identification_id`` (the record id). The newest
+``last_seen_ts`` wins, as the newest ``wall_ts`` does for readings.
 
 Ids are put into keys only when they match ``KEY_ID`` (no ``:``, no spaces);
 a reading with another sensor or animal id is still stored in the database but
@@ -39,14 +47,17 @@ log = logging.getLogger(__name__)
 
 KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
-# Write the hash only when the reading is not older than what it holds, so a
-# backlog drained after an outage never overwrites newer state.
+# Write the hash only when the record is not older than what it holds (time field
+# ARGV[1], value ARGV[2]), so a backlog drained after an outage never overwrites
+# newer state.
 _NEWER_WINS = """
-local current = redis.call('HGET', KEYS[1], 'wall_ts')
-if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current and tonumber(current) > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 return 1
 """
+# Identifications that name a cow: a review visit claims no number, so no cow.
+_SEEN_STATUSES = frozenset({"identified", "flagged"})
 
 
 class Cache:
@@ -63,7 +74,7 @@ class Cache:
         max_pending: int = 64,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not KEY_ID.match(prefix):
+        if not KEY_ID.fullmatch(prefix):
             raise ValueError(f"bad Redis key prefix {prefix!r}")
         self._redis = aioredis.Redis.from_url(
             url,
@@ -98,12 +109,15 @@ class Cache:
         return f"{self._prefix}:readings"
 
     def submit(self, device_id: str, records: Sequence[ValidRecord]) -> bool:
-        """Schedule a cache update for the readings among ``records``; never blocks.
+        """Schedule a cache update for the readings and sightings among ``records``;
+        never blocks.
 
-        Returns False when the update is skipped (breaker open, too many pending).
+        Returns False when there is nothing to cache or the update is skipped
+        (breaker open, too many pending).
         """
         readings = [r for r in records if r.kind == RecordKind.READING]
-        if not readings or not KEY_ID.match(device_id):
+        sightings = [r for r in records if _is_sighting(r)]
+        if not (readings or sightings) or not KEY_ID.fullmatch(device_id):
             return False
         if self._clock() < self._open_until:
             CENTRAL_CACHE_SKIPPED.labels(reason="down").inc()
@@ -111,7 +125,9 @@ class Cache:
         if len(self._tasks) >= self._max_pending:
             CENTRAL_CACHE_SKIPPED.labels(reason="backlog").inc()
             return False
-        task = asyncio.get_running_loop().create_task(self._update(device_id, readings))
+        task = asyncio.get_running_loop().create_task(
+            self._update(device_id, readings, sightings)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
@@ -132,12 +148,19 @@ class Cache:
         except Exception:  # closing a dead connection must not fail shutdown
             log.debug("closing Redis failed", exc_info=True)
 
-    async def _update(self, device_id: str, readings: Sequence[ValidRecord]) -> None:
+    async def _update(
+        self,
+        device_id: str,
+        readings: Sequence[ValidRecord],
+        sightings: Sequence[ValidRecord] = (),
+    ) -> None:
         try:
             async with asyncio.timeout(self._timeout):
                 pipe = self._redis.pipeline(transaction=False)
                 for record in sorted(readings, key=lambda r: r.row["wall_ts"]):
                     self._queue(pipe, device_id, record.row)
+                for record in sorted(sightings, key=lambda r: r.row["ended_wall_ts"]):
+                    self._queue_sighting(pipe, device_id, record.row)
                 await pipe.execute()
         except asyncio.CancelledError:
             raise
@@ -161,16 +184,34 @@ class Cache:
         }
         flat = [item for pair in fields.items() for item in pair]
         keys = []
-        if KEY_ID.match(row["sensor_id"]):
+        if KEY_ID.fullmatch(row["sensor_id"]):
             keys.append(self.sensor_key(device_id, row["sensor_id"]))
         animal = row.get("animal_id")
-        if animal and KEY_ID.match(animal):
+        if animal and KEY_ID.fullmatch(animal):
             keys.append(self.animal_key(device_id, animal))
         for key in keys:
-            pipe.eval(_NEWER_WINS, 1, key, fields["wall_ts"], *flat)
+            pipe.eval(_NEWER_WINS, 1, key, "wall_ts", fields["wall_ts"], *flat)
         stream_fields = {k: fields[k] for k in ("device_id", "sensor_id", "record_id",
                                                  "animal_id", "wall_ts", "values")}
         pipe.xadd(self.stream_key, stream_fields, maxlen=self._maxlen, approximate=True)
+
+    def _queue_sighting(self, pipe: Any, device_id: str, row: dict[str, Any]) -> None:
+        """Where and when the cow of an identification was last seen (animal hash)."""
+        fields = {
+            "device_id": device_id,
+            "animal_id": row["animal_id"],
+            "last_seen_ts": repr(float(row["ended_wall_ts"])),
+            "camera_id": row["camera_id"],
+            "station": row.get("station") or "",
+            "visit_id": row["visit_id"],
+            "tag_number": row.get("tag_number") or "",
+            "status": row["status"],
+            "confidence": repr(float(row["confidence"])),
+            "identification_id": row["record_id"],
+        }
+        flat = [item for pair in fields.items() for item in pair]
+        key = self.animal_key(device_id, row["animal_id"])
+        pipe.eval(_NEWER_WINS, 1, key, "last_seen_ts", fields["last_seen_ts"], *flat)
 
     def _trip(self, err: BaseException) -> None:
         self._open_until = self._clock() + self._breaker_s
@@ -186,3 +227,11 @@ class Cache:
         if self._down:
             self._down = False
             log.info("Redis cache is back")
+
+
+def _is_sighting(record: ValidRecord) -> bool:
+    """An identification that names a cow whose id can be put into a key."""
+    if record.kind != RecordKind.IDENTIFICATION or record.row["status"] not in _SEEN_STATUSES:
+        return False
+    animal = record.row.get("animal_id")
+    return isinstance(animal, str) and bool(KEY_ID.fullmatch(animal))

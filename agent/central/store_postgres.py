@@ -2,8 +2,8 @@
 
 Tables: ``gateways`` (one row per device), ``sequences`` (highest seq per device
 and epoch), ``batches`` (every attempt, replays included), and one table per
-record kind (``readings``, ``alerts``, ``events``, ``inferences``), each with
-UNIQUE(device_id, record_id). The view ``reading_values`` has one row per
+record kind (``readings``, ``alerts``, ``events``, ``inferences``,
+``identifications``), each with UNIQUE(device_id, record_id). The view ``reading_values`` has one row per
 reading and metric. Migrations are numbered, run under an advisory lock and
 recorded in ``schema_migrations``.
 """
@@ -144,6 +144,39 @@ SELECT r.device_id, r.record_id, r.sensor_id, r.firmware, r.animal_id,
        r.units ->> v.key AS unit, (r.raw ->> v.key)::double precision AS raw_value,
        r.received_at
 FROM readings r CROSS JOIN LATERAL jsonb_each(r."values") AS v;
+""",
+    ),
+    (
+        2,
+        "identifications",
+        f"""
+CREATE TABLE identifications (
+    id bigserial PRIMARY KEY,
+    device_id text NOT NULL,
+    record_id text NOT NULL,
+    camera_id text NOT NULL,
+    visit_id text NOT NULL,
+    status text NOT NULL,
+    tag_number text,
+    animal_id text,
+    station text,
+    rfid_eid text,
+    rfid_agrees boolean,
+    confidence double precision NOT NULL,
+    started_wall_ts double precision NOT NULL,
+    ended_wall_ts double precision NOT NULL,
+    flags jsonb NOT NULL DEFAULT '[]'::jsonb,
+    evidence jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    model_versions jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    crop_jpeg bytea,
+    {_STAMP_COLS}
+    UNIQUE (device_id, record_id)
+);
+CREATE INDEX identifications_animal_time ON identifications (animal_id, ended_wall_ts)
+    WHERE animal_id IS NOT NULL;
+CREATE INDEX identifications_camera_time ON identifications (device_id, camera_id, ended_wall_ts);
+CREATE INDEX identifications_to_check ON identifications (status, ended_wall_ts)
+    WHERE status <> 'identified';
 """,
     ),
 ]

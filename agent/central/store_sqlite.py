@@ -138,6 +138,39 @@ SELECT r.device_id, r.record_id, r.sensor_id, r.firmware, r.animal_id,
 FROM readings r, json_each(r."values") AS v;
 """,
     ),
+    (
+        2,
+        "identifications",
+        f"""
+CREATE TABLE identifications (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    camera_id TEXT NOT NULL,
+    visit_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    tag_number TEXT,
+    animal_id TEXT,
+    station TEXT,
+    rfid_eid TEXT,
+    rfid_agrees INTEGER,
+    confidence REAL NOT NULL,
+    started_wall_ts REAL NOT NULL,
+    ended_wall_ts REAL NOT NULL,
+    flags TEXT NOT NULL DEFAULT '[]',
+    evidence TEXT NOT NULL DEFAULT '{{}}',
+    model_versions TEXT NOT NULL DEFAULT '{{}}',
+    crop_jpeg BLOB,
+    {_STAMP_COLS}
+    UNIQUE (device_id, record_id)
+);
+CREATE INDEX identifications_animal_time ON identifications (animal_id, ended_wall_ts)
+    WHERE animal_id IS NOT NULL;
+CREATE INDEX identifications_camera_time ON identifications (device_id, camera_id, ended_wall_ts);
+CREATE INDEX identifications_to_check ON identifications (status, ended_wall_ts)
+    WHERE status <> 'identified';
+""",
+    ),
 ]
 
 

@@ -10,11 +10,23 @@ and the gateway would resend the poison record forever.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agent.records.protocol import ID_PATTERN
 from agent.records.types import RecordKind
@@ -23,6 +35,11 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 MAX_JSON_DEPTH = 32
 MAX_REASON = 200
+# A crop rides along only for a flagged or reviewed visit: a small JPEG of the tag.
+MAX_CROP_BYTES = 256 * 1024
+# re.fullmatch, never re.match with "$": "$" also matches before a final newline.
+_ID = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))
+_TAG_NUMBER = re.compile(r"[0-9A-Za-z]{1,12}")
 
 class _Common(BaseModel):
     """Fields every record carries (R6 stamp included)."""
@@ -75,6 +92,86 @@ class InferenceIn(_Common):
     animal_id: str | None = Field(None, max_length=128)
 
 
+class IdentificationIn(_Common):
+    """Which cow walked past a camera (agent.records.Identification).
+
+    Beyond the field types: an ``identified`` or ``flagged`` visit names the tag
+    number it read, a ``review`` visit claims none (a wrong number is worse than
+    none), and a crop is a JPEG of at most MAX_CROP_BYTES.
+    """
+
+    camera_id: str
+    visit_id: str
+    status: Literal["identified", "flagged", "review"]
+    confidence: FiniteFloat = Field(ge=0.0, le=1.0)
+    started_wall_ts: FiniteFloat
+    ended_wall_ts: FiniteFloat
+    tag_number: str | None = None
+    animal_id: str | None = Field(None, min_length=1, max_length=128)
+    station: str | None = Field(None, min_length=1, max_length=128)
+    rfid_eid: str | None = Field(None, min_length=1, max_length=64)
+    rfid_agrees: bool | None = None
+    flags: list[str] = Field(default_factory=list, max_length=32)
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    model_versions: dict[str, str] = Field(default_factory=dict)
+    crop_jpeg_b64: str | None = None
+
+    @field_validator("camera_id", "visit_id")
+    @classmethod
+    def _is_id(cls, value: str) -> str:
+        if not _ID.fullmatch(value):
+            raise ValueError("must be 1 to 128 of A-Z a-z 0-9 _ . : -")
+        return value
+
+    @field_validator("tag_number")
+    @classmethod
+    def _is_tag(cls, value: str | None) -> str | None:
+        if value is not None and not _TAG_NUMBER.fullmatch(value):
+            raise ValueError("must be 1 to 12 letters or digits, nothing else")
+        return value
+
+    @field_validator("flags")
+    @classmethod
+    def _short_flags(cls, value: list[str]) -> list[str]:
+        if any(not 0 < len(flag) <= 64 for flag in value):
+            raise ValueError("each flag must be 1 to 64 characters")
+        return value
+
+    @field_validator("crop_jpeg_b64")
+    @classmethod
+    def _is_small_jpeg(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        # Refuse by length first: never decode a huge string to find it too large.
+        if len(value) > (MAX_CROP_BYTES + 2) // 3 * 4:
+            raise ValueError(
+                f"crop is over {MAX_CROP_BYTES} bytes; send a smaller crop or none"
+            )
+        try:
+            data = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as err:
+            raise ValueError(f"crop is not valid base64 ({err})") from err
+        if not data.startswith(b"\xff\xd8\xff"):
+            raise ValueError("crop is not a JPEG (no FF D8 FF start)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        # The visit's wall times are not compared: a gateway without a real-time
+        # clock may step its clock mid-visit, and that must not lose the record.
+        if self.status == "review" and self.tag_number is not None:
+            raise ValueError("a review visit claims no tag_number; send it as null")
+        if self.status != "review" and self.tag_number is None:
+            raise ValueError(f"status {self.status} needs its tag_number (review if unread)")
+        return self
+
+
+def _identification_row(row: dict[str, Any]) -> None:
+    """Store the crop as bytes (validated above), not as base64 text."""
+    text = row.pop("crop_jpeg_b64", None)
+    row["crop_jpeg"] = None if text is None else base64.b64decode(text, validate=True)
+
+
 @dataclass(frozen=True, slots=True)
 class KindSpec:
     """Where a kind is stored: its table and its columns (besides device_id, batch_id)."""
@@ -84,6 +181,8 @@ class KindSpec:
     model: type[_Common]
     columns: tuple[str, ...]
     json_columns: frozenset[str]
+    # Turns the validated fields into the row, in place, when they differ.
+    to_row: Callable[[dict[str, Any]], None] | None = None
 
 
 _STAMP = ("wall_ts", "mono_ns", "boot_id", "clock_synced")
@@ -119,6 +218,16 @@ KINDS: dict[str, KindSpec] = {
         ("record_id", "model", "model_version", "source_id", "animal_id", *_STAMP,
          "latency_ms", "outputs", "extra"),
         frozenset({"outputs", "extra"}),
+    ),
+    RecordKind.IDENTIFICATION: KindSpec(
+        RecordKind.IDENTIFICATION,
+        "identifications",
+        IdentificationIn,
+        ("record_id", "camera_id", "visit_id", "status", "tag_number", "animal_id", "station",
+         "rfid_eid", "rfid_agrees", "confidence", "started_wall_ts", "ended_wall_ts",
+         *_STAMP, "flags", "evidence", "model_versions", "crop_jpeg", "extra"),
+        frozenset({"flags", "evidence", "model_versions", "extra"}),
+        _identification_row,
     ),
 }
 
@@ -180,6 +289,8 @@ def validate_record(index: int, data: Any) -> ValidRecord | InvalidRecord:
         if key in extra:
             row.pop(key)
     row["extra"] = extra
+    if spec.to_row is not None:
+        spec.to_row(row)
     return ValidRecord(index, record_id, str(spec.kind), {c: row.get(c) for c in spec.columns})
 
 

@@ -17,10 +17,12 @@ from agent.errors import ConfigError
 from tests.helpers_anomaly import series
 
 
-def test_manifest_sha256_matches_files() -> None:
+def test_forecaster_manifest_entry_matches_its_file() -> None:
+    # Every entry's hash, size and self-test: tests/test_models_manifest.py.
     manifest = json.loads((MODELS_DIR / "manifest.json").read_text())
-    assert manifest["models"], "no models listed"
-    for entry in manifest["models"]:
+    entries = [e for e in manifest["models"] if e["name"] == "forecaster_w32"]
+    assert entries, "forecaster_w32 not listed"
+    for entry in entries:
         blob = (MODELS_DIR / entry["file"]).read_bytes()
         assert hashlib.sha256(blob).hexdigest() == entry["sha256"]
         assert entry["inputs"][0]["dtype"] == "int8"

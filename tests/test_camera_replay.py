@@ -55,7 +55,7 @@ def _cfg(uri: Path | str, **kw: object) -> CameraConfig:
 
 
 def _read_all(source: ReplaySource, limit: int = 1000) -> list[np.ndarray]:
-    out = []
+    out: list[np.ndarray] = []
     while len(out) < limit:
         image = source.read()
         if image is None:

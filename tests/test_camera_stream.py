@@ -41,7 +41,7 @@ class MjpegCamera:
         camera = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 self.send_response(200)
                 self.send_header(
                     "Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}"
@@ -50,7 +50,7 @@ class MjpegCamera:
                 while not camera._closing.is_set():
                     if not camera.sending.wait(0.02):
                         continue  # paused: connection open, nothing sent
-                    ok, jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 200, np.uint8))
+                    _, jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 200, np.uint8))
                     data = jpeg.tobytes()
                     try:
                         self.wfile.write(

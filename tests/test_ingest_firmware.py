@@ -14,7 +14,7 @@ from tests.helpers_ingest import FIRMWARE_DIR, make_ingestor
 
 def test_shipped_firmware() -> None:
     specs = {s.kind: s for s in load_firmware_dir(FIRMWARE_DIR)}
-    assert set(specs) == {"climate", "tank", "milk", "collar", "water"}
+    assert set(specs) == {"climate", "tank", "milk", "collar", "water", "rfid"}
     assert {s.format for s in specs.values()} == {"json", "csv", "binary"}
     for spec in specs.values():
         assert spec.msg_id_fields, f"{spec.firmware} has no device message id (R1)"
@@ -27,6 +27,7 @@ def test_subscriptions_cover_every_firmware_and_follow_prefix() -> None:
         "barn/climate/+",
         "barn/collar/+",
         "barn/milk/+",
+        "barn/rfid/+",
         "barn/tank/+",
         "barn/water/+",
     ]

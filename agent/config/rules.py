@@ -84,6 +84,11 @@ class RoleMapping(Section):
         default_factory=lambda: ["water-flow"],
         description="Firmware names of water flow meters (sensor checks only).",
     )
+    rfid: list[str] = Field(
+        default_factory=lambda: ["rfid-reader"],
+        description="Firmware names of RFID/EID readers at a station (silent between "
+        "milkings; their reads are cross-checked with ear-tag cameras).",
+    )
     temperature_key: str = Field("temperature_c", description="Air temperature value (°C).")
     humidity_key: str = Field("humidity_pct", description="Relative humidity value (%).")
     milk_temp_key: str = Field("milk_temp_c", description="Bulk-tank milk temperature (°C).")
@@ -438,6 +443,7 @@ def _inactivity() -> dict[str, float]:
         "milk_meter": 16 * 3600.0,
         "collar": 3 * 3600.0,
         "water": 1800.0,
+        "rfid": 16 * 3600.0,
         "other": 3600.0,
     }
 

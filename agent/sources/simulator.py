@@ -273,6 +273,16 @@ class BarnSimulator:
             total += flow * dev.spec.sampling_period_s / 60.0
             dev.state["total"] = total
             return {**ids, "flow": round(flow, 2), "total": round(total, 1)}
+        if kind == "rfid":
+            # An EID reader at a station: a cow of the herd walks past its antenna.
+            cow = self._cows[(dev.seq * 7 + dev.index) % len(self._cows)]
+            return {
+                **ids,
+                "ts": int(ts),
+                "eid": f"982000{cow['number']:09d}",
+                "ant": 1 + dev.seq % 2,
+                "rssi": -40 - rng.randrange(40),
+            }
         raise ValueError(f"the simulator knows no firmware kind {kind!r}")
 
     def _tank_setup(self, dev: _Device, ts: float) -> dict[str, Any]:

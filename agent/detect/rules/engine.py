@@ -27,7 +27,7 @@ from agent.detect.rules.rumination import RuminationRule
 from agent.records import Alert, Reading, Stamp
 
 STATE_VERSION = 1
-ROLES = ("climate", "bulk_tank", "milk_meter", "collar", "water")
+ROLES = ("climate", "bulk_tank", "milk_meter", "collar", "water", "rfid")
 
 
 class _Rule(Protocol):

@@ -35,6 +35,14 @@ class ReaderParams:
     min_text_px: float = 12.0  # box height in frame pixels below which digits are unreadable
     small_image_px: int = 480  # a smaller image may be a crop around one tag
     pad_small: int = 16  # border added around a small image before detection
+    # A number closer than this to the frame edge may go on past it (a cut digit is
+    # often left out of the box): not read. In text heights, at least edge_px.
+    edge_margin: float = 0.6
+    edge_px: int = 2
+    # A number hidden in part (by a bar, hair, another tag) ends where the occluder
+    # starts, so the box's end columns are not the tag plastic behind the digits.
+    end_strip: float = 0.12  # end-column strip width, in box heights (0: no check)
+    end_match: float = 0.6  # share of each end strip that must look like the plastic
 
 
 class EartagReader:
@@ -69,6 +77,10 @@ class EartagReader:
             if min(box.size) < self.params.min_text_px:
                 continue
             reading = self._read_box(work, box, pad, w, h)
+            if reading.number is not None and self._maybe_cut(work, box, reading, small):
+                # The number may go on past the edge or under an occluder: '858' of
+                # '85878' is a wrong number.
+                reading = TagReading(None, 0.0, reading.box, reading.crop)
             readings.append(reading)
         readings = _drop_small_lines(readings)
         if small and not any(r.number for r in readings):
@@ -87,6 +99,16 @@ class EartagReader:
         bw, bh = min(bw, w - x), min(bh, h - y)
         conf = float(np.prod(confs)) if number else 0.0
         return TagReading(number, conf, (x, y, bw, bh), crop, confs if number else ())
+
+    def _maybe_cut(self, work: np.ndarray, box: TextBox, reading: TagReading,
+                   small: bool) -> bool:
+        p = self.params
+        margin = max(p.edge_px, p.edge_margin * min(box.size))
+        if not small and touches_edge(box, work.shape[1], work.shape[0], margin):
+            return True
+        if p.end_strip > 0 and reading.crop is not None:
+            return not ends_on_plastic(reading.crop, p.end_strip, p.end_match)
+        return False
 
     def _read_crop(self, crop: np.ndarray) -> tuple[str | None, tuple[float, ...]]:
         decoded = recognise(self.rec, crop, self.params.rec)
@@ -112,13 +134,14 @@ class EartagReader:
 
 def _drop_small_lines(readings: list[TagReading]) -> list[TagReading]:
     """On a two-line tag the management number is the big line: drop a read line
-    stacked directly above or below a clearly taller read line."""
+    stacked directly above or below a clearly taller text box, read or not (the
+    small herd-id line alone is never the management number)."""
     keep = []
     for r in readings:
         x, y, w, h = r.box
         shadowed = False
         for o in readings:
-            if o is r or o.number is None or r.number is None:
+            if o is r or r.number is None:
                 continue
             ox, oy, ow, oh = o.box
             overlap_x = min(x + w, ox + ow) - max(x, ox)
@@ -129,3 +152,36 @@ def _drop_small_lines(readings: list[TagReading]) -> list[TagReading]:
         if not shadowed:
             keep.append(r)
     return keep
+
+
+def touches_edge(box: TextBox, width: int, height: int, margin: float) -> bool:
+    pts = box.points()
+    return bool(pts[:, 0].min() < margin or pts[:, 1].min() < margin
+                or pts[:, 0].max() > width - 1 - margin or pts[:, 1].max() > height - 1 - margin)
+
+
+
+def ends_on_plastic(crop: np.ndarray, strip: float, min_match: float) -> bool:
+    """Whether both end strips of a text crop look like the tag's plastic: the
+    background colour of the crop's middle (majority Otsu class), within its
+    spread. Ink or an occluder at an end means the number may go on there."""
+    h, w = crop.shape[:2]
+    k = max(2, int(round(strip * h)))
+    if w < 4 * k:
+        return False
+    lab = cv2.cvtColor(crop, cv2.COLOR_BGR2LAB).astype(np.float32)
+    middle = crop[:, k:w - k]
+    grey = cv2.cvtColor(middle, cv2.COLOR_BGR2GRAY)
+    _, cls = cv2.threshold(grey, 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    fg = cls.astype(bool)
+    bg_mask = fg if fg.sum() >= (~fg).sum() else ~fg
+    bg = lab[:, k:w - k][bg_mask]
+    if len(bg) < 8:
+        return False
+    mean = bg.mean(axis=0)
+    tol = float(np.linalg.norm(bg.std(axis=0))) * 2.0 + 10.0
+    for end in (lab[:, :k], lab[:, w - k:]):
+        dist = np.linalg.norm(end.reshape(-1, 3) - mean, axis=1)
+        if float((dist < tol).mean()) < min_match:
+            return False
+    return True

@@ -108,6 +108,21 @@ def test_with_a_lens_a_box_still_maps_back(rotation: int) -> None:
     assert bw * bh < 1.7 * 60 * 36  # at k1 = -0.3 in the corner: a box of a box
 
 
+@pytest.mark.parametrize("lens", [False, True])
+def test_scale_folds_the_model_downscale_into_the_same_pass(lens: bool) -> None:
+    img = cv2.GaussianBlur(_frame(4), (9, 9), 3)
+    cfg = CameraConfig(id="c", rotation=90, roi=(0.1, 0.1, 0.8, 0.7))
+    out = Preprocessor(cfg, _cal() if lens else None, scale=0.5).process(img)
+    full = Preprocessor(cfg, _cal() if lens else None).process(img)
+    x, y, w, h = out.geometry.crop
+    assert out.image.shape[:2] == (round(h / 2), round(w / 2)) and out.geometry.scale == 0.5
+    half = cv2.resize(full.image, out.geometry.size, interpolation=cv2.INTER_AREA)
+    assert np.abs(out.image.astype(int) - half.astype(int)).mean() < 1.5
+    box = (300, 200, 40, 40)
+    marked = Preprocessor(cfg, _cal() if lens else None, scale=0.5).process(_marked(box))
+    assert marked.geometry.to_original(_found(marked.image)) == pytest.approx(box, abs=3)
+
+
 def test_a_calibration_at_another_resolution_scales_or_is_refused() -> None:
     # same aspect ratio: the intrinsics scale (1280x960 frames, 640x480 calibration)
     big = cv2.resize(cv2.GaussianBlur(_frame(2), (9, 9), 3), (W * 2, H * 2))

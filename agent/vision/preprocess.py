@@ -17,6 +17,13 @@ Order, cheapest first (figures: ``scripts/bench_preprocess.py``):
 Undistortion keeps the calibrated camera matrix (same focal length and
 centre), so ROI fractions and pixel scales stay comparable to the raw frame.
 
+``cv2.remap`` is the one costly step (about 12 ms for a whole 720p frame on
+one core here, so 100+ ms on a gateway): its cost follows the OUTPUT pixels.
+So the ROI is applied inside the maps, and ``scale`` (e.g. 0.5) folds the
+model's downscale into the same remap: maps sampled at half resolution, each
+output pixel read at the centre of its 2x2 source block (bilinear there is
+the 2x2 average), a quarter of the cost and no separate resize.
+
 Every result carries a :class:`Geometry` that maps a box found in the
 processed image back to pixels of the ORIGINAL frame (as the camera gave it,
 unrotated, distorted): ``geometry.to_original(box)``. With undistortion the
@@ -128,32 +135,33 @@ class _Lens:
 class Geometry:
     """How a processed image relates to the original frame.
 
-    ``crop`` is x, y, w, h of the processed image inside the rotated (and,
-    with a lens, undistorted) frame; ``offset`` is its origin. ``scale`` is
-    1: preprocessing never resizes (models resize with :func:`resize` and pass
-    ``from_size`` to :meth:`to_original`).
+    ``crop`` is x, y, w, h of the region inside the rotated (and, with a lens,
+    undistorted) full-resolution frame; ``offset`` is its origin. ``scale``
+    is processed pixels per frame pixel (1 unless the Preprocessor was given
+    one); ``size`` is the processed image's size. Models that resize further
+    pass ``from_size`` to :meth:`to_original`.
     """
 
     original_size: Size
     rotation: int
     crop: tuple[int, int, int, int]
     lens: _Lens | None = None
+    scale: float = 1.0
 
     @property
     def size(self) -> Size:
-        return self.crop[2], self.crop[3]
+        return _scaled(self.crop[2], self.scale), _scaled(self.crop[3], self.scale)
 
     @property
     def offset(self) -> tuple[int, int]:
         return self.crop[0], self.crop[1]
 
-    @property
-    def scale(self) -> float:
-        return 1.0
-
     def points_to_original(self, pts: np.ndarray) -> np.ndarray:
         """Continuous points (N x 2) of the processed image -> the original frame."""
-        pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2) + np.array(self.offset)
+        pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+        cw, ch = self.crop[2], self.crop[3]
+        pw, ph = self.size
+        pts = pts * np.array([cw / pw, ch / ph]) + np.array(self.offset)
         native = unrotate_points(pts, self.original_size, self.rotation)
         if self.lens is not None:
             # the lens model works on pixel centres; continuous = centre + 0.5
@@ -216,10 +224,17 @@ class _Plan:
 class Preprocessor:
     """Per-camera preprocessing; build once per camera, call :meth:`process` per frame.
 
+    ``scale`` (0 < scale <= 1) shrinks the result in the same pass: with a
+    lens it is folded into the remap (cost follows output pixels), without
+    one it is a :func:`resize` for ``"model"`` after the crop.
     Not thread-safe (the plan cache): one per camera, used by the vision worker.
     """
 
-    def __init__(self, cfg: CameraConfig, calibration: CameraCalibration | None = None) -> None:
+    def __init__(self, cfg: CameraConfig, calibration: CameraCalibration | None = None,
+                 scale: float = 1.0) -> None:
+        if not 0 < scale <= 1:
+            raise ValueError(f"scale {scale}: must be in (0, 1]")
+        self.scale = scale
         self.camera_id = cfg.id
         self.rotation: int = cfg.rotation
         self.roi = cfg.roi
@@ -246,13 +261,15 @@ class Preprocessor:
             out = image[y:y + h, x:x + w]  # a view
             if self.rotation:
                 out = cv2.rotate(out, _ROTATE_CODE[self.rotation])
+            if self.scale != 1.0:
+                out = resize(out, plan.geometry.size, "model")
         return Processed(out, plan.geometry)
 
     def _plan(self, size: Size) -> _Plan:
         crop = roi_rect(rotated_size(size, self.rotation), self.roi)
         lens = self._lens_for(size)
         if lens is None:
-            return _Plan(Geometry(size, self.rotation, crop),
+            return _Plan(Geometry(size, self.rotation, crop, None, self.scale),
                          native_roi(size, self.rotation, self.roi), None)
         mx, my = cv2.initUndistortRectifyMap(
             lens.camera_matrix, lens.dist_coeffs, None, lens.camera_matrix, size, cv2.CV_32FC1
@@ -262,9 +279,16 @@ class Preprocessor:
             mx = cv2.rotate(mx, _ROTATE_CODE[self.rotation])
             my = cv2.rotate(my, _ROTATE_CODE[self.rotation])
         x, y, w, h = crop
-        m1, m2 = cv2.convertMaps(np.ascontiguousarray(mx[y:y + h, x:x + w]),
-                                 np.ascontiguousarray(my[y:y + h, x:x + w]), cv2.CV_16SC2)
-        return _Plan(Geometry(size, self.rotation, crop, lens), (0, 0, 0, 0), (m1, m2))
+        mx, my = mx[y:y + h, x:x + w], my[y:y + h, x:x + w]
+        geometry = Geometry(size, self.rotation, crop, lens, self.scale)
+        if self.scale != 1.0:
+            # sample the maps at the output pixels' centres (resize's convention),
+            # so each output pixel reads the centre of its source block
+            mx = cv2.resize(mx, geometry.size, interpolation=cv2.INTER_LINEAR)
+            my = cv2.resize(my, geometry.size, interpolation=cv2.INTER_LINEAR)
+        m1, m2 = cv2.convertMaps(np.ascontiguousarray(mx), np.ascontiguousarray(my),
+                                 cv2.CV_16SC2)
+        return _Plan(geometry, (0, 0, 0, 0), (m1, m2))
 
     def _lens_for(self, size: Size) -> _Lens | None:
         cal = self.calibration
@@ -289,6 +313,10 @@ class Preprocessor:
         return _Lens(k, cal.dist_coeffs.astype(np.float64))
 
 
+def _scaled(n: int, scale: float) -> int:
+    return n if scale == 1.0 else max(1, round(n * scale))
+
+
 # ------------------------------------------------------------------ resize/colour
 def resize(img: np.ndarray, size: Size, purpose: Purpose = "model") -> np.ndarray:
     """Resize ``img`` to ``size`` (width, height) with the cheapest method that
@@ -300,11 +328,12 @@ def resize(img: np.ndarray, size: Size, purpose: Purpose = "model") -> np.ndarra
       twice the target, then an exact 2x step: anti-aliased within a grey
       level or two of INTER_AREA for a fraction of its cost (INTER_AREA at
       non-integer factors is 5-15x slower).
-    - ``"thumbnail"``: tiny images (the presence gate). INTER_NEAREST to four
-      times the target, then INTER_AREA: each output pixel averages 16 samples
-      (sensor noise averaged out, so the gate does not fire on noise) at about
-      a tenth of a millisecond, where INTER_AREA over the whole 720p frame
-      costs ~1 ms and over 1080p ~5 ms.
+    - ``"thumbnail"``: tiny images (the presence gate), 8x down or more.
+      INTER_NEAREST to four times the target, then two exact 2x steps: each
+      output pixel averages 16 samples (sensor noise averaged out, so the gate
+      does not fire on noise) at about a tenth of a millisecond, where
+      INTER_AREA over the whole frame reads every pixel (~2 ms at 720p, ~7 ms
+      at 1080p). Smaller factors follow ``"model"``.
     - ``"crop"``: a small crop (a tag) for a recogniser: upscales use
       INTER_CUBIC (sharper strokes; microseconds at crop sizes), downscales
       follow ``"model"``.
@@ -314,9 +343,10 @@ def resize(img: np.ndarray, size: Size, purpose: Purpose = "model") -> np.ndarra
     if (sw, sh) == (dw, dh):
         return img
     down = min(sw / dw, sh / dh)
-    if purpose == "thumbnail" and down > 4:
+    if purpose == "thumbnail" and down >= 8:
         mid = cv2.resize(img, (dw * 4, dh * 4), interpolation=cv2.INTER_NEAREST)
-        return cv2.resize(mid, size, interpolation=cv2.INTER_AREA)
+        mid = cv2.resize(mid, (dw * 2, dh * 2), interpolation=cv2.INTER_LINEAR)
+        return cv2.resize(mid, size, interpolation=cv2.INTER_LINEAR)
     if purpose == "crop" and (dw > sw or dh > sh):
         return cv2.resize(img, size, interpolation=cv2.INTER_CUBIC)
     if down > 2:

@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="use the broker on this localhost port, or start an embedded one there "
         "(default 1883)",
     )
+    demo.add_argument(
+        "--no-camera",
+        action="store_true",
+        help="leave out the generated ear-tag camera (sensors only)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     cfg = sub.add_parser("config", help="check a config file or print its schema")
@@ -183,6 +188,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             rate=args.rate,
             data_dir=args.data_dir,
             mqtt_port=args.mqtt_port,
+            cameras=not args.no_camera,
         )
     )
 

@@ -4,6 +4,8 @@
     processing thread:  parse + calibrate -> detect -> StoreWriter.submit(on_commit=ack)
     writer thread:      group COMMIT (synchronous=FULL) -> MQTT PUBACK
     event loop:         Uploader (sync), web server, watchdog, periodic ticks
+    camera threads and one vision worker (agent.runtime.vision): frames ->
+                        models -> identifications -> StoreWriter.submit
 
 Nothing slow runs on the paho network thread, and the PUBACK for a message is
 sent only after the record (or its quarantine entry) is durably committed.
@@ -30,9 +32,10 @@ from agent.config.model import Config
 from agent.config.secrets import read_secret
 from agent.errors import ConfigError, InvalidPayload, StorageFault
 from agent.ingest.pipeline import Ingestor
-from agent.records.types import Alert, Event, Quarantined, Record, Stamp, stable_id
+from agent.records.types import Alert, Event, Identification, Quarantined, Record, Stamp, stable_id
 from agent.runtime.detection import Detection, calibration_check
 from agent.runtime.notify import Notifier
+from agent.runtime.vision import Vision
 from agent.sources.mqtt import MqttSource
 from agent.store.reader import StoreReader
 from agent.store.writer import StoreWriter
@@ -48,6 +51,8 @@ log = logging.getLogger(__name__)
 HANDOFF_CAPACITY = 2000
 # Alerts shown on the status page (newest first); /api/alerts has more.
 STATUS_ALERTS = 10
+# Ear-tag identifications shown on the status page (newest first).
+STATUS_IDENTIFICATIONS = 10
 # Without a systemd watchdog, still prove the store is writable this often.
 WATCHDOG_PROBE_S = 10.0
 _STOP = object()
@@ -116,6 +121,8 @@ class Agent:
         self.uploader: Uploader | None = None
         self.notifier = Notifier()
         self._stopping = threading.Event()
+        self.vision = Vision(config, self.clock, self.boot, self._store_identification,
+                             self._stamp)
 
     # -- paho thread --------------------------------------------------------
     def _on_message(self, topic: str, payload: bytes, ack: Callable[[], None]) -> None:
@@ -152,6 +159,7 @@ class Agent:
             self._store(self.ingestor.quarantine(topic, payload, err), ack)
             return
         alerts = self.detection.on_reading(reading)
+        self.vision.note_reading(reading)  # RFID reads: cross-checked with ear tags
         self._store(reading, ack)
         for alert in alerts:
             self._store(alert, partial(self._publish_alert, alert))
@@ -164,6 +172,10 @@ class Agent:
                 log.warning("stopping with %s not stored; the broker still has it",
                             item.record_id)
                 return
+
+    def _store_identification(self, ident: Identification) -> None:
+        """From the vision worker: the same writer, outbox and sync as readings."""
+        self._store(ident, _nothing)
 
     def _submit_alert(self, alert: Alert) -> None:
         """From the event loop (timed rules): stored by the processing thread."""
@@ -220,6 +232,7 @@ class Agent:
             problems.append(
                 f"buffer was corrupt at start; moved to {self.writer.moved_aside.name}"
             )
+        problems.extend(self.vision.problems)
         return problems
 
     def _report_corrupt_buffer(self) -> None:
@@ -286,6 +299,12 @@ class Agent:
                 for a in self.reader.recent_alerts(STATUS_ALERTS)
             ],
             problems=self._problems(),
+            cameras=self.vision.camera_status(),
+            models=self.vision.model_status(),
+            identifications=(
+                self.reader.recent_identifications(STATUS_IDENTIFICATIONS)
+                if self.vision.enabled else []
+            ),
         )
 
     # -- lifecycle ------------------------------------------------------------
@@ -320,6 +339,11 @@ class Agent:
                 tasks.append(asyncio.create_task(self.uploader.run(stop), name="sync"))
             tasks.append(asyncio.create_task(self._tick_loop(stop), name="ticks"))
             self.mqtt.start()
+            if self.vision.enabled:
+                # Models load and self-test off the loop; MQTT ingest is already running.
+                await asyncio.to_thread(self.vision.start)
+                tasks.append(asyncio.create_task(self.vision.registry.watch(stop),
+                                                 name="model-reload"))
             await stop.wait()
         finally:
             await self._shutdown(tasks, web_runner)
@@ -400,6 +424,8 @@ class Agent:
         await asyncio.to_thread(self.mqtt.stop)
         self._handoff.put(_STOP)
         await asyncio.to_thread(self._processor.join, 10)
+        # Cameras stop; open visits close and are stored before the writer closes.
+        await asyncio.to_thread(self.vision.stop)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -417,6 +443,10 @@ class Agent:
             stats.stale_acks,
             int(dedup),
         )
+
+
+def _nothing() -> None:
+    """On commit of a record no broker waits for (identifications)."""
 
 
 def _secret_bytes(name: str) -> bytes | None:

@@ -21,6 +21,7 @@ from agent.central.server import run_central
 from agent.config.loader import load_config
 from agent.runtime.daemon import Agent
 from agent.sources.broker import ensure_broker
+from agent.sources.camera.synthetic import DEFAULT_HERD
 from agent.sources.publisher import run_simulation
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ async def run_demo(
     data_dir: Path | None = None,
     mqtt_port: int = 1883,
     on_ready: Callable[[DemoInfo], None] | None = None,
+    cameras: bool = True,
 ) -> int:
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="dairy-edge-demo-"))
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -82,6 +84,14 @@ async def run_demo(
             },
             "sync": {"url": central.url, "key_id": "demo", "interval_s": 1.0},
             "web": {"host": "127.0.0.1", "port": _free_port(web_port)},
+            # A generated walk-through lane: cows of examples/herd.csv (and two
+            # strangers) pass the ear-tag camera; identifications join the readings.
+            "cameras": [
+                {"id": "lane1", "role": "eartag", "source": "synthetic", "uri": "7",
+                 "station": "lane1", "fps_cap": 5.0, "infer_fps": 2.0}
+            ] if cameras else [],
+            "vision": {"eartag": {"herd_register": str(DEFAULT_HERD),
+                                  "review_dir": str(data_dir / "review")}},
         }
     )
     agent = Agent(config, hmac_key=key)
@@ -127,6 +137,7 @@ async def run_demo(
                 f"  readings buffered {counts.get('readings', 0):>6}   "
                 f"quarantined {counts.get('quarantine', 0):>4}   "
                 f"unsynced {counts.get('backlog', 0):>5}   "
+                f"cows identified {counts.get('identifications', 0):>4}   "
                 f"central has {stats.get('records', 0):>6}",
                 flush=True,
             )

@@ -1,0 +1,255 @@
+"""The vision half of the agent: cameras -> scheduler -> models -> visits -> writer.
+
+    camera threads:   CameraWorker reads frames, offers them to the scheduler
+                      (never blocks: a one-slot mailbox per camera)
+    vision worker:    InferenceScheduler takes frames within each camera's
+                      budget and presence gate -> preprocess -> ear-tag reader
+                      -> visit voter -> identification -> review queue, crop
+                      budget -> StoreWriter (the same writer and outbox as
+                      every reading)
+    processing thread (MQTT): RFID reads are handed over through a bounded
+                      queue and cross-checked on the vision worker
+
+Nothing here runs on the MQTT path: a camera or model that fails shows in the
+status and the metrics, and ingest, the store and sync go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections.abc import Callable
+from typing import Any
+
+from agent.clock import Clock
+from agent.config.model import CameraConfig, Config
+from agent.errors import ConfigError
+from agent.metrics import FRAMES_DROPPED
+from agent.models.registry import ModelRegistry
+from agent.records.types import Identification, Reading, Stamp
+from agent.sources.camera.base import Frame
+from agent.sources.camera.worker import CameraWorker
+from agent.vision.calibrate import resolve_calibration
+from agent.vision.eartag.frame import EartagReader
+from agent.vision.eartag.models import MODEL_NAMES, runners_from_registry
+from agent.vision.eartag.register import HerdRegister
+from agent.vision.eartag.review import CropBudget, ReviewQueue, attach_crop
+from agent.vision.eartag.types import TagReading
+from agent.vision.eartag.visit import VisitResult, VisitTracker
+from agent.vision.preprocess import Preprocessor
+from agent.vision.scheduler import InferenceScheduler
+
+log = logging.getLogger(__name__)
+
+# RFID reads waiting for the vision worker; a reader repeats its reads, so
+# dropping beyond this (logged) loses no cow.
+RFID_QUEUE = 1000
+
+
+class Vision:
+    """Every camera and the models they feed; ``start`` / ``stop`` from the daemon.
+
+    ``submit`` hands a finished identification to the store (it may block while
+    the store is full: it runs on the vision worker, never on the MQTT path).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock,
+        boot: str,
+        submit: Callable[[Identification], None],
+        stamp: Callable[[], Stamp],
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self._submit = submit
+        self.problems: list[str] = []
+        cameras = list(config.cameras) if config.vision.enabled else []
+        eartag = [c for c in cameras if c.role == "eartag"]
+        self.registry = ModelRegistry(
+            config.vision.models, required=MODEL_NAMES if eartag else ()
+        )
+        register = self._load_register()
+        self.preprocessors: dict[str, Preprocessor] = {}
+        for cam in cameras:
+            self.preprocessors[cam.id] = Preprocessor(cam, self._calibration(cam))
+        tag_cfg = config.vision.eartag
+        self.trackers: dict[str, VisitTracker] = {
+            cam.id: VisitTracker(
+                tag_cfg,
+                cam.id,
+                boot_id=boot,
+                stamp=stamp,
+                station=cam.station,
+                register=register,
+                model_versions=self.registry.versions,
+            )
+            for cam in eartag
+        }
+        self._stations = {cam.station: cam.id for cam in eartag if cam.station}
+        self.review = ReviewQueue(
+            tag_cfg.review_dir or config.gateway.data_dir / "review", tag_cfg.review_max_bytes
+        )
+        self.budget = CropBudget(tag_cfg.upload_crop_bytes_per_day)
+        self._reader: EartagReader | None = None
+        self._rfid: queue.Queue[Reading] = queue.Queue(maxsize=RFID_QUEUE)
+        self._rfid_firmware = set(config.detect.rules.mapping.rfid)
+        self.scheduler: InferenceScheduler[Frame] = InferenceScheduler(cameras, self._process)
+        self.scheduler.close_idle(self._tick)
+        self.workers = [CameraWorker(cam, self._offer, clock=clock) for cam in cameras]
+        self._unsupported_logged: set[str] = set()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.workers)
+
+    def _load_register(self) -> HerdRegister | None:
+        path = self.config.vision.eartag.herd_register
+        if path is None:
+            return None
+        try:
+            return HerdRegister.load(path)
+        except ConfigError as err:
+            # Without the register every visit would go out unchecked: say so and
+            # run without it rather than stop ingest over a spreadsheet typo.
+            self.problems.append(f"herd register not loaded: {err}")
+            log.error("herd register not loaded (%s); visits are not checked against it", err)
+            return None
+
+    def _calibration(self, cam: CameraConfig) -> Any:
+        try:
+            return resolve_calibration(cam, self.config.gateway.calibration_dir)
+        except ConfigError as err:
+            self.problems.append(f"camera {cam.id}: calibration not used: {err}")
+            log.error("camera %s: calibration not used: %s", cam.id, err)
+            return None
+
+    # -- lifecycle --------------------------------------------------------------
+    def start(self) -> None:
+        """Load and self-test the models, then start the worker and the cameras."""
+        if not self.enabled:
+            return
+        status = self.registry.load_all()
+        for name, st in status.items():
+            if st["state"] != "active":
+                log.error("model %s is %s: %s", name, st["state"], st.get("error"))
+        self.scheduler.start()
+        for worker in self.workers:
+            worker.start()
+        log.info("vision: %d camera(s) started", len(self.workers))
+
+    def stop(self) -> None:
+        """Stop the cameras and the worker, then close every open visit and store it."""
+        if not self.enabled:
+            return
+        for worker in self.workers:
+            worker.stop(2.0)
+        if not self.scheduler.stop(10.0):
+            log.warning("vision worker did not stop in time; open visits may be lost")
+            return
+        self._drain_rfid()
+        for tracker in self.trackers.values():
+            self._emit(tracker.flush())
+        self.registry.close()
+
+    def _offer(self, frame: Frame) -> None:
+        """On a camera thread: hand the frame over; drops are counted by the scheduler."""
+        self.scheduler.offer(frame)
+
+    # -- from the MQTT processing thread -----------------------------------------
+    def note_reading(self, reading: Reading) -> None:
+        """An RFID read for a station with an ear-tag camera: queue it (never blocks)."""
+        if reading.firmware not in self._rfid_firmware or reading.sensor_id not in self._stations:
+            return
+        try:
+            self._rfid.put_nowait(reading)
+        except queue.Full:
+            log.warning("RFID queue full; read from %s not cross-checked", reading.sensor_id)
+
+    # -- the vision worker ---------------------------------------------------------
+    def _process(self, camera_id: str, frame: Frame) -> None:
+        tracker = self.trackers.get(camera_id)
+        if tracker is None:
+            if camera_id not in self._unsupported_logged:
+                self._unsupported_logged.add(camera_id)
+                log.warning("camera %s: no models for its role yet; frames are not analysed",
+                            camera_id)
+            return
+        reader = self._current_reader()
+        if reader is None:
+            FRAMES_DROPPED.labels(camera=camera_id, reason="error").inc()
+            self._emit(tracker.tick(frame.mono_ns))
+            return
+        processed = self.preprocessors[camera_id].process(frame.image)
+        readings = [
+            TagReading(
+                r.number, r.confidence,
+                _int_box(processed.geometry.to_original(r.box)),
+                r.crop, r.digit_confidences,
+            )
+            for r in reader.read(processed.image)
+        ]
+        self._emit(tracker.add(frame.mono_ns, frame.wall_ts, frame.index, readings))
+
+    def _tick(self) -> None:
+        self._drain_rfid()
+        now = self.clock.monotonic_ns()
+        for tracker in self.trackers.values():
+            self._emit(tracker.tick(now))
+
+    def _drain_rfid(self) -> None:
+        while True:
+            try:
+                reading = self._rfid.get_nowait()
+            except queue.Empty:
+                return
+            eid = reading.attributes.get("eid")
+            tracker = self.trackers.get(self._stations.get(reading.sensor_id, ""))
+            if tracker is not None and eid:
+                self._emit(tracker.note_rfid(str(eid), reading.stamp.mono_ns,
+                                             reading.stamp.wall_ts))
+
+    def _current_reader(self) -> EartagReader | None:
+        """The reader on the registry's active runners (a hot-loaded version is
+        picked up at the next frame)."""
+        runners = runners_from_registry(self.registry)
+        if runners is None:
+            return None
+        det, rec = runners
+        if self._reader is None:
+            self._reader = EartagReader(det, rec, self.config.vision.eartag.tag_pattern)
+        else:
+            self._reader.det, self._reader.rec = det, rec
+        return self._reader
+
+    def _emit(self, results: list[VisitResult]) -> None:
+        for result in results:
+            ident = result.identification
+            if ident.status != "identified":
+                self.review.save(ident, result.crops)
+                attach_crop(ident, result.crops[0] if result.crops else None, self.budget)
+            log.info("visit %s on %s: %s %s (%.2f)", ident.visit_id, ident.camera_id,
+                     ident.status, ident.tag_number or "-", ident.confidence)
+            self._submit(ident)
+
+    # -- status -------------------------------------------------------------------
+    def camera_status(self) -> list[dict[str, Any]]:
+        stats = self.scheduler.stats() if self.enabled else {}
+        out = []
+        for worker in self.workers:
+            st = worker.status().to_dict()
+            st["scheduler"] = stats.get(worker.id, {})
+            problem = self.preprocessors[worker.id].problem
+            if problem:
+                st["calibration_problem"] = problem
+            out.append(st)
+        return out
+
+    def model_status(self) -> dict[str, dict[str, Any]]:
+        return self.registry.status() if self.enabled else {}
+
+
+def _int_box(box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+    x, y, w, h = box
+    return round(x), round(y), max(1, round(w)), max(1, round(h))

@@ -114,7 +114,7 @@ def test_scale_folds_the_model_downscale_into_the_same_pass(lens: bool) -> None:
     cfg = CameraConfig(id="c", rotation=90, roi=(0.1, 0.1, 0.8, 0.7))
     out = Preprocessor(cfg, _cal() if lens else None, scale=0.5).process(img)
     full = Preprocessor(cfg, _cal() if lens else None).process(img)
-    x, y, w, h = out.geometry.crop
+    _x, _y, w, h = out.geometry.crop
     assert out.image.shape[:2] == (round(h / 2), round(w / 2)) and out.geometry.scale == 0.5
     half = cv2.resize(full.image, out.geometry.size, interpolation=cv2.INTER_AREA)
     assert np.abs(out.image.astype(int) - half.astype(int)).mean() < 1.5

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from agent.sources.camera.synth import SPLITS, check_seed, render_crop, render_scene
 from agent.sources.camera.synth.params import DEFAULT_SEEDS
 from agent.vision.eartag.detect import DetParams
-from agent.vision.eartag.frame import EartagReader, ReaderParams
+from agent.vision.eartag.frame import EartagReader, ReaderParams, end_matches
 from agent.vision.eartag.models import open_eartag_runners
 from agent.vision.eartag.read import RecParams
 from agent.vision.eartag.types import TagReading
@@ -103,7 +103,8 @@ class Tally:
         self.correct = 0
         self.wrong: list[dict[str, Any]] = []
         self.illegible_reported = 0
-        self.scores: list[tuple[float, float, bool]] = []  # confidence, min digit, correct
+        # confidence, min digit, correct, end-strip matches at 0.06 and 0.12 heights
+        self.scores: list[tuple[float, float, bool, float, float]] = []
         self.by: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
 
     def add(self, kind: str, label: dict[str, Any], readings: list[TagReading]) -> None:
@@ -114,7 +115,10 @@ class Tally:
             self.reported += 1
             i = match(r, tags)
             ok = i is not None and r.number == tags[i]["number"] and bool(tags[i]["legible"])
-            self.scores.append((round(r.confidence, 4), round(min(r.digit_confidences), 4), ok))
+            e6 = min(end_matches(r.crop, 0.06)) if r.crop is not None else 0.0
+            e12 = min(end_matches(r.crop, 0.12)) if r.crop is not None else 0.0
+            self.scores.append((round(r.confidence, 4), round(min(r.digit_confidences), 4), ok,
+                                round(e6, 3), round(e12, 3)))
             if i is not None and r.number == tags[i]["number"]:
                 if tags[i]["legible"]:
                     self.correct += 1

@@ -26,6 +26,7 @@ import numpy as np
 
 from agent.config.model import EartagConfig, ModelsConfig
 from agent.errors import ConfigError
+from agent.vision.eartag.detect import DetParams
 from agent.vision.eartag.frame import EartagReader, ReaderParams
 from agent.vision.eartag.models import open_eartag_runners
 from agent.vision.eartag.register import HerdRegister
@@ -149,8 +150,9 @@ def run_vision(args: argparse.Namespace) -> int:
         print(f"dairy-edge vision eartag: {err}", file=sys.stderr)
         return 2
     min_conf = eartag.min_confidence if args.min_confidence is None else args.min_confidence
-    reader = EartagReader(det, rec, args.tag_pattern or eartag.tag_pattern,
-                          ReaderParams(min_confidence=min_conf))
+    params = ReaderParams(min_confidence=min_conf,
+                          det=DetParams(max_side=args.det_max_side))
+    reader = EartagReader(det, rec, args.tag_pattern or eartag.tag_pattern, params)
     failed = False
     for name in args.images:
         line: dict[str, Any] = {"image": str(name)}
@@ -204,6 +206,9 @@ def add_vision_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                         "the config's vision.eartag.min_confidence, 0.9)")
     eartag.add_argument("--tag-pattern", default=None, metavar="REGEX",
                         help=r"the farm's tag format (default ^[0-9]{1,6}$)")
+    eartag.add_argument("--det-max-side", type=int, default=DetParams().max_side, metavar="PX",
+                        help="longest side the text detector sees (default %(default)s, as the "
+                        "live agent; 1280 finds more small tags at about twice the cost)")
     eartag.set_defaults(func=run_vision)
     return vision
 

@@ -37,11 +37,11 @@ class ReaderParams:
     pad_small: int = 16  # border added around a small image before detection
     # A number closer than this to the frame edge may go on past it (a cut digit is
     # often left out of the box): not read. In text heights, at least edge_px.
-    edge_margin: float = 0.6
+    edge_margin: float = 0.25
     edge_px: int = 2
     # A number hidden in part (by a bar, hair, another tag) ends where the occluder
     # starts, so the box's end columns are not the tag plastic behind the digits.
-    end_strip: float = 0.12  # end-column strip width, in box heights (0: no check)
+    end_strip: float = 0.0  # end-column strip width, in box heights (0: off, see docs)
     end_match: float = 0.6  # share of each end strip that must look like the plastic
 
 
@@ -162,26 +162,31 @@ def touches_edge(box: TextBox, width: int, height: int, margin: float) -> bool:
 
 
 def ends_on_plastic(crop: np.ndarray, strip: float, min_match: float) -> bool:
-    """Whether both end strips of a text crop look like the tag's plastic: the
-    background colour of the crop's middle (majority Otsu class), within its
-    spread. Ink or an occluder at an end means the number may go on there."""
+    """Whether both end strips of a text crop look like the tag's plastic (see
+    ``end_matches``). Ink or an occluder at an end means the number may go on there."""
+    left, right = end_matches(crop, strip)
+    return min(left, right) >= min_match
+
+
+def end_matches(crop: np.ndarray, strip: float) -> tuple[float, float]:
+    """Share of the left and right end strips (``strip`` crop heights wide) whose
+    colour is within the spread of the tag plastic: the background colour of the
+    crop's middle (majority Otsu class)."""
     h, w = crop.shape[:2]
-    k = max(2, int(round(strip * h)))
+    k = max(2, round(strip * h))
     if w < 4 * k:
-        return False
+        return 0.0, 0.0
     lab = cv2.cvtColor(crop, cv2.COLOR_BGR2LAB).astype(np.float32)
-    middle = crop[:, k:w - k]
-    grey = cv2.cvtColor(middle, cv2.COLOR_BGR2GRAY)
+    grey = cv2.cvtColor(crop[:, k:w - k], cv2.COLOR_BGR2GRAY)
     _, cls = cv2.threshold(grey, 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
     fg = cls.astype(bool)
-    bg_mask = fg if fg.sum() >= (~fg).sum() else ~fg
-    bg = lab[:, k:w - k][bg_mask]
+    bg = lab[:, k:w - k][fg if fg.sum() >= (~fg).sum() else ~fg]
     if len(bg) < 8:
-        return False
+        return 0.0, 0.0
     mean = bg.mean(axis=0)
     tol = float(np.linalg.norm(bg.std(axis=0))) * 2.0 + 10.0
+    shares = []
     for end in (lab[:, :k], lab[:, w - k:]):
         dist = np.linalg.norm(end.reshape(-1, 3) - mean, axis=1)
-        if float((dist < tol).mean()) < min_match:
-            return False
-    return True
+        shares.append(float((dist < tol).mean()))
+    return shares[0], shares[1]

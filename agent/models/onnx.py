@@ -48,6 +48,9 @@ class OnnxRunner:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3  # errors only: warnings about unused initialisers are noise
+        # The arena keeps the peak of every input size it has seen (frames differ in
+        # size): off, the resident memory of the ear-tag models fell from 194 to 122 MB.
+        opts.enable_cpu_mem_arena = False
         try:
             self._session = ort.InferenceSession(
                 str(path), sess_options=opts, providers=["CPUExecutionProvider"])

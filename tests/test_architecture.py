@@ -15,6 +15,7 @@ COMMON = {"errors", "clock", "metrics", "records", "config"}
 ALLOWED: dict[str, set[str]] = {
     "records": set(),
     "config": set(),
+    "bundled": set(),  # data only: firmware formats, calibrations, models, the example herd
     "ingest": set(),
     # The simulator encodes payloads with ingest's own firmware specs, so its
     # expected record ids are exactly what ingest derives.

@@ -16,7 +16,8 @@ from agent.config.base import Section
 from agent.config.rules import RulesConfig
 
 SAFE_ID = r"^[A-Za-z0-9_-]{1,64}$"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# Shipped data (agent/bundled: links in a checkout, copies in an installed wheel).
+BUNDLED = Path(__file__).resolve().parents[1] / "bundled"
 
 
 class GatewayConfig(Section):
@@ -30,11 +31,11 @@ class GatewayConfig(Section):
         description="Where the buffer database and state live (systemd StateDirectory).",
     )
     firmware_dir: Path = Field(
-        REPO_ROOT / "firmware_configs",
+        BUNDLED / "firmware_configs",
         description="Folder of firmware_configs/*.yaml: how each sensor node talks.",
     )
     calibration_dir: Path = Field(
-        REPO_ROOT / "calibration",
+        BUNDLED / "calibration",
         description="Folder of calibration/*.yaml: per-device corrections.",
     )
 
@@ -335,7 +336,7 @@ class CameraConfig(Section):
 
 class ModelsConfig(Section):
     dir: Path = Field(
-        REPO_ROOT / "models",
+        BUNDLED / "models",
         description="Folder with manifest.json and the model files it lists.",
     )
     threads: int = Field(1, ge=1, le=16, description="Threads per model runner.")

@@ -34,6 +34,7 @@ from agent.vision.eartag.frame import EartagReader
 from agent.vision.eartag.models import MODEL_NAMES, runners_from_registry
 from agent.vision.eartag.register import HerdRegister
 from agent.vision.eartag.review import CropBudget, ReviewQueue, attach_crop
+from agent.vision.eartag.static import StaticTextFilter
 from agent.vision.eartag.types import TagReading
 from agent.vision.eartag.visit import VisitResult, VisitTracker
 from agent.vision.preprocess import Preprocessor
@@ -87,6 +88,8 @@ class Vision:
             )
             for cam in eartag
         }
+        # Stall numbers and signs stand still; ear tags never do.
+        self.static = {cam.id: StaticTextFilter() for cam in eartag}
         self._stations = {cam.station: cam.id for cam in eartag if cam.station}
         self.review = ReviewQueue(
             tag_cfg.review_dir or config.gateway.data_dir / "review", tag_cfg.review_max_bytes
@@ -190,6 +193,7 @@ class Vision:
             )
             for r in reader.read(processed.image)
         ]
+        readings = self.static[camera_id].filter(readings, frame.mono_ns)
         self._emit(tracker.add(frame.mono_ns, frame.wall_ts, frame.index, readings))
 
     def _tick(self) -> None:
@@ -243,6 +247,8 @@ class Vision:
             problem = self.preprocessors[worker.id].problem
             if problem:
                 st["calibration_problem"] = problem
+            if worker.id in self.static:
+                st["static_text_dropped"] = self.static[worker.id].dropped
             out.append(st)
         return out
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from agent.errors import ConfigError
 
-MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "bundled" / "models"
 
 
 class ModelRunner(Protocol):

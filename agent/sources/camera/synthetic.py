@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from agent.clock import Clock, SystemClock
-from agent.config.model import REPO_ROOT, CameraConfig
+from agent.config.model import BUNDLED, CameraConfig
 from agent.sources.camera.base import CameraError
 from agent.sources.camera.synth.lane import Lane, Sprite, build_lane, compose, cow_sprites
 
 DEFAULT_SEED = 20261202
-DEFAULT_HERD = REPO_ROOT / "examples" / "herd.csv"
+DEFAULT_HERD = BUNDLED / "examples" / "herd.csv"
 TRUTH_KEEP = 100_000  # frames of ground truth kept (bounded: the demo runs for days)
 STRANGERS_PER_PASS = 2
 

@@ -8,8 +8,8 @@ from its label's "seed". Held-out images need seeds >= 900000; train and dev
 must stay below (the script refuses otherwise). Same arguments, same bytes.
 Each labels.jsonl line: {"image": "00000.jpg", "seed": ..., "split": ...,
 "width": ..., "height": ..., "ir": ..., "jpeg_quality": ..., "tags": [...],
-"distractors": [...]}; the tag label format is in
-agent/sources/camera/synth/scene.py.
+"distractors": [...]}; the tag label format (legible, borderline, covered,
+blur_px, pose, contrast, ...) is in agent/sources/camera/synth/scene.py.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         it = tqdm(seeds, desc=f"{args.split} {args.kind}", unit="img", disable=args.quiet)
     except ImportError:  # tqdm is not a base dependency: fall back to plain output
         it = seeds
-    legible = tags = 0
+    legible = borderline = tags = 0
     with (args.out / "labels.jsonl").open("w", encoding="utf-8") as labels:
         for n, s in enumerate(it):
             img, label = render_scene(s, params, (w, h)) if args.kind == "scenes" \
@@ -74,10 +74,11 @@ def main(argv: list[str] | None = None) -> int:
             labels.write(json.dumps({"image": name, **label}) + "\n")
             tags += len(label["tags"])  # type: ignore[arg-type]
             legible += sum(1 for t in label["tags"] if t["legible"])  # type: ignore[attr-defined,index]
+            borderline += sum(1 for t in label["tags"] if t["borderline"])  # type: ignore[attr-defined,index]
             if it is seeds and not args.quiet and (n + 1) % 50 == 0:
                 print(f"{n + 1}/{args.count}", file=sys.stderr)
-    print(f"wrote {args.count} {args.kind} to {args.out}: {tags} tags, {legible} legible",
-          file=sys.stderr)
+    print(f"wrote {args.count} {args.kind} to {args.out}: {tags} tags, {legible} legible "
+          f"({borderline} of them borderline)", file=sys.stderr)
     return 0
 
 

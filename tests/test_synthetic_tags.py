@@ -21,6 +21,16 @@ from agent.sources.camera.synth import (
     render_crop,
     render_scene,
 )
+from agent.sources.camera.synth.place import (
+    MAX_COVERED,
+    MIN_DIGIT_PX,
+    NEAR_COVERED,
+    NEAR_DIGIT_PX,
+    Blur,
+    Pose,
+    place_tag,
+)
+from agent.sources.camera.synth.tag import render_tag, sample_style
 from agent.sources.camera.synthetic import SyntheticSource, load_herd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,13 +111,76 @@ def test_heavy_occlusion_makes_a_tag_illegible() -> None:
     legible_clean = [render_crop(s, clean)[1]["tags"][0]["legible"] for s in range(10)]
     labels = [render_crop(s, covered)[1]["tags"][0] for s in range(20)]  # type: ignore[index]
     assert all(legible_clean)
-    hidden = [t for t in labels if t["covered"] > 0.35]
+    hidden = [t for t in labels if t["covered"] > MAX_COVERED]
     assert hidden and all(not t["legible"] and "covered" in t["why"] for t in hidden)
     small = render_crop(1, clean.with_(digit_height_px=(7.0, 9.0)))[1]["tags"][0]
     assert not small["legible"] and "small" in small["why"]
     blurred = render_crop(2, clean.with_(gauss_blur_p=1.0, gauss_sigma_px=(9.0, 10.0),
                                          digit_height_px=(20.0, 22.0)))[1]["tags"][0]
     assert not blurred["legible"] and "blur" in blurred["why"]
+
+
+def test_a_rail_drawn_after_the_tags_counts_as_cover() -> None:
+    """Dev scene 500205: a bar drawn for the other tag crosses tag 697's digits.
+    Only that tag's own decorations used to count, so it was labelled legible
+    with covered 0.0."""
+    img, label = render_scene(500205, DEV)
+    tag = next(t for t in label["tags"] if t["number"] == "697")  # type: ignore[attr-defined]
+    assert tag["covered"] > 0.6 and not tag["legible"] and "covered" in tag["why"]
+    # black ink shows at the top of the number's box; the lower half is grey steel
+    x, y, w, h = tag["number_box"]
+    assert img[y:y + h // 3, x:x + w].min() < 40 < img[y + h // 2:y + h, x:x + w].min()
+
+
+def _clean_tag(frame: np.ndarray, seed: int, centre: tuple[float, float]):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    clean = DEV.with_(dirt_p=0.0, fade_p=0.0)
+    art = render_tag(rng, sample_style(rng, clean, number="4821"), clean)
+    return place_tag(frame, art, 40.0, Pose(), centre, Blur())
+
+
+def test_anything_painted_over_the_number_later_is_counted() -> None:
+    frame = np.full((240, 320, 3), 90, np.uint8)
+    t = _clean_tag(frame, 1, (160.0, 120.0))
+    t.freeze(frame)
+    x, y, w, h = t.number_box
+    # no mask handed over: only the before/after comparison can see this
+    frame[y:y + h, x:x + w // 2] = (90, 90, 90)
+    t.settle(frame)
+    lab = t.label()
+    assert 0.35 < lab["covered"] < 0.65, lab["covered"]  # type: ignore[operator]
+    assert lab["digit_covered_max"] == 1.0 and not lab["legible"]
+
+
+def test_a_later_tag_hides_the_one_behind_it() -> None:
+    frame = np.full((240, 320, 3), 90, np.uint8)
+    behind = _clean_tag(frame, 1, (160.0, 120.0))
+    front = _clean_tag(frame, 2, (160.0, 120.0))
+    behind.occlude_by(front)
+    assert behind.label()["covered"] == 1.0 and front.label()["covered"] == 0.0
+
+
+def test_labels_carry_conditions_and_a_borderline_band() -> None:
+    keys = {"blur_px", "motion_blur_px", "gauss_sigma_px", "yaw_deg", "pitch_deg", "roll_deg",
+            "contrast", "ir", "jpeg_quality", "digit_height_px", "covered", "digit_covered_max",
+            "borderline", "near"}
+    tags = [t for s in range(30) for t in render_crop(s, DEV)[1]["tags"]]  # type: ignore[attr-defined]
+    tags += [t for s in range(8) for t in render_scene(s, DEV, (640, 360))[1]["tags"]]  # type: ignore[attr-defined]
+    for t in tags:
+        assert keys <= set(t), keys - set(t)
+        assert not (t["borderline"] and not t["legible"])  # a clear failure is never borderline
+        assert t["borderline"] == bool(t["near"])
+        if NEAR_COVERED < t["covered"] <= MAX_COVERED:
+            assert t["borderline"] or not t["legible"]
+        if t["legible"] and not t["borderline"]:
+            assert t["covered"] <= NEAR_COVERED and t["digit_height_px"] >= NEAR_DIGIT_PX
+    crisp = DEV.with_(hair_p=0, bar_p=0, glare_p=0, dirt_p=0, motion_blur_p=0, gauss_blur_p=0,
+                      tiny_p=0, ir_p=0, fade_p=0, yaw_deg=(0.0, 0.0), pitch_deg=(0.0, 0.0))
+    near = render_crop(4, crisp.with_(digit_height_px=(MIN_DIGIT_PX + 1, NEAR_DIGIT_PX - 1.5)))
+    tag = near[1]["tags"][0]  # type: ignore[index]
+    assert tag["legible"] and tag["borderline"] and tag["near"] == ["small"], tag
+    assert render_crop(4, crisp.with_(motion_blur_p=1.0, motion_blur_px=(4.0, 4.0)))[1][
+        "tags"][0]["blur_px"] == 4.0  # type: ignore[index]
 
 
 def test_herd_register_parses_with_unique_tags_and_eids() -> None:

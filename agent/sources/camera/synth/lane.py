@@ -34,7 +34,7 @@ class Sprite:
     image: np.ndarray
     mask: np.ndarray  # uint8 0/1, H x W (cv2.copyTo is ~50x faster than np.copyto where=)
     tag_box: tuple[int, int, int, int]  # in sprite coordinates
-    readable: bool
+    readable: bool  # legible and not borderline
 
 
 @dataclass
@@ -95,8 +95,9 @@ def cow_sprites(rng: Rng, number: str, frame_h: int) -> tuple[Sprite, Sprite]:
             t.occlude(hair(rng, canvas, t, coat.hair))
         label = t.label()
         bx, by, bw, bh = t.box
+        # a reader is expected to read only clear tags; borderline ones may go either way
         sprites.append(Sprite(canvas, (alpha > 0.5).astype(np.uint8), (bx, by, bw, bh),
-                              bool(label["legible"])))
+                              bool(label["legible"]) and not label["borderline"]))
     return sprites[0], sprites[1]
 
 

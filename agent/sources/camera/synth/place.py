@@ -1,12 +1,30 @@
 """Put a flat tag into a picture: perspective, blur, glare, hair and bars in
 front, and the label that says whether the number can be read by design.
 
-Legibility (``legible``) is decided from what was drawn, not from any reader:
-a tag is illegible when its digits are under ``MIN_DIGIT_PX`` tall, when more
-than ``MAX_COVERED`` of the number's ink (or more than ``MAX_DIGIT_COVERED``
-of any one digit) is hidden by dirt, hair, bars, glare, another cow or the
-frame edge, when blur is too long for the digit size, when ink and body have
-too little contrast, or when the tag shows its blank back.
+Legibility is decided from what was drawn, not from any reader, in three
+bands per condition: clearly illegible (``legible`` False, the reason in
+``why``), near the limit (``borderline`` True, the reason in ``near``) and
+clear. The limits:
+
+- size: digits under ``MIN_DIGIT_PX`` tall are illegible, under
+  ``NEAR_DIGIT_PX`` borderline;
+- cover: more than ``MAX_COVERED`` of the number's ink hidden (or more than
+  ``MAX_DIGIT_COVERED`` of any one digit) is illegible, more than
+  ``NEAR_COVERED`` (``NEAR_DIGIT_COVERED``) borderline;
+- blur: ``blur_px`` (motion length plus Gaussian sigma as an equivalent
+  length) over ``MAX_BLUR`` half digit heights is illegible, over
+  ``NEAR_BLUR`` borderline;
+- contrast (|luma body - luma ink|, 0..1, after fading and infrared): under
+  ``MIN_CONTRAST`` illegible, under ``NEAR_CONTRAST`` borderline;
+- a tag showing its blank back is illegible.
+
+What counts as hidden: ink under opaque dirt, outside the frame, under a mask
+an occluder returned (hair, bars, glare, a cow, a rail, a later tag) and,
+whatever drew it, ink whose pixels changed by more than half the ink-to-body
+colour distance between :meth:`PlacedTag.freeze` (right after the tag and its
+own decorations) and :meth:`PlacedTag.settle` (the finished picture, before
+the camera look). A scene must occlude every placed tag with every mask and
+settle all of them, so nothing drawn later escapes the label.
 """
 
 from __future__ import annotations
@@ -20,10 +38,25 @@ import numpy as np
 from agent.sources.camera.synth.params import SynthParams
 from agent.sources.camera.synth.tag import TagArt
 
-MIN_DIGIT_PX = 12.0
-MAX_COVERED = 0.35
-MAX_DIGIT_COVERED = 0.5
-MIN_CONTRAST = 0.2
+MIN_DIGIT_PX = 11.0
+NEAR_DIGIT_PX = 15.0
+MAX_COVERED = 0.45
+NEAR_COVERED = 0.25
+MAX_DIGIT_COVERED = 0.6
+NEAR_DIGIT_COVERED = 0.4
+MAX_BLUR = 1.2  # blur_px / (half the digit height)
+NEAR_BLUR = 0.8
+MIN_CONTRAST = 0.15
+NEAR_CONTRAST = 0.25
+# A Gaussian of sigma s smears a stroke about as much as a motion streak this
+# many times s long (the old ellipse rule: motion 0.5 h ~ sigma 0.16 h).
+SIGMA_AS_LENGTH = 0.5 / 0.16
+# An ink pixel counts as hidden once it moved this share of the ink-to-body
+# colour distance (and at least CHANGED_MIN levels): it no longer reads as ink.
+CHANGED_SHARE = 0.5
+CHANGED_MIN = 24.0
+MIN_MOTION_PX = 1.5  # shorter streaks and smaller sigmas are not worth a filter pass
+MIN_SIGMA_PX = 0.4
 Rng = np.random.Generator
 
 
@@ -54,6 +87,17 @@ class Blur:
         s = float(rng.uniform(*p.gauss_sigma_px)) if rng.random() < p.gauss_blur_p else 0.0
         return Blur(m, float(rng.uniform(0, 180)), s)
 
+    @property
+    def drawn(self) -> Blur:
+        """The blur as drawn: streaks under 1.5 px and sigmas under 0.4 px are skipped."""
+        return Blur(self.motion_px if self.motion_px >= MIN_MOTION_PX else 0.0,
+                    self.motion_angle, self.sigma_px if self.sigma_px >= MIN_SIGMA_PX else 0.0)
+
+    @property
+    def length_px(self) -> float:
+        """Motion length plus the Gaussian as an equivalent length (``blur_px``)."""
+        return math.hypot(self.motion_px, SIGMA_AS_LENGTH * self.sigma_px)
+
 
 @dataclass
 class PlacedTag:
@@ -70,23 +114,66 @@ class PlacedTag:
     blur: Blur
     back: bool
     contrast: float
+    pose: Pose = field(default_factory=Pose)
     why: list[str] = field(default_factory=list)
+    ir: bool = False
+    _ref: np.ndarray | None = field(default=None, repr=False)  # frame pixels when frozen
+
+    def _in_frame(self, fw: int, fh: int) -> tuple[int, int, int, int] | None:
+        """The roi clipped to a frame: x0, y0, x1, y1 in frame pixels, or None."""
+        x, y, w, h = self.roi
+        x0, y0, x1, y1 = max(0, x), max(0, y), min(fw, x + w), min(fh, y + h)
+        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
     def occlude(self, mask: np.ndarray) -> None:
         """Something drawn later in front: ``mask`` is frame-sized, nonzero = opaque."""
-        x, y, w, h = self.roi
-        fh, fw = mask.shape[:2]
-        x0, y0, x1, y1 = max(0, x), max(0, y), min(fw, x + w), min(fh, y + h)
-        if x1 > x0 and y1 > y0:
+        x, y = self.roi[:2]
+        clip = self._in_frame(mask.shape[1], mask.shape[0])
+        if clip is not None:
+            x0, y0, x1, y1 = clip
             self.covered[y0 - y:y1 - y, x0 - x:x1 - x] |= mask[y0:y1, x0:x1] > 0
+
+    def occlude_by(self, other: PlacedTag) -> None:
+        """A tag drawn later in front of this one: its body hides what it overlaps."""
+        ax, ay, aw, ah = self.roi
+        bx, by, bw, bh = other.roi
+        x0, y0 = max(ax, bx), max(ay, by)
+        x1, y1 = min(ax + aw, bx + bw), min(ay + ah, by + bh)
+        if x1 > x0 and y1 > y0:
+            body = other.alpha[y0 - by:y1 - by, x0 - bx:x1 - bx] > 0.5
+            self.covered[y0 - ay:y1 - ay, x0 - ax:x1 - ax] |= body
+
+    def freeze(self, frame: np.ndarray) -> None:
+        """Remember how the tag looks now (placed and decorated), for :meth:`settle`."""
+        clip = self._in_frame(frame.shape[1], frame.shape[0])
+        if clip is not None:
+            x0, y0, x1, y1 = clip
+            self._ref = frame[y0:y1, x0:x1].copy()
+
+    def settle(self, frame: np.ndarray) -> None:
+        """The picture is drawn: ink whose pixels changed since :meth:`freeze`
+        counts as hidden, whatever drew over it (the catch-all behind the masks)."""
+        clip = self._in_frame(frame.shape[1], frame.shape[0])
+        if self._ref is None or clip is None:
+            return
+        x0, y0, x1, y1 = clip
+        x, y = self.roi[:2]
+        diff = frame[y0:y1, x0:x1].astype(np.float32) - self._ref
+        moved = np.sqrt((diff * diff).sum(axis=2))
+        gap = float(np.linalg.norm(np.subtract(self.art.body_colour, self.art.ink_colour)))
+        self.covered[y0 - y:y1 - y, x0 - x:x1 - x] |= moved > max(CHANGED_MIN,
+                                                                    CHANGED_SHARE * gap)
+        self._ref = None
 
     def apply_ir(self, weights: np.ndarray, factor: float) -> None:
         """The frame went infrared: contrast is now between grey levels, squeezed."""
         body = float(np.dot(weights, self.art.body_colour))
         ink = float(np.dot(weights, self.art.ink_colour))
         self.contrast = abs(body - ink) / 255.0 * factor
+        self.ir = True
 
-    def label(self) -> dict[str, object]:
+    def hidden(self) -> tuple[float, float]:
+        """Share of the number's ink hidden, and the most hidden share of one digit."""
         ink = self.digits > 0
         total = int(ink.sum())
         hidden = float((self.covered & ink).sum()) / total if total else 1.0
@@ -95,18 +182,26 @@ class PlacedTag:
             d = self.digits == k
             n = int(d.sum())
             worst = max(worst, float((self.covered & d).sum()) / n if n else 1.0)
-        why = list(self.why)
+        return hidden, worst
+
+    def label(self) -> dict[str, object]:
+        hidden, worst = self.hidden()
+        h = max(self.digit_height_px, 1e-6)
+        blur = self.blur.length_px / (0.5 * h)
+        why, near = list(self.why), []
         if self.back:
             why.append("back")
-        if self.digit_height_px < MIN_DIGIT_PX:
-            why.append("small")
-        if hidden > MAX_COVERED or worst > MAX_DIGIT_COVERED:
-            why.append("covered")
-        h = max(self.digit_height_px, 1e-6)
-        if (self.blur.motion_px / (0.5 * h)) ** 2 + (self.blur.sigma_px / (0.16 * h)) ** 2 > 1:
-            why.append("blur")
-        if self.contrast < MIN_CONTRAST:
-            why.append("contrast")
+        for reason, value, limit, close in (
+                ("small", -self.digit_height_px, -MIN_DIGIT_PX, -NEAR_DIGIT_PX),
+                ("covered", hidden, MAX_COVERED, NEAR_COVERED),
+                ("covered", worst, MAX_DIGIT_COVERED, NEAR_DIGIT_COVERED),
+                ("blur", blur, MAX_BLUR, NEAR_BLUR),
+                ("contrast", -self.contrast, -MIN_CONTRAST, -NEAR_CONTRAST)):
+            if value > limit:
+                why.append(reason)
+            elif value > close:
+                near.append(reason)
+        why, near = list(dict.fromkeys(why)), [r for r in dict.fromkeys(near) if r not in why]
         s = self.art.style
         return {
             "number": s.number,
@@ -114,8 +209,20 @@ class PlacedTag:
             "number_box": self.number_box,
             "legible": not why,
             "why": why,
+            # only a legible tag is borderline: a clear failure stays a failure
+            "borderline": not why and bool(near),
+            "near": near if not why else [],
             "digit_height_px": round(self.digit_height_px, 1),
             "covered": round(hidden, 3),
+            "digit_covered_max": round(worst, 3),
+            "blur_px": round(self.blur.length_px, 2),
+            "motion_blur_px": round(self.blur.motion_px, 2),
+            "gauss_sigma_px": round(self.blur.sigma_px, 2),
+            "yaw_deg": round(self.pose.yaw, 1),
+            "pitch_deg": round(self.pose.pitch, 1),
+            "roll_deg": round(self.pose.roll, 1),
+            "contrast": round(self.contrast, 3),
+            "ir": self.ir,
             "style": {"shape": s.shape, "colour": s.colour, "font": s.font,
                       "italic": s.italic, "prefix": s.prefix, "white_ink": s.white_ink},
         }
@@ -184,10 +291,11 @@ def place_tag(frame: np.ndarray, art: TagArt, digit_px: float, pose: Pose,
     wdirt = cv2.warpPerspective(dirt, t, (w, h), flags=cv2.INTER_NEAREST)
     # blur colour premultiplied by alpha so the edge blurs into the background
     pm: np.ndarray = wb.astype(np.float32) * wa[..., None]
-    if blur.motion_px >= 1.5:
+    blur = blur.drawn
+    if blur.motion_px:
         k = _motion_kernel(blur.motion_px, blur.motion_angle)
         pm, wa = cv2.filter2D(pm, -1, k), cv2.filter2D(wa, -1, k)
-    if blur.sigma_px >= 0.4:
+    if blur.sigma_px:
         pm = cv2.GaussianBlur(pm, (0, 0), blur.sigma_px)
         wa = cv2.GaussianBlur(wa, (0, 0), blur.sigma_px)
     fx0, fy0, fx1, fy1 = max(0, x), max(0, y), min(fw, x + w), min(fh, y + h)
@@ -217,7 +325,7 @@ def place_tag(frame: np.ndarray, art: TagArt, digit_px: float, pose: Pose,
         box = [0, 0, 0, 0]
     return PlacedTag(art=art, roi=(x, y, w, h), digits=wd, alpha=wa, covered=covered, box=box,
                      number_box=_clip_box(nq, fw, fh), digit_height_px=float(height),
-                     blur=blur, back=back, contrast=art.contrast)
+                     blur=blur, back=back, contrast=art.contrast, pose=pose)
 
 
 def hair(rng: Rng, frame: np.ndarray, tag: PlacedTag, colour: tuple[int, int, int]) -> np.ndarray:

@@ -7,10 +7,24 @@ Label of one tag (a dict, as written to labels.jsonl):
 - ``box``: [x, y, w, h], the axis-aligned box of the visible tag body (the
   plastic, neck included), clipped to the image;
 - ``number_box``: [x, y, w, h], the axis-aligned box of the printed number;
-- ``legible``: whether a careful person could read the number; ``why`` lists
-  the reasons when not (small, covered, blur, contrast, back);
-- ``digit_height_px``: height of the big digits in the final image;
-- ``covered``: share of the number's ink hidden; ``style``: how it was drawn.
+- ``legible``: False only when the number clearly cannot be read; ``why``
+  lists the reasons (small, covered, blur, contrast, back);
+- ``borderline``: the tag is legible but near a limit (``near`` lists which:
+  small, covered, blur, contrast); the limits and bands are in ``place``.
+  An evaluation leaves borderline tags out of both the read rate and the
+  precision: a number reported on one counts neither for nor against;
+- ``digit_height_px``: height of the big digits in the final image (after tilt);
+- ``covered``: share of the number's ink hidden in the final image by anything
+  drawn over it (dirt, hair, bars, rails, glare, other cows and tags, the
+  frame edge); ``digit_covered_max``: the same for the most hidden digit;
+- ``blur_px``: blur length in px (motion length and Gaussian sigma as an
+  equivalent length, hypot(motion, 3.125 sigma)); ``motion_blur_px`` and
+  ``gauss_sigma_px`` are the parts;
+- ``yaw_deg``, ``pitch_deg``, ``roll_deg``: the tag's pose;
+- ``contrast``: |luma body - luma ink| (0..1) after fading and infrared;
+- ``ir``, ``jpeg_quality``: the frame's infrared look and JPEG quality
+  (repeated from the image label so a tag row stands alone);
+- ``style``: how it was drawn (shape, colour, font, italic, prefix, white_ink).
 
 A scene label also lists ``distractors`` (signs and stall numbers with their
 text and box): any number a reader reports there is a wrong number.
@@ -37,15 +51,28 @@ def _digit_px(rng: Rng, p: SynthParams) -> float:
     return float(rng.uniform(*p.digit_height_px))
 
 
+def _occlude(placed: list[PlacedTag], mask: np.ndarray) -> None:
+    for t in placed:
+        t.occlude(mask)
+
+
 def _decorate(rng: Rng, img: np.ndarray, t: PlacedTag, p: SynthParams,
-              hair_colour: tuple[int, int, int]) -> None:
-    """Things in front of one tag: hair strands, a bar, a highlight."""
+              hair_colour: tuple[int, int, int], placed: list[PlacedTag]) -> None:
+    """Things in front of one tag: hair strands, a bar, a highlight. They are
+    drawn for ``t`` but may reach any tag already ``placed`` (a bar crosses the
+    frame), so every one of those is occluded too; then ``t`` is frozen."""
     if rng.random() < p.hair_p:
-        t.occlude(hair(rng, img, t, hair_colour))
+        _occlude(placed, hair(rng, img, t, hair_colour))
     if rng.random() < p.bar_p:
-        t.occlude(bar(rng, img, t))
+        _occlude(placed, bar(rng, img, t))
     if rng.random() < p.glare_p:
-        t.occlude(glare(rng, img, t))
+        _occlude(placed, glare(rng, img, t))
+    t.freeze(img)
+
+
+def _labels(placed: list[PlacedTag], jpeg_quality: int) -> list[Label]:
+    """Tag labels, each with the frame's JPEG quality (``ir`` comes from the tag)."""
+    return [{**t.label(), "jpeg_quality": jpeg_quality} for t in placed]
 
 
 def _finish(rng: Rng, img: np.ndarray, p: SynthParams,
@@ -95,16 +122,18 @@ def render_scene(seed: int, params: SynthParams, size: tuple[int, int] = (1280, 
             roll = math.radians(tp.roll)
             centre = (ax - math.sin(roll) * tag_h / 2, ay + math.cos(roll) * tag_h / 2)
             t = place_tag(img, art, digit_px, tp, centre, Blur.sample(rng, params), back=back)
-            _decorate(rng, img, t, params, cow.coat.hair)
+            for earlier in placed:  # the other ear's tag, a cow further back
+                earlier.occlude_by(t)
             placed.append(t)
+            _decorate(rng, img, t, params, cow.coat.hair, placed)
     if rng.random() < 0.3:  # a rail between the camera and the cows
-        m = barn.stall_bar(rng, img, int(rng.uniform(0.2, 0.9) * h), horizontal=True,
-                           width=int(rng.uniform(0.01, 0.04) * h))
-        for t in placed:
-            t.occlude(m)
+        _occlude(placed, barn.stall_bar(rng, img, int(rng.uniform(0.2, 0.9) * h),
+                                        horizontal=True, width=int(rng.uniform(0.01, 0.04) * h)))
+    for t in placed:  # whatever was drawn over a number since, by any code path
+        t.settle(img)
     img, ir, q = _finish(rng, img, params, placed)
     label: Label = {"seed": seed, "split": params.name, "width": w, "height": h, "ir": ir,
-                    "jpeg_quality": q, "tags": [t.label() for t in placed],
+                    "jpeg_quality": q, "tags": _labels(placed, q),
                     "distractors": distractors}
     return img, label
 
@@ -131,10 +160,11 @@ def render_crop(seed: int, params: SynthParams) -> tuple[np.ndarray, Label]:
     centre = (cw / 2 + rng.uniform(-0.1, 0.1) * cw, ch / 2 + rng.uniform(-0.1, 0.1) * ch)
     t = place_tag(img, art, digit_px, Pose.sample(rng, params), centre, Blur.sample(rng, params),
                   back=back)
-    _decorate(rng, img, t, params, coat.hair)
+    _decorate(rng, img, t, params, coat.hair, [t])
+    t.settle(img)
     img, ir, q = _finish(rng, img, params, [t])
     label: Label = {"seed": seed, "split": params.name, "width": cw, "height": ch, "ir": ir,
-                    "jpeg_quality": q, "tags": [t.label()], "distractors": []}
+                    "jpeg_quality": q, "tags": _labels([t], q), "distractors": []}
     return img, label
 
 

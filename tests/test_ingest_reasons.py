@@ -41,6 +41,8 @@ def test_fixture_payloads_parse_to_expected_values() -> None:
         kind = next(s.kind for s in ING.specs if s.firmware == case["firmware"])
         assert reading.record_id == record_id_for(kind, reading.sensor_id, case["msg_id"])
         assert set(reading.units) == set(reading.values)
+        if case["firmware"] == "rfid-reader":  # the EID stays text: leading zeros kept
+            assert reading.attributes["eid"] == "040000123456789"
 
 
 def test_stamp_comes_from_the_injected_clock() -> None:

@@ -117,9 +117,17 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:  # type: ig
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = load_config(args.file)
+    register = config.vision.eartag.herd_register
+    if register is not None and any(c.role == "eartag" for c in config.cameras):
+        from agent.vision.eartag.register import HerdRegister
+
+        HerdRegister.load(register)  # a ConfigError names the file and line
     print(f"{args.file}: OK")
     print(f"  gateway {config.gateway.id}, broker {config.mqtt.host}:{config.mqtt.port}, "
           f"buffer {config.store_path}, sync {'on' if config.sync.enabled else 'off'}")
+    for cam in config.cameras:
+        print(f"  camera {cam.id}: {cam.role} from {cam.source}, "
+              f"{cam.infer_fps:g} frames/s to the models")
     return 0
 
 

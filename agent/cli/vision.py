@@ -66,6 +66,25 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
     raise ImageRefused("truncated or corrupt JPEG: no frame header")
 
 
+def _jpeg_scan_start(data: bytes) -> int:
+    """Offset of the main image's first scan (SOS), walking the top-level markers
+    so an EXIF thumbnail's own markers are skipped; 0 when not found."""
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        if marker == 0xDA:
+            return i
+        (length,) = struct.unpack(">H", data[i + 2:i + 4])
+        i += 2 + length
+    return 0
+
+
 def image_size(data: bytes) -> tuple[str, int, int]:
     """(format, width, height) read from the header only, so a file claiming
     50,000 x 50,000 pixels is refused before anything is allocated."""
@@ -114,13 +133,16 @@ def load_image(path: Path) -> np.ndarray:
         raise ImageRefused(f"{kind} header claims {w} x {h} pixels, more than this command "
                            f"reads ({MAX_PIXELS:,} pixels, {MAX_SIDE} per side); "
                            "scale the image down first")
-    if kind == "jpeg" and b"\xff\xd9" not in data[-1024:]:
+    if kind == "jpeg" and data.find(b"\xff\xd9", _jpeg_scan_start(data)) < 0:
         # libjpeg fills a cut-off file with grey and calls it a warning: refuse it here.
+        # (In the scan 0xFF is always stuffed, so FFD9 there can only be the end;
+        # bytes some phones append after it do not matter.)
         raise ImageRefused("truncated JPEG: no end-of-image marker; copy the file again")
     if kind == "png" and b"IEND" not in data[-64:]:
         raise ImageRefused("truncated PNG: no IEND chunk; copy the file again")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None or image.shape[0] != h or image.shape[1] != w:
+    # OpenCV turns a photo upright by its EXIF orientation: width and height may swap.
+    if image is None or sorted(image.shape[:2]) != sorted((h, w)):
         raise ImageRefused(f"corrupt {kind}: OpenCV could not decode it")
     return image
 

@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 AGENT = Path(__file__).resolve().parents[1] / "agent"
-COMMON = {"errors", "clock", "metrics", "records", "config"}
+COMMON = {"errors", "clock", "metrics", "records", "config", "priority"}
 
 # part -> the other parts it may import (besides COMMON and itself)
 ALLOWED: dict[str, set[str]] = {

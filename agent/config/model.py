@@ -398,6 +398,12 @@ class EartagConfig(Section):
 
 class VisionConfig(Section):
     enabled: bool = Field(True, description="Run the models on camera frames.")
+    background_priority: bool = Field(
+        True,
+        description="Run cameras and models at the lowest CPU priority (Linux SCHED_IDLE), "
+        "so sensor ingest never waits for them; when the CPU is busy, frames are dropped "
+        "and counted instead (docs/vision.md).",
+    )
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     eartag: EartagConfig = Field(default_factory=EartagConfig)
 

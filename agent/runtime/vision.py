@@ -98,9 +98,12 @@ class Vision:
         self._reader: EartagReader | None = None
         self._rfid: queue.Queue[Reading] = queue.Queue(maxsize=RFID_QUEUE)
         self._rfid_firmware = set(config.detect.rules.mapping.rfid)
-        self.scheduler: InferenceScheduler[Frame] = InferenceScheduler(cameras, self._process)
+        background = config.vision.background_priority
+        self.scheduler: InferenceScheduler[Frame] = InferenceScheduler(
+            cameras, self._process, background=background)
         self.scheduler.close_idle(self._tick)
-        self.workers = [CameraWorker(cam, self._offer, clock=clock) for cam in cameras]
+        self.workers = [CameraWorker(cam, self._offer, clock=clock, background=background)
+                        for cam in cameras]
         self._unsupported_logged: set[str] = set()
 
     @property

@@ -35,6 +35,7 @@ import numpy as np
 
 from agent.config.model import CameraConfig
 from agent.metrics import FRAMES_DROPPED, FRAMES_INFERRED
+from agent.priority import lower_current_thread
 from agent.vision.gate import GateResult, MotionGate
 
 log = logging.getLogger(__name__)
@@ -89,10 +90,12 @@ class InferenceScheduler(Generic[F]):
         *,
         gates: Mapping[str, Gate] | None = None,
         name: str = "vision-worker",
+        background: bool = False,
     ) -> None:
         gates = gates or {}
         self._process = process
         self._name = name
+        self._background = background  # lowest CPU priority (agent.priority): ingest first
         self._cams: dict[str, _Camera[F]] = {
             c.id: _Camera(
                 c.id,
@@ -182,6 +185,8 @@ class InferenceScheduler(Generic[F]):
         return None
 
     def _run(self) -> None:
+        if self._background:
+            lower_current_thread()
         next_tick = time.monotonic() + self._tick_interval_s
         while True:
             with self._cond:

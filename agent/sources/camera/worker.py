@@ -29,6 +29,7 @@ import numpy as np
 from agent import metrics
 from agent.clock import Clock, SystemClock
 from agent.config.model import CameraConfig
+from agent.priority import lower_current_thread
 from agent.sources.camera.base import (
     CameraError,
     CameraState,
@@ -124,8 +125,11 @@ class CameraWorker:
         clock: Clock | None = None,
         source_factory: Callable[[CameraConfig], FrameSource] = make_source,
         rng: random.Random | None = None,
+        background: bool = False,
     ) -> None:
         self.cfg = cfg
+        # Lowest CPU priority for this camera's threads (agent.priority): ingest first.
+        self._background = background
         self._on_frame = on_frame
         self._clock = clock or SystemClock()
         self._factory = source_factory
@@ -229,6 +233,8 @@ class CameraWorker:
     # -- supervisor ---------------------------------------------------------
 
     def _supervise(self) -> None:
+        if self._background:
+            lower_current_thread()  # the reader threads it starts inherit it
         failures = 0  # failed attempts in a row, for the backoff
         first = True
         while not self._stop.is_set():

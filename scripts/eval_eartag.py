@@ -189,7 +189,8 @@ def build_reader(args: argparse.Namespace) -> EartagReader:
         det=DetParams(max_side=args.det_max_side, box_thresh=args.box_thresh),
         rec=RecParams(min_digit_confidence=args.min_digit_confidence),
         min_confidence=args.min_confidence,
-        end_strip=args.end_strip, end_match=args.end_match,
+        end_strip=args.end_strip, end_match=args.end_match, reread_grow=args.reread_grow,
+        refine_text_px=args.refine_text_px, surface_side=args.surface_side,
     )
     return EartagReader(det, rec, args.tag_pattern, params)
 
@@ -214,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--box-thresh", type=float, default=DetParams().box_thresh)
     ap.add_argument("--end-strip", type=float, default=ReaderParams().end_strip)
     ap.add_argument("--end-match", type=float, default=ReaderParams().end_match)
+    ap.add_argument("--reread-grow", type=float, default=ReaderParams().reread_grow,
+                    help="re-read the box grown by this many text heights (0: off)")
+    ap.add_argument("--refine-text-px", type=float, default=ReaderParams().refine_text_px,
+                    help="second detector pass on full-resolution windows (0: one stage)")
+    ap.add_argument("--surface-side", type=float, default=ReaderParams().surface_side,
+                    help="refuse numbers on a surface this many text heights past both ends")
     ap.add_argument("--out", type=Path, help="write the JSON summary here")
     args = ap.parse_args(argv)
 

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from agent.sources.camera.synth import DEV, render_crop, render_scene
-from agent.vision.eartag.frame import EartagReader
+from agent.vision.eartag.detect import DetParams, TextBox
+from agent.vision.eartag.frame import EartagReader, ReaderParams, grown
 from agent.vision.eartag.models import open_eartag_runners
+from agent.vision.eartag.plastic import margins
 from agent.vision.eartag.read import RecParams, accept, ctc_decode
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -124,6 +126,76 @@ def test_a_crop_around_one_tag_reads(reader: EartagReader) -> None:
 def test_grey_image_is_read_too(reader: EartagReader) -> None:
     grey = cv2.cvtColor(plate("2386"), cv2.COLOR_BGR2GRAY)
     assert numbers(reader.read(grey)) == ["2386"]
+
+
+def board(text: str) -> np.ndarray:
+    """A grey frame with a large white board (a wall sign) and ``text`` on it, the
+    digits as big as plate()'s."""
+    img = np.full((720, 1280, 3), 90, np.uint8)
+    cv2.rectangle(img, (300, 150), (900, 550), (235, 235, 235), -1)
+    cv2.putText(img, text, (560, 370), cv2.FONT_HERSHEY_SIMPLEX, 1.4, (15, 15, 15), 4,
+                cv2.LINE_AA)
+    return img
+
+
+def test_number_on_a_large_board_is_not_reported(reader: EartagReader) -> None:
+    assert numbers(reader.read(board("27"))) == []
+    assert numbers(reader.read(plate("27"))) == ["27"]  # the same digits on a tag's plastic
+    off = EartagReader(reader.det, reader.rec, params=ReaderParams(surface_side=0))
+    assert numbers(off.read(board("27"))) == ["27"]  # the check is what refuses it
+
+
+def _line_box(x0: float, x1: float, y0: float = 262.0, y1: float = 312.0) -> TextBox:
+    return TextBox(((x0 + x1) / 2, (y0 + y1) / 2), (x1 - x0, y1 - y0), 0.0, 0.9)
+
+
+def test_plastic_margins_tell_a_tag_from_a_board() -> None:
+    tag = margins(plate("27"), _line_box(496, 554))
+    wall = margins(board("27"), _line_box(556, 614, 322, 372))
+    assert tag is not None and wall is not None
+    assert max(tag.left, tag.right) < 0.6 and not tag.large_surface(1.0)
+    assert min(wall.left, wall.right) >= 1.0 and wall.large_surface(1.0)
+
+
+def test_grown_lengthens_the_line_not_its_height() -> None:
+    # A two-digit box is taller than wide; the reading direction is still x.
+    box = TextBox((100.0, 50.0), (40.0, 50.0), 0.0, 0.9)
+    pts = grown(box, 0.2)
+    assert pts[:, 0].max() - pts[:, 0].min() == pytest.approx(40 + 2 * 0.2 * 50, abs=0.5)
+    assert pts[:, 1].max() - pts[:, 1].min() == pytest.approx(50, abs=0.5)
+
+
+def test_a_longer_read_showing_more_digits_refuses_the_number(reader: EartagReader) -> None:
+    img = plate("46331")  # 131 px of digits from x=500
+    off = EartagReader(reader.det, reader.rec, params=ReaderParams(reread_grow=0))
+    # Boxes that stop inside a digit (as one does at an occluder or faint ink) read
+    # as a shorter number; a little more of the line shows the cut digit.
+    for x1, prefix in ((556, "46"), (608, "4633")):
+        part = _line_box(494, x1)
+        assert off._read_box(img, part, 0, 1280, 720).number == prefix
+        assert reader._read_box(img, part, 0, 1280, 720).number is None, x1
+    whole = _line_box(494, 636)
+    assert not reader._conflicts(img, whole, "46331")
+    assert reader._read_box(img, whole, 0, 1280, 720).number == "46331"
+
+
+def test_a_bar_across_the_number_leaves_no_number(reader: EartagReader) -> None:
+    for x in (590, 610):  # hides the middle of '7' or of the last '8'
+        img = plate("85878")
+        cv2.rectangle(img, (x, 200), (x + 40, 420), (120, 120, 120), -1)
+        assert numbers(reader.read(img)) == [], x
+
+
+def test_two_stage_reads_from_full_resolution_windows(reader: EartagReader) -> None:
+    img = plate("2386", scale=0.9)
+    two = EartagReader(reader.det, reader.rec,
+                       params=ReaderParams(det=DetParams(max_side=640), refine_text_px=40))
+    got = [r for r in two.read(img) if r.number]
+    one = [r for r in reader.read(img) if r.number]
+    assert [r.number for r in got] == [r.number for r in one] == ["2386"]
+    (x, y, w, h), (x1, y1, w1, h1) = got[0].box, one[0].box
+    inter = max(0, min(x + w, x1 + w1) - max(x, x1)) * max(0, min(y + h, y1 + h1) - max(y, y1))
+    assert inter > 0.6 * max(w * h, w1 * h1)  # the same text line
 
 
 def _probs(seq: list[tuple[int, float]]) -> np.ndarray:

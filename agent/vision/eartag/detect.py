@@ -108,6 +108,26 @@ def boxes_from_map(prob: np.ndarray, fx: float, fy: float, params: DetParams) ->
     return out
 
 
+def detect_window(runner: Runner, image_bgr: np.ndarray, window: tuple[int, int, int, int],
+                  scale: float, params: DetParams) -> list[TextBox]:
+    """Text boxes inside ``window`` (x0, y0, x1, y1 of ``image_bgr``) seen at ``scale``
+    (above 1 enlarges small text for the detector), in ``image_bgr``'s pixels."""
+    x0, y0, x1, y1 = window
+    part = image_bgr[y0:y1, x0:x1]
+    h, w = part.shape[:2]
+    if h < 2 or w < 2:
+        return []
+    rh = max(params.min_side, round(h * scale / 32) * 32)
+    rw = max(params.min_side, round(w * scale / 32) * 32)
+    interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
+    small = cv2.resize(part, (rw, rh), interpolation=interp)
+    x = (small.astype(np.float32) * (2.0 / 255.0) - 1.0).transpose(2, 0, 1)[None]
+    prob = runner.run([np.ascontiguousarray(x)])[0][0, 0]
+    boxes = boxes_from_map(prob, w / rw, h / rh, params)
+    return [TextBox((b.center[0] + x0, b.center[1] + y0), b.size, b.angle, b.score)
+            for b in boxes]
+
+
 def detect(runner: Runner, image_bgr: np.ndarray, params: DetParams) -> list[TextBox]:
     """Text boxes in ``image_bgr`` (original pixels), best first."""
     x, fx, fy = det_input(image_bgr, params)

@@ -21,8 +21,9 @@ import cv2
 import numpy as np
 
 from agent.models.runner import Runner
-from agent.vision.eartag.detect import DetParams, TextBox, detect
-from agent.vision.eartag.read import RecParams, accept, recognise, warp_crop
+from agent.vision.eartag.detect import DetParams, TextBox, detect, detect_window
+from agent.vision.eartag.plastic import margins
+from agent.vision.eartag.read import RecParams, accept, order_corners, recognise, warp_crop
 from agent.vision.eartag.types import TagReading
 
 
@@ -43,6 +44,22 @@ class ReaderParams:
     # starts, so the box's end columns are not the tag plastic behind the digits.
     end_strip: float = 0.0  # end-column strip width, in box heights (0: off, see docs)
     end_match: float = 0.6  # share of each end strip that must look like the plastic
+    # Re-read the box lengthened by this many text heights at each end of the line;
+    # other or more digits there refuse the number (0: off, see _conflicts).
+    reread_grow: float = 0.2
+    # Text on a large surface is not a tag's: the number's background colour going
+    # on this many text heights past both ends of the line (or far above and below
+    # it) refuses the number (0: off). Tag plastic stops within about half a text
+    # height of the digits' ends.
+    surface_side: float = 1.0
+    # Two stages: the detector sees the whole frame at ``det.max_side`` only to find
+    # where text is; each place is then detected again from full-resolution pixels
+    # in a window ``refine_margin`` text heights around it, scaled so its text is
+    # ``refine_text_px`` tall (small digits enlarged). 0: one stage.
+    refine_text_px: float = 0.0
+    refine_margin: float = 1.0
+    refine_max_scale: float = 3.0
+    refine_max_px: int = 160_000  # window pixels the detector sees at most (cost bound)
 
 
 class EartagReader:
@@ -72,6 +89,8 @@ class EartagReader:
         work = (cv2.copyMakeBorder(image_bgr, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
                 if pad else image_bgr)
         boxes = detect(self.det, work, self.params.det)
+        if self.params.refine_text_px > 0:
+            boxes = self._refine(work, boxes)
         readings = []
         for box in boxes[: self.params.max_boxes]:
             if min(box.size) < self.params.min_text_px:
@@ -91,14 +110,55 @@ class EartagReader:
                 readings = [whole]
         return readings
 
+    def _refine(self, work: np.ndarray, coarse: list[TextBox]) -> list[TextBox]:
+        """Each coarse box detected again in a full-resolution window around it;
+        a coarse box whose window finds nothing is kept as it was."""
+        p = self.params
+        H, W = work.shape[:2]
+        out: list[TextBox] = []
+        for box in coarse[: p.max_boxes]:
+            if any(_covers(b, box) for b in out):
+                continue  # already found from an earlier window
+            th = min(box.size)
+            x, y, bw, bh = box.bbox(W, H)
+            m = p.refine_margin * th
+            win = (max(0, int(x - m)), max(0, int(y - m)),
+                   min(W, int(x + bw + m)), min(H, int(y + bh + m)))
+            area = (win[2] - win[0]) * (win[3] - win[1])
+            scale = min(p.refine_max_scale, p.refine_text_px / max(th, 1.0),
+                        (p.refine_max_px / max(area, 1)) ** 0.5)
+            found = [b for b in detect_window(self.det, work, win, scale, p.det)
+                     if not any(_covers(o, b) for o in out)]
+            out.extend(found if any(_covers(b, box) or _covers(box, b) for b in found)
+                       else found + [box])
+        return sorted(out, key=lambda b: b.score, reverse=True)
+
     def _read_box(self, work: np.ndarray, box: TextBox, pad: int, w: int, h: int) -> TagReading:
         crop = warp_crop(work, box.points())
         number, confs = self._read_crop(crop)
+        if number is not None and self.params.reread_grow > 0 and self._conflicts(
+                work, box, number):
+            number, confs = None, ()
+        if number is not None and self.params.surface_side > 0:
+            m = margins(work, box, side=max(2.0, self.params.surface_side + 0.5))
+            if m is not None and m.large_surface(self.params.surface_side):
+                number, confs = None, ()
         x, y, bw, bh = box.bbox(work.shape[1], work.shape[0])
         x, y = max(0, x - pad), max(0, y - pad)
         bw, bh = min(bw, w - x), min(bh, h - y)
         conf = float(np.prod(confs)) if number else 0.0
         return TagReading(number, conf, (x, y, bw, bh), crop, confs if number else ())
+
+    def _conflicts(self, work: np.ndarray, box: TextBox, number: str) -> bool:
+        """Whether the box, lengthened at both ends, reads as other digits or more of
+        them: a digit cut by an occluder or the box edge shows once a little more is in
+        view ('46' of '46331' reads '463'), and an unstable misread changes. A longer
+        crop that reads worse ('?7' for '27': the recogniser's margin quirk) is no
+        evidence either way."""
+        again = recognise(self.rec, warp_crop(work, grown(box, self.params.reread_grow)),
+                          self.params.rec)
+        digits = "".join(c for c in again.text if c.isdigit())
+        return digits != number and len(digits) >= len(number)
 
     def _maybe_cut(self, work: np.ndarray, box: TextBox, reading: TagReading,
                    small: bool) -> bool:
@@ -154,11 +214,26 @@ def _drop_small_lines(readings: list[TagReading]) -> list[TagReading]:
     return keep
 
 
+def _covers(a: TextBox, b: TextBox) -> bool:
+    """Whether b's centre lies inside a's rotated rectangle (the same text line)."""
+    return bool(cv2.pointPolygonTest(a.points().reshape(-1, 1, 2), b.center, False) >= 0)
+
+
+def grown(box: TextBox, by: float) -> np.ndarray:
+    """Corners of ``box`` lengthened by ``by`` text heights at each end of its line
+    (the line runs along the more horizontal side, as ``warp_crop`` reads it)."""
+    tl, tr, br, bl = order_corners(box.points())
+    length = float(np.linalg.norm(tr - tl))
+    if length < 1:
+        return box.points()
+    d = (tr - tl) / length * by * float(np.linalg.norm(bl - tl))
+    return np.array([tl - d, tr + d, br + d, bl - d], dtype=np.float32)
+
+
 def touches_edge(box: TextBox, width: int, height: int, margin: float) -> bool:
     pts = box.points()
     return bool(pts[:, 0].min() < margin or pts[:, 1].min() < margin
                 or pts[:, 0].max() > width - 1 - margin or pts[:, 1].max() > height - 1 - margin)
-
 
 
 def ends_on_plastic(crop: np.ndarray, strip: float, min_match: float) -> bool:

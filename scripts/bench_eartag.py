@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=50, help="calls per model (50)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--det-max-side", type=int, default=DetParams().max_side)
+    ap.add_argument("--refine-text-px", type=float, default=ReaderParams().refine_text_px,
+                    help="two stages: coarse detector at --det-max-side, then full-resolution "
+                    "windows with text this tall (0: one stage)")
     ap.add_argument("--models-dir", type=Path, default=ROOT / "models")
     ap.add_argument("--out", type=Path, help="write the JSON result here")
     args = ap.parse_args(argv)
@@ -86,10 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     before = rss_mb()
     print(f"loading models from {args.models_dir} ({args.threads} thread)", file=sys.stderr)
     det, rec = open_eartag_runners(args.models_dir, args.threads)
-    reader = EartagReader(det, rec, params=ReaderParams(det=det_params))
+    reader = EartagReader(det, rec, params=ReaderParams(
+        det=det_params, refine_text_px=args.refine_text_px))
     det.run([x_det])  # warm-up: first calls allocate the arenas
     rec.run([x_rec])
-    result: dict[str, object] = {"threads": args.threads, "det_input": list(x_det.shape),
+    result: dict[str, object] = {"threads": args.threads, "refine_text_px": args.refine_text_px,
+                                 "det_input": list(x_det.shape),
                                  "rec_input": list(x_rec.shape)}
     result["det"] = pct(timed(lambda: det.run([x_det]), args.calls))
     print(f"det {x_det.shape}: {result['det']}", file=sys.stderr)

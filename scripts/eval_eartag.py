@@ -64,12 +64,14 @@ def conditions(kind: str, label: dict[str, Any], tag: dict[str, Any]) -> dict[st
         "covered": "none" if cov == 0 else ("<20%" if cov < 0.2 else ">=20%"),
         "ink": "white" if style.get("white_ink") else "dark",
     }
-    if "blur" in tag:  # when the generator labels it
-        out["blur"] = str(tag["blur"])
-    if "pose" in tag:
-        pose = tag["pose"]
-        yaw = abs(float(pose.get("yaw", 0))) if isinstance(pose, dict) else 0.0
+    if "blur_px" in tag:  # when the generator labels it
+        b = float(tag["blur_px"])
+        out["blur"] = "<2px" if b < 2 else ("2-5px" if b < 5 else ">=5px")
+    if "yaw_deg" in tag:
+        yaw = abs(float(tag["yaw_deg"]))
         out["yaw"] = "<20deg" if yaw < 20 else ("20-40deg" if yaw < 40 else ">=40deg")
+    if "borderline" in tag:
+        out["borderline"] = "yes" if tag["borderline"] else "no"
     return out
 
 

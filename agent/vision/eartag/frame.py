@@ -3,9 +3,12 @@
 Used as is by the live vision worker and by ``dairy-edge vision eartag``, so
 the CLI shows exactly what the agent would read.
 
-    detect text boxes (downscaled frame) -> warp each box from full-resolution
-    pixels -> recognise (digits, blank, space, other) -> strict decode ->
-    tag format -> drop the small line of a two-line tag
+    detect text boxes (downscaled frame; optionally again in full-resolution
+    windows around them) -> warp each box from full-resolution pixels ->
+    recognise (digits, blank, space, other) -> strict decode -> tag format ->
+    re-read a longer box (other or more digits: cut or unstable, refused) ->
+    plastic check (text on a large surface: refused) -> drop the small line of
+    a two-line tag
 
 Precision first: a crop that holds any non-digit, a digit below the digit
 confidence floor, or a number outside the farm's tag format gives a reading

@@ -189,6 +189,23 @@ def test_the_inference_budget_is_honoured() -> None:
     assert st["inferred"] == 6 and st["budget"] == 24 and st["busy"] == 0
 
 
+def test_the_budget_shrinks_while_ingest_has_a_backlog() -> None:
+    busy = [False]
+    sched: InferenceScheduler[Frame] = InferenceScheduler(
+        _cams("a", fps=2.0), lambda cid, f: None, ingest_busy=lambda: busy[0], busy_factor=4)
+    sched.start()
+    try:
+        for i in range(60):  # 6 s of a 10 fps camera; ingest busy for the last 4 s
+            busy[0] = i >= 20
+            before = sched.stats()["a"]["inferred"]
+            if sched.offer(Frame("a", i, SMALL, 5 * S + i * S // 10)):
+                _wait(lambda b=before: sched.stats()["a"]["inferred"] > b)
+    finally:
+        sched.stop(2.0)
+    # 2 s at 2 fps (4 frames), then 4 s at 0.5 fps (2 frames)
+    assert sched.stats()["a"]["inferred"] == 6
+
+
 def test_the_gate_keeps_empty_frames_from_the_models() -> None:
     ran: list[int] = []
     sched: InferenceScheduler[Frame] = InferenceScheduler(

@@ -404,6 +404,14 @@ class VisionConfig(Section):
         "so sensor ingest never waits for them; when the CPU is busy, frames are dropped "
         "and counted instead (docs/vision.md).",
     )
+    busy_infer_factor: float = Field(
+        4.0,
+        ge=1,
+        le=100,
+        description="While MQTT ingest has a backlog (its hand-off queue a tenth full or "
+        "more), every camera's infer_fps is divided by this, so a gateway catching up "
+        "after an outage spends its CPU on the readings first. 1: no throttle.",
+    )
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     eartag: EartagConfig = Field(default_factory=EartagConfig)
 

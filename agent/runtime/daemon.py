@@ -122,7 +122,7 @@ class Agent:
         self.notifier = Notifier()
         self._stopping = threading.Event()
         self.vision = Vision(config, self.clock, self.boot, self._store_identification,
-                             self._stamp)
+                             self._stamp, ingest_busy=self._ingest_busy)
 
     # -- paho thread --------------------------------------------------------
     def _on_message(self, topic: str, payload: bytes, ack: Callable[[], None]) -> None:
@@ -172,6 +172,10 @@ class Agent:
                 log.warning("stopping with %s not stored; the broker still has it",
                             item.record_id)
                 return
+
+    def _ingest_busy(self) -> bool:
+        """Ingest has a backlog (after an outage or a restart): vision slows down."""
+        return self._handoff.qsize() >= HANDOFF_CAPACITY // 10
 
     def _store_identification(self, ident: Identification) -> None:
         """From the vision worker: the same writer, outbox and sync as readings."""

@@ -61,6 +61,7 @@ class Vision:
         boot: str,
         submit: Callable[[Identification], None],
         stamp: Callable[[], Stamp],
+        ingest_busy: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -100,7 +101,8 @@ class Vision:
         self._rfid_firmware = set(config.detect.rules.mapping.rfid)
         background = config.vision.background_priority
         self.scheduler: InferenceScheduler[Frame] = InferenceScheduler(
-            cameras, self._process, background=background)
+            cameras, self._process, background=background, ingest_busy=ingest_busy,
+            busy_factor=config.vision.busy_infer_factor)
         self.scheduler.close_idle(self._tick)
         self.workers = [CameraWorker(cam, self._offer, clock=clock, background=background)
                         for cam in cameras]

@@ -91,11 +91,17 @@ class InferenceScheduler(Generic[F]):
         gates: Mapping[str, Gate] | None = None,
         name: str = "vision-worker",
         background: bool = False,
+        ingest_busy: Callable[[], bool] | None = None,
+        busy_factor: float = 1.0,
     ) -> None:
         gates = gates or {}
         self._process = process
         self._name = name
         self._background = background  # lowest CPU priority (agent.priority): ingest first
+        # While ingest has a backlog every camera's budget is divided by busy_factor:
+        # a low priority alone still costs ingest CPU it needs to catch up.
+        self._ingest_busy = ingest_busy
+        self._busy_factor = max(1.0, busy_factor)
         self._cams: dict[str, _Camera[F]] = {
             c.id: _Camera(
                 c.id,
@@ -154,7 +160,10 @@ class InferenceScheduler(Generic[F]):
                 return False
             cam.counts["offered"] += 1
             last = cam.last_inferred_ns
-            if last is not None and 0 <= frame.mono_ns - last < cam.period_ns:
+            period = cam.period_ns
+            if self._ingest_busy is not None and self._ingest_busy():
+                period = int(period * self._busy_factor)
+            if last is not None and 0 <= frame.mono_ns - last < period:
                 self._drop(cam, "budget")
                 return False
             if cam.waiting is not None:

@@ -173,7 +173,8 @@ def run_vision(args: argparse.Namespace) -> int:
         return 2
     min_conf = eartag.min_confidence if args.min_confidence is None else args.min_confidence
     params = ReaderParams(min_confidence=min_conf,
-                          det=DetParams(max_side=args.det_max_side))
+                          det=DetParams(max_side=args.det_max_side),
+                          refine_text_px=args.refine_text_px)
     reader = EartagReader(det, rec, args.tag_pattern or eartag.tag_pattern, params)
     failed = False
     for name in args.images:
@@ -231,6 +232,10 @@ def add_vision_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     eartag.add_argument("--det-max-side", type=int, default=DetParams().max_side, metavar="PX",
                         help="longest side the text detector sees (default %(default)s, as the "
                         "live agent; 1280 finds more small tags at about twice the cost)")
+    eartag.add_argument("--refine-text-px", type=float, default=ReaderParams().refine_text_px,
+                        metavar="PX", help="two stages: the detector sees the frame at "
+                        "--det-max-side only to find text, then full-resolution windows scaled "
+                        "so text is PX tall (default 0: one stage, as the live agent)")
     eartag.set_defaults(func=run_vision)
     return vision
 

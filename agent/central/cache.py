@@ -57,7 +57,9 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 return 1
 """
 # Identifications that name a cow: a review visit claims no number, so no cow.
-_SEEN_STATUSES = frozenset({"identified", "flagged"})
+# Only a confirmed identification moves a cow: a flagged visit (not in the register,
+# or contradicted by RFID) is a question for staff, not her location.
+_SEEN_STATUSES = frozenset({"identified"})
 
 
 class Cache:

@@ -39,7 +39,9 @@ MAX_REASON = 200
 MAX_CROP_BYTES = 256 * 1024
 # re.fullmatch, never re.match with "$": "$" also matches before a final newline.
 _ID = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))
-_TAG_NUMBER = re.compile(r"[0-9A-Za-z]{1,12}")
+# The herd register's rule for a printed tag number (letters, digits, spaces and
+# hyphens, 1-16): a register spelling like "12 345" must be storable.
+_TAG_NUMBER = re.compile(r"[0-9A-Za-z][0-9A-Za-z -]{0,15}")
 
 class _Common(BaseModel):
     """Fields every record carries (R6 stamp included)."""
@@ -127,7 +129,8 @@ class IdentificationIn(_Common):
     @classmethod
     def _is_tag(cls, value: str | None) -> str | None:
         if value is not None and not _TAG_NUMBER.fullmatch(value):
-            raise ValueError("must be 1 to 12 letters or digits, nothing else")
+            raise ValueError("must be 1 to 16 letters, digits, spaces or hyphens, starting "
+                             "with a letter or digit")
         return value
 
     @field_validator("flags")

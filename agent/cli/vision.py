@@ -147,6 +147,17 @@ def load_image(path: Path) -> np.ndarray:
     return image
 
 
+def _regex(text: str) -> str:
+    """argparse type: a regular expression that compiles (else a usage error)."""
+    import re
+
+    try:
+        re.compile(text)
+    except re.error as err:
+        raise argparse.ArgumentTypeError(f"not a regular expression: {err}") from err
+    return text
+
+
 def _tag_json(reading: Any, register: HerdRegister | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "number": reading.number,
@@ -227,7 +238,7 @@ def add_vision_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     eartag.add_argument("--min-confidence", type=float, default=None, metavar="X",
                         help="report a number only at or above this confidence (0-1; default "
                         "the config's vision.eartag.min_confidence, 0.9)")
-    eartag.add_argument("--tag-pattern", default=None, metavar="REGEX",
+    eartag.add_argument("--tag-pattern", default=None, metavar="REGEX", type=_regex,
                         help=r"the farm's tag format (default ^[0-9]{1,6}$)")
     eartag.add_argument("--det-max-side", type=int, default=DetParams().max_side, metavar="PX",
                         help="longest side the text detector sees (default %(default)s, as the "

@@ -7,10 +7,11 @@ Secrets are not fields here: see ``agent.config.secrets``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from agent.config.base import Section
 from agent.config.rules import RulesConfig
@@ -388,6 +389,15 @@ class EartagConfig(Section):
         ge=0,
         description="Disk budget of the review queue; the oldest crops go first. 0: no crops.",
     )
+    @field_validator("tag_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ValueError(f"not a regular expression: {err}") from err
+        return pattern
+
     upload_crop_bytes_per_day: int = Field(
         2 * 1024 * 1024,
         ge=0,

@@ -62,16 +62,19 @@ class ModelRegistry:
     :param cfg: the ``models`` config section (dir, threads, reload_interval_s).
     :param required: names the agent expects; one not in the manifest shows as
         ``missing`` in ``status`` instead of being absent.
+    :param only: load only these names (None: every model in the manifest), so a
+        part that needs two models does not hold the others in memory.
     :param opener: builds a verified, self-tested runner (``open_runner``);
         replaceable only to count loads in tests.
     """
 
     def __init__(self, cfg: ModelsConfig, *, required: Iterable[str] = (),
-                 opener: Opener = open_runner) -> None:
+                 opener: Opener = open_runner, only: Iterable[str] | None = None) -> None:
         self.cfg = cfg
         self.dir = Path(cfg.dir)
         self.manifest_error: str | None = None
         self._open = opener
+        self._only = None if only is None else frozenset(only)
         self._lock = threading.Lock()  # guards _slots
         self._reload_lock = threading.Lock()  # one load/reload at a time
         self._slots: dict[str, _Slot] = {}
@@ -137,9 +140,11 @@ class ModelRegistry:
             return
         self.manifest_error = None
         for name, error in read.invalid.items():
-            self._refuse(name, None, error, fingerprint=("invalid", error))
+            if self._only is None or name in self._only:
+                self._refuse(name, None, error, fingerprint=("invalid", error))
         for entry in read.entries:
-            self._consider(entry)
+            if self._only is None or entry.name in self._only:
+                self._consider(entry)
         listed = {e.name for e in read.entries} | set(read.invalid)
         with self._lock:
             gone = [n for n, s in self._slots.items() if n not in listed and s.listed]

@@ -423,13 +423,17 @@ class Agent:
     async def _shutdown(self, tasks: list[asyncio.Task[None]], web_runner: Any) -> None:
         log.info("stopping: draining received messages and committing")
         self.notifier.stopping()
+        for task in tasks:
+            if task.get_name() == "model-reload":
+                task.cancel()
+        # Cameras stop; open visits close and are stored while the writer still takes
+        # everything (an identification has no broker to redeliver it).
+        await asyncio.to_thread(self.vision.stop)
         self._stopping.set()
         # Stop taking messages first; unacknowledged ones stay with the broker.
         await asyncio.to_thread(self.mqtt.stop)
         self._handoff.put(_STOP)
         await asyncio.to_thread(self._processor.join, 10)
-        # Cameras stop; open visits close and are stored before the writer closes.
-        await asyncio.to_thread(self.vision.stop)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

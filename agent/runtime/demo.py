@@ -137,7 +137,7 @@ async def run_demo(
                 f"  readings buffered {counts.get('readings', 0):>6}   "
                 f"quarantined {counts.get('quarantine', 0):>4}   "
                 f"unsynced {counts.get('backlog', 0):>5}   "
-                f"cows identified {counts.get('identifications', 0):>4}   "
+                f"cows identified {agent.reader.identification_counts()['identified']:>4}   "
                 f"central has {stats.get('records', 0):>6}",
                 flush=True,
             )

@@ -69,8 +69,9 @@ class Vision:
         self.problems: list[str] = []
         cameras = list(config.cameras) if config.vision.enabled else []
         eartag = [c for c in cameras if c.role == "eartag"]
+        # Only the models vision runs (the anomaly forecaster is detection's).
         self.registry = ModelRegistry(
-            config.vision.models, required=MODEL_NAMES if eartag else ()
+            config.vision.models, required=MODEL_NAMES if eartag else (), only=MODEL_NAMES
         )
         register = self._load_register()
         self.preprocessors: dict[str, Preprocessor] = {}

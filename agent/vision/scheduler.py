@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 BUDGET_SLACK = 0.05
 TICK_INTERVAL_S = 0.5
 REASONS = ("budget", "busy", "empty", "error")
+LOG_ERRORS_EVERY = 100
 
 
 class FrameLike(Protocol):
@@ -233,9 +234,14 @@ class InferenceScheduler(Generic[F]):
         try:
             self._process(cam.id, frame)
         except Exception:
-            log.exception("camera %s: processing a frame failed", cam.id)
             with self._cond:
                 self._drop(cam, "error")
+                errors = cam.counts["error"]
+            # A model failing on every frame must not flood the journal: the first
+            # few, then one in LOG_ERRORS_EVERY (all are counted in the metrics).
+            if errors <= 3 or errors % LOG_ERRORS_EVERY == 0:
+                log.exception("camera %s: processing a frame failed (%d so far)", cam.id,
+                              errors)
             return
         with self._cond:
             cam.counts["inferred"] += 1

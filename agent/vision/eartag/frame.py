@@ -84,6 +84,11 @@ class EartagReader:
     def read(self, image_bgr: np.ndarray) -> list[TagReading]:
         """Every tag-like text found in the frame; ``number`` set only when read
         with confidence. Boxes are x, y, w, h in pixels of ``image_bgr``."""
+        if image_bgr.dtype != np.uint8:
+            # 16-bit grey (some IR cameras): the models read 8 bits; stretch, don't clip.
+            lo, hi = float(image_bgr.min()), float(image_bgr.max())
+            scaled = (image_bgr.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1e-6))
+            image_bgr = scaled.astype(np.uint8)
         if image_bgr.ndim == 2:
             image_bgr = cv2.cvtColor(image_bgr, cv2.COLOR_GRAY2BGR)
         h, w = image_bgr.shape[:2]

@@ -202,7 +202,8 @@ def _columns(path: Path, header: list[str], line: int) -> dict[str, int]:
     if missing:
         raise ConfigError(
             f"{path}:{line}: the header needs columns {missing} (found {header}); "
-            "see agent/vision/eartag/register.py for the accepted names"
+            "accepted names: " + "; ".join(
+                f"{col}: {', '.join(names)}" for col, names in _ALIASES.items())
         )
     return found
 

@@ -134,6 +134,9 @@ class ReviewQueue:
         while items and used + size > self.max_bytes:
             oldest = items.pop(0)
             shutil.rmtree(oldest.path, ignore_errors=True)
+            gone = _ITEM_RE.match(oldest.path.name)
+            if gone is not None:
+                self._visits.discard(gone.group(2))  # bounded like the queue itself
             used -= oldest.size
             self.evicted += 1
         seq = items[-1].seq + 1 if items else 1

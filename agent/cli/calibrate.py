@@ -67,9 +67,10 @@ def add_calibrate_parser(subparsers: argparse._SubParsersAction) -> None:  # typ
     cam.add_argument("--square-mm", type=float, default=25.0,
                      help="side of one printed square in mm (default 25)")
     cam.add_argument("-o", "--output", type=Path, default=None,
-                     help="output file (default <calibration_dir>/cameras/<ID>.yaml)")
+                     help="output file (default: <gateway.calibration_dir>/cameras/<ID>.yaml "
+                     "with --config, else ./calibration/cameras/<ID>.yaml)")
     cam.add_argument("--config", "-c", type=Path, default=None,
-                     help="agent config, for gateway.calibration_dir (defaults when omitted)")
+                     help="agent config, for gateway.calibration_dir")
     cam.add_argument("--force", action="store_true", help="replace an existing calibration file")
     cam.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     cam.add_argument("photos", nargs="+", type=Path, metavar="PHOTO",
@@ -94,9 +95,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
     try:
         if args.output is not None:
             out = args.output
-        else:
+        elif args.config is not None:
             config = load_config(args.config)
             out = camera_calibration_path(config.gateway.calibration_dir, args.camera_id)
+        else:
+            # Without a config the default calibration folder is the one shipped in
+            # the package: never write there (an upgrade would lose the file).
+            out = camera_calibration_path(Path("calibration"), args.camera_id)
     except ConfigError as err:
         print(f"dairy-edge: configuration error: {err}", file=sys.stderr)
         return 2

@@ -175,6 +175,7 @@ def run_lane(seed: int, args: argparse.Namespace, reader: EartagReader,
         verdict: GateResult = gate.check(image, now_ns)
         if not verdict.run:
             out.gated += 1
+            emit(tracker.end_visit(now_ns))  # Vision._empty: the lane is empty again
             continue
         out.keepalive += verdict.reason == "keepalive"
         last_inferred = now_ns

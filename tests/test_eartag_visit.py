@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from agent.config.model import EartagConfig
-from agent.errors import ConfigError
 from agent.metrics import IDENTIFICATIONS
 from agent.records.types import Identification, Stamp, stable_id
 from agent.vision.eartag.register import HerdRegister
@@ -175,7 +175,9 @@ def test_leading_zeros_vote_together() -> None:
 
 
 def test_bad_tag_pattern_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="tag_pattern"):
+    # The config refuses it when the file is loaded (the agent then starts in safe
+    # mode and `config check` says why), before any tracker is made.
+    with pytest.raises(ValidationError, match="tag_pattern"):
         _tracker(tag_pattern="([0-9")
 
 
@@ -355,3 +357,20 @@ def test_crops_and_evidence_are_bounded() -> None:
     ev = result.identification.evidence
     assert len(ev["readings"]) == 40 and ev["readings_dropped"] == 20
     assert ev["frames_seen"] == 60
+
+
+def test_an_empty_lane_ends_the_visit_even_within_the_gap(herd: HerdRegister) -> None:
+    """Cows walk nose to tail: the gap between them can be shorter than visit_gap_s.
+    The presence gate seeing the empty lane ends the first cow's visit."""
+    tracker = _tracker(herd)
+    first, now = _feed(tracker, [[_read("2386", 0.97)]] * 4)
+    assert first == [] and tracker.open_visit
+    ended = tracker.end_visit(now + FRAME)  # 0.5 s later: well inside the 3 s gap
+    assert not tracker.open_visit
+    second, now = _feed(tracker, [[_read("1177", 0.97)]] * 4, start_ns=now + 2 * FRAME,
+                        first_index=10)
+    closed = ended + second + tracker.flush()
+    numbers = [r.identification.tag_number for r in closed]
+    assert numbers == ["2386", "1177"]
+    assert all(r.identification.status == "identified" for r in closed)
+    assert tracker.end_visit(now + 10 * S) == []  # nothing open: nothing to end

@@ -206,6 +206,23 @@ def test_the_budget_shrinks_while_ingest_has_a_backlog() -> None:
     assert sched.stats()["a"]["inferred"] == 6
 
 
+def test_the_empty_scene_is_reported_so_a_visit_can_end() -> None:
+    empty: list[int] = []
+    sched: InferenceScheduler[Frame] = InferenceScheduler(
+        _cams("a", fps=50.0, threshold=0.01), lambda cid, f: None,
+        on_empty=lambda cid, f: empty.append(f.index))
+    sched.start()
+    try:
+        for i in range(6):  # the empty lane, half a second apart
+            before = sched.stats()["a"]
+            sched.offer(Frame("a", i, _barn(i), 5 * S + i * S // 2))
+            _wait(lambda b=before: sum(sched.stats()["a"][k] for k in ("inferred", "empty"))
+                  > b["inferred"] + b["empty"])
+    finally:
+        sched.stop(2.0)
+    assert empty and empty == list(range(6 - len(empty), 6))  # after the first frame
+
+
 def test_the_gate_keeps_empty_frames_from_the_models() -> None:
     ran: list[int] = []
     sched: InferenceScheduler[Frame] = InferenceScheduler(

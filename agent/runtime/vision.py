@@ -103,7 +103,7 @@ class Vision:
         background = config.vision.background_priority
         self.scheduler: InferenceScheduler[Frame] = InferenceScheduler(
             cameras, self._process, background=background, ingest_busy=ingest_busy,
-            busy_factor=config.vision.busy_infer_factor)
+            busy_factor=config.vision.busy_infer_factor, on_empty=self._empty)
         self.scheduler.close_idle(self._tick)
         self.workers = [CameraWorker(cam, self._offer, clock=clock, background=background)
                         for cam in cameras]
@@ -201,6 +201,12 @@ class Vision:
         ]
         readings = self.static[camera_id].filter(readings, frame.mono_ns)
         self._emit(tracker.add(frame.mono_ns, frame.wall_ts, frame.index, readings))
+
+    def _empty(self, camera_id: str, frame: Frame) -> None:
+        """The presence gate sees the empty scene: the cow in view has gone."""
+        tracker = self.trackers.get(camera_id)
+        if tracker is not None:
+            self._emit(tracker.end_visit(frame.mono_ns))
 
     def _tick(self) -> None:
         self._drain_rfid()

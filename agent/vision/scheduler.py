@@ -94,6 +94,7 @@ class InferenceScheduler(Generic[F]):
         background: bool = False,
         ingest_busy: Callable[[], bool] | None = None,
         busy_factor: float = 1.0,
+        on_empty: Callable[[str, F], None] | None = None,
     ) -> None:
         gates = gates or {}
         self._process = process
@@ -103,6 +104,8 @@ class InferenceScheduler(Generic[F]):
         # a low priority alone still costs ingest CPU it needs to catch up.
         self._ingest_busy = ingest_busy
         self._busy_factor = max(1.0, busy_factor)
+        # Called on the worker when the gate sees the empty scene (a visit is over).
+        self._on_empty = on_empty
         self._cams: dict[str, _Camera[F]] = {
             c.id: _Camera(
                 c.id,
@@ -227,6 +230,11 @@ class InferenceScheduler(Generic[F]):
         if not verdict.run:
             with self._cond:
                 self._drop(cam, "empty")
+            if self._on_empty is not None:
+                try:
+                    self._on_empty(cam.id, frame)
+                except Exception:
+                    log.exception("camera %s: the empty-scene callback failed", cam.id)
             return
         with self._cond:
             # the budget counts from frames sent to the models, gated ones excluded

@@ -301,6 +301,14 @@ class VisitTracker:
         self._prune_reads(now_mono_ns)
         return out
 
+    def end_visit(self, now_mono_ns: int) -> list[VisitResult]:
+        """The camera sees its empty scene (the presence gate): the open visit, if
+        any, is over now, even when the next cow follows within visit_gap_s
+        (cows walk nose to tail: a gap alone merged neighbours into one visit)."""
+        if self._open is not None:
+            self._close(self._open, "empty")
+        return self.tick(now_mono_ns)
+
     def flush(self) -> list[VisitResult]:
         """Close everything now (shutdown): RFID reads not yet arrived are not waited for."""
         if self._open is not None:

@@ -29,7 +29,7 @@ from agent.models.registry import ModelRegistry
 from agent.records.types import Identification, Reading, Stamp
 from agent.sources.camera.base import Frame
 from agent.sources.camera.worker import CameraWorker
-from agent.vision.calibrate import resolve_calibration
+from agent.vision.calibrate import CameraCalibration, resolve_calibration
 from agent.vision.eartag.frame import EartagReader
 from agent.vision.eartag.models import MODEL_NAMES, runners_from_registry
 from agent.vision.eartag.register import HerdRegister
@@ -73,7 +73,7 @@ class Vision:
         self.registry = ModelRegistry(
             config.vision.models, required=MODEL_NAMES if eartag else (), only=MODEL_NAMES
         )
-        register = self._load_register()
+        register = self._load_register() if eartag else None
         self.preprocessors: dict[str, Preprocessor] = {}
         for cam in cameras:
             self.preprocessors[cam.id] = Preprocessor(cam, self._calibration(cam))
@@ -126,7 +126,7 @@ class Vision:
             log.error("herd register not loaded (%s); visits are not checked against it", err)
             return None
 
-    def _calibration(self, cam: CameraConfig) -> Any:
+    def _calibration(self, cam: CameraConfig) -> CameraCalibration | None:
         try:
             return resolve_calibration(cam, self.config.gateway.calibration_dir)
         except ConfigError as err:

@@ -8,7 +8,7 @@ is what the agent would read. One JSON line per image:
 or ``{"image": "PATH", "error": "..."}`` for a file that cannot be read as an
 image; the others are still processed and the exit status is then 1.
 
-The lead's CLI calls ``add_vision_parser(subparsers)``; each leaf sets
+``agent.cli.main`` calls ``add_vision_parser(subparsers)``; each leaf sets
 ``func`` (``run_vision``), which returns the exit status.
 """
 

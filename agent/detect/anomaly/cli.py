@@ -1,4 +1,4 @@
-"""``dairy-edge anomaly ...`` subcommands; the lead's CLI only calls
+"""``dairy-edge anomaly ...`` subcommands; ``agent.cli.main`` only calls
 ``add_anomaly_cli(subparsers)`` and then ``args.func(args)``."""
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from agent.errors import ConfigError
+from agent.models.litert import interpreter_class
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "bundled" / "models"
 
@@ -28,21 +29,6 @@ class ModelRunner(Protocol):
     def run(self, x: np.ndarray) -> np.ndarray:
         """``x`` shaped like the model input (float32); returns the output as float32."""
         ...
-
-
-def _interpreter_class() -> Any:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        return Interpreter
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
-
-        return Interpreter
-    except ImportError as err:
-        raise ConfigError("no TFLite runtime: install ai-edge-litert") from err
 
 
 def load_manifest(models_dir: Path = MODELS_DIR) -> dict[str, Any]:
@@ -80,7 +66,7 @@ class LiteRTRunner:
             raise ConfigError(f"{path}: sha256 does not match models/manifest.json")
         self.name = name
         self.version = str(entry.get("version", ""))
-        self._interp = _interpreter_class()(model_path=str(path), num_threads=num_threads)
+        self._interp = interpreter_class()(model_path=str(path), num_threads=num_threads)
         self._interp.allocate_tensors()
         inp = self._interp.get_input_details()[0]
         out = self._interp.get_output_details()[0]

@@ -87,6 +87,9 @@ class Vision:
                 station=cam.station,
                 register=register,
                 model_versions=self.registry.versions,
+                # A camera with a station has a reader there: hold each visit for
+                # the reader's window from the first visit on, not from its first read.
+                expect_rfid=cam.station is not None,
             )
             for cam in eartag
         }

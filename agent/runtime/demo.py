@@ -87,8 +87,9 @@ async def run_demo(
             # A generated walk-through lane: cows of examples/herd.csv (and two
             # strangers) pass the ear-tag camera; identifications join the readings.
             "cameras": [
+                # No station: the demo has no RFID reader at the lane to wait for.
                 {"id": "lane1", "role": "eartag", "source": "synthetic", "uri": "7",
-                 "station": "lane1", "fps_cap": 5.0, "infer_fps": 2.0}
+                 "fps_cap": 5.0, "infer_fps": 2.0}
             ] if cameras else [],
             "vision": {"eartag": {"herd_register": str(DEFAULT_HERD),
                                   "review_dir": str(data_dir / "review")}},

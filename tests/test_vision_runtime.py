@@ -56,7 +56,7 @@ def _climate(prefix: str, seq: int) -> tuple[str, bytes]:
 
 async def test_a_generated_lane_is_identified_and_stored(tmp_path: Path) -> None:
     lane = {"id": "lane1", "role": "eartag", "source": "synthetic", "uri": "11",
-            "station": "lane1", "fps_cap": 5.0, "infer_fps": 2.5}
+            "fps_cap": 5.0, "infer_fps": 2.5}
     agent, _ = _agent(tmp_path, [lane])
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))

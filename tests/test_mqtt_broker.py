@@ -34,10 +34,12 @@ async def test_uses_the_broker_already_listening() -> None:
 
 
 async def test_embedded_broker_with_fallback_and_persistent_session() -> None:
-    handle = await ensure_broker("127.0.0.1", free_port())
+    asked = free_port()
+    handle = await ensure_broker("127.0.0.1", asked)
     sources: list[MqttSource] = []
     try:
         assert handle.embedded is True
+        assert handle.port == asked  # the demo's --mqtt-port holds for the embedded broker
         assert await broker_listening(handle.host, handle.port)
         root, cid = unique("barn"), unique("src")
 

@@ -72,25 +72,33 @@ async def ensure_broker(host: str, port: int) -> BrokerHandle:
     if await broker_listening(host, port):
         log.info("using the MQTT broker at %s:%d", host, port)
         return BrokerHandle(host=host, port=port, embedded=False)
-    return await start_embedded_broker()
+    return await start_embedded_broker(port)
 
 
-async def start_embedded_broker() -> BrokerHandle:
-    """Start amqtt on 127.0.0.1 and a port the kernel picks."""
+async def start_embedded_broker(port: int = 0) -> BrokerHandle:
+    """Start amqtt on 127.0.0.1 at ``port`` (the port asked for, so the demo's
+    ``--mqtt-port`` holds), or a port the kernel picks when that one cannot be had."""
     try:
         from amqtt.broker import Broker
     except ImportError as err:  # amqtt is a dependency, but a stripped install may lack it
         raise TransientError("no broker running and amqtt is not installed") from err
 
-    config = {
-        "listeners": {"default": {"type": "tcp", "bind": f"{_EMBEDDED_HOST}:0"}},
-        "plugins": {f"{__name__}.LocalAuthPlugin": {}},
-    }
-    broker = Broker(config)
-    try:
-        await broker.start()
-    except Exception as err:  # amqtt raises its own BrokerError and plain OSErrors
-        raise TransientError(f"embedded broker did not start: {err}") from err
+    broker = None
+    for bind in dict.fromkeys((port, 0)):
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{_EMBEDDED_HOST}:{bind}"}},
+            "plugins": {f"{__name__}.LocalAuthPlugin": {}},
+        }
+        broker = Broker(config)
+        try:
+            await broker.start()
+            break
+        except Exception as err:  # amqtt raises its own BrokerError and plain OSErrors
+            if bind == 0:
+                raise TransientError(f"embedded broker did not start: {err}") from err
+            log.warning("embedded broker cannot listen on port %d (%s); taking a free one",
+                        bind, err)
+    assert broker is not None
     port = _bound_port(broker)
     log.info("started an embedded MQTT broker (amqtt) on %s:%d", _EMBEDDED_HOST, port)
     return BrokerHandle(

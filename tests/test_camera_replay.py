@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers_mqtt import wait_for
 
 from agent.config.model import CameraConfig
 from agent.sources.camera.base import CameraError, CameraState, Frame
@@ -146,21 +147,11 @@ def _collect(cfg: CameraConfig) -> tuple[CameraWorker, list[Frame]]:
     return CameraWorker(cfg, frames.append), frames
 
 
-def _wait_for(predicate: object, timeout: float = 10.0) -> bool:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
-
-
 def test_worker_replays_a_video_then_ends(tmp_path: Path) -> None:
     video = _write_video(tmp_path / "lane.avi", n=8, fps=40.0)
     worker, frames = _collect(_cfg(video, fps_cap=100.0))
     worker.start()
-    assert _wait_for(lambda: worker.status().state == CameraState.ENDED)
+    assert wait_for(lambda: worker.status().state == CameraState.ENDED)
     status = worker.status()
     assert worker.stop(2.0)
     assert [_number(f.image) for f in frames] == list(range(8))
@@ -177,7 +168,7 @@ def test_worker_fps_cap_skips_frames_and_counts_them(tmp_path: Path) -> None:
     video = _write_video(tmp_path / "lane.avi", n=12, fps=20.0)
     worker, frames = _collect(_cfg(video, fps_cap=5.0))
     worker.start()
-    assert _wait_for(lambda: worker.status().state == CameraState.ENDED)
+    assert wait_for(lambda: worker.status().state == CameraState.ENDED)
     worker.stop(2.0)
     status = worker.status()
     # 20 fps capped at 5: about every 4th frame; loose, timing on a shared CPU varies.
@@ -193,14 +184,14 @@ def test_worker_counts_bad_files_and_missing_folder_never_raises(tmp_path: Path)
     (folder / "frame_1.jpg").write_bytes(b"garbage")
     worker, frames = _collect(_cfg(folder, fps_cap=100.0))
     worker.start()
-    assert _wait_for(lambda: worker.status().state == CameraState.ENDED)
+    assert wait_for(lambda: worker.status().state == CameraState.ENDED)
     worker.stop(2.0)
     assert len(frames) == 3 and worker.status().bad_frames == 1
 
     missing = CameraWorker(_cfg(tmp_path / "gone", reconnect_min_s=0.05, reconnect_max_s=0.1),
                            lambda f: None)
     missing.start()
-    assert _wait_for(lambda: missing.status().reconnects >= 2)
+    assert wait_for(lambda: missing.status().reconnects >= 2)
     status = missing.status()
     assert missing.stop(2.0)
     assert status.state == CameraState.OFFLINE

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import cv2
 import numpy as np
 import pytest
+from helpers_mqtt import wait_for
 from prometheus_client import REGISTRY
 
 from agent.config.model import CameraConfig
@@ -94,15 +94,6 @@ def camera() -> object:
     cam.stop()
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 def _cfg(uri: str, **kw: object) -> CameraConfig:
     base = {"id": "lane1", "source": "opencv", "uri": uri, "fps_cap": 30.0,
             "stall_after_s": 0.5, "reconnect_min_s": 0.1, "reconnect_max_s": 0.4}
@@ -132,7 +123,7 @@ def test_stream_stalls_goes_offline_and_comes_back(camera: MjpegCamera) -> None:
     frames_before = _metric("dairy_edge_camera_frames_total", camera="lane1")
     worker.start()
     try:
-        assert _wait_for(lambda: worker.status().frames >= 5)
+        assert wait_for(lambda: worker.status().frames >= 5)
         status = worker.status()
         assert status.state == CameraState.ONLINE and status.last_error is None
         assert status.fps > 0 and status.last_frame_age_s is not None
@@ -143,21 +134,21 @@ def test_stream_stalls_goes_offline_and_comes_back(camera: MjpegCamera) -> None:
         # The camera goes quiet with the connection open: the read blocks, and
         # the watchdog must see it from outside.
         camera.sending.clear()
-        assert _wait_for(lambda: worker.status().state == CameraState.STALLED, 5)
+        assert wait_for(lambda: worker.status().state == CameraState.STALLED, 5)
         assert "no frame for" in (worker.status().last_error or "")
         # ...and the supervisor acts on it: abandons the blocked read, reconnects.
-        assert _wait_for(lambda: "reconnecting" in (worker.status().last_error or ""), 5)
+        assert wait_for(lambda: "reconnecting" in (worker.status().last_error or ""), 5)
 
         camera.sending.set()
-        assert _wait_for(lambda: worker.status().state == CameraState.ONLINE, 10)
+        assert wait_for(lambda: worker.status().state == CameraState.ONLINE, 10)
         assert worker.status().reconnects >= 1
         count = worker.status().frames
-        assert _wait_for(lambda: worker.status().frames >= count + 5)
+        assert wait_for(lambda: worker.status().frames >= count + 5)
 
         # The camera disappears (power cut): offline, retried with backoff,
         # with an error that says what to check.
         camera.stop()
-        assert _wait_for(lambda: "cannot open" in (worker.status().last_error or ""), 10)
+        assert wait_for(lambda: "cannot open" in (worker.status().last_error or ""), 10)
         status = worker.status()
         assert status.state == CameraState.OFFLINE
         assert camera.url in (status.last_error or "") and "check" in (status.last_error or "")
@@ -165,7 +156,7 @@ def test_stream_stalls_goes_offline_and_comes_back(camera: MjpegCamera) -> None:
         reconnects = status.reconnects
 
         camera.start()  # the same port
-        assert _wait_for(lambda: worker.status().state == CameraState.ONLINE, 10)
+        assert wait_for(lambda: worker.status().state == CameraState.ONLINE, 10)
         status = worker.status()
         assert status.reconnects > reconnects and status.last_error is None
         assert _metric("dairy_edge_camera_reconnects_total", camera="lane1") >= status.reconnects
@@ -180,7 +171,7 @@ def test_unreachable_stream_is_offline_with_advice() -> None:
     worker = CameraWorker(_cfg("rtsp://admin:s3cret@127.0.0.1:1/live"), lambda f: None)
     worker.start()
     try:
-        assert _wait_for(lambda: worker.status().reconnects >= 1)
+        assert wait_for(lambda: worker.status().reconnects >= 1)
         status = worker.status()
     finally:
         assert worker.stop(3.0)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 
 import numpy as np
 import pytest
+from helpers_mqtt import wait_for
 
 from agent.config.model import CameraConfig
 from agent.errors import TransientError
@@ -82,25 +82,16 @@ def _cfg(**kw: object) -> CameraConfig:
     return CameraConfig.model_validate({**base, **kw})
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 def test_a_read_that_never_returns_is_stalled_and_stop_does_not_wait_for_it() -> None:
     camera = Camera(frames=5)
     worker = CameraWorker(_cfg(), lambda f: None, source_factory=camera)
     worker.start()
     try:
-        assert _wait_for(lambda: "reconnecting" in (worker.status().last_error or ""))
+        assert wait_for(lambda: "reconnecting" in (worker.status().last_error or ""))
         assert worker.status().state == CameraState.STALLED
         # Each fresh source gives 5 frames and hangs again; the worker keeps
         # reconnecting until too many abandoned reads are stuck, then waits.
-        assert _wait_for(lambda: "stuck in the driver" in (worker.status().last_error or ""))
+        assert wait_for(lambda: "stuck in the driver" in (worker.status().last_error or ""))
         assert worker.status().state == CameraState.OFFLINE
         assert len(camera.sources) == MAX_HUNG_READERS
         assert worker.status().reconnects == MAX_HUNG_READERS - 1
@@ -110,7 +101,7 @@ def test_a_read_that_never_returns_is_stalled_and_stop_does_not_wait_for_it() ->
     finally:
         camera.release.set()
     # Released, the abandoned readers close their own sources.
-    assert _wait_for(lambda: camera.closes == camera.opens, 5)
+    assert wait_for(lambda: camera.closes == camera.opens, 5)
 
 
 def test_stuck_readers_returning_lets_the_camera_come_back() -> None:
@@ -118,12 +109,12 @@ def test_stuck_readers_returning_lets_the_camera_come_back() -> None:
     worker = CameraWorker(_cfg(), lambda f: None, source_factory=camera)
     worker.start()
     try:
-        assert _wait_for(lambda: "stuck in the driver" in (worker.status().last_error or ""))
+        assert wait_for(lambda: "stuck in the driver" in (worker.status().last_error or ""))
         camera.frames = 10_000
         camera.release.set()
-        assert _wait_for(lambda: worker.status().state == CameraState.ONLINE)
+        assert wait_for(lambda: worker.status().state == CameraState.ONLINE)
         frames = worker.status().frames
-        assert _wait_for(lambda: worker.status().frames > frames + 5)
+        assert wait_for(lambda: worker.status().frames > frames + 5)
     finally:
         assert worker.stop(2.0)
 
@@ -133,7 +124,7 @@ def test_an_open_that_hangs_is_reported_and_retried() -> None:
     worker = CameraWorker(_cfg(stall_after_s=0.2), lambda f: None, source_factory=camera)
     worker.start()  # open limit: 2 s (open timeout floor) + stall_after_s
     try:
-        assert _wait_for(lambda: "did not finish" in (worker.status().last_error or ""), 10)
+        assert wait_for(lambda: "did not finish" in (worker.status().last_error or ""), 10)
         assert worker.status().state == CameraState.OFFLINE
     finally:
         worker.stop(0.5)
@@ -153,7 +144,7 @@ def test_exceptions_from_source_and_handler_never_kill_the_worker() -> None:
     worker = CameraWorker(_cfg(), on_frame, source_factory=camera)
     worker.start()
     try:
-        assert _wait_for(lambda: worker.status().reconnects >= 2 and calls >= 6)
+        assert wait_for(lambda: worker.status().reconnects >= 2 and calls >= 6)
     finally:
         assert worker.stop(2.0)
     status = worker.status()
@@ -171,7 +162,7 @@ def test_source_error_message_is_kept_and_backoff_is_capped() -> None:
                           source_factory=camera)
     worker.start()
     try:
-        assert _wait_for(lambda: worker.status().reconnects >= 8)
+        assert wait_for(lambda: worker.status().reconnects >= 8)
         status = worker.status()
     finally:
         assert worker.stop(2.0)
@@ -189,7 +180,7 @@ def test_factory_failure_is_an_offline_camera() -> None:
     worker = CameraWorker(_cfg(), lambda f: None, source_factory=broken)
     worker.start()
     try:
-        assert _wait_for(lambda: worker.status().reconnects >= 1)
+        assert wait_for(lambda: worker.status().reconnects >= 1)
         status = worker.status()
     finally:
         assert worker.stop(2.0)
@@ -203,7 +194,7 @@ def test_status_is_json_ready() -> None:
     assert worker.status().state == CameraState.CONNECTING
     worker.start()
     try:
-        assert _wait_for(lambda: worker.status().frames > 3)
+        assert wait_for(lambda: worker.status().frames > 3)
         data = json.loads(json.dumps(worker.status().to_dict()))
     finally:
         assert worker.stop(2.0)

@@ -1,10 +1,14 @@
 """The types that flow through the agent. This package imports nothing from agent."""
 
 from agent.records.types import (
+    MILK_CLASSES,
+    QUARTERS,
     Alert,
+    BodyCondition,
     Event,
     Identification,
     Inference,
+    MilkCheck,
     Quarantined,
     Reading,
     Record,
@@ -13,10 +17,14 @@ from agent.records.types import (
 )
 
 __all__ = [
+    "MILK_CLASSES",
+    "QUARTERS",
     "Alert",
+    "BodyCondition",
     "Event",
     "Identification",
     "Inference",
+    "MilkCheck",
     "Quarantined",
     "Reading",
     "Record",

@@ -20,6 +20,8 @@ class RecordKind(StrEnum):
     EVENT = "event"
     INFERENCE = "inference"
     IDENTIFICATION = "identification"
+    BODY_CONDITION = "body_condition"
+    MILK_CHECK = "milk_check"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +166,69 @@ class Identification:
 
 
 @dataclass(slots=True)
+class BodyCondition:
+    """A cow's body condition score (1-5) from a top-view camera: one per visit.
+
+    ``low``/``high`` bound the score (the model's calibrated interval, clipped
+    to 1-5); ``quality`` (0-1) says how well the cow was seen (segmentation,
+    straightness, how much of the back was in view). ``animal_id`` comes from
+    the visit's identification when there was one. ``record_id`` is derived
+    from the camera and the visit, so a re-emitted visit is a duplicate.
+    """
+
+    record_id: str
+    camera_id: str
+    visit_id: str
+    bcs: float
+    low: float
+    high: float
+    quality: float
+    stamp: Stamp
+    model: str
+    model_version: str
+    frames: int = 1
+    animal_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    kind = RecordKind.BODY_CONDITION
+
+    def to_dict(self) -> dict[str, Any]:
+        return _flatten(self)
+
+
+@dataclass(slots=True)
+class MilkCheck:
+    """The colour and consistency of one milk sample seen by a camera.
+
+    ``result`` is one of ``MILK_CLASSES``; ``scores`` the probability of every
+    class; ``quarter`` (``LF``, ``RF``, ``LR``, ``RR``) when the station knows it.
+    """
+
+    record_id: str
+    camera_id: str
+    result: str
+    confidence: float
+    stamp: Stamp
+    model: str
+    model_version: str
+    animal_id: str | None = None
+    quarter: str | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    kind = RecordKind.MILK_CHECK
+
+    def to_dict(self) -> dict[str, Any]:
+        return _flatten(self)
+
+
+# What a milk check can say, "normal" first; every other class is a reason to
+# divert the milk and look at the udder.
+MILK_CLASSES: tuple[str, ...] = ("normal", "blood", "colostrum", "watery", "clots")
+QUARTERS: tuple[str, ...] = ("LF", "RF", "LR", "RR")
+
+
+@dataclass(slots=True)
 class Quarantined:
     """A message that could not become a record, kept verbatim with the reason."""
 
@@ -175,7 +240,7 @@ class Quarantined:
     stamp: Stamp
 
 
-Record = Reading | Alert | Event | Inference | Identification
+Record = Reading | Alert | Event | Inference | Identification | BodyCondition | MilkCheck
 
 
 def _flatten(record: Record) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def test_old_buffer_gains_the_table_and_keeps_its_rows(tmp_path: Path) -> None:
     plan = query(db, "EXPLAIN QUERY PLAN SELECT record_id, body, size FROM identifications "
                      "WHERE synced = 0 ORDER BY id LIMIT 10")
     assert "identifications_unsynced" in " ".join(str(r[-1]) for r in plan), plan
-    assert [n for (n,) in query(db, "SELECT name FROM migrations")][-1] == "0005_identifications"
+    assert "0005_identifications" in [n for (n,) in query(db, "SELECT name FROM migrations")]
 
 
 def test_redelivery_is_a_dedup_hit_and_the_reader_shows_newest_first(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ def test_unsynced_query_uses_partial_index(tmp_path: Path) -> None:
     db = tmp_path / "b.db"
     w = make_writer(db)
     w.close()
-    for table in ("alerts", "events", "identifications", "inferences", "readings"):
+    for table in ("alerts", "events", "identifications", "milk_checks", "body_conditions",
+                  "inferences", "readings"):
         plan = query(
             db, f"EXPLAIN QUERY PLAN SELECT record_id, body, size FROM {table} "
             "WHERE synced = 0 ORDER BY id LIMIT 10"

@@ -84,6 +84,7 @@ def test_dedup_and_all_kinds(tmp_path: Path) -> None:
     reader = StoreReader(db)
     counts = reader.counts()
     assert counts["tables"] == {"alerts": 1, "events": 1, "identifications": 0,
+                                "milk_checks": 0, "body_conditions": 0,
                                 "inferences": 0, "readings": 2}
     assert counts["backlog"] == 4
     assert counts["quarantine_by_reason"] == {"bad_json": 1}

@@ -7,13 +7,25 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from agent.records import Alert, Event, Identification, Inference, Quarantined, Reading
+from agent.records import (
+    Alert,
+    BodyCondition,
+    Event,
+    Identification,
+    Inference,
+    MilkCheck,
+    Quarantined,
+    Reading,
+)
 from agent.store.migrations import KIND_TABLE
 
-Item = Reading | Alert | Event | Inference | Identification | Quarantined
+Item = (Reading | Alert | Event | Inference | Identification | BodyCondition | MilkCheck
+        | Quarantined)
 
 
-def encode_body(record: Reading | Alert | Event | Inference | Identification) -> str:
+def encode_body(
+    record: Reading | Alert | Event | Inference | Identification | BodyCondition | MilkCheck,
+) -> str:
     # default=str: an odd attribute value must not make a record unstorable.
     return json.dumps(record.to_dict(), separators=(",", ":"), default=str, allow_nan=False)
 

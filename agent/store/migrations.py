@@ -19,8 +19,15 @@ MIGRATIONS: list[tuple[str, Migration]] = []
 # of first) and before inferences and readings: one record per visit of a cow, a
 # few hundred a day, small unless a review crop rides along, and the product the
 # ERP waits for, so a backlog of readings after an outage must not hold them back.
-SYNC_TABLES: tuple[str, ...] = ("alerts", "events", "identifications", "inferences", "readings")
+# Milk checks and body conditions follow identifications for the same reasons (one
+# record per sample or visit, a few hundred bytes, the ERP's product), milk checks
+# first: a check that found blood, colostrum or clots is about milk that must not
+# reach the tank, and the dairy acts on it within the milking, while a body
+# condition score is a trend over weeks that loses nothing by waiting a few batches.
+SYNC_TABLES: tuple[str, ...] = ("alerts", "events", "identifications", "milk_checks",
+                                "body_conditions", "inferences", "readings")
 KIND_TABLE = {"alert": "alerts", "event": "events", "identification": "identifications",
+              "milk_check": "milk_checks", "body_condition": "body_conditions",
               "inference": "inferences", "reading": "readings"}
 # The tables 0001 and 0002 created: shipped migrations must never change what they do.
 _V1_TABLES: tuple[str, ...] = ("alerts", "events", "inferences", "readings")
@@ -204,6 +211,51 @@ def _identifications(conn: sqlite3.Connection) -> None:
         "WHERE clock_synced = 0 AND wall_corrected = 0"
     )
     conn.execute("CREATE INDEX identifications_status ON identifications (status)")
+
+
+@migration("0006_body_conditions_milk_checks")
+def _body_conditions_milk_checks(conn: sqlite3.Connection) -> None:
+    # A cow's body condition score per visit (agent.records.BodyCondition) and the
+    # colour of one milk sample (agent.records.MilkCheck): shaped like the other
+    # uploaded tables, so the writer, outbox, clock fix, retention and space code
+    # treat them the same way. ``animal_id`` of a body condition is derived from the
+    # body (STORED: set once at insert, and again if the clock fix rewrites the body)
+    # and indexed with the time for StoreReader.body_condition_history, the per-cow
+    # trend read at start-up; ``result`` of a milk check, for a count by result.
+    for table, derived in (
+        ("body_conditions",
+         "animal_id TEXT GENERATED ALWAYS AS (json_extract(body, '$.animal_id')) STORED"),
+        ("milk_checks",
+         "result TEXT GENERATED ALWAYS AS (json_extract(body, '$.result')) STORED"),
+    ):
+        # Table names come from this constant list, never from input.
+        conn.execute(
+            f"""CREATE TABLE {table} (
+                id INTEGER PRIMARY KEY,
+                record_id TEXT NOT NULL UNIQUE,
+                wall_ts REAL NOT NULL,
+                mono_ns INTEGER NOT NULL,
+                body TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                synced INTEGER NOT NULL DEFAULT 0,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT,
+                boot_id TEXT NOT NULL DEFAULT '',
+                clock_synced INTEGER NOT NULL DEFAULT 1,
+                wall_corrected INTEGER NOT NULL DEFAULT 0,
+                {derived}
+            )"""
+        )
+        conn.execute(f"CREATE INDEX {table}_unsynced ON {table} (id) WHERE synced = 0")
+        conn.execute(f"CREATE INDEX {table}_done ON {table} (id, size) WHERE synced != 0")
+        conn.execute(
+            f"CREATE INDEX {table}_clock ON {table} (boot_id) "
+            "WHERE clock_synced = 0 AND wall_corrected = 0"
+        )
+    conn.execute(
+        "CREATE INDEX body_conditions_animal_time ON body_conditions (animal_id, wall_ts) "
+        "WHERE animal_id IS NOT NULL"
+    )
 
 
 def applied(conn: sqlite3.Connection) -> list[str]:

@@ -130,8 +130,8 @@ def _select(
     refs: list[tuple[str, str]] = []
     records: list[dict[str, Any]] = []
     used = 0
-    # Priority lanes: alerts, events, identifications, inferences, readings
-    # (migrations.SYNC_TABLES says why).
+    # Priority lanes: alerts, events, identifications, milk checks, body conditions,
+    # inferences, readings (migrations.SYNC_TABLES says why).
     for table in SYNC_TABLES:
         room = max_records - len(refs)
         if room <= 0:

@@ -172,6 +172,51 @@ class StoreReader:
                 out[str(status)] = int(n)
         return out
 
+    def recent_body_conditions(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Newest first (commit order), as stored, with ``synced`` added."""
+        return self._recent("body_conditions", limit)
+
+    def recent_milk_checks(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Newest first (commit order), as stored, with ``synced`` added."""
+        return self._recent("milk_checks", limit)
+
+    def body_condition_history(
+        self, animal_id: str, since_wall_ts: float
+    ) -> list[tuple[float, float, float, float, float]]:
+        """One cow's scores stored with ``wall_ts >= since_wall_ts``, oldest first:
+        ``(wall_ts, bcs, low, high, quality)`` (uses the (animal_id, wall_ts) index).
+
+        ``wall_ts`` is the stored time: corrected once the clock fix knew the
+        offset; a record made before clock sync and not corrected yet keeps the
+        time the gateway had then. A record without an animal is nobody's history.
+        """
+        with self._conn() as conn:
+            rows = conn.execute(
+                """SELECT wall_ts, json_extract(body, '$.bcs'), json_extract(body, '$.low'),
+                          json_extract(body, '$.high'), json_extract(body, '$.quality')
+                   FROM body_conditions WHERE animal_id = ? AND wall_ts >= ?
+                   ORDER BY wall_ts, id""",
+                (str(animal_id), float(since_wall_ts)),
+            ).fetchall()
+        return [
+            (float(ts), float(bcs), float(low), float(high), float(quality))
+            for ts, bcs, low, high, quality in rows
+        ]
+
+    def _recent(self, table: str, limit: int) -> list[dict[str, Any]]:
+        # ``table`` is one of this module's constant names, never input.
+        with self._conn() as conn:
+            rows = conn.execute(
+                f"SELECT body, synced FROM {table} ORDER BY id DESC LIMIT ?",
+                (max(0, int(limit)),),
+            ).fetchall()
+        out = []
+        for body, synced in rows:
+            data = json.loads(body)
+            data["synced"] = synced == 1
+            out.append(data)
+        return out
+
     def recent_dead_letters(self, n: int = 20) -> list[dict[str, Any]]:
         with self._conn() as conn:
             rows = conn.execute(

@@ -8,14 +8,21 @@ indexes and row overhead included, and it falls as soon as rows are deleted
 Order in which space is freed (docs/reliability-store.md):
 
 1. synced rows (already confirmed by the central store; not a loss),
-   oldest first, readings -> inferences -> identifications -> events -> alerts;
+   oldest first, readings -> inferences -> body conditions -> milk checks ->
+   identifications -> events -> alerts;
 2. only after the buffer stayed full for ``full_drop_after_s``: unsynced data,
    oldest first, quarantine -> dead letters -> readings -> inferences ->
-   identifications -> events -> alerts (alerts only to make room for newer alerts).
+   body conditions -> milk checks -> identifications -> events -> alerts
+   (alerts only to make room for newer alerts).
 
 Identifications go after readings and inferences: one per visit of a cow, a
 few hundred a day, each the end product of many frames that cannot be read
 again, while readings come by the thousand and the next one says much the same.
+Body conditions and milk checks are such end products too, but each is worth
+less lost than an identification: a body condition score moves over weeks (the
+cow's next visit says much the same), and a milk check, which cannot be taken
+again once the milk is in the tank, goes after it, just before identifications.
+This is the outbox's lane order (migrations.SYNC_TABLES) reversed.
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ from agent.store.migrations import KIND_TABLE, SYNC_TABLES
 
 _TABLE_KIND = {table: kind for kind, table in KIND_TABLE.items()}
 # Cheapest to lose first. Alerts come last and only for newer alerts.
-SYNCED_EVICT_ORDER = ("readings", "inferences", "identifications", "events", "alerts")
-UNSYNCED_DROP_ORDER = ("readings", "inferences", "identifications", "events")
+SYNCED_EVICT_ORDER = ("readings", "inferences", "body_conditions", "milk_checks",
+                      "identifications", "events", "alerts")
+UNSYNCED_DROP_ORDER = ("readings", "inferences", "body_conditions", "milk_checks",
+                       "identifications", "events")
 CHUNK = 256  # rows deleted per step before the size is measured again
 
 

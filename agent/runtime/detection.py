@@ -37,8 +37,12 @@ class Detection:
         config: DetectConfig,
         clock: Clock,
         calibration: Callable[[str], float | None] | None = None,
+        anomaly_scores: bool = True,
     ) -> None:
         self.config = config
+        # The daemon stores each reading with its anomaly scores; a replay only
+        # wants the alerts, which the scores do not feed.
+        self.anomaly_scores = anomaly_scores
         self.clock = clock
         self.anomaly = AnomalyEngine()
         self.rules = RuleEngine(config, clock, calibration=calibration)
@@ -49,6 +53,9 @@ class Detection:
     def on_reading(self, reading: Reading) -> list[Alert]:
         if not self.config.enabled:
             return []
+        if not self.anomaly_scores:
+            with self._lock:
+                return self.rules.on_reading(reading)
         ts = reading.source_ts if reading.source_ts is not None else reading.stamp.wall_ts
         with self._lock:
             reading.attributes["anomaly"] = {

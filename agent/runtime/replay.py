@@ -1,0 +1,332 @@
+"""Replay recorded MQTT traffic through the daemon's ingest, detection and alert code.
+
+The clock follows the data: every message's ``ts`` sets the wall and the
+monotonic time the Ingestor stamps the reading with, and the periodic rule
+tick (silence, escalation) runs on the same clock, once every ``tick_s`` of
+data time, before the first message at or after it. Nothing waits on a real
+clock, so a month of a barn replays as fast as the CPU parses and judges it.
+
+Input lines (``MESSAGES.jsonl``), one MQTT message each::
+
+    {"ts": "2024-06-01T10:00:00Z", "topic": "barn/climate/c1", "payload": "{...}"}
+    {"ts": 1717236000.0, "topic": "barn/collar/k7", "payload_b64": "Q0wB..."}
+
+``ts`` is when the gateway received the message (ISO 8601, or epoch seconds).
+Readings whose device sends its own timestamp are judged on that clock by the
+rule engine (see ``agent.detect.rules.engine``), so a backlog delivered in a
+burst is judged at the times the sensor measured it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.config.model import Config
+from agent.errors import ConfigError, InvalidPayload
+from agent.ingest.pipeline import Ingestor
+from agent.records import Alert
+from agent.runtime.detection import Detection, calibration_check
+
+BOOT = "replay"
+DEFAULT_TICK_S = 60.0
+FARM_EVENT_TYPES = ("calving", "dry_off", "move", "insemination", "heat", "milking",
+                    "collection")
+
+
+class BadLine(ValueError):
+    """An input line that is not a message: not JSON, no topic, no time, bad base64."""
+
+
+class ReplayClock:
+    """The data's clock: wall and monotonic time are the current message's ``ts``."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def wall(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def monotonic_ns(self) -> int:
+        return int(self.now * 1e9)
+
+    def synced(self) -> bool:
+        return True
+
+
+def parse_ts(value: Any) -> float:
+    """Epoch seconds from ISO 8601 text (``Z`` or an offset; naive means UTC) or a number."""
+    if isinstance(value, bool):
+        raise BadLine("ts is not a time")
+    if isinstance(value, int | float):
+        ts = float(value)
+    elif isinstance(value, str):
+        try:
+            stamp = datetime.fromisoformat(value)
+        except ValueError:
+            try:
+                ts = float(value)
+            except ValueError:
+                raise BadLine(f"ts {value[:40]!r} is not ISO 8601 or epoch seconds") from None
+        else:
+            if stamp.tzinfo is None:
+                stamp = stamp.replace(tzinfo=UTC)
+            ts = stamp.timestamp()
+    else:
+        raise BadLine("ts is missing or not a time")
+    if not math.isfinite(ts) or ts < 0:
+        raise BadLine("ts is not a finite time after 1970")
+    return ts
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds as ISO 8601 UTC with a ``Z`` (whole seconds when it is whole)."""
+    stamp = datetime.fromtimestamp(ts, UTC)
+    text = stamp.isoformat(timespec="milliseconds" if stamp.microsecond else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+def decode_line(line: str | bytes) -> tuple[float, str, bytes]:
+    """(ts, topic, payload bytes) of one input line; BadLine says what is wrong."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise BadLine(f"not JSON ({err})") from None
+    if not isinstance(obj, dict):
+        raise BadLine("not a JSON object")
+    ts = parse_ts(obj.get("ts"))
+    topic = obj.get("topic")
+    if not isinstance(topic, str) or not topic:
+        raise BadLine("topic is missing or not text")
+    if "payload_b64" in obj:
+        raw = obj["payload_b64"]
+        if not isinstance(raw, str):
+            raise BadLine("payload_b64 is not text")
+        try:
+            payload = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadLine("payload_b64 is not valid base64") from None
+    elif "payload" in obj:
+        text = obj["payload"]
+        if isinstance(text, str):
+            payload = text.encode("utf-8", "surrogatepass")
+        elif isinstance(text, dict | list):  # a JSON payload written as an object
+            payload = json.dumps(text, separators=(",", ":")).encode()
+        else:
+            raise BadLine("payload is not text")
+    else:
+        raise BadLine("no payload or payload_b64")
+    return ts, topic, payload
+
+
+@dataclass(slots=True, order=True)
+class FarmEvent:
+    """Something the herd system recorded: a calving, a move, a milking..."""
+
+    ts: float
+    type: str = field(compare=False)
+    animal: str | None = field(default=None, compare=False)
+    detail: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def load_farm_events(path: Path) -> list[FarmEvent]:
+    """Farm events from YAML / JSON (``{"events": [...]}`` or a list) or JSON lines.
+
+    Each event: ``{"ts": ..., "type": "calving", "animal": "1042"}``; types are
+    FARM_EVENT_TYPES. Sorted by time.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+    items: Any
+    try:
+        items = yaml.safe_load(text)
+    except yaml.YAMLError:
+        items = None
+    if not isinstance(items, dict | list):  # JSON lines, one event each
+        try:
+            items = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except ValueError as err:
+            raise ConfigError(f"{path}: neither YAML/JSON nor JSON lines: {err}") from err
+    if isinstance(items, dict):
+        items = items.get("events", [])
+    if not isinstance(items, list):
+        raise ConfigError(f"{path}: events must be a list")
+    out: list[FarmEvent] = []
+    for n, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise ConfigError(f"{path}: event {n} is not a mapping")
+        kind = str(item.get("type", ""))
+        if kind not in FARM_EVENT_TYPES:
+            raise ConfigError(f"{path}: event {n}: type {kind!r} is not one of "
+                              f"{', '.join(FARM_EVENT_TYPES)}")
+        try:
+            ts = parse_ts(item.get("ts"))
+        except BadLine as err:
+            raise ConfigError(f"{path}: event {n}: {err}") from None
+        animal = item.get("animal")
+        rest = {k: v for k, v in item.items() if k not in ("ts", "type", "animal")}
+        out.append(FarmEvent(ts, kind, None if animal is None else str(animal), rest))
+    return sorted(out)
+
+
+@dataclass(slots=True)
+class ReplayStats:
+    lines: int = 0
+    messages: int = 0
+    readings: int = 0
+    bad_lines: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    alerts_raised: int = 0
+    farm_events: int = 0
+    first_ts: float | None = None
+    last_ts: float | None = None
+
+
+class Replayer:
+    """One replay: feed messages in file order, collect the alerts they raise."""
+
+    def __init__(self, config: Config, farm_events: Iterable[FarmEvent] = (),
+                 tick_s: float = DEFAULT_TICK_S, anomaly_scores: bool = False) -> None:
+        if tick_s <= 0:
+            raise ValueError("tick_s must be > 0")
+        self.clock = ReplayClock()
+        self.ingestor = Ingestor(config.gateway.firmware_dir, config.gateway.calibration_dir,
+                                 config.ingest, self.clock, BOOT)
+        due = {c.sensor_id: c.due_ts for c in self.ingestor.calibrations.entries()}
+        # Anomaly scores decorate stored readings and raise nothing: off unless asked.
+        self.detection = Detection(config.detect, self.clock,
+                                   calibration=calibration_check(due, self.clock),
+                                   anomaly_scores=anomaly_scores)
+        self.tick_s = tick_s
+        self.next_tick: float | None = None
+        self.events = sorted(farm_events)
+        self._event_i = 0
+        self.stats = ReplayStats()
+
+    def feed(self, ts: float, topic: str, payload: bytes) -> list[Alert]:
+        """One message received at ``ts``: ticks due before it, farm events, then it."""
+        st = self.stats
+        st.messages += 1
+        if st.first_ts is None:
+            st.first_ts = ts
+        out = self.advance(ts)
+        try:
+            reading = self.ingestor.parse(topic, payload)
+        except InvalidPayload as err:
+            st.quarantined[err.reason] = st.quarantined.get(err.reason, 0) + 1
+            return out
+        st.readings += 1
+        out += self.detection.on_reading(reading)
+        return out
+
+    def advance(self, ts: float) -> list[Alert]:
+        """Move the data clock to ``ts`` (never back), ticking on the way."""
+        out: list[Alert] = []
+        clock = self.clock
+        ts = max(ts, clock.now)  # a message out of order: the clock does not go back
+        if self.next_tick is None:
+            self.next_tick = math.floor(ts / self.tick_s) * self.tick_s + self.tick_s
+        while self.next_tick <= ts:
+            clock.now = self.next_tick
+            out += self._events_until(clock.now)
+            out += self.detection.tick(clock.now)
+            self.next_tick += self.tick_s
+        clock.now = ts
+        out += self._events_until(ts)
+        self.stats.last_ts = ts
+        return out
+
+    def finish(self) -> list[Alert]:
+        """The tick at the end of the data (alerts still due then)."""
+        if self.next_tick is None:
+            return []
+        self.clock.now = max(self.clock.now, self.next_tick)
+        return self.detection.tick(self.clock.now)
+
+    def _events_until(self, ts: float) -> list[Alert]:
+        events = self.events
+        while self._event_i < len(events) and events[self._event_i].ts <= ts:
+            ev = events[self._event_i]
+            self._event_i += 1
+            self.stats.farm_events += 1
+            if ev.type == "calving" and ev.animal:
+                self.detection.rules.note_calving(ev.animal, now_mono=ev.ts)
+        return []
+
+
+def subject_of(alert: Alert) -> str:
+    """The device, the cow (``cow/quarter`` when the rule names one quarter) or the
+    climate node, as the firmware reported it."""
+    subject = str(alert.details.get("subject", ""))
+    _, _, name = subject.partition(":")
+    name = name or subject
+    if subject.startswith("cow:"):
+        name = alert.animal_id or name
+        quarters = alert.details.get("quarters")
+        if isinstance(quarters, list) and len(quarters) == 1:
+            name = f"{name}/{quarters[0]}"
+    return name
+
+
+def alert_line(alert: Alert) -> dict[str, Any]:
+    """The output record of one raised alert."""
+    detail: dict[str, Any] = {"message": alert.message}
+    for key in ("signals", "phase", "profile", "quarters", "thi", "episode_start_s"):
+        if key in alert.details:
+            detail[key] = alert.details[key]
+    if alert.sensor_id:
+        detail["sensor_id"] = alert.sensor_id
+    if "episode_start_s" in detail:
+        detail["episode_start"] = iso(max(0.0, float(detail.pop("episode_start_s"))))
+    return {
+        "ts": iso(alert.stamp.mono_ns / 1e9),  # the data clock: mono = wall = data time
+        "rule": alert.rule,
+        "subject": subject_of(alert),
+        "severity": alert.severity,
+        "alert_id": alert.details.get("alert_id", alert.record_id),
+        "detail": detail,
+    }
+
+
+def replay_lines(replayer: Replayer, lines: Iterable[bytes | str],
+                 on_bad: Callable[[int, str], None] | None = None,
+                 on_progress: Callable[[int], None] | None = None,
+                 progress_every: int = 8192) -> Iterator[dict[str, Any]]:
+    """Output records for input lines; ``on_bad(line_number, reason)`` for each bad
+    one, ``on_progress(lines)`` every ``progress_every`` lines."""
+    st = replayer.stats
+    for number, line in enumerate(lines, 1):
+        st.lines = number
+        if on_progress is not None and number % progress_every == 0:
+            on_progress(number)
+        if not line.strip():
+            continue
+        try:
+            ts, topic, payload = decode_line(line)
+        except BadLine as err:
+            st.bad_lines += 1
+            if on_bad is not None:
+                on_bad(number, str(err))
+            continue
+        for alert in replayer.feed(ts, topic, payload):
+            if alert.state == "raised":
+                st.alerts_raised += 1
+                yield alert_line(alert)
+    for alert in replayer.finish():
+        if alert.state == "raised":
+            st.alerts_raised += 1
+            yield alert_line(alert)

@@ -17,6 +17,13 @@ class Window:
     span_s: float
     items: deque[tuple[float, float, float, int]] = field(default_factory=deque)
     last_t: float | None = None
+    # Running sums of covered seconds and values over ``items``: O(1) per reading.
+    _covered: float = 0.0
+    _total: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._covered = sum(x[1] for x in self.items)
+        self._total = sum(x[2] for x in self.items)
 
     def add(self, t: float, value: float, hour: int) -> float | None:
         """Add a reading; the seconds it covers, or None for the first one."""
@@ -24,16 +31,23 @@ class Window:
         if prev is None or t <= prev:
             return None
         dt = min(t - prev, MAX_INTERVAL_S)
-        self.items.append((t, dt, value, hour))
-        while self.items and self.items[0][0] <= t - self.span_s:
-            self.items.popleft()
+        items = self.items
+        items.append((t, dt, value, hour))
+        self._covered += dt
+        self._total += value
+        while items and items[0][0] <= t - self.span_s:
+            old = items.popleft()
+            self._covered -= old[1]
+            self._total -= old[2]
+        if not items:
+            self._covered = self._total = 0.0
         return dt
 
     def covered(self) -> float:
-        return sum(x[1] for x in self.items)
+        return self._covered
 
     def total(self) -> float:
-        return sum(x[2] for x in self.items)
+        return self._total
 
     def to_state(self) -> dict[str, Any]:
         return {"span_s": self.span_s, "items": [list(x) for x in self.items],

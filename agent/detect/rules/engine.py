@@ -6,6 +6,17 @@ Time: every duration is engine time, the reading's monotonic stamp plus an
 offset. After a restore from a state saved in another boot (monotonic time
 restarts), the offset makes engine time continue where it stopped, so the
 downtime counts as zero rather than as a negative or huge span.
+
+The sensor's clock: a reading whose device sends its own timestamp
+(``source_ts``) is judged by the dairy rules at the time it was measured, not
+when it arrived: its engine time is moved back by how late it came (arrival
+wall time minus ``source_ts``, when the gateway's wall clock is synced; at most
+``MAX_LATE_S``). After an outage the broker delivers hours of readings within
+seconds, and they are still judged as hours. Readings without a device
+timestamp (the shipped collar and water firmware send none), or that arrive
+before the gateway's clock is synced, are judged at arrival. Per sensor the
+time never goes back (a resent older message is judged at the latest time
+seen). The sensor checks keep arrival time: silence is what the gateway hears.
 """
 
 from __future__ import annotations
@@ -27,6 +38,9 @@ from agent.detect.rules.rumination import RuminationRule
 from agent.records import Alert, Reading, Stamp
 
 STATE_VERSION = 1
+# A reading later than this (by its device's clock) is taken as a wrong device
+# clock rather than a backlog: judged at arrival.
+MAX_LATE_S = 7 * 86400.0
 ROLES = ("climate", "bulk_tank", "milk_meter", "collar", "water", "rfid")
 
 
@@ -71,6 +85,7 @@ class RuleEngine:
         self.last_t = 0.0
         self.boot = boot_id()
         self._rebase = False
+        self._sensor_t: dict[str, float] = {}  # per sensor: the latest rule time
 
     # -- public API ---------------------------------------------------------
     def rule_names(self) -> list[str]:
@@ -96,9 +111,10 @@ class RuleEngine:
     def on_reading(self, reading: Reading) -> list[Alert]:
         if not self.cfg.enabled:
             return []
-        t = self._time(reading.stamp.mono_ns / 1e9, reading.stamp.boot_id)
+        arrival = self._time(reading.stamp.mono_ns / 1e9, reading.stamp.boot_id)
+        t = self.sensor_time(reading, arrival)
         role = self.role_of(reading)
-        findings, bad = self.sensors.check(reading, role, t)
+        findings, bad = self.sensors.check(reading, role, arrival)
         out: list[Alert] = []
         for f in findings:
             out += self.alerts.process(f)
@@ -111,6 +127,20 @@ class RuleEngine:
             for f in rule.on_reading(reading, t):
                 out += self.alerts.process(f)
         return out
+
+    def sensor_time(self, reading: Reading, arrival: float) -> float:
+        """Engine time at which the device measured ``reading`` (see the module doc)."""
+        t = arrival
+        src = reading.source_ts
+        if src is not None and reading.stamp.clock_synced:
+            late = reading.stamp.wall_ts - src
+            if 0.0 < late <= MAX_LATE_S:
+                t = arrival - late
+        last = self._sensor_t.get(reading.sensor_id)
+        if last is not None and t < last:
+            t = last
+        self._sensor_t[reading.sensor_id] = t
+        return t
 
     def tick(self, now_mono: float | None = None) -> list[Alert]:
         """Periodic checks (silence, calibration, escalation, snooze end); seconds."""
@@ -197,5 +227,7 @@ class RuleEngine:
         return self._policies.get(rule, self.cfg.plausibility.alerts)
 
     def _stamp(self, t: float) -> Stamp:
-        return Stamp(wall_ts=self.clock.wall(), mono_ns=int((t - self.offset) * 1e9),
+        # An alert found in a late reading carries the wall time it was measured.
+        wall = self.clock.wall() - max(0.0, self.last_t - t)
+        return Stamp(wall_ts=wall, mono_ns=int((t - self.offset) * 1e9),
                      boot_id=self.boot, clock_synced=self.clock.synced())

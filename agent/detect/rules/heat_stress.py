@@ -28,6 +28,13 @@ class _Barn:
     last_t: float | None = None
     # (t, THI-hours above base, hours below raise threshold) per reading interval
     load: deque[tuple[float, float, float]] = field(default_factory=deque)
+    # Running sums over ``load`` (THI-hours, relief hours): O(1) per reading.
+    load_sum: float = 0.0
+    relief_sum: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.load_sum = sum(x[1] for x in self.load)
+        self.relief_sum = sum(x[2] for x in self.load)
 
     def to_state(self) -> dict[str, Any]:
         return {"last_t": self.last_t, "load": [list(x) for x in self.load]}
@@ -57,13 +64,20 @@ class HeatStressRule:
         barn = self.barns.setdefault(reading.sensor_id, _Barn())
         if barn.last_t is not None and 0 < t - barn.last_t <= MAX_GAP_S:
             hours = (t - barn.last_t) / 3600
-            barn.load.append((t, max(0.0, value - p.load_base_thi) * hours,
-                              hours if value < p.raise_thi else 0.0))
+            thi_h = max(0.0, value - p.load_base_thi) * hours
+            relief = hours if value < p.raise_thi else 0.0
+            barn.load.append((t, thi_h, relief))
+            barn.load_sum += thi_h
+            barn.relief_sum += relief
         barn.last_t = t
         while barn.load and barn.load[0][0] < t - DAY_S:
-            barn.load.popleft()
-        load = sum(x[1] for x in barn.load)
-        relief_h = sum(x[2] for x in barn.load)
+            _, thi_h, relief = barn.load.popleft()
+            barn.load_sum -= thi_h
+            barn.relief_sum -= relief
+        if not barn.load:
+            barn.load_sum = barn.relief_sum = 0.0
+        load = max(0.0, barn.load_sum)
+        relief_h = max(0.0, barn.relief_sum)
 
         signals = [
             Signal("THI", value, limit=p.raise_thi,

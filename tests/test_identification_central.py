@@ -7,124 +7,41 @@ import base64
 import json
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import psycopg
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 from helpers_central import (
-    KEY,
-    KEY_ID,
-    KEYS,
     PG_ADMIN,
-    REDIS_URL,
     batch_doc,
-    central_config,
     post,
     reading,
     signed,
     statuses,
     unique_device,
 )
+from helpers_gateway import Gateway
 from helpers_identification import identification, tag_jpeg
-from helpers_store import make_writer, query
+from helpers_store import query
 from helpers_store import reading as store_reading
 
-from agent.central import Cache, CentralHandle, run_central, store_postgres, store_sqlite
+from agent.central import CentralHandle, store_postgres, store_sqlite
 from agent.central.store import BatchMeta, CentralStore, open_store
 from agent.central.validate import MAX_CROP_BYTES, InvalidRecord, validate_record
-from agent.clock import SystemClock
-from agent.config.model import SyncConfig
 from agent.errors import TransientError
 from agent.records import Identification
 from agent.store.reader import StoreReader
-from agent.store.writer import StoreWriter
-from agent.sync import AiohttpTransport, Outcome, Uploader
-from agent.sync.transport import TransportResponse
+from agent.sync import Outcome
 
-pytest_plugins = ("helpers_central_fixtures",)  # the fixtures: pg_url, store, central, http
-
-
-# ----- fixtures and helpers
+# The fixtures: pg_url, store, central, http; redis_client, prefix, cached_central.
+pytest_plugins = ("helpers_central_fixtures", "helpers_redis_fixtures")
 
 
-@pytest_asyncio.fixture
-async def redis_client() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        await client.ping()
-    except Exception:  # noqa: BLE001
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
-    yield client
-    await client.aclose()
-
-
-@pytest_asyncio.fixture
-async def prefix(redis_client: aioredis.Redis) -> AsyncIterator[str]:
-    """A key prefix of our own, deleted afterwards."""
-    name = f"dairytest-{uuid.uuid4().hex[:10]}"
-    yield name
-    keys = [key async for key in redis_client.scan_iter(match=f"{name}:*")]
-    if keys:
-        await redis_client.delete(*keys)
-
-
-@pytest_asyncio.fixture
-async def cached_central(
-    store: CentralStore, database_url: str, prefix: str
-) -> AsyncIterator[CentralHandle]:
-    cache = Cache(REDIS_URL, prefix=prefix, timeout_s=1.0)
-    handle = await run_central(central_config(database_url), KEYS, store=store, cache=cache)
-    try:
-        yield handle
-    finally:
-        await handle.stop()
-        await cache.close()
-
-
-class LosingTransport(AiohttpTransport):
-    """The real transport; it keeps what it sent and can lose the next answer
-    (the request reached central, the reply never reached the gateway)."""
-
-    def __init__(self, config: SyncConfig) -> None:
-        super().__init__(config)
-        self.lose_next = False
-        self.sent: list[tuple[bytes, dict[str, str]]] = []
-
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> TransportResponse:
-        response = await super().post(url, body, headers)
-        self.sent.append((body, dict(headers)))
-        if self.lose_next:
-            self.lose_next = False
-            raise TransientError("answer lost on the way back")
-        return response
-
-
-class Gateway:
-    """A gateway's writer and uploader syncing to a real central."""
-
-    def __init__(self, db: Path, url: str, **sync: Any) -> None:
-        self.db = db
-        self.device = unique_device()
-        self.config = SyncConfig(url=url, key_id=KEY_ID, backoff_base_s=0.01,
-                                 backoff_max_s=0.05, request_timeout_s=5.0, **sync)
-        self.writer: StoreWriter = make_writer(db, commit_interval_ms=5)
-        self.transport = LosingTransport(self.config)
-        self.up = Uploader(self.config, self.device, KEY, self.writer, db, self.transport,
-                           SystemClock())
-
-    def store(self, *items: Any) -> None:
-        for item in items:
-            assert self.writer.submit(item)
-        self.writer.call(lambda c: None).result(5)  # everything before it is committed
-
-    async def close(self) -> None:
-        await self.transport.close()
-        self.writer.close()
+# ----- helpers
 
 
 async def rows(store: CentralStore, database_url: str, device: str) -> list[dict[str, Any]]:
@@ -367,10 +284,12 @@ async def test_existing_central_databases_gain_identifications(
         finally:
             await opened.close()
     assert [v for (v,) in sqlite3.connect(path).execute(
-        "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2]
+        "SELECT version FROM schema_migrations ORDER BY version")] == [
+            v for v, _, _ in store_sqlite.MIGRATIONS]
     with psycopg.connect(pg_admin_db) as pg:
         versions = pg.execute("SELECT version FROM schema_migrations ORDER BY version")
-        assert [v for (v,) in versions.fetchall()] == [1, 2]
+        assert [v for (v,) in versions.fetchall()] == [
+            v for v, _, _ in store_postgres.MIGRATIONS]
         uniques = pg.execute(
             "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c JOIN pg_class t"
             " ON t.oid = c.conrelid WHERE t.relname = 'identifications' AND c.contype = 'u'"

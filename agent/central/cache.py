@@ -20,6 +20,11 @@ end, wall clock), ``camera_id``, ``station``, ``visit_id``, ``tag_number``,
 ``status``, ``confidence``, ``identification_id`` (the record id). The newest
 ``last_seen_ts`` wins, as the newest ``wall_ts`` does for readings.
 
+The cow's latest body condition comes from body condition records with an
+``animal_id``, in fields of their own in the same hash: ``bcs``, ``bcs_low``,
+``bcs_high``, ``bcs_quality``, ``bcs_ts`` (the record's wall time), ``bcs_camera_id``
+and ``bcs_id`` (the record id). The newest ``bcs_ts`` wins.
+
 Ids are put into keys only when they match ``KEY_ID`` (no ``:``, no spaces);
 a reading with another sensor or animal id is still stored in the database but
 not cached under that id.
@@ -111,15 +116,16 @@ class Cache:
         return f"{self._prefix}:readings"
 
     def submit(self, device_id: str, records: Sequence[ValidRecord]) -> bool:
-        """Schedule a cache update for the readings and sightings among ``records``;
-        never blocks.
+        """Schedule a cache update for the readings, sightings and body condition
+        scores among ``records``; never blocks.
 
         Returns False when there is nothing to cache or the update is skipped
         (breaker open, too many pending).
         """
         readings = [r for r in records if r.kind == RecordKind.READING]
         sightings = [r for r in records if _is_sighting(r)]
-        if not (readings or sightings) or not KEY_ID.fullmatch(device_id):
+        scores = [r for r in records if _is_cow_score(r)]
+        if not (readings or sightings or scores) or not KEY_ID.fullmatch(device_id):
             return False
         if self._clock() < self._open_until:
             CENTRAL_CACHE_SKIPPED.labels(reason="down").inc()
@@ -128,7 +134,7 @@ class Cache:
             CENTRAL_CACHE_SKIPPED.labels(reason="backlog").inc()
             return False
         task = asyncio.get_running_loop().create_task(
-            self._update(device_id, readings, sightings)
+            self._update(device_id, readings, sightings, scores)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -155,6 +161,7 @@ class Cache:
         device_id: str,
         readings: Sequence[ValidRecord],
         sightings: Sequence[ValidRecord] = (),
+        scores: Sequence[ValidRecord] = (),
     ) -> None:
         try:
             async with asyncio.timeout(self._timeout):
@@ -163,6 +170,8 @@ class Cache:
                     self._queue(pipe, device_id, record.row)
                 for record in sorted(sightings, key=lambda r: r.row["ended_wall_ts"]):
                     self._queue_sighting(pipe, device_id, record.row)
+                for record in sorted(scores, key=lambda r: r.row["wall_ts"]):
+                    self._queue_score(pipe, device_id, record.row)
                 await pipe.execute()
         except asyncio.CancelledError:
             raise
@@ -215,6 +224,23 @@ class Cache:
         key = self.animal_key(device_id, row["animal_id"])
         pipe.eval(_NEWER_WINS, 1, key, "last_seen_ts", fields["last_seen_ts"], *flat)
 
+    def _queue_score(self, pipe: Any, device_id: str, row: dict[str, Any]) -> None:
+        """The cow's latest body condition score (animal hash, ``bcs*`` fields)."""
+        fields = {
+            "device_id": device_id,
+            "animal_id": row["animal_id"],
+            "bcs": repr(float(row["bcs"])),
+            "bcs_low": repr(float(row["low"])),
+            "bcs_high": repr(float(row["high"])),
+            "bcs_quality": repr(float(row["quality"])),
+            "bcs_ts": repr(float(row["wall_ts"])),
+            "bcs_camera_id": row["camera_id"],
+            "bcs_id": row["record_id"],
+        }
+        flat = [item for pair in fields.items() for item in pair]
+        key = self.animal_key(device_id, row["animal_id"])
+        pipe.eval(_NEWER_WINS, 1, key, "bcs_ts", fields["bcs_ts"], *flat)
+
     def _trip(self, err: BaseException) -> None:
         self._open_until = self._clock() + self._breaker_s
         CENTRAL_CACHE_SKIPPED.labels(reason="error").inc()
@@ -234,6 +260,14 @@ class Cache:
 def _is_sighting(record: ValidRecord) -> bool:
     """An identification that names a cow whose id can be put into a key."""
     if record.kind != RecordKind.IDENTIFICATION or record.row["status"] not in _SEEN_STATUSES:
+        return False
+    animal = record.row.get("animal_id")
+    return isinstance(animal, str) and bool(KEY_ID.fullmatch(animal))
+
+
+def _is_cow_score(record: ValidRecord) -> bool:
+    """A body condition score of a cow whose id can be put into a key."""
+    if record.kind != RecordKind.BODY_CONDITION:
         return False
     animal = record.row.get("animal_id")
     return isinstance(animal, str) and bool(KEY_ID.fullmatch(animal))

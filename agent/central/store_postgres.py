@@ -3,7 +3,8 @@
 Tables: ``gateways`` (one row per device), ``sequences`` (highest seq per device
 and epoch), ``batches`` (every attempt, replays included), and one table per
 record kind (``readings``, ``alerts``, ``events``, ``inferences``,
-``identifications``), each with UNIQUE(device_id, record_id). The view ``reading_values`` has one row per
+``identifications``, ``body_conditions``, ``milk_checks``), each with
+UNIQUE(device_id, record_id). The view ``reading_values`` has one row per
 reading and metric. Migrations are numbered, run under an advisory lock and
 recorded in ``schema_migrations``.
 """
@@ -177,6 +178,53 @@ CREATE INDEX identifications_animal_time ON identifications (animal_id, ended_wa
 CREATE INDEX identifications_camera_time ON identifications (device_id, camera_id, ended_wall_ts);
 CREATE INDEX identifications_to_check ON identifications (status, ended_wall_ts)
     WHERE status <> 'identified';
+""",
+    ),
+    (
+        3,
+        "body conditions and milk checks",
+        f"""
+CREATE TABLE body_conditions (
+    id bigserial PRIMARY KEY,
+    device_id text NOT NULL,
+    record_id text NOT NULL,
+    camera_id text NOT NULL,
+    visit_id text NOT NULL,
+    animal_id text,
+    bcs double precision NOT NULL,
+    low double precision NOT NULL,
+    high double precision NOT NULL,
+    quality double precision NOT NULL,
+    frames integer NOT NULL,
+    model text NOT NULL,
+    model_version text NOT NULL,
+    details jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    {_STAMP_COLS}
+    UNIQUE (device_id, record_id)
+);
+CREATE INDEX body_conditions_animal_time ON body_conditions (animal_id, wall_ts)
+    WHERE animal_id IS NOT NULL;
+CREATE INDEX body_conditions_camera_time ON body_conditions (device_id, camera_id, wall_ts);
+CREATE TABLE milk_checks (
+    id bigserial PRIMARY KEY,
+    device_id text NOT NULL,
+    record_id text NOT NULL,
+    camera_id text NOT NULL,
+    animal_id text,
+    quarter text,
+    result text NOT NULL,
+    confidence double precision NOT NULL,
+    model text NOT NULL,
+    model_version text NOT NULL,
+    scores jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    details jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    {_STAMP_COLS}
+    UNIQUE (device_id, record_id)
+);
+CREATE INDEX milk_checks_animal_time ON milk_checks (animal_id, wall_ts)
+    WHERE animal_id IS NOT NULL;
+CREATE INDEX milk_checks_camera_time ON milk_checks (device_id, camera_id, wall_ts);
+CREATE INDEX milk_checks_abnormal ON milk_checks (result, wall_ts) WHERE result <> 'normal';
 """,
     ),
 ]

@@ -171,6 +171,53 @@ CREATE INDEX identifications_to_check ON identifications (status, ended_wall_ts)
     WHERE status <> 'identified';
 """,
     ),
+    (
+        3,
+        "body conditions and milk checks",
+        f"""
+CREATE TABLE body_conditions (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    camera_id TEXT NOT NULL,
+    visit_id TEXT NOT NULL,
+    animal_id TEXT,
+    bcs REAL NOT NULL,
+    low REAL NOT NULL,
+    high REAL NOT NULL,
+    quality REAL NOT NULL,
+    frames INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    details TEXT NOT NULL DEFAULT '{{}}',
+    {_STAMP_COLS}
+    UNIQUE (device_id, record_id)
+);
+CREATE INDEX body_conditions_animal_time ON body_conditions (animal_id, wall_ts)
+    WHERE animal_id IS NOT NULL;
+CREATE INDEX body_conditions_camera_time ON body_conditions (device_id, camera_id, wall_ts);
+CREATE TABLE milk_checks (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    camera_id TEXT NOT NULL,
+    animal_id TEXT,
+    quarter TEXT,
+    result TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    model TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    scores TEXT NOT NULL DEFAULT '{{}}',
+    details TEXT NOT NULL DEFAULT '{{}}',
+    {_STAMP_COLS}
+    UNIQUE (device_id, record_id)
+);
+CREATE INDEX milk_checks_animal_time ON milk_checks (animal_id, wall_ts)
+    WHERE animal_id IS NOT NULL;
+CREATE INDEX milk_checks_camera_time ON milk_checks (device_id, camera_id, wall_ts);
+CREATE INDEX milk_checks_abnormal ON milk_checks (result, wall_ts) WHERE result <> 'normal';
+""",
+    ),
 ]
 
 

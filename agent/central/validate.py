@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from agent.records.protocol import ID_PATTERN
-from agent.records.types import RecordKind
+from agent.records.types import MILK_CLASSES, QUARTERS, RecordKind
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -37,6 +37,8 @@ MAX_JSON_DEPTH = 32
 MAX_REASON = 200
 # A crop rides along only for a flagged or reviewed visit: a small JPEG of the tag.
 MAX_CROP_BYTES = 256 * 1024
+# Frames a body condition score was voted over: an hour at 30 fps is far beyond a visit.
+MAX_FRAMES = 100_000
 # re.fullmatch, never re.match with "$": "$" also matches before a final newline.
 _ID = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))
 # The herd register's rule for a printed tag number (letters, digits, spaces and
@@ -175,6 +177,87 @@ def _identification_row(row: dict[str, Any]) -> None:
     row["crop_jpeg"] = None if text is None else base64.b64decode(text, validate=True)
 
 
+def _is_id(value: str) -> str:
+    if not _ID.fullmatch(value):
+        raise ValueError("must be 1 to 128 of A-Z a-z 0-9 _ . : -")
+    return value
+
+
+class BodyConditionIn(_Common):
+    """A cow's body condition score from a top-view camera (agent.records.BodyCondition).
+
+    Beyond the field types: the score and its interval lie on the 1 to 5 scale,
+    ``low <= bcs <= high``, and ``quality`` is 0 to 1.
+    """
+
+    camera_id: str
+    visit_id: str
+    bcs: FiniteFloat = Field(ge=1.0, le=5.0)
+    low: FiniteFloat = Field(ge=1.0, le=5.0)
+    high: FiniteFloat = Field(ge=1.0, le=5.0)
+    quality: FiniteFloat = Field(ge=0.0, le=1.0)
+    model: str = Field(min_length=1, max_length=128)
+    model_version: str = Field(min_length=1, max_length=128)
+    frames: int = Field(1, ge=1, le=MAX_FRAMES)
+    animal_id: str | None = Field(None, min_length=1, max_length=128)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    _ids = field_validator("camera_id", "visit_id")(_is_id)
+
+    @model_validator(mode="after")
+    def _inside_its_interval(self) -> Self:
+        if not self.low <= self.bcs <= self.high:
+            raise ValueError(
+                f"bcs {self.bcs} must lie within its interval low {self.low} .. high {self.high}"
+            )
+        return self
+
+
+class MilkCheckIn(_Common):
+    """The colour and consistency of one milk sample (agent.records.MilkCheck).
+
+    Beyond the field types: ``result`` and every key of ``scores`` are classes of
+    MILK_CLASSES, each score is 0 to 1, and ``quarter`` is one of QUARTERS or null.
+    """
+
+    camera_id: str
+    result: str
+    confidence: FiniteFloat = Field(ge=0.0, le=1.0)
+    model: str = Field(min_length=1, max_length=128)
+    model_version: str = Field(min_length=1, max_length=128)
+    animal_id: str | None = Field(None, min_length=1, max_length=128)
+    quarter: str | None = None
+    scores: dict[str, FiniteFloat] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    _ids = field_validator("camera_id")(_is_id)
+
+    @field_validator("result")
+    @classmethod
+    def _is_class(cls, value: str) -> str:
+        if value not in MILK_CLASSES:
+            raise ValueError(f"must be one of {', '.join(MILK_CLASSES)}")
+        return value
+
+    @field_validator("quarter")
+    @classmethod
+    def _is_quarter(cls, value: str | None) -> str | None:
+        if value is not None and value not in QUARTERS:
+            raise ValueError(f"must be one of {', '.join(QUARTERS)} or null")
+        return value
+
+    @field_validator("scores")
+    @classmethod
+    def _are_class_probabilities(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(k for k in value if k not in MILK_CLASSES)
+        if unknown:
+            raise ValueError(f"unknown class {unknown[0]!r}; classes are "
+                             f"{', '.join(MILK_CLASSES)}")
+        if any(not 0.0 <= score <= 1.0 for score in value.values()):
+            raise ValueError("each score must be 0 to 1")
+        return value
+
+
 @dataclass(frozen=True, slots=True)
 class KindSpec:
     """Where a kind is stored: its table and its columns (besides device_id, batch_id)."""
@@ -231,6 +314,22 @@ KINDS: dict[str, KindSpec] = {
          *_STAMP, "flags", "evidence", "model_versions", "crop_jpeg", "extra"),
         frozenset({"flags", "evidence", "model_versions", "extra"}),
         _identification_row,
+    ),
+    RecordKind.BODY_CONDITION: KindSpec(
+        RecordKind.BODY_CONDITION,
+        "body_conditions",
+        BodyConditionIn,
+        ("record_id", "camera_id", "visit_id", "animal_id", "bcs", "low", "high", "quality",
+         "frames", "model", "model_version", *_STAMP, "details", "extra"),
+        frozenset({"details", "extra"}),
+    ),
+    RecordKind.MILK_CHECK: KindSpec(
+        RecordKind.MILK_CHECK,
+        "milk_checks",
+        MilkCheckIn,
+        ("record_id", "camera_id", "animal_id", "quarter", "result", "confidence", "model",
+         "model_version", *_STAMP, "scores", "details", "extra"),
+        frozenset({"scores", "details", "extra"}),
     ),
 }
 

@@ -248,6 +248,9 @@ def add_vision_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                         "--det-max-side only to find text, then full-resolution windows scaled "
                         "so text is PX tall (default 0: one stage, as the live agent)")
     eartag.set_defaults(func=run_vision)
+    from agent.cli.bcs import add_bcs_parser  # here: agent.cli.bcs imports this module
+
+    add_bcs_parser(sub)
     return vision
 
 

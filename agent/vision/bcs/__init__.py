@@ -1,0 +1,1 @@
+"""Body condition scoring from a top-view camera: segment, measure, score, trend."""

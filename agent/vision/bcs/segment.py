@@ -1,0 +1,170 @@
+"""Find the cow in a top-view frame: a mask of her back, and how sure we are.
+
+Colour frames: the lane floor is what surrounds the cow, so a colour model of
+the floor is taken from the frame's border strips (the lane sides; the cow
+fills the middle), every pixel is scored by its distance to the nearest floor
+colour, and GrabCut refines that split at low resolution, seeded from it.
+Stall bars and gates that cross the cow are closed over; the largest
+component is the cow. Depth frames (uint16 mm, 0 = no data): the floor is the
+far mode of the depth histogram and the cow is what stands clear of it.
+
+Everything runs on a copy scaled to ``WORK_WIDTH`` pixels: the outline's shape
+is what matters, and the cost stays a few milliseconds at any camera size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+WORK_WIDTH = 192  # px: the scale masks are computed at
+BORDER = 0.06  # share of each side taken as floor samples
+FLOOR_CLUSTERS = 6
+MIN_AREA = 0.08  # a cow smaller than this share of the frame is "not in view"
+COW_CLEARANCE_MM = 350  # depth: the back stands at least this far above the floor
+
+
+class NoCow(ValueError):
+    """No usable cow in the frame (empty lane, cow cut off, segmentation failed)."""
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    mask: np.ndarray  # bool, at work scale
+    scale: float  # work pixels per frame pixel
+    area: float  # share of the frame covered by the cow
+    quality: float  # 0-1: contrast of cow vs floor, solidity, margin from the frame
+    touches: tuple[bool, bool, bool, bool]  # the mask reaches the left, top, right, bottom edge
+
+
+def _work(image: np.ndarray) -> tuple[np.ndarray, float]:
+    h, w = image.shape[:2]
+    scale = WORK_WIDTH / float(w)
+    size = (WORK_WIDTH, max(16, round(h * scale)))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    if image.dtype == np.uint16:  # depth: never average across holes
+        interp = cv2.INTER_NEAREST
+    return cv2.resize(image, size, interpolation=interp), scale
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros(mask.shape, bool)
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return labels == best
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_NONE)
+    out = np.zeros(mask.shape, np.uint8)
+    cv2.drawContours(out, contours, -1, 1, thickness=cv2.FILLED)
+    return out.astype(bool)
+
+
+def _clean(mask: np.ndarray) -> np.ndarray:
+    """Close over bars crossing the cow, drop specks, keep the biggest blob."""
+    k = max(3, (mask.shape[1] // 40) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    m = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
+    big = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
+    m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, big)
+    return _fill_holes(_largest(m.astype(bool)))
+
+
+def _touches(mask: np.ndarray) -> tuple[bool, bool, bool, bool]:
+    return (bool(mask[:, 0].any()), bool(mask[0, :].any()),
+            bool(mask[:, -1].any()), bool(mask[-1, :].any()))
+
+
+def _quality(mask: np.ndarray, contrast: float) -> float:
+    """0-1 from the cow/floor contrast and the outline's solidity (a blob with
+    bites out of it is a poor outline), less when the cow is cut by two sides."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return 0.0
+    c = max(contours, key=cv2.contourArea)
+    hull = cv2.contourArea(cv2.convexHull(c))
+    solidity = cv2.contourArea(c) / hull if hull > 0 else 0.0
+    cut = sum(_touches(mask))
+    q = min(1.0, contrast) * min(1.0, max(0.0, (solidity - 0.6) / 0.3))
+    return float(q * (1.0 if cut <= 2 else 0.5))
+
+
+def segment_colour(frame_bgr: np.ndarray) -> Segmentation:
+    """The cow's mask in a colour top-view frame; ``NoCow`` when there is none."""
+    small, scale = _work(frame_bgr)
+    h, w = small.shape[:2]
+    lab = cv2.cvtColor(cv2.GaussianBlur(small, (3, 3), 0), cv2.COLOR_BGR2LAB).astype(np.float32)
+    # Floor samples: strips along the two long sides of the lane. The lane runs
+    # along the frame's longer axis, so its sides are the other two edges; all
+    # four strips are used and the farthest-from-floor quarter of them dropped
+    # (a cow that reaches a border must not become "floor").
+    bw, bh = max(2, int(w * BORDER)), max(2, int(h * BORDER))
+    strips = np.concatenate([lab[:, :bw].reshape(-1, 3), lab[:, -bw:].reshape(-1, 3),
+                             lab[:bh].reshape(-1, 3), lab[-bh:].reshape(-1, 3)])
+    crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 15, 0.5)
+    k = min(FLOOR_CLUSTERS, len(strips))
+    _, labels, centres = cv2.kmeans(  # type: ignore[call-overload]
+        strips, k, None, crit, 1, cv2.KMEANS_PP_CENTERS)
+    counts = np.bincount(labels.ravel(), minlength=k)
+    # Clusters holding few border pixels are the cow or a bar touching the border.
+    floor = centres[counts >= 0.08 * len(strips)]
+    if len(floor) == 0:
+        floor = centres[np.argsort(-counts)[:2]]
+    dist = np.min(np.linalg.norm(lab.reshape(-1, 1, 3) - floor[None], axis=2), axis=1)
+    dist = dist.reshape(h, w)
+    # Spread of the floor itself: the same distance over the border samples.
+    spread = float(np.percentile(np.min(np.linalg.norm(strips[:, None] - floor[None], axis=2),
+                                        axis=1), 75)) + 1.0
+    d8 = np.clip(dist / (4.0 * spread) * 255.0, 0, 255).astype(np.uint8)
+    _, rough = cv2.threshold(d8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    rough_mask = _clean(rough > 0)
+    if rough_mask.mean() < MIN_AREA:
+        raise NoCow("no cow in view (nothing stands out from the floor)")
+    # GrabCut, seeded: sure floor far from the rough cow, probable labels near it.
+    gc = np.where(rough_mask, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
+    inner = cv2.erode(rough_mask.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    outer = cv2.dilate(rough_mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    gc[inner] = cv2.GC_FGD
+    gc[~outer] = cv2.GC_BGD
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    try:
+        cv2.grabCut(small, gc, None, bgd, fgd, 2,  # type: ignore[call-overload]
+                    cv2.GC_INIT_WITH_MASK)
+        mask = _clean((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD))
+    except cv2.error:  # a degenerate colour model (a flat frame): keep the rough mask
+        mask = rough_mask
+    area = float(mask.mean())
+    if area < MIN_AREA:
+        raise NoCow("no cow in view (the outline found is too small)")
+    inside = float(np.median(dist[mask])) if mask.any() else 0.0
+    contrast = inside / (3.0 * spread)
+    return Segmentation(mask, scale, area, _quality(mask, contrast), _touches(mask))
+
+
+def segment_depth(depth_mm: np.ndarray) -> Segmentation:
+    """The cow's mask in a uint16 depth frame (mm from the camera, 0 = no data)."""
+    small, scale = _work(depth_mm)
+    valid = small > 0
+    if valid.mean() < 0.3:
+        raise NoCow("depth frame has too few valid pixels")
+    floor = float(np.percentile(small[valid], 90))
+    cow = valid & (small < floor - COW_CLEARANCE_MM)
+    # Holes inside the back (no data) belong to the cow: fill them.
+    mask = _clean(cow)
+    area = float(mask.mean())
+    if area < MIN_AREA:
+        raise NoCow("no cow in view (nothing stands above the floor)")
+    return Segmentation(mask, scale, area, _quality(mask, 1.0), _touches(mask))
+
+
+def resize_like(image: np.ndarray, seg: Segmentation) -> np.ndarray:
+    """``image`` at the segmentation's work scale (nearest for depth)."""
+    h, w = seg.mask.shape
+    interp = cv2.INTER_NEAREST if image.dtype == np.uint16 else cv2.INTER_AREA
+    return cv2.resize(image, (w, h), interpolation=interp)

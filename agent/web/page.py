@@ -3,6 +3,8 @@ and error texts come from MQTT and must be treated as hostile markup."""
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
 from html import escape
 from typing import Any
@@ -122,6 +124,58 @@ def _identifications(items: list[Mapping[str, Any]]) -> str:
     )
 
 
+def _when(item: Mapping[str, Any]) -> str:
+    """``age_s`` as an age when the runtime gives one, else ``wall_ts`` as the
+    gateway's local time (its clock may be off before it is synced)."""
+    age = item.get("age_s")
+    if isinstance(age, int | float):
+        return f"{_age(age)} ago"
+    ts = item.get("wall_ts")
+    if isinstance(ts, int | float) and math.isfinite(ts):
+        try:
+            return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+        except (OverflowError, OSError, ValueError):
+            return "-"
+    return "-"
+
+
+def _num(value: Any, digits: int = 2) -> str | None:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else None
+
+
+def _body_conditions(items: list[Mapping[str, Any]]) -> str:
+    """Latest body condition scores, each with its interval; ids escaped."""
+    rows = []
+    for bc in items:
+        low, high = _num(bc.get("low")), _num(bc.get("high"))
+        interval = f" ({low}\u2013{high})" if low is not None and high is not None else ""
+        rows.append(
+            f"<tr><td>{_e(bc.get('animal_id'))}</td>"
+            f"<td>{_e(_num(bc.get('bcs')))}{_e(interval)}</td>"
+            f"<td>{_e(_when(bc))}</td><td>{_e(bc.get('camera_id'))}</td></tr>"
+        )
+    return (
+        "<table><tr><th>Cow</th><th>BCS</th><th>When</th><th>Camera</th></tr>"
+        + "".join(rows) + "</table>"
+    )
+
+
+def _milk_checks(items: list[Mapping[str, Any]]) -> str:
+    """Latest milk checks; anything but normal milk is marked (divert, look at the udder)."""
+    rows = []
+    for mc in items:
+        result = mc.get("result")
+        rows.append(
+            f"<tr><td>{_e(mc.get('animal_id'))}</td><td>{_e(mc.get('quarter'))}</td>"
+            f'<td class="{"ok" if result == "normal" else "bad"}">{_e(result)}</td>'
+            f"<td>{_e(_num(mc.get('confidence')))}</td><td>{_e(_when(mc))}</td></tr>"
+        )
+    return (
+        "<table><tr><th>Cow</th><th>Quarter</th><th>Result</th><th>Conf.</th><th>When</th>"
+        "</tr>" + "".join(rows) + "</table>"
+    )
+
+
 def render_status(status: Mapping[str, Any], reasons: list[str]) -> str:
     """The whole page for one status dict (``StatusSnapshot.to_dict()`` shape)."""
     broker = status.get("broker") or {}
@@ -190,6 +244,16 @@ def render_status(status: Mapping[str, Any], reasons: list[str]) -> str:
             f"<h2>Cows identified</h2>{_identifications(status.get('identifications') or [])}"
             f"<h2>Cameras</h2>{_cameras(status.get('cameras') or [], status.get('models') or {})}"
             if status.get("cameras")
+            else ""
+        )
+        + (
+            f"<h2>Body condition</h2>{_body_conditions(status['body_conditions'])}"
+            if status.get("body_conditions")
+            else ""
+        )
+        + (
+            f"<h2>Milk checks</h2>{_milk_checks(status['milk_checks'])}"
+            if status.get("milk_checks")
             else ""
         )
         + f"<h2>Sensors</h2>{sensors}"

@@ -56,6 +56,11 @@ class StatusSnapshot:
     cameras: list[dict[str, Any]] = field(default_factory=list)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     identifications: list[dict[str, Any]] = field(default_factory=list)
+    # The latest body condition scores and milk checks (newest first, as the store
+    # reader gives them: StoreReader.recent_body_conditions / recent_milk_checks).
+    # Each section is shown only when it has any.
+    body_conditions: list[dict[str, Any]] = field(default_factory=list)
+    milk_checks: list[dict[str, Any]] = field(default_factory=list)
     safe_mode: bool = False
     problems: list[str] = field(default_factory=list)  # extra reasons for /healthz 503
 

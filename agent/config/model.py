@@ -285,6 +285,9 @@ class CameraConfig(Section):
         description="Station id shared with the RFID reader at the same place: an EID read "
         "from this station is cross-checked with the ear-tag reading.",
     )
+    quarter: Literal["LF", "RF", "LR", "RR"] | None = Field(
+        None, description="milk: the udder quarter this sample point sees, when fixed."
+    )
     width: int | None = Field(None, ge=16, le=8192, description="Requested frame width (px).")
     height: int | None = Field(None, ge=16, le=8192, description="Requested frame height (px).")
     fps_cap: float = Field(
@@ -406,6 +409,49 @@ class EartagConfig(Section):
     )
 
 
+class BcsConfig(Section):
+    """Body condition from top-view cameras (role: bcs)."""
+
+    model_dir: Path | None = Field(
+        None,
+        description="Folder of a farm-fitted model (`dairy-edge vision bcs fit --out DIR`); "
+        "None: the shipped model in vision.models.dir. Hot-loaded and self-tested like "
+        "every model: a refit written here replaces the active one, or is refused and the "
+        "old one stays.",
+    )
+    rear: Literal["auto", "left", "right", "top", "bottom"] = Field(
+        "auto", description="Side of the frame the cow's rump is on (the lane's direction); "
+        "auto: found per frame.")
+    min_quality: float = Field(
+        0.25, ge=0, le=1, description="Frames whose outline quality is below this are not scored."
+    )
+    visit_gap_s: float = Field(
+        4.0, gt=0, le=600, description="A visit ends after this long without a scored frame."
+    )
+    join_window_s: float = Field(
+        60.0, ge=0, le=3600,
+        description="An identification at the camera's station within this many seconds "
+        "of the visit names the cow.",
+    )
+    loss_alert: float = Field(
+        0.5, gt=0, le=2, description="Raise bcs_loss when a cow loses this much within "
+        "loss_window_days (trend of her daily scores).")
+    loss_window_days: float = Field(30.0, ge=7, le=120, description="Window of the loss alert.")
+
+
+class MilkConfig(Section):
+    """Milk colour and consistency from sample-cup cameras (role: milk)."""
+
+    min_confidence: float = Field(
+        0.7, ge=0, le=1,
+        description="A sample raises (or clears) milk_abnormal only at or above this "
+        "confidence.",
+    )
+    visit_gap_s: float = Field(
+        4.0, gt=0, le=600, description="A sample ends after this long without a checked frame."
+    )
+
+
 class VisionConfig(Section):
     enabled: bool = Field(True, description="Run the models on camera frames.")
     background_priority: bool = Field(
@@ -424,6 +470,8 @@ class VisionConfig(Section):
     )
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     eartag: EartagConfig = Field(default_factory=EartagConfig)
+    bcs: BcsConfig = Field(default_factory=BcsConfig)
+    milk: MilkConfig = Field(default_factory=MilkConfig)
 
 
 class LoggingConfig(Section):

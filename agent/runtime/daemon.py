@@ -30,9 +30,19 @@ from agent import __version__
 from agent.clock import Clock, SystemClock, boot_id
 from agent.config.model import Config
 from agent.config.secrets import read_secret
+from agent.detect.rules.body_condition import BcsLossParams, MilkParams
 from agent.errors import ConfigError, InvalidPayload, StorageFault
 from agent.ingest.pipeline import Ingestor
-from agent.records.types import Alert, Event, Identification, Quarantined, Record, Stamp, stable_id
+from agent.records.types import (
+    Alert,
+    BodyCondition,
+    Event,
+    MilkCheck,
+    Quarantined,
+    Record,
+    Stamp,
+    stable_id,
+)
 from agent.runtime.detection import Detection, calibration_check
 from agent.runtime.notify import Notifier
 from agent.runtime.vision import Vision
@@ -121,8 +131,12 @@ class Agent:
         self.uploader: Uploader | None = None
         self.notifier = Notifier()
         self._stopping = threading.Event()
-        self.vision = Vision(config, self.clock, self.boot, self._store_identification,
+        self.vision = Vision(config, self.clock, self.boot, self._store_vision,
                              self._stamp, ingest_busy=self._ingest_busy)
+        self.detection.configure_vision(
+            BcsLossParams(loss=config.vision.bcs.loss_alert,
+                          window_days=config.vision.bcs.loss_window_days),
+            MilkParams(min_confidence=config.vision.milk.min_confidence))
 
     # -- paho thread --------------------------------------------------------
     def _on_message(self, topic: str, payload: bytes, ack: Callable[[], None]) -> None:
@@ -177,9 +191,14 @@ class Agent:
         """Ingest has a backlog (after an outage or a restart): vision slows down."""
         return self._handoff.qsize() >= HANDOFF_CAPACITY // 10
 
-    def _store_identification(self, ident: Identification) -> None:
-        """From the vision worker: the same writer, outbox and sync as readings."""
-        self._store(ident, _nothing)
+    def _store_vision(self, record: Record) -> None:
+        """From the vision worker: the same writer, outbox and sync as readings;
+        body condition and milk checks also feed their rules (alerts are stored
+        by the processing thread, like timed alerts)."""
+        self._store(record, _nothing)
+        if isinstance(record, BodyCondition | MilkCheck):
+            for alert in self.detection.on_vision(record):
+                self._submit_alert(alert)
 
     def _submit_alert(self, alert: Alert) -> None:
         """From the event loop (timed rules): stored by the processing thread."""
@@ -346,7 +365,7 @@ class Agent:
             if self.vision.enabled:
                 # Models load and self-test off the loop; MQTT ingest is already running.
                 await asyncio.to_thread(self.vision.start)
-                tasks.append(asyncio.create_task(self.vision.registry.watch(stop),
+                tasks.append(asyncio.create_task(self.vision.watch(stop),
                                                  name="model-reload"))
             await stop.wait()
         finally:

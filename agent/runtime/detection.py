@@ -19,8 +19,10 @@ from typing import Any
 from agent.clock import Clock
 from agent.config.model import DetectConfig
 from agent.detect.anomaly.engine import AnomalyEngine
+from agent.detect.rules.base import Finding
+from agent.detect.rules.body_condition import BcsLossParams, BcsLossRule, MilkParams, MilkRule
 from agent.detect.rules.engine import RuleEngine
-from agent.records.types import Alert, Reading
+from agent.records.types import Alert, BodyCondition, MilkCheck, Reading
 from agent.store.state import load_states, save_states
 from agent.store.writer import StoreWriter
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 ANOMALY_PREFIX = "anomaly:"
 RULES_KEY = "rules"
+BCS_KEY = "bcs_trend"
 _SEP = "\x1f"  # between sensor id and metric in a state key; never in a valid id
 
 
@@ -46,6 +49,8 @@ class Detection:
         self.clock = clock
         self.anomaly = AnomalyEngine()
         self.rules = RuleEngine(config, clock, calibration=calibration)
+        self.bcs_loss = BcsLossRule(BcsLossParams())
+        self.milk = MilkRule(MilkParams())
         self._skip = frozenset(config.anomaly_skip)
         # The processing thread scores; the event loop ticks and saves.
         self._lock = threading.Lock()
@@ -64,6 +69,31 @@ class Detection:
                 if metric not in self._skip
             }
             return self.rules.on_reading(reading)
+
+    def configure_vision(self, bcs: BcsLossParams, milk: MilkParams) -> None:
+        """The camera rules' thresholds (from the vision section of the config)."""
+        with self._lock:
+            self.bcs_loss.p, self.milk.p = bcs, milk
+
+    def on_vision(self, record: BodyCondition | MilkCheck) -> list[Alert]:
+        """A body condition or milk check from the vision worker: the per-cow
+        trend and the milk rule, through the same alert lifecycle as readings."""
+        if not self.config.enabled:
+            return []
+        with self._lock:
+            # Engine time: the rules' clock, never behind the latest reading's.
+            at = max(self.rules.last_t, self.clock.monotonic() + self.rules.offset)
+            finding: Finding | None
+            if isinstance(record, BodyCondition):
+                if record.animal_id is None:
+                    return []  # a trend needs the cow
+                finding = self.bcs_loss.on_score(record.animal_id, record.stamp.wall_ts,
+                                                 record.bcs, record.quality, at)
+            else:
+                finding = self.milk.on_check(record.result, record.confidence, at,
+                                             animal=record.animal_id, quarter=record.quarter,
+                                             camera=record.camera_id)
+            return self.rules.alerts.process(finding) if finding is not None else []
 
     def tick(self, now_mono: float) -> list[Alert]:
         if not self.config.enabled:
@@ -94,6 +124,11 @@ class Detection:
                     self.rules.from_state(states[RULES_KEY])
                 except (KeyError, TypeError, ValueError) as err:
                     log.warning("rule state could not be restored (%s); relearning", err)
+            if BCS_KEY in states:
+                try:
+                    self.bcs_loss.from_state(states[BCS_KEY])
+                except (KeyError, TypeError, ValueError) as err:
+                    log.warning("body condition trends could not be restored (%s)", err)
         if states:
             log.info("restored %d anomaly baselines and %s rule state", loaded,
                      "the" if RULES_KEY in states else "no")
@@ -106,6 +141,8 @@ class Detection:
                 for (sensor, metric), state in self.anomaly.take_dirty().items()
             }
             states[RULES_KEY] = self.rules.to_state()
+            if self.bcs_loss.cows:
+                states[BCS_KEY] = self.bcs_loss.to_state()
         mono_ns = self.clock.monotonic_ns()
         writer.call(lambda conn: save_states(conn, states, mono_ns, boot))
 

@@ -16,8 +16,10 @@ status and the metrics, and ingest, the store and sync go on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -25,10 +27,14 @@ from agent.clock import Clock
 from agent.config.model import CameraConfig, Config
 from agent.errors import ConfigError
 from agent.metrics import FRAMES_DROPPED
+from agent.models.errors import ModelError
 from agent.models.registry import ModelRegistry
-from agent.records.types import Identification, Reading, Stamp
+from agent.records.types import BodyCondition, Identification, Reading, Record, Stamp, stable_id
 from agent.sources.camera.base import Frame
 from agent.sources.camera.worker import CameraWorker
+from agent.vision.bcs.export import MODEL_NAME as BCS_MODEL
+from agent.vision.bcs.model import BcsEstimate, BcsEstimator, pool
+from agent.vision.bcs.segment import NoCow
 from agent.vision.calibrate import CameraCalibration, resolve_calibration
 from agent.vision.eartag.frame import EartagReader
 from agent.vision.eartag.models import MODEL_NAMES, runners_from_registry
@@ -37,6 +43,7 @@ from agent.vision.eartag.review import CropBudget, ReviewQueue, attach_crop
 from agent.vision.eartag.static import StaticTextFilter
 from agent.vision.eartag.types import TagReading
 from agent.vision.eartag.visit import VisitResult, VisitTracker
+from agent.vision.pool import Visit, VisitPool
 from agent.vision.preprocess import Preprocessor
 from agent.vision.scheduler import InferenceScheduler
 
@@ -45,6 +52,8 @@ log = logging.getLogger(__name__)
 # RFID reads waiting for the vision worker; a reader repeats its reads, so
 # dropping beyond this (logged) loses no cow.
 RFID_QUEUE = 1000
+# Identifications kept per station to name the cow of a BCS or milk visit.
+IDENT_KEEP = 64
 
 
 class Vision:
@@ -59,7 +68,7 @@ class Vision:
         config: Config,
         clock: Clock,
         boot: str,
-        submit: Callable[[Identification], None],
+        submit: Callable[[Record], None],
         stamp: Callable[[], Stamp],
         ingest_busy: Callable[[], bool] | None = None,
     ) -> None:
@@ -69,10 +78,30 @@ class Vision:
         self.problems: list[str] = []
         cameras = list(config.cameras) if config.vision.enabled else []
         eartag = [c for c in cameras if c.role == "eartag"]
-        # Only the models vision runs (the anomaly forecaster is detection's).
-        self.registry = ModelRegistry(
-            config.vision.models, required=MODEL_NAMES if eartag else (), only=MODEL_NAMES
-        )
+        bcs = [c for c in cameras if c.role == "bcs"]
+        bcs_cfg = config.vision.bcs
+        # Only the models vision runs (the anomaly forecaster is detection's). A
+        # farm-fitted BCS model lives in its own folder, with its own registry
+        # (the same verification, self-test, hot load and rollback).
+        wanted = [*(MODEL_NAMES if eartag else ()),
+                  *([BCS_MODEL] if bcs and bcs_cfg.model_dir is None else ())]
+        self.registry = ModelRegistry(config.vision.models, required=wanted,
+                                      only=[*MODEL_NAMES, BCS_MODEL])
+        self.registries = [self.registry]
+        self.bcs_registry = self.registry
+        if bcs and bcs_cfg.model_dir is not None:
+            self.bcs_registry = ModelRegistry(
+                config.vision.models.model_copy(update={"dir": bcs_cfg.model_dir}),
+                required=[BCS_MODEL], only=[BCS_MODEL])
+            self.registries.append(self.bcs_registry)
+        self.bcs = BcsEstimator(lambda: self.bcs_registry.get(BCS_MODEL),
+                                rear=None if bcs_cfg.rear == "auto" else bcs_cfg.rear,
+                                min_quality=bcs_cfg.min_quality)
+        self.pools: dict[str, VisitPool[BcsEstimate]] = {
+            cam.id: VisitPool(cam.id, boot, gap_s=bcs_cfg.visit_gap_s) for cam in bcs}
+        self._pending: deque[tuple[float, Visit[BcsEstimate], CameraConfig]] = deque()
+        self._idents: dict[str, deque[Identification]] = {}
+        self._stamp = stamp
         register = self._load_register() if eartag else None
         self.preprocessors: dict[str, Preprocessor] = {}
         for cam in cameras:
@@ -142,10 +171,10 @@ class Vision:
         """Load and self-test the models, then start the worker and the cameras."""
         if not self.enabled:
             return
-        status = self.registry.load_all()
-        for name, st in status.items():
-            if st["state"] != "active":
-                log.error("model %s is %s: %s", name, st["state"], st.get("error"))
+        for registry in self.registries:
+            for name, st in registry.load_all().items():
+                if st["state"] != "active":
+                    log.error("model %s is %s: %s", name, st["state"], st.get("error"))
         self.scheduler.start()
         for worker in self.workers:
             worker.start()
@@ -163,7 +192,11 @@ class Vision:
         self._drain_rfid()
         for tracker in self.trackers.values():
             self._emit(tracker.flush())
-        self.registry.close()
+        for camera_id, bcs_pool in self.pools.items():
+            self._bcs_done(camera_id, bcs_pool.end())
+        self._flush_pending(None)
+        for registry in self.registries:
+            registry.close()
 
     def _offer(self, frame: Frame) -> None:
         """On a camera thread: hand the frame over; drops are counted by the scheduler."""
@@ -181,6 +214,9 @@ class Vision:
 
     # -- the vision worker ---------------------------------------------------------
     def _process(self, camera_id: str, frame: Frame) -> None:
+        if camera_id in self.pools:
+            self._process_bcs(camera_id, frame)
+            return
         tracker = self.trackers.get(camera_id)
         if tracker is None:
             if camera_id not in self._unsupported_logged:
@@ -205,17 +241,88 @@ class Vision:
         readings = self.static[camera_id].filter(readings, frame.mono_ns)
         self._emit(tracker.add(frame.mono_ns, frame.wall_ts, frame.index, readings))
 
+    def _process_bcs(self, camera_id: str, frame: Frame) -> None:
+        """Score the cow's back; frames without a usable cow are skipped."""
+        image = self.preprocessors[camera_id].process(frame.image).image
+        depth = image if image.dtype.kind == "u" and image.ndim == 2 and \
+            image.dtype.itemsize == 2 else None
+        try:
+            est = self.bcs.estimate(None if depth is not None else image, depth)
+        except NoCow:
+            self._bcs_done(camera_id, self.pools[camera_id].tick(frame.mono_ns))
+            return
+        except ModelError as err:
+            FRAMES_DROPPED.labels(camera=camera_id, reason="error").inc()
+            log.debug("camera %s: %s", camera_id, err)
+            return
+        self._bcs_done(camera_id, self.pools[camera_id].add(frame.mono_ns, frame.wall_ts, est))
+
+    def _bcs_done(self, camera_id: str, visits: list[Visit[BcsEstimate]]) -> None:
+        """Hold finished visits for the join window: the ear-tag visit that names
+        the cow may end after the back has left the top-view camera."""
+        cam = self._camera(camera_id)
+        for v in visits:
+            self._pending.append((v.ended_wall_ts + self.config.vision.bcs.join_window_s,
+                                  v, cam))
+
+    def _flush_pending(self, wall_now: float | None) -> None:
+        while self._pending and (wall_now is None or self._pending[0][0] <= wall_now):
+            _, visit, cam = self._pending.popleft()
+            self._submit(self._body_condition(visit, cam))
+
+    def _body_condition(self, visit: Visit[BcsEstimate], cam: CameraConfig) -> BodyCondition:
+        est = pool(visit.items)
+        ident = self._who(cam, visit.started_wall_ts, visit.ended_wall_ts)
+        record = BodyCondition(
+            record_id=stable_id("body_condition", cam.id, visit.visit_id),
+            camera_id=cam.id, visit_id=visit.visit_id, bcs=est.bcs, low=est.low,
+            high=est.high, quality=round(est.quality, 3), stamp=self._stamp(),
+            model=BCS_MODEL, model_version=est.model_version, frames=len(visit.items),
+            animal_id=ident.animal_id if ident else None,
+            details={"raw": round(est.raw, 3), "rear": est.rear,
+                     "started_wall_ts": visit.started_wall_ts,
+                     "ended_wall_ts": visit.ended_wall_ts,
+                     "identification": ident.record_id if ident else None,
+                     "tag_number": ident.tag_number if ident else None})
+        log.info("visit %s on %s: BCS %.2f (%.2f-%.2f) cow %s", visit.visit_id, cam.id,
+                 record.bcs, record.low, record.high, record.animal_id or "-")
+        return record
+
+    def _who(self, cam: CameraConfig, start: float, end: float) -> Identification | None:
+        """The identified cow at the camera's station closest in time to the visit."""
+        if cam.station is None:
+            return None
+        window = self.config.vision.bcs.join_window_s
+        best: tuple[float, Identification] | None = None
+        for ident in self._idents.get(cam.station, ()):
+            gap = max(0.0, ident.started_wall_ts - end, start - ident.ended_wall_ts)
+            if gap <= window and (best is None or gap < best[0]):
+                best = (gap, ident)
+        return best[1] if best else None
+
+    def _camera(self, camera_id: str) -> CameraConfig:
+        return next(c for c in self.config.cameras if c.id == camera_id)
+
     def _empty(self, camera_id: str, frame: Frame) -> None:
         """The presence gate sees the empty scene: the cow in view has gone."""
         tracker = self.trackers.get(camera_id)
         if tracker is not None:
             self._emit(tracker.end_visit(frame.mono_ns))
+        if camera_id in self.pools:
+            self._bcs_done(camera_id, self.pools[camera_id].end())
 
     def _tick(self) -> None:
         self._drain_rfid()
         now = self.clock.monotonic_ns()
         for tracker in self.trackers.values():
             self._emit(tracker.tick(now))
+        for camera_id, bcs_pool in self.pools.items():
+            self._bcs_done(camera_id, bcs_pool.tick(now))
+        self._flush_pending(self.clock.wall())
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Hot-load new model versions in every registry until ``stop``."""
+        await asyncio.gather(*(r.watch(stop) for r in self.registries))
 
     def _drain_rfid(self) -> None:
         while True:
@@ -250,6 +357,8 @@ class Vision:
                 attach_crop(ident, result.crops[0] if result.crops else None, self.budget)
             log.info("visit %s on %s: %s %s (%.2f)", ident.visit_id, ident.camera_id,
                      ident.status, ident.tag_number or "-", ident.confidence)
+            if ident.status == "identified" and ident.station:
+                self._idents.setdefault(ident.station, deque(maxlen=IDENT_KEEP)).append(ident)
             self._submit(ident)
 
     # -- status -------------------------------------------------------------------
@@ -268,7 +377,12 @@ class Vision:
         return out
 
     def model_status(self) -> dict[str, dict[str, Any]]:
-        return self.registry.status() if self.enabled else {}
+        if not self.enabled:
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        for registry in self.registries:
+            out.update(registry.status())
+        return out
 
 
 def _int_box(box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:

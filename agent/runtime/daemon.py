@@ -274,6 +274,14 @@ class Agent:
             )
         )
 
+    def _aged(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rows with their age (the page shows ages: the wall clock may be unsynced)."""
+        now = self.clock.wall()
+        for row in rows:
+            if row.get("wall_ts") is not None:
+                row["age_s"] = max(0.0, round(now - float(row["wall_ts"]), 1))
+        return rows
+
     def status(self) -> StatusSnapshot:
         """What the status page shows (called from a worker thread, once a request)."""
         now_mono = self.clock.monotonic()
@@ -328,6 +336,10 @@ class Agent:
                 self.reader.recent_identifications(STATUS_IDENTIFICATIONS)
                 if self.vision.enabled else []
             ),
+            body_conditions=self._aged(self.reader.recent_body_conditions(STATUS_IDENTIFICATIONS)
+                                       if self.vision.enabled else []),
+            milk_checks=self._aged(self.reader.recent_milk_checks(STATUS_IDENTIFICATIONS)
+                                   if self.vision.enabled else []),
         )
 
     # -- lifecycle ------------------------------------------------------------

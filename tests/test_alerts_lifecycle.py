@@ -132,9 +132,9 @@ def test_feedback_precision_per_rule_and_state_round_trip() -> None:
     m2 = manager()
     m2.from_state(json.loads(json.dumps(m.to_state())))
     assert m2.precision()["cooling"] == pytest.approx(1 / 3)
-    assert {k for k, tr in m2.tracks.items() if tr.open} == {("cooling", "tank:1"),
-                                                              ("cooling", "tank:2"),
-                                                              ("cooling", "tank:3")}
+    assert {k for k, tr in m2.tracks.items() if tr.open} == {("cooling", "tank:1", ""),
+                                                              ("cooling", "tank:2", ""),
+                                                              ("cooling", "tank:3", "")}
 
 
 def test_alert_ids_are_stable_for_the_same_episode() -> None:

@@ -59,10 +59,9 @@ def test_hot_afternoon_raises_one_heat_alert_at_data_time(
     a = heat[0]
     assert set(a) == {"ts", "rule", "subject", "severity", "alert_id", "detail"}
     assert a["subject"] == "c1"
-    # Raised 30 min (the policy's minimum duration) after the first hot reading,
-    # on the data's clock, not the replay's.
+    # Raised two hours into the hot spell, on the data's clock, not the replay's.
     raised = parse_ts(a["ts"])
-    assert T0 + 3600 + 1800 <= raised <= T0 + 3600 + 1800 + 120
+    assert T0 + 3600 + 7200 <= raised <= T0 + 3600 + 7200 + 120
     err = capsys.readouterr().err
     assert ":6: skipped: not JSON" in err
     assert ":10: skipped: ts 'yesterday'" in err

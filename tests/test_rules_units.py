@@ -20,12 +20,12 @@ def test_heat_stress_needs_minimum_duration_and_clears_with_hysteresis() -> None
     hot, mild, cool = (30.0, 60.0), (24.0, 55.0), (15.0, 60.0)
     assert 70 <= thi(*mild) < 72 and thi(*hot) > 78 and thi(*cool) < 70
     t = 0.0
-    for temp, rh in [hot] * 5:  # 20 min: not yet
+    for temp, rh in [hot] * 18:  # 85 min: not yet (heat stress is two hours above 72)
         raised += eng.on_reading(reading("c1", "barn-climate", t, {"temperature_c": temp,
                                                                    "humidity_pct": rh}))
         t += 300
     assert raised == []
-    for _ in range(4):
+    for _ in range(9):
         raised += eng.on_reading(reading("c1", "barn-climate", t, {"temperature_c": 30.0,
                                                                    "humidity_pct": 60.0}))
         t += 300
@@ -43,6 +43,41 @@ def test_heat_stress_needs_minimum_duration_and_clears_with_hysteresis() -> None
         t += 300
     assert [a.state for a in out] == ["cleared"]
     assert out[0].details["alert_id"] == raised[0].record_id
+
+
+def _climate_day(eng, t0, spells):
+    """A day of 5-min climate readings: (start h, end h, (temp, rh)) spells over a mild
+    night in the 70-72 band, which never gives relief below 70."""
+    out = []
+    for i in range(288):
+        h = i / 12
+        temp, rh = 24.0, 55.0  # THI ~71: the band between clear and raise
+        for a, b, value in spells:
+            if a <= h < b:
+                temp, rh = value
+        out += eng.on_reading(reading("c1", "barn-climate", t0 + i * 300,
+                                      {"temperature_c": temp, "humidity_pct": rh}))
+    return [a for a in out if a.rule == "heat_stress"]
+
+
+def test_heat_stress_is_one_alert_per_afternoon_even_without_night_relief() -> None:
+    eng, _ = engine()
+    hot = (30.0, 60.0)
+    day1 = _climate_day(eng, 0.0, [(12, 17, hot)])
+    day2 = _climate_day(eng, 86400.0, [(12, 17, hot)])
+    assert [a.state for a in day1] == ["raised", "cleared"]
+    assert [a.state for a in day2] == ["raised", "cleared"]
+    assert day1[0].details["alert_id"] != day2[0].details["alert_id"]
+    # Raised about two hours into the afternoon's spell above THI 72.
+    assert 12 * 3600 + 7200 <= day1[0].stamp.mono_ns / 1e9 <= 12 * 3600 + 7200 + 1800
+
+
+def test_marginal_half_hour_runs_above_72_raise_nothing() -> None:
+    eng, _ = engine()
+    warm = (26.0, 60.0)
+    assert 72 <= thi(*warm) < 76
+    out = _climate_day(eng, 0.0, [(12, 12.5, warm), (14, 14.4, warm), (16, 16.5, warm)])
+    assert out == []
 
 
 def _milking(eng, t, cow, ec, y):

@@ -1,6 +1,6 @@
 """The alert lifecycle: findings in, ``agent.records.Alert`` records out.
 
-One track per (rule, subject) de-duplicates: an open alert is updated, never
+One track per (rule, subject, cause) de-duplicates: an open alert is updated, never
 doubled. A track raises once the condition has held for the policy's minimum
 duration and count (short contrary blips inside the debounce window do not
 reset it), clears once the clear condition has held long enough (hysteresis:
@@ -58,6 +58,11 @@ class Track:
     seq: int = 0
     message: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    cause: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.rule, self.subject, self.cause)
 
 
 class AlertManager:
@@ -68,7 +73,7 @@ class AlertManager:
         self.policy_for = policy_for
         self.stamp = stamp
         self.channels = channels or ["status_page"]
-        self.tracks: dict[tuple[str, str], Track] = {}
+        self.tracks: dict[tuple[str, str, str], Track] = {}
         self.verdicts: dict[str, tuple[str, str]] = {}  # alert id -> (rule, verdict)
         self.ids: OrderedDict[str, str] = OrderedDict()  # record id -> alert id
         self.rules_seen: set[str] = set()
@@ -77,12 +82,13 @@ class AlertManager:
     # -- findings ---------------------------------------------------------
     def process(self, f: Finding) -> list[Alert]:
         self.rules_seen.add(f.rule)
-        key = (f.rule, f.subject)
+        key = (f.rule, f.subject, f.cause)
         tr = self.tracks.get(key)
         if tr is None:
             if f.status != "raise":
                 return []  # nothing pending, nothing open: no track needed
-            tr = self.tracks[key] = Track(f.rule, f.subject, f.sensor_id, f.animal_id)
+            tr = self.tracks[key] = Track(f.rule, f.subject, f.sensor_id, f.animal_id,
+                                          cause=f.cause)
         pol = self.policy_for(f.rule)
         out: list[Alert] = []
         if f.status == "raise":
@@ -183,7 +189,8 @@ class AlertManager:
     def _open(self, tr: Track, t: float, severity: str) -> list[Alert]:
         start = tr.pending_since if tr.pending_since is not None else t
         tr.open, tr.episode_start, tr.severity = True, start, severity
-        tr.alert_id = stable_id(tr.rule, tr.subject, f"{start:.3f}")
+        tr.alert_id = (stable_id(tr.rule, tr.subject, f"{start:.3f}") if not tr.cause
+                       else stable_id(tr.rule, tr.subject, tr.cause, f"{start:.3f}"))
         tr.escalation, tr.escalated_t, tr.acked, tr.seq = 0, t, False, 0
         self.rule_of[tr.alert_id] = tr.rule
         ALERTS_RAISED.labels(rule=tr.rule, severity=severity).inc()
@@ -197,7 +204,7 @@ class AlertManager:
         if not tr.unannounced:
             tr.message = f"Cleared after {(t - tr.episode_start) / 60:.0f} min: {summary}"
             out = self._emit(tr, "cleared", t, force=True)
-        del self.tracks[(tr.rule, tr.subject)]
+        del self.tracks[tr.key]
         return out
 
     def _emit(self, tr: Track, state: str, t: float, note: str = "",
@@ -216,6 +223,7 @@ class AlertManager:
         details.update({
             "alert_id": tr.alert_id,
             "subject": tr.subject,
+            "cause": tr.cause or None,
             "episode_start_s": round(tr.episode_start, 3),
             "escalation": tr.escalation,
             "channel": self.channels[min(tr.escalation, len(self.channels) - 1)],
@@ -247,7 +255,7 @@ class AlertManager:
         self.tracks = {}
         for data in state.get("tracks", []):
             tr = Track(**data)
-            self.tracks[(tr.rule, tr.subject)] = tr
+            self.tracks[tr.key] = tr
         self.verdicts = {k: (v[0], v[1]) for k, v in state.get("verdicts", {}).items()}
         self.ids = OrderedDict((k, v) for k, v in state.get("ids", []))
         self.rule_of = dict(state.get("rules", {}))

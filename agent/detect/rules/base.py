@@ -63,6 +63,10 @@ class Finding:
     sensor_id: str | None = None
     animal_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # A rule that tells incidents of different causes apart on one subject (a
+    # blend too warm, then a cooler that stops) reports each cause on its own
+    # track, so a new cause raises its own alert while an older one is open.
+    cause: str = ""
 
     def explanation(self) -> str:
         """Plain language: what, and which signals against which baseline."""

@@ -7,6 +7,26 @@ Violations: the profile's time limit passed above target; the blend above its
 limit; the tank warming fast while above target (a working cooler keeps the
 blend nearly flat, so this is the fast signal of a failed compressor); still
 not cooling down after a first milking began; freezing.
+
+Each cause has its own alert track (``Finding.cause``): ``cooler`` (not
+cooling a milking, or running without cooling in storage), ``time_limit``,
+``blend`` and ``freezing``. A blend or time-limit alert open when the
+compressor then fails does not hide the failure: ``cooler`` raises its own
+alert. While ``cooler`` is raised, the limits it breaks are the same incident
+and raise nothing new.
+
+Signals: ``milk_temp_c`` is needed; ``level_l`` and ``agitator`` make it
+better. A tank without a level value (many have none) is judged on
+temperature alone: warm milk blending into cooled milk is normal (3.4 -> 7 °C
+during a milking, back under 4 °C within two hours), so a rise is no failure
+by itself. Without a level the rule raises ``not_cooling`` only when the
+blend rises ``NO_LEVEL_RISE_FACTOR`` times ``not_cooling_rise_c`` within the rise
+window, climbs ``NO_LEVEL_BLEND_RISE_C`` above where the episode started (far
+beyond a working cooler's blend), or when the milk, above its starting level,
+has not cooled ``NO_LEVEL_FALL_C`` from its peak for ``NO_LEVEL_FLAT_S`` (a
+working cooler turns a blend around soon after the milking ends); the stalled
+cooler check needs the agitator running ``NO_LEVEL_STALL_FACTOR`` times as long,
+with the milk neither colder nor warming as a milking would warm it.
 """
 
 from __future__ import annotations
@@ -20,6 +40,19 @@ from agent.detect.rules.base import Finding, Signal, Status
 from agent.records import Reading
 
 RULE = "cooling"
+# The cooler failing (not cooling a milking, or running without cooling in
+# storage) is one cause; the compliance limits it leads to later are the same
+# incident while it is alerted, and a cause of their own otherwise.
+CAUSES = ("cooler", "time_limit", "blend", "freezing")
+CONSEQUENCES = ("time_limit", "blend")
+# Temperature-only tanks (no level value): see the module doc.
+NO_LEVEL_BLEND_RISE_C = 6.0
+NO_LEVEL_RISE_FACTOR = 2.0  # x not_cooling_rise_c within rise_window_s: far too steep
+NO_LEVEL_FLAT_S = 3600.0
+NO_LEVEL_FALL_C = 0.5
+NO_LEVEL_PEAK_STEP_C = 0.3  # the peak moves only on a rise this large (noise, slow drift)
+NO_LEVEL_STALL_FACTOR = 2.0
+NO_LEVEL_STALL_RISE_C = 0.5
 
 
 @dataclass(slots=True)
@@ -37,6 +70,12 @@ class _Tank:
     agitator_since: float | None = None
     run: deque[tuple[float, float, float | None]] = field(default_factory=deque)
     times_to_target: list[float] = field(default_factory=list)
+    has_level: bool = False  # a level value seen from this tank
+    base_c: float = 99.0  # the coldest milk in the rise window when the episode began
+    rpeak_c: float = -99.0  # peak that moves only on real rises (temperature-only)
+    rpeak_t: float = 0.0
+    stall_c: float | None = None  # temperature when the stalled cooler was found
+    cooler_on: bool = False  # the cooler cause is raised and has not ended
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -51,6 +90,12 @@ class _Tank:
             "agitator_since": self.agitator_since,
             "run": [list(p) for p in self.run],
             "times_to_target": self.times_to_target,
+            "has_level": self.has_level,
+            "base_c": self.base_c,
+            "rpeak_c": self.rpeak_c,
+            "rpeak_t": self.rpeak_t,
+            "stall_c": self.stall_c,
+            "cooler_on": self.cooler_on,
         }
 
     @classmethod
@@ -85,9 +130,11 @@ class CoolingRule:
         elif tank.agitator_since is None:
             tank.agitator_since = t
         level = reading.values.get(self.map.level_key)
+        if level is not None:
+            tank.has_level = True
         run = tank.run
         run.append((t, temp, level))
-        span = self.cfg.stalled_run_s or 0.0
+        span = (self.cfg.stalled_run_s or 0.0) * NO_LEVEL_STALL_FACTOR
         while len(run) > 1 and run[1][0] <= t - span:
             run.popleft()
         window = tank.window
@@ -123,60 +170,123 @@ class CoolingRule:
             tank.phase = "storage"
         if tank.phase == "episode" and temp > tank.peak_c:
             tank.peak_c, tank.peak_t = temp, t
+        if tank.phase == "episode" and temp > tank.rpeak_c + NO_LEVEL_PEAK_STEP_C:
+            tank.rpeak_c, tank.rpeak_t = temp, t
 
-        signals: list[Signal] = []
+        found: dict[str, list[Signal]] = {}
         if tank.phase == "episode":
             anchor = tank.start
             if p.anchor == "peak":
                 anchor = min(tank.peak_t, tank.start + cfg.max_milking_s)
             elapsed = t - anchor
             if elapsed > p.time_limit_s and temp > p.target_c:
-                signals.append(Signal(
+                found["time_limit"] = [Signal(
                     "milk temperature", temp, limit=p.target_c, unit=" °C",
                     note=f"not cooled {elapsed / 3600:.1f} h after the milking "
                     f"{'peak' if p.anchor == 'peak' else 'start'} (limit "
                     f"{p.time_limit_s / 3600:.1f} h)",
-                ))
+                )]
             if tank.blend and p.blend_max_c is not None and temp > p.blend_max_c:
-                signals.append(Signal("blend temperature", temp, limit=p.blend_max_c, unit=" °C"))
+                found["blend"] = [Signal("blend temperature", temp, limit=p.blend_max_c,
+                                         unit=" °C")]
             in_grace = not tank.blend and t - tank.start < cfg.hot_grace_s
             if not tank.blend:  # the warm milk's own arrival is no rise
                 rise = temp - min(v for tt, v in window if tt >= tank.start)
-            if not in_grace and rise >= cfg.not_cooling_rise_c and self._uncooled(tank, temp):
-                signals.append(Signal(
-                    "temperature rise", rise, limit=cfg.not_cooling_rise_c, unit=" °C",
-                    note=f"warming in {cfg.rise_window_s / 60:.0f} min: the tank is not cooling",
-                ))
+            failing: list[Signal] = []
+            if tank.has_level:
+                if (not in_grace and rise >= cfg.not_cooling_rise_c
+                        and self._uncooled(tank, temp)):
+                    failing.append(Signal(
+                        "temperature rise", rise, limit=cfg.not_cooling_rise_c, unit=" °C",
+                        note=f"warming in {cfg.rise_window_s / 60:.0f} min: the tank is not "
+                        f"cooling",
+                    ))
+            elif tank.blend:
+                failing += self._uncooled_blend(tank, t, temp, rise)
             drop = tank.peak_c - temp
             if not tank.blend and not in_grace and temp > p.target_c and drop < cfg.first_drop_c:
-                signals.append(Signal(
+                failing.append(Signal(
                     "milk temperature", temp, baseline=tank.peak_c, unit=" °C",
                     note=f"first milking cooled only {drop:.1f} °C from its peak in "
                     f"{(t - tank.start) / 60:.0f} min: the tank is not cooling",
                 ))
+            if failing:
+                found["cooler"] = failing
         stalled = self._stalled(tank, t, temp, level)
         if stalled is not None:
-            signals.append(stalled)
+            found.setdefault("cooler", []).append(stalled)
+            if tank.stall_c is None:
+                tank.stall_c = temp
         if tank.phase in ("storage", "episode") and temp < p.freeze_c:
-            signals.append(Signal("milk temperature", temp, limit=p.freeze_c, unit=" °C",
-                                  note="milk is freezing"))
+            found["freezing"] = [Signal("milk temperature", temp, limit=p.freeze_c, unit=" °C",
+                                        note="milk is freezing")]
 
-        extra = {"profile": self.cfg.profile, "phase": tank.phase}
-        status: Status
-        if signals:
-            status = "raise"
-            frozen_only = all("freezing" in s.note for s in signals)
-            severity = "warning" if frozen_only else None
-            summary = f"Bulk tank {reading.sensor_id} cooling out of compliance ({p.source})"
-        elif tank.phase in ("wash", "empty") or temp <= p.target_c - cfg.clear_margin_c:
-            status, severity, summary = "clear", None, f"Bulk tank {reading.sensor_id} cooled"
-        else:
-            status, severity, summary = "hold", None, f"Bulk tank {reading.sensor_id} cooling"
-        return [Finding(
-            rule=RULE, subject=f"tank:{reading.sensor_id}", status=status, at=t,
-            severity=severity, summary=summary, signals=signals,
-            sensor_id=reading.sensor_id, extra=extra,
-        )]
+        extra = {"profile": self.cfg.profile, "phase": tank.phase,
+                 "level": "yes" if tank.has_level else "none (temperature only)"}
+        idle = tank.phase in ("wash", "empty")
+        cooled = idle or temp <= p.target_c - cfg.clear_margin_c
+        if tank.stall_c is not None and (idle or temp <= tank.stall_c - 2 * cfg.stalled_min_drop_c):
+            tank.stall_c = None  # cooling again
+        ended = {
+            "cooler": cooled and tank.stall_c is None,
+            "time_limit": cooled,
+            "blend": cooled or (p.blend_max_c is not None
+                                and temp <= p.blend_max_c - cfg.clear_margin_c),
+            "freezing": idle or temp >= p.freeze_c + cfg.clear_margin_c,
+        }
+        if "cooler" in found:
+            tank.cooler_on = True
+        elif ended["cooler"]:
+            tank.cooler_on = False
+        sid = reading.sensor_id
+        out: list[Finding] = []
+        for cause in CAUSES:
+            signals = found.get(cause)
+            status: Status
+            if signals and cause in CONSEQUENCES and tank.cooler_on:
+                status, severity = "hold", None  # the failure's own alert covers it
+                summary = f"Bulk tank {sid} cooling out of compliance ({p.source})"
+            elif signals:
+                status = "raise"
+                severity = "warning" if cause == "freezing" else None
+                summary = f"Bulk tank {sid} cooling out of compliance ({p.source})"
+            elif ended[cause]:
+                status, severity, summary = "clear", None, f"Bulk tank {sid} cooled"
+            else:
+                status, severity, summary = "hold", None, f"Bulk tank {sid} cooling"
+            out.append(Finding(
+                rule=RULE, subject=f"tank:{sid}", status=status, at=t, severity=severity,
+                summary=summary, signals=signals or [], sensor_id=sid,
+                extra={**extra, "cause": cause}, cause=cause,
+            ))
+        return out
+
+    def _uncooled_blend(self, tank: _Tank, t: float, temp: float,
+                        rise: float) -> list[Signal]:
+        """Temperature only: a blend far steeper or higher than a working cooler's,
+        or one that does not turn around."""
+        out: list[Signal] = []
+        steep = self.cfg.not_cooling_rise_c * NO_LEVEL_RISE_FACTOR
+        if rise >= steep:
+            out.append(Signal(
+                "temperature rise", rise, limit=steep, unit=" °C",
+                note=f"warming in {self.cfg.rise_window_s / 60:.0f} min far faster than a "
+                f"cooled blend: the tank is not cooling (no level value: judged on "
+                "temperature alone)"))
+        rise = temp - tank.base_c
+        if rise >= NO_LEVEL_BLEND_RISE_C:
+            out.append(Signal(
+                "blend rise", rise, baseline=tank.base_c, limit=NO_LEVEL_BLEND_RISE_C,
+                unit=" °C", note="warm milk is not being cooled (no level value: judged on "
+                "temperature alone)"))
+        flat = t - tank.rpeak_t
+        if (flat >= NO_LEVEL_FLAT_S and tank.rpeak_c - temp < NO_LEVEL_FALL_C
+                and temp >= tank.base_c + self.cfg.milking_rise_c):
+            out.append(Signal(
+                "milk temperature", temp, baseline=tank.rpeak_c, unit=" °C",
+                note=f"not cooled {NO_LEVEL_FALL_C:.1f} °C from its peak in "
+                f"{flat / 60:.0f} min: the tank is not cooling (temperature only)"))
+        return out
 
     def _uncooled(self, tank: _Tank, temp: float) -> bool:
         """Is the rise all warm milk and no cooling? Without a level: assume so."""
@@ -195,23 +305,45 @@ class CoolingRule:
         no milk arriving, and the milk not getting colder: the cooler does not cool."""
         cfg = self.cfg
         span = cfg.stalled_run_s
-        if (span is None or tank.phase != "storage" or level is None
-                or tank.agitator_since is None or t - tank.agitator_since < span):
+        if span is None or tank.phase != "storage" or tank.agitator_since is None:
             return None
-        t0, temp0, level0 = tank.run[0]
-        if t - t0 < span or level0 is None or level - level0 > cfg.level_rise_l:
+        if not tank.has_level:
+            span *= NO_LEVEL_STALL_FACTOR
+        if t - tank.agitator_since < span:
             return None
+        ref = tank.run[0]
+        for item in tank.run:  # the last sample at or before t - span
+            if item[0] > t - span:
+                break
+            ref = item
+        t0, temp0, level0 = ref
+        if t - t0 < span:
+            return None
+        if tank.has_level:
+            if level is None or level0 is None or level - level0 > cfg.level_rise_l:
+                return None
+        else:
+            if temp - temp0 > NO_LEVEL_STALL_RISE_C:
+                return None  # warming like a milking: the blend checks judge it
+            high = temp0
+            for item in tank.run:  # any cooling at all in the span: the cooler works
+                if item[0] >= t0:
+                    high = max(high, item[1])
+                    if high - item[1] >= cfg.stalled_min_drop_c:
+                        return None
         if temp0 - temp >= cfg.stalled_min_drop_c:
             return None
         return Signal("milk temperature", temp, baseline=temp0, unit=" °C",
                       note=f"agitator running {(t - tank.agitator_since) / 60:.0f} min with no "
-                      f"milk arriving, but the milk is not getting colder: the cooler runs "
+                      f"milk arriving{'' if tank.has_level else ' (no level: by temperature)'}, but the milk is not getting colder: the cooler runs "
                       f"and does not cool")
 
     def _start(self, tank: _Tank, t: float, blend: bool) -> None:
         tank.phase, tank.start, tank.blend = "episode", t, blend
         tank.drift_level = None
         tank.peak_t, tank.peak_c = t, -99.0
+        tank.rpeak_t, tank.rpeak_c = t, -99.0
+        tank.base_c = min(v for _, v in tank.window) if tank.window else 99.0
 
     def tick(self, t: float) -> list[Finding]:
         return []

@@ -193,6 +193,7 @@ class RuleEngine:
 
     def open_alerts(self) -> list[dict[str, Any]]:
         return [{"alert_id": tr.alert_id, "rule": tr.rule, "subject": tr.subject,
+                 "cause": tr.cause or None,
                  "severity": tr.severity, "message": tr.message, "escalation": tr.escalation,
                  "snoozed": bool(tr.snoozed_until), "acknowledged": tr.acked}
                 for tr in self.alerts.tracks.values() if tr.open]
@@ -242,7 +243,7 @@ class RuleEngine:
         due = False
         while heap and heap[0][0] < t:
             sid = heap[0][1]
-            track = self.alerts.tracks.get(("sensor.dropout", f"sensor:{sid}"))
+            track = self.alerts.tracks.get(("sensor.dropout", f"sensor:{sid}", ""))
             if track is not None and track.open:
                 heapq.heappop(heap)  # its silence is alerted; the next reading re-arms it
                 continue

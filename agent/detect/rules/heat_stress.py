@@ -3,6 +3,15 @@
 THI = (1.8 T + 32) - (0.55 - 0.0055 RH)(1.8 T - 26), the NRC form. The load is
 THI-hours above ``load_base_thi`` over the last 24 h; hours below the raise
 threshold in the same window tell whether the cows got any night relief.
+
+Episodes, per afternoon: heat stress is raised once THI has stayed at or
+above the raise threshold for ``SPELL_S`` (dips shorter than ``DIP_S`` do not
+break a spell; the alert policy's minimum duration comes on top, so the alert
+comes about two hours into the spell), so marginal afternoons with half-hour
+runs above 72 raise nothing. It clears when THI falls below the clear
+threshold, or has stayed below the raise threshold for ``RELIEF_S``: a night
+that never gets below 70 still ends the afternoon's episode, and the next
+hot afternoon is a new alert.
 """
 
 from __future__ import annotations
@@ -17,6 +26,9 @@ from agent.detect.rules.base import Finding, Signal, Status
 RULE = "heat_stress"
 DAY_S = 86400.0
 MAX_GAP_S = 1800.0  # a reading stands for at most this long; longer gaps are unknown
+SPELL_S = 5400.0
+DIP_S = 900.0
+RELIEF_S = 2 * 3600.0
 
 
 def thi(temp_c: float, rh_pct: float) -> float:
@@ -31,17 +43,21 @@ class _Barn:
     # Running sums over ``load`` (THI-hours, relief hours): O(1) per reading.
     load_sum: float = 0.0
     relief_sum: float = 0.0
+    above_since: float | None = None  # the current spell at or above the raise THI
+    below_since: float | None = None  # below the raise THI since
 
     def __post_init__(self) -> None:
         self.load_sum = sum(x[1] for x in self.load)
         self.relief_sum = sum(x[2] for x in self.load)
 
     def to_state(self) -> dict[str, Any]:
-        return {"last_t": self.last_t, "load": [list(x) for x in self.load]}
+        return {"last_t": self.last_t, "load": [list(x) for x in self.load],
+                "above_since": self.above_since, "below_since": self.below_since}
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> _Barn:
-        return cls(data["last_t"], deque((a, b, c) for a, b, c in data["load"]))
+        return cls(data["last_t"], deque((a, b, c) for a, b, c in data["load"]),
+                   above_since=data.get("above_since"), below_since=data.get("below_since"))
 
 
 class HeatStressRule:
@@ -85,10 +101,19 @@ class HeatStressRule:
             Signal("heat load (24 h)", load, limit=p.load_critical_thi_h, unit=" THI-h",
                    note=f"{relief_h:.1f} h below THI {p.raise_thi:.0f} (relief)"),
         ]
+        if value >= p.raise_thi:
+            if barn.above_since is None or (barn.below_since is not None
+                                            and t - barn.below_since > DIP_S):
+                barn.above_since = t
+            barn.below_since = None
+        elif barn.below_since is None:
+            barn.below_since = t
         status: Status
         if value >= p.raise_thi:
-            status = "raise"
-        elif value < p.clear_thi:
+            assert barn.above_since is not None
+            status = "raise" if t - barn.above_since >= SPELL_S else "hold"
+        elif value < p.clear_thi or (barn.below_since is not None
+                                     and t - barn.below_since >= RELIEF_S):
             status = "clear"
         else:
             status = "hold"

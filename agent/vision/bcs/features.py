@@ -13,6 +13,9 @@ shading  colour frames: the light across the back at the rump (hollows either
          side of the tailhead and the spine ridge cast shading), gradient and
          Laplacian energy in the rump region, normalised inside the cow so
          coat brightness and exposure drop out;
+texture  colour frames: histograms of gradient orientation in cells over the
+         rump region, turned with the cow (what a small CNN's first layers
+         see; the fit's regularisation decides how much of it to trust);
 depth    depth frames: height relief across and along the back (spine ridge,
          hook and pin prominence, rump hollows), relative to the back's height.
 
@@ -31,7 +34,7 @@ import numpy as np
 from agent.vision.bcs.segment import NoCow, Segmentation, resize_like
 
 FEATURES_VERSION = 1
-GROUPS: tuple[str, ...] = ("shape", "shading", "depth")
+GROUPS: tuple[str, ...] = ("shape", "shading", "texture", "depth")
 
 PROFILE_U = np.round(np.arange(0.0, 3.21, 0.1), 2)  # positions from the rear, in W
 REAR_V = np.linspace(-0.45, 0.45, 10)  # across the rear edge, in W
@@ -43,7 +46,10 @@ RUMP_U = 2.6  # the rump region ends here (W from the rear)
 N_SHAPE = len(PROFILE_U) + 2 * len(PROFILE_U) // 3 + len(REAR_V) + 8
 N_SHADING = len(SHADE_U) * len(ACROSS) + 4
 N_DEPTH = len(DEPTH_U) * len(ACROSS) + 4
-SIZES = {"shape": N_SHAPE, "shading": N_SHADING, "depth": N_DEPTH}
+TEXTURE_CELLS = (8, 4)  # along x across the rump region
+TEXTURE_BINS = 8
+N_TEXTURE = TEXTURE_CELLS[0] * TEXTURE_CELLS[1] * TEXTURE_BINS
+SIZES = {"shape": N_SHAPE, "shading": N_SHADING, "texture": N_TEXTURE, "depth": N_DEPTH}
 
 
 def layout_name(groups: tuple[str, ...]) -> str:
@@ -290,6 +296,33 @@ def _shading(gray: np.ndarray, c: _Canon) -> np.ndarray:
     return np.concatenate([_sections(blurred, c, SHADE_U), energies])
 
 
+def _texture(gray: np.ndarray, c: _Canon) -> np.ndarray:
+    """Orientation histograms (gradient-magnitude weighted, per-cell L2) over
+    the rump region: rear RUMP_U W along the spine, +-0.6 W across it."""
+    turned = _warp(gray.astype(np.float32), c)
+    w = c.width
+    centre = float(np.nanmedian(c.mid[c.x0:c.x0 + int(RUMP_U * w) + 1]))
+    x0, x1 = c.x0, c.x0 + int(RUMP_U * w)
+    y0, y1 = int(centre - 0.6 * w), int(centre + 0.6 * w)
+    ny, nx = TEXTURE_CELLS[1] * 6, TEXTURE_CELLS[0] * 6
+    src = np.array([[x0, y0], [x1, y0], [x0, y1]], np.float32)
+    dst = np.array([[0, 0], [nx, 0], [0, ny]], np.float32)
+    patch = cv2.warpAffine(turned, cv2.getAffineTransform(src, dst), (nx, ny),
+                           flags=cv2.INTER_AREA if w > nx else cv2.INTER_LINEAR)
+    patch = (patch - patch.mean()) / (patch.std() + 1.0)
+    gx = cv2.Sobel(patch, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(patch, cv2.CV_32F, 0, 1, ksize=3)
+    mag = np.hypot(gx, gy)
+    ang = (np.arctan2(gy, gx) % np.pi) / np.pi * TEXTURE_BINS  # unsigned orientation
+    idx = np.minimum(ang.astype(int), TEXTURE_BINS - 1)
+    out = np.zeros((TEXTURE_CELLS[1], TEXTURE_CELLS[0], TEXTURE_BINS), np.float64)
+    for b in range(TEXTURE_BINS):
+        weighted = np.where(idx == b, mag, 0.0)
+        out[:, :, b] = weighted.reshape(TEXTURE_CELLS[1], 6, TEXTURE_CELLS[0], 6).sum(axis=(1, 3))
+    out /= np.linalg.norm(out, axis=2, keepdims=True) + 1e-6
+    return out.ravel()
+
+
 def _depth(depth_mm: np.ndarray, c: _Canon) -> np.ndarray:
     d = depth_mm.astype(np.float32)
     valid = d > 0
@@ -322,6 +355,7 @@ def back_features(seg: Segmentation, *, colour: np.ndarray | None = None,
     if colour is not None:
         gray = cv2.cvtColor(resize_like(colour, seg), cv2.COLOR_BGR2GRAY)
         values["shading"] = _shading(gray, c)
+        values["texture"] = _texture(gray, c)
     if depth is not None:
         values["depth"] = _depth(resize_like(depth, seg), c)
     for g, v in values.items():

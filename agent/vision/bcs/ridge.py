@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ALPHAS = tuple(float(a) for a in np.logspace(-1, 3.5, 10))
+ALPHAS = tuple(float(a) for a in np.logspace(-1, 4, 11))
 STEP = 0.25  # BCS is scored in quarter points
 
 
@@ -34,15 +34,27 @@ class Ridge:
 
 
 def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float, groups: tuple[str, ...]) -> Ridge:
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale = np.where(scale > 1e-9, scale, 1.0)
-    z = (x - mean) / scale
-    bias = float(y.mean())
-    a = z.T @ z + alpha * np.eye(z.shape[1])
-    w = np.linalg.solve(a, z.T @ (y - bias))
-    return Ridge(groups, alpha, mean.astype(np.float32), scale.astype(np.float32),
-                 w.astype(np.float32), bias)
+    return _Path(x, y, groups).at(alpha)
+
+
+class _Path:
+    """Ridge for every alpha from one SVD of the standardised training features
+    (the model selection tries many alphas on the same folds)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, groups: tuple[str, ...]) -> None:
+        self.groups = groups
+        self.mean = x.mean(axis=0)
+        scale = x.std(axis=0)
+        self.scale = np.where(scale > 1e-9, scale, 1.0)
+        z = (x - self.mean) / self.scale
+        self.bias = float(y.mean())
+        self.u, self.s, self.vt = np.linalg.svd(z, full_matrices=False)
+        self.uty = self.u.T @ (y - self.bias)
+
+    def at(self, alpha: float) -> Ridge:
+        w = self.vt.T @ (self.s / (self.s ** 2 + alpha) * self.uty)
+        return Ridge(self.groups, alpha, self.mean.astype(np.float32),
+                     self.scale.astype(np.float32), w.astype(np.float32), self.bias)
 
 
 def round_step(x: np.ndarray) -> np.ndarray:
@@ -111,11 +123,13 @@ def select(features: dict[str, np.ndarray], y: np.ndarray, animals: Sequence[str
     parts = group_folds(animals, folds, seed)
     for groups in candidates(list(features)):
         x = _stack(features, groups)
-        for alpha in ALPHAS:
-            pred = np.empty_like(y)
-            for test in parts:
-                train = np.setdiff1d(np.arange(len(y)), test)
-                pred[test] = fit_ridge(x[train], y[train], alpha, groups).predict(x[test])
+        preds = {alpha: np.empty_like(y) for alpha in ALPHAS}
+        for test in parts:
+            train = np.setdiff1d(np.arange(len(y)), test)
+            path = _Path(x[train], y[train], groups)
+            for alpha in ALPHAS:
+                preds[alpha][test] = path.at(alpha).predict(x[test])
+        for alpha, pred in preds.items():
             mae = float(np.mean(np.abs(pred - y)))
             if best is None or mae < best[0] - 1e-9:
                 best = (mae, groups, alpha)

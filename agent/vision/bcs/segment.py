@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-WORK_WIDTH = 192  # px: the scale masks are computed at
+WORK_WIDTH = 160  # px: the scale masks are computed at
+GRABCUT_ITERATIONS = 3
 BORDER = 0.06  # share of each side taken as floor samples
 FLOOR_CLUSTERS = 6
 MIN_AREA = 0.08  # a cow smaller than this share of the frame is "not in view"
@@ -66,13 +67,29 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
 
 
 def _clean(mask: np.ndarray) -> np.ndarray:
-    """Close over bars crossing the cow, drop specks, keep the biggest blob."""
-    k = max(3, (mask.shape[1] // 40) | 1)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    m = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
-    big = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
-    m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, big)
-    return _fill_holes(_largest(m.astype(bool)))
+    """The cow's blob without the stall bars and gates that touch her.
+
+    Bars are long and thin: an opening with a disc wider than a bar but far
+    narrower than a cow keeps her trunk (the core) and drops them. The outline
+    is then taken from the unopened mask within a few pixels of that core, so
+    hooks and pins, which an opening would round off, keep their shape; a
+    closing bridges bars lying across her back."""
+    w = mask.shape[1]
+    m = mask.astype(np.uint8)
+    core_k = max(5, (w // 14) | 1)
+    core = cv2.morphologyEx(m, cv2.MORPH_OPEN,
+                            cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (core_k, core_k)))
+    core = _largest(core.astype(bool)).astype(np.uint8)
+    if not core.any():
+        return np.zeros(mask.shape, bool)
+    reach = max(3, (w // 48) | 1)
+    near = cv2.dilate(core, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1,
+                                                                          2 * reach + 1)))
+    m = np.logical_and(m > 0, near > 0).astype(np.uint8)
+    close_k = max(5, (w // 20) | 1)
+    closed = cv2.morphologyEx(m, cv2.MORPH_CLOSE,
+                              cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_k, close_k)))
+    return _fill_holes(_largest(np.asarray(closed) > 0))
 
 
 def _touches(mask: np.ndarray) -> tuple[bool, bool, bool, bool]:
@@ -93,6 +110,35 @@ def _quality(mask: np.ndarray, contrast: float) -> float:
     cut = sum(_touches(mask))
     q = min(1.0, contrast) * min(1.0, max(0.0, (solidity - 0.6) / 0.3))
     return float(q * (1.0 if cut <= 2 else 0.5))
+
+
+def _grabcut_refine(small: np.ndarray, seeds: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """GrabCut at half the work scale (its cost grows with pixels), then the
+    outline at full work scale from colour histograms of both sides (a
+    back-projection: cheap, and sharp where the half-scale cut is coarse)."""
+    h, w = seeds.shape
+    half = cv2.resize(small, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    gc = cv2.resize(seeds, (w // 2, h // 2), interpolation=cv2.INTER_NEAREST)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    try:
+        cv2.grabCut(half, gc, None, bgd, fgd, GRABCUT_ITERATIONS,  # type: ignore[call-overload]
+                    cv2.GC_INIT_WITH_MASK)
+    except cv2.error:  # a degenerate colour model (a flat frame): keep the rough mask
+        return fallback
+    cow_half = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
+    cow = cv2.resize(cow_half, (w, h), interpolation=cv2.INTER_NEAREST)
+    hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
+    bins, ranges = [12, 8, 8], [0, 180, 0, 256, 0, 256]
+    h_cow = cv2.calcHist([hsv], [0, 1, 2], cow, bins, ranges) + 1.0
+    h_bg = cv2.calcHist([hsv], [0, 1, 2], 1 - cow, bins, ranges) + 1.0
+    ratio = (h_cow / h_cow.sum()) / (h_cow / h_cow.sum() + h_bg / h_bg.sum())
+    prob = cv2.calcBackProject([hsv], [0, 1, 2], (ratio * 255).astype(np.float32), ranges, 1)
+    prob = cv2.GaussianBlur(prob, (3, 3), 0)
+    # Trust the back-projection near the cut's edge only: far inside stays cow.
+    band = np.logical_and(cv2.dilate(cow, np.ones((5, 5), np.uint8)) > 0,
+                          cv2.erode(cow, np.ones((5, 5), np.uint8)) == 0)
+    out = np.where(band, prob > 127, cow > 0)
+    return _clean(out)
 
 
 def segment_colour(frame_bgr: np.ndarray) -> Segmentation:
@@ -124,21 +170,21 @@ def segment_colour(frame_bgr: np.ndarray) -> Segmentation:
     d8 = np.clip(dist / (4.0 * spread) * 255.0, 0, 255).astype(np.uint8)
     _, rough = cv2.threshold(d8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     rough_mask = _clean(rough > 0)
-    if rough_mask.mean() < MIN_AREA:
-        raise NoCow("no cow in view (nothing stands out from the floor)")
-    # GrabCut, seeded: sure floor far from the rough cow, probable labels near it.
-    gc = np.where(rough_mask, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
-    inner = cv2.erode(rough_mask.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
-    outer = cv2.dilate(rough_mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    # GrabCut, seeded: the border strips are floor; what stands out from the
+    # floor, and the middle of the frame (where the lane puts the cow), are
+    # probably cow. Colour models of both sides then settle the outline, which
+    # a colour distance alone cannot where a coat patch matches the floor.
+    gc = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w]
+    middle = ((xx - w / 2) / (0.3 * w)) ** 2 + ((yy - h / 2) / (0.22 * h)) ** 2 <= 1.0
+    gc[middle | rough_mask] = cv2.GC_PR_FGD
+    inner = cv2.erode(rough_mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
     gc[inner] = cv2.GC_FGD
-    gc[~outer] = cv2.GC_BGD
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    try:
-        cv2.grabCut(small, gc, None, bgd, fgd, 2,  # type: ignore[call-overload]
-                    cv2.GC_INIT_WITH_MASK)
-        mask = _clean((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD))
-    except cv2.error:  # a degenerate colour model (a flat frame): keep the rough mask
-        mask = rough_mask
+    edge = max(2, int(0.025 * w))
+    for strip in (np.s_[:, :edge], np.s_[:, -edge:], np.s_[:edge, :], np.s_[-edge:, :]):
+        sub = gc[strip]
+        sub[sub != cv2.GC_FGD] = cv2.GC_BGD
+    mask = _grabcut_refine(small, gc, rough_mask)
     area = float(mask.mean())
     if area < MIN_AREA:
         raise NoCow("no cow in view (the outline found is too small)")

@@ -29,7 +29,16 @@ from agent.errors import ConfigError
 from agent.metrics import FRAMES_DROPPED
 from agent.models.errors import ModelError
 from agent.models.registry import ModelRegistry
-from agent.records.types import BodyCondition, Identification, Reading, Record, Stamp, stable_id
+from agent.records.types import (
+    MILK_CLASSES,
+    BodyCondition,
+    Identification,
+    MilkCheck,
+    Reading,
+    Record,
+    Stamp,
+    stable_id,
+)
 from agent.sources.camera.base import Frame
 from agent.sources.camera.worker import CameraWorker
 from agent.vision.bcs.export import MODEL_NAME as BCS_MODEL
@@ -43,6 +52,8 @@ from agent.vision.eartag.review import CropBudget, ReviewQueue, attach_crop
 from agent.vision.eartag.static import StaticTextFilter
 from agent.vision.eartag.types import TagReading
 from agent.vision.eartag.visit import VisitResult, VisitTracker
+from agent.vision.milk.classify import MODEL_NAME as MILK_MODEL
+from agent.vision.milk.classify import MilkClassifier, MilkResult
 from agent.vision.pool import Visit, VisitPool
 from agent.vision.preprocess import Preprocessor
 from agent.vision.scheduler import InferenceScheduler
@@ -79,14 +90,15 @@ class Vision:
         cameras = list(config.cameras) if config.vision.enabled else []
         eartag = [c for c in cameras if c.role == "eartag"]
         bcs = [c for c in cameras if c.role == "bcs"]
+        milk = [c for c in cameras if c.role == "milk"]
         bcs_cfg = config.vision.bcs
         # Only the models vision runs (the anomaly forecaster is detection's). A
         # farm-fitted BCS model lives in its own folder, with its own registry
         # (the same verification, self-test, hot load and rollback).
         wanted = [*(MODEL_NAMES if eartag else ()),
-                  *([BCS_MODEL] if bcs and bcs_cfg.model_dir is None else ())]
-        self.registry = ModelRegistry(config.vision.models, required=wanted,
-                                      only=[*MODEL_NAMES, BCS_MODEL])
+                  *([BCS_MODEL] if bcs and bcs_cfg.model_dir is None else ()),
+                  *([MILK_MODEL] if milk else ())]
+        self.registry = ModelRegistry(config.vision.models, required=wanted, only=wanted)
         self.registries = [self.registry]
         self.bcs_registry = self.registry
         if bcs and bcs_cfg.model_dir is not None:
@@ -99,7 +111,12 @@ class Vision:
                                 min_quality=bcs_cfg.min_quality)
         self.pools: dict[str, VisitPool[BcsEstimate]] = {
             cam.id: VisitPool(cam.id, boot, gap_s=bcs_cfg.visit_gap_s) for cam in bcs}
-        self._pending: deque[tuple[float, Visit[BcsEstimate], CameraConfig]] = deque()
+        self.milk = MilkClassifier(lambda: self.registry.get(MILK_MODEL))
+        self.milk_pools: dict[str, VisitPool[MilkResult]] = {
+            cam.id: VisitPool(cam.id, boot, gap_s=config.vision.milk.visit_gap_s)
+            for cam in milk}
+        # Finished visits held for the join window, oldest first: (due wall time, visit, camera).
+        self._pending: deque[tuple[float, Visit[Any], CameraConfig]] = deque()
         self._idents: dict[str, deque[Identification]] = {}
         self._stamp = stamp
         register = self._load_register() if eartag else None
@@ -193,7 +210,9 @@ class Vision:
         for tracker in self.trackers.values():
             self._emit(tracker.flush())
         for camera_id, bcs_pool in self.pools.items():
-            self._bcs_done(camera_id, bcs_pool.end())
+            self._visits_done(camera_id, bcs_pool.end())
+        for camera_id, milk_pool in self.milk_pools.items():
+            self._visits_done(camera_id, milk_pool.end())
         self._flush_pending(None)
         for registry in self.registries:
             registry.close()
@@ -216,6 +235,9 @@ class Vision:
     def _process(self, camera_id: str, frame: Frame) -> None:
         if camera_id in self.pools:
             self._process_bcs(camera_id, frame)
+            return
+        if camera_id in self.milk_pools:
+            self._process_milk(camera_id, frame)
             return
         tracker = self.trackers.get(camera_id)
         if tracker is None:
@@ -249,17 +271,32 @@ class Vision:
         try:
             est = self.bcs.estimate(None if depth is not None else image, depth)
         except NoCow:
-            self._bcs_done(camera_id, self.pools[camera_id].tick(frame.mono_ns))
+            self._visits_done(camera_id, self.pools[camera_id].tick(frame.mono_ns))
             return
         except ModelError as err:
             FRAMES_DROPPED.labels(camera=camera_id, reason="error").inc()
             log.debug("camera %s: %s", camera_id, err)
             return
-        self._bcs_done(camera_id, self.pools[camera_id].add(frame.mono_ns, frame.wall_ts, est))
+        self._visits_done(camera_id, self.pools[camera_id].add(frame.mono_ns, frame.wall_ts, est))
 
-    def _bcs_done(self, camera_id: str, visits: list[Visit[BcsEstimate]]) -> None:
+    def _process_milk(self, camera_id: str, frame: Frame) -> None:
+        """Classify the sample; frames without milk in view are skipped."""
+        image = self.preprocessors[camera_id].process(frame.image).image
+        pool_ = self.milk_pools[camera_id]
+        try:
+            result = self.milk.check(image)
+        except (LookupError, ValueError, ModelError) as err:
+            FRAMES_DROPPED.labels(camera=camera_id, reason="error").inc()
+            log.debug("camera %s: %s", camera_id, err)
+            return
+        if result.result is None:
+            self._visits_done(camera_id, pool_.tick(frame.mono_ns))
+            return
+        self._visits_done(camera_id, pool_.add(frame.mono_ns, frame.wall_ts, result))
+
+    def _visits_done(self, camera_id: str, visits: list[Visit[Any]]) -> None:
         """Hold finished visits for the join window: the ear-tag visit that names
-        the cow may end after the back has left the top-view camera."""
+        the cow may end after the back or the sample has left its camera."""
         cam = self._camera(camera_id)
         for v in visits:
             self._pending.append((v.ended_wall_ts + self.config.vision.bcs.join_window_s,
@@ -268,7 +305,42 @@ class Vision:
     def _flush_pending(self, wall_now: float | None) -> None:
         while self._pending and (wall_now is None or self._pending[0][0] <= wall_now):
             _, visit, cam = self._pending.popleft()
-            self._submit(self._body_condition(visit, cam))
+            if cam.role == "milk":
+                self._submit(self._milk_check(visit, cam))
+            else:
+                self._submit(self._body_condition(visit, cam))
+
+    def _milk_check(self, visit: Visit[MilkResult], cam: CameraConfig) -> MilkCheck:
+        """One sample's check: the class with the highest mean probability over
+        its frames; frames without the reference card count half."""
+        totals = dict.fromkeys(MILK_CLASSES, 0.0)
+        weight = 0.0
+        for r in visit.items:
+            w = 1.0 if r.details.get("patch_found", True) else 0.5
+            weight += w
+            for c in MILK_CLASSES:
+                totals[c] += w * r.scores.get(c, 0.0)
+        scores = {c: round(v / weight, 4) for c, v in totals.items()}
+        result = max(scores, key=lambda c: scores[c])
+        # The frames' own caps (no card, clipped white) bound the pooled confidence.
+        confidence = min(scores[result], max(r.confidence for r in visit.items))
+        ident = self._who(cam, visit.started_wall_ts, visit.ended_wall_ts)
+        record = MilkCheck(
+            record_id=stable_id("milk_check", cam.id, visit.visit_id),
+            camera_id=cam.id, result=result, confidence=round(confidence, 4),
+            stamp=self._stamp(), model=MILK_MODEL,
+            model_version=str(visit.items[-1].details.get("model_version", "")),
+            animal_id=ident.animal_id if ident else None, quarter=cam.quarter,
+            scores=scores,
+            details={"frames": len(visit.items), "visit_id": visit.visit_id,
+                     "patch_found": any(r.details.get("patch_found", True)
+                                        for r in visit.items),
+                     "started_wall_ts": visit.started_wall_ts,
+                     "ended_wall_ts": visit.ended_wall_ts,
+                     "identification": ident.record_id if ident else None})
+        log.info("sample %s on %s: milk %s (%.2f) cow %s", visit.visit_id, cam.id, result,
+                 confidence, record.animal_id or "-")
+        return record
 
     def _body_condition(self, visit: Visit[BcsEstimate], cam: CameraConfig) -> BodyCondition:
         est = pool(visit.items)
@@ -309,7 +381,9 @@ class Vision:
         if tracker is not None:
             self._emit(tracker.end_visit(frame.mono_ns))
         if camera_id in self.pools:
-            self._bcs_done(camera_id, self.pools[camera_id].end())
+            self._visits_done(camera_id, self.pools[camera_id].end())
+        if camera_id in self.milk_pools:
+            self._visits_done(camera_id, self.milk_pools[camera_id].end())
 
     def _tick(self) -> None:
         self._drain_rfid()
@@ -317,7 +391,9 @@ class Vision:
         for tracker in self.trackers.values():
             self._emit(tracker.tick(now))
         for camera_id, bcs_pool in self.pools.items():
-            self._bcs_done(camera_id, bcs_pool.tick(now))
+            self._visits_done(camera_id, bcs_pool.tick(now))
+        for camera_id, milk_pool in self.milk_pools.items():
+            self._visits_done(camera_id, milk_pool.tick(now))
         self._flush_pending(self.clock.wall())
 
     async def watch(self, stop: asyncio.Event) -> None:

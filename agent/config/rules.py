@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from agent.config.base import Section
+from agent.config.sensor_health import SensorHealthConfig
 
 Severity = Literal["info", "warning", "critical"]
 
@@ -461,6 +462,10 @@ class PlausibilityConfig(Section):
     jump_window_s: float = Field(3600.0, gt=0, description="Window for counting jumps.")
     range_count: int = Field(2, ge=1, description="Consecutive out-of-range values to alert.")
     calibration_check_s: float = Field(3600.0, gt=0, description="How often to ask.")
+    health: SensorHealthConfig = Field(
+        default_factory=SensorHealthConfig,
+        description="Learnt checks: spikes, stuck, dropout by rhythm, drift between nodes.",
+    )
     alerts: AlertPolicy = Field(
         default_factory=lambda: AlertPolicy(
             severity="warning", clear_count=1, escalate_after_s=4 * 3600,

@@ -1,0 +1,132 @@
+"""Sensor-health checks that learn each sensor's own behaviour (``detect.rules.plausibility.health``).
+
+Every check judges time on the sensor's clock (its ``source_ts`` where it sends
+one) and compares a sensor with its own history, or a climate node with its
+neighbours; the fixed numbers here are floors, margins and learning times, not
+the thresholds themselves. See docs/alerts.md, "Sensor health".
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from agent.config.base import Section
+
+
+def _spike_min_step() -> dict[str, float]:
+    return {"temperature_c": 3.0, "humidity_pct": 12.0, "milk_temp_c": 3.0}
+
+
+def _stuck_keys() -> list[str]:
+    return ["temperature_c", "humidity_pct", "milk_temp_c", "activity", "flow_lpm", "level_l"]
+
+
+def _drift_min_abs() -> dict[str, float]:
+    return {"temperature_c": 1.0, "humidity_pct": 5.0}
+
+
+class SensorHealthConfig(Section):
+    # -- dropout: silence against the device's own reporting rhythm --------------
+    dropout_floor_s: float = Field(
+        900.0, gt=0, description="Never call a silence shorter than this a dropout."
+    )
+    dropout_median_factor: float = Field(
+        4.0, gt=1, description="Silent for this many median reporting intervals: a dropout."
+    )
+    dropout_early_factor: float = Field(
+        6.0, gt=1,
+        description="...this many during the device's first dropout_learn_s (its rhythm is "
+        "not known well yet).",
+    )
+    dropout_long_gap_factor: float = Field(
+        1.5, gt=1,
+        description="...and longer than this times the longest normal gap seen recently "
+        "(devices with irregular rhythm, meters silent between milkings).",
+    )
+    dropout_learn_s: float = Field(
+        86400.0, ge=0, description="History before the device's own rhythm is trusted alone."
+    )
+    dropout_min_gaps: int = Field(
+        16, ge=2, description="Intervals seen before the rhythm is used at all (else the "
+        "role's inactivity_s)."
+    )
+    dropout_memory_s: float = Field(
+        14 * 86400.0, gt=0, description="Half-life of the remembered longest normal gap."
+    )
+    dropout_confirm_s: float = Field(
+        120.0, ge=0,
+        description="Silence must still hold this long after it is first seen (a backlog "
+        "arriving in a burst is not a dropout).",
+    )
+    # -- spike: a jump that comes back ----------------------------------------------
+    spike_min_step: dict[str, float] = Field(
+        default_factory=_spike_min_step,
+        description="Value keys checked for spikes, and the smallest jump that can be one.",
+    )
+    spike_k: float = Field(
+        8.0, gt=0,
+        description="A spike leaves the level by more than this many times the sensor's "
+        "typical change between samples (median |change|, robust).",
+    )
+    spike_max_samples: int = Field(
+        3, ge=1, description="At most this many samples away before it is a step, not a spike."
+    )
+    spike_max_s: float = Field(1800.0, gt=0, description="...and at most this long away.")
+    spike_hold_s: float = Field(
+        3600.0, ge=0, description="A spike alert stays open this long after the last spike."
+    )
+    # -- stuck: unchanged for longer than this sensor ever is -------------------------
+    stuck_keys: list[str] = Field(
+        default_factory=_stuck_keys, description="Value keys checked for flat-lining."
+    )
+    stuck_margin: float = Field(
+        1.25, gt=1, description="Flat this much longer than its longest normal flat stretch."
+    )
+    stuck_min_s: float = Field(1200.0, gt=0, description="...and at least this long.")
+    stuck_min_samples: int = Field(4, ge=2, description="...and over this many samples.")
+    stuck_neighbour_s: float = Field(
+        2700.0, gt=0,
+        description="A climate node flat this long while its neighbours keep changing is "
+        "stuck, whatever its own history.",
+    )
+    stuck_learn_s: float = Field(
+        12 * 3600.0, ge=0, description="History needed before judging a key."
+    )
+    stuck_min_changes: int = Field(20, ge=1, description="...and changes seen in it.")
+    stuck_noise_frac: float = Field(
+        0.1, ge=0, lt=1,
+        description="Changes smaller than this share of its typical change count as none.",
+    )
+    stuck_memory_s: float = Field(
+        14 * 86400.0, gt=0, description="Half-life of the remembered longest flat stretch."
+    )
+    # -- drift: a climate node against its neighbours ---------------------------------
+    drift_min_abs: dict[str, float] = Field(
+        default_factory=_drift_min_abs,
+        description="Value keys compared between neighbouring climate nodes, and the "
+        "smallest departure from their usual difference that counts as drift.",
+    )
+    drift_k: float = Field(
+        4.0, gt=0, description="...and at least this many times the pair's usual spread."
+    )
+    drift_smooth_s: float = Field(
+        7200.0, gt=0, description="Time constant of the smoothed difference between nodes."
+    )
+    drift_learn_s: float = Field(
+        86400.0, gt=0, description="Learn each pair's usual difference this long first."
+    )
+    drift_baseline_s: float = Field(
+        7 * 86400.0, gt=0, description="Afterwards it follows slow changes this slowly."
+    )
+    drift_fresh_s: float = Field(
+        1800.0, gt=0, description="A neighbour's value older than this is not compared."
+    )
+    drift_groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Climate nodes per barn (sensor ids); nodes not listed form one group.",
+    )
+    # -- out of range -------------------------------------------------------------
+    range_clear_s: float = Field(
+        1800.0, ge=0,
+        description="A range alert clears after this long without an impossible value.",
+    )

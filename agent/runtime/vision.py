@@ -21,6 +21,7 @@ import logging
 import queue
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from agent.clock import Clock
@@ -118,8 +119,13 @@ class Vision:
         # Finished visits held for the join window, oldest first: (due wall time, visit, camera).
         self._pending: deque[tuple[float, Visit[Any], CameraConfig]] = deque()
         self._idents: dict[str, deque[Identification]] = {}
+        # RFID reads at BCS and milk stations (EID, wall time), for the same join.
+        self._join_stations = {c.station for c in [*bcs, *milk] if c.station}
+        self._station_reads: dict[str, deque[tuple[float, str]]] = {
+            st: deque(maxlen=IDENT_KEEP) for st in self._join_stations}
         self._stamp = stamp
-        register = self._load_register() if eartag else None
+        register = self._load_register() if eartag or bcs or milk else None
+        self.register = register
         self.preprocessors: dict[str, Preprocessor] = {}
         for cam in cameras:
             self.preprocessors[cam.id] = Preprocessor(cam, self._calibration(cam))
@@ -223,8 +229,14 @@ class Vision:
 
     # -- from the MQTT processing thread -----------------------------------------
     def note_reading(self, reading: Reading) -> None:
-        """An RFID read for a station with an ear-tag camera: queue it (never blocks)."""
-        if reading.firmware not in self._rfid_firmware or reading.sensor_id not in self._stations:
+        """An RFID read for a station with a camera: queue it (never blocks)."""
+        if reading.firmware not in self._rfid_firmware:
+            return
+        eid = reading.attributes.get("eid")
+        if reading.sensor_id in self._join_stations and eid:
+            # deque.append is atomic: the vision worker reads these without a lock.
+            self._station_reads[reading.sensor_id].append((reading.stamp.wall_ts, str(eid)))
+        if reading.sensor_id not in self._stations:
             return
         try:
             self._rfid.put_nowait(reading)
@@ -360,16 +372,24 @@ class Vision:
                  record.bcs, record.low, record.high, record.animal_id or "-")
         return record
 
-    def _who(self, cam: CameraConfig, start: float, end: float) -> Identification | None:
-        """The identified cow at the camera's station closest in time to the visit."""
+    def _who(self, cam: CameraConfig, start: float, end: float) -> _Who | None:
+        """The cow at the camera's station closest in time to the visit: an
+        identified ear-tag visit, else an RFID read found in the herd register."""
         if cam.station is None:
             return None
         window = self.config.vision.bcs.join_window_s
-        best: tuple[float, Identification] | None = None
+        best: tuple[float, _Who] | None = None
         for ident in self._idents.get(cam.station, ()):
             gap = max(0.0, ident.started_wall_ts - end, start - ident.ended_wall_ts)
             if gap <= window and (best is None or gap < best[0]):
-                best = (gap, ident)
+                best = (gap, _Who(ident.animal_id, ident.tag_number, ident.record_id))
+        if best is None and self.register is not None:
+            for wall_ts, eid in list(self._station_reads.get(cam.station, ())):
+                gap = max(0.0, wall_ts - end, start - wall_ts)
+                animal = self.register.by_eid(eid)
+                if animal is not None and gap <= window and (best is None or gap < best[0]):
+                    best = (gap, _Who(animal.animal_id, animal.tag_number,
+                                      f"rfid:{animal.eid or eid}"))
         return best[1] if best else None
 
     def _camera(self, camera_id: str) -> CameraConfig:
@@ -459,6 +479,15 @@ class Vision:
         for registry in self.registries:
             out.update(registry.status())
         return out
+
+
+@dataclass(frozen=True)
+class _Who:
+    """The cow a BCS or milk visit is joined to, and by what."""
+
+    animal_id: str | None
+    tag_number: str | None
+    record_id: str  # the identification's record id, or rfid:EID
 
 
 def _int_box(box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:

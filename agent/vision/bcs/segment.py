@@ -75,7 +75,9 @@ def _clean(mask: np.ndarray) -> np.ndarray:
     hooks and pins, which an opening would round off, keep their shape; a
     closing bridges bars lying across her back."""
     w = mask.shape[1]
-    m = mask.astype(np.uint8)
+    close_k = max(5, (w // 20) | 1)
+    m = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE,
+                         cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_k, close_k)))
     core_k = max(5, (w // 14) | 1)
     core = cv2.morphologyEx(m, cv2.MORPH_OPEN,
                             cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (core_k, core_k)))
@@ -85,11 +87,7 @@ def _clean(mask: np.ndarray) -> np.ndarray:
     reach = max(3, (w // 48) | 1)
     near = cv2.dilate(core, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1,
                                                                           2 * reach + 1)))
-    m = np.logical_and(m > 0, near > 0).astype(np.uint8)
-    close_k = max(5, (w // 20) | 1)
-    closed = cv2.morphologyEx(m, cv2.MORPH_CLOSE,
-                              cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_k, close_k)))
-    return _fill_holes(_largest(np.asarray(closed) > 0))
+    return _fill_holes(_largest(np.logical_and(m > 0, near > 0)))
 
 
 def _touches(mask: np.ndarray) -> tuple[bool, bool, bool, bool]:

@@ -204,9 +204,9 @@ def sample_body(rng: Rng, split: str = "train") -> CowBody:
     return CowBody(
         length=1.6 * size * float(rng.uniform(0.96, 1.04)),
         rump_ratio=float(rng.uniform(0.30, 0.36)),
-        barrel_half=0.33 * size * float(rng.uniform(0.88, 1.12)),
+        barrel_half=0.345 * size * float(rng.uniform(0.88, 1.12)),
         hook_ratio=float(rng.uniform(0.82, 0.98)),
-        pin_ratio=float(rng.uniform(0.36, 0.50)),
+        pin_ratio=float(rng.uniform(0.42, 0.56)),
         back_height=1.45 * size * float(rng.uniform(0.97, 1.03)),
         depth_to_outline=float(rng.uniform(0.29, 0.37)),
         asymmetry=float(rng.uniform(-0.04, 0.04)),

@@ -151,11 +151,11 @@ def build(b: CowBody, bcs: float, *, bend: float = 0.0, head_yaw: float = 0.0,
     at = np.abs(t)
     flank = wh * (0.76 + 0.22 * fat)  # concave flank in front of the hooks when thin
     thurl_mid = 0.5 * (wh + wp) * (0.74 + 0.38 * fat)  # V notch between hook and pin
-    knots_s = np.array([-0.09, -0.05, 0.0, 0.5 * R, R, R + 0.13 * L, R + 0.32 * L, 0.68 * L,
-                        0.90 * L, L + 0.02, L + 0.12, L + 0.2])
-    knots_a = np.array([0.0, (0.75 + 0.2 * fat) * wp, (0.85 + 0.15 * fat) * wp, thurl_mid,
-                        (0.80 + 0.12 * fat) * wh, flank, 0.96 * wb, wb, 0.92 * wb, 0.75 * wb,
-                        0.45 * wb, 0.0])
+    knots_s = np.array([-0.11, -0.08, -0.04, 0.0, 0.5 * R, R, R + 0.13 * L, R + 0.32 * L,
+                        0.68 * L, 0.90 * L, L, L + 0.08, L + 0.16])
+    knots_a = np.array([0.0, 0.55 * wp, (0.85 + 0.15 * fat) * wp, (0.88 + 0.12 * fat) * wp,
+                        thurl_mid, (0.80 + 0.12 * fat) * wh, flank, 0.96 * wb, wb, 0.95 * wb,
+                        0.84 * wb, 0.55 * wb, 0.0])
     a1 = np.interp(s1[:, 0], knots_s, knots_a).astype(np.float32)
     a1 = cv2.GaussianBlur(a1[:, None], (1, 0), sigmaX=0.1, sigmaY=0.035 / CELL)[:, 0][:, None]
     a = a1 * np.where(t >= 0, 1.0 + b.asymmetry, 1.0 - b.asymmetry).astype(np.float32)
@@ -240,7 +240,7 @@ def build(b: CowBody, bcs: float, *, bend: float = 0.0, head_yaw: float = 0.0,
     u = np.cos(ang) * ds_ + np.sin(ang) * dt_
     v = -np.sin(ang) * ds_ + np.cos(ang) * dt_
     un = np.clip(u / neck_len, 0.0, 1.0)
-    neck_half = 0.15 - 0.05 * un
+    neck_half = 0.14 - 0.04 * un
     neck_h = hb0 + 0.03 - 0.22 * un ** 1.3
     nx = np.abs(v) / neck_half
     hn = np.where((u > -0.1) & (u < neck_len + 0.05) & (nx < 1.0), neck_h - 0.12 * nx ** 2, 0.0)

@@ -60,7 +60,7 @@ def coat_albedo(coat: str, seed: int, patch_share: float, tint: float,
             m = _quantile_mask(f, float(rng.uniform(0.02, 0.1)))[..., None]
             alb = m * np.array([0.75, 0.77, 0.78], np.float32) + (1 - m) * alb
     elif coat == "red":
-        base = np.array([0.05, 0.10, 0.26], np.float32) * (1.0 + 0.4 * tint)
+        base = np.array([0.035, 0.06, 0.17], np.float32) * (1.0 + 0.4 * tint)
         alb = np.empty((ns, nt, 3), np.float32)
         alb[:] = base
     elif coat == "jersey":
@@ -68,7 +68,7 @@ def coat_albedo(coat: str, seed: int, patch_share: float, tint: float,
         dark = 0.55 + 0.45 * np.clip(0.5 + noise(rng, ns, nt, 0.4 * px, 2), 0.0, 1.0)
         alb = base * dark[..., None]
     else:  # grey: Brown Swiss, grey-brown with a pale line along the back
-        base = np.array([0.22, 0.25, 0.28], np.float32) * (1.0 + 0.25 * tint)
+        base = np.array([0.085, 0.10, 0.115], np.float32) * (1.0 + 0.25 * tint)
         t = t0 + cell * np.arange(nt, dtype=np.float32)[None, :]
         stripe = 1.0 + 0.35 * np.exp(-0.5 * (t / 0.05) ** 2)
         alb = base * (stripe * (1.0 + 0.1 * noise(rng, ns, nt, 0.3 * px, 2)))[..., None]
@@ -170,8 +170,8 @@ def _floor(rng: Rng, kind: str, h: int, w: int, px_per_m: float, angle: float,
     if kind != "straw":  # manure smears and wet patches
         wet = np.clip(noise(rng, h, w, 0.35 * px_per_m, 3) * 2.0 - 1.6, 0.0, 1.0)
         alb = alb * (1.0 - 0.5 * wet)[..., None]
-        muck = np.clip(noise(rng, h, w, 0.12 * px_per_m, 3) * 2.5 - 2.6 + 0.8 * tone, 0, 1)
-        alb = alb * (1 - muck)[..., None] + muck[..., None] * np.array([0.03, 0.05, 0.07],
+        muck = np.clip(noise(rng, h, w, 0.3 * px_per_m, 4) * 3.0 - 3.3 + 0.6 * tone, 0, 1)
+        alb = alb * (1 - muck)[..., None] + muck[..., None] * np.array([0.035, 0.05, 0.06],
                                                                          np.float32)
     return np.clip(alb, 0.0, 1.0).astype(np.float32), deep
 

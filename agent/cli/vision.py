@@ -219,8 +219,60 @@ Example:
 """
 
 
+_MILK_HELP = """\
+Classify the milk in a sample cup or sight glass in each image, with the model
+and code of the live pipeline: white balance from the reference card in view
+(see docs/milk.md), then normal, blood, colostrum, watery or clots. One JSON
+line per image:
+
+  {"image": "PATH", "class": "normal", "confidence": 0.93, "scores": {...}}
+
+With --details the line also has "details" (white-balance gains, whether the
+card was found, where the milk was found). No card in view: the class is still
+given, but the confidence is at most 0.5. No milk found: "class" is null and
+"error" says why. A file that is not an image gets {"image": "PATH", "error":
+"..."}. The exit status is 1 when any image failed or had no milk, else 0.
+
+Example:
+  dairy-edge vision milk cup-LF.jpg samples/*.png
+"""
+
+
+def run_milk(args: argparse.Namespace) -> int:
+    """``vision milk``: one JSON line per image; 0 all classified, 1 any failed,
+    2 when the model cannot be used."""
+    from agent.vision.milk import MilkClassifier, open_milk_runner
+
+    try:
+        models = ModelsConfig(dir=args.models_dir or ModelsConfig().dir, threads=args.threads)
+        runner = open_milk_runner(models.dir, models.threads)
+    except (ConfigError, ValueError) as err:
+        print(f"dairy-edge vision milk: {err}", file=sys.stderr)
+        return 2
+    classifier = MilkClassifier(lambda: runner)
+    failed = False
+    for name in args.images:
+        line: dict[str, Any] = {"image": str(name)}
+        try:
+            result = classifier.check(load_image(Path(name)))
+        except (ImageRefused, ValueError) as err:
+            line["error"] = str(err)
+            failed = True
+        else:
+            line.update({"class": result.result, "confidence": result.confidence,
+                         "scores": result.scores})
+            if result.result is None:
+                line["error"] = result.details.get("error", "no milk found")
+                failed = True
+            if args.details:
+                line["details"] = result.details
+        print(json.dumps(line), flush=True)
+    return 1 if failed else 0
+
+
 def add_vision_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    """Add ``vision`` (with ``eartag``) to a top-level argparse subparsers object."""
+    """Add ``vision`` (with ``eartag`` and ``milk``) to a top-level argparse subparsers
+    object."""
     vision = subparsers.add_parser("vision", help="run the vision models on image files",
                                    description="Run the vision models on image files.")
     sub = vision.add_subparsers(dest="vision_command", metavar="ACTION", required=True)

@@ -214,7 +214,7 @@ def test_sensor_checks_and_suppression() -> None:
         t += 300
     rules = {a.rule for a in out if a.state == "raised"}
     assert "sensor.stuck" in rules
-    # A single spike is withheld and alerts nothing.
+    # A single spike is withheld from the other rules and raises one sensor.spike alert.
     out = eng.on_reading(reading("c8", "barn-climate", 0, {"temperature_c": 15, "humidity_pct": 60}))
     out += eng.on_reading(reading("c8", "barn-climate", 300, {"temperature_c": 15.1,
                                                               "humidity_pct": 60}))
@@ -222,12 +222,16 @@ def test_sensor_checks_and_suppression() -> None:
                                                               "humidity_pct": 60}))
     out += eng.on_reading(reading("c8", "barn-climate", 900, {"temperature_c": 15.2,
                                                               "humidity_pct": 60}))
-    assert out == []
-    # Silence longer than the role's timeout, found by tick.
+    assert [(a.rule, a.state, a.sensor_id) for a in out] == [("sensor.spike", "raised", "c8")]
+    # Silence longer than its own rhythm allows, found by tick while others still report
+    # (when nobody reports, the gateway is deaf, not the sensor).
+    for dt in (600, 1200, 1800):
+        eng.on_reading(reading("c8", "barn-climate", t + dt, {"temperature_c": 15.1,
+                                                              "humidity_pct": 60}))
     assert ("sensor.dropout", "c9") not in {(a.rule, a.sensor_id) for a in eng.tick(t + 100)}
-    silent = [a for a in eng.tick(t + 2000) if a.state == "raised"]
+    silent = [a for dt in (2000, 2200) for a in eng.tick(t + dt) if a.state == "raised"]
     assert {(a.rule, a.sensor_id) for a in silent} >= {("sensor.dropout", "c9")}
-    back = eng.on_reading(reading("c9", "barn-climate", t + 2100, {"temperature_c": 15.0,
+    back = eng.on_reading(reading("c9", "barn-climate", t + 2300, {"temperature_c": 15.0,
                                                                    "humidity_pct": 60}))
     assert ("sensor.dropout", "cleared") in {(a.rule, a.state) for a in back}
 

@@ -18,7 +18,7 @@ def _spike_min_step() -> dict[str, float]:
 
 
 def _stuck_keys() -> list[str]:
-    return ["temperature_c", "humidity_pct", "milk_temp_c", "activity", "flow_lpm", "level_l"]
+    return ["temperature_c", "humidity_pct", "milk_temp_c", "flow_lpm"]
 
 
 def _drift_min_abs() -> dict[str, float]:
@@ -84,6 +84,11 @@ class SensorHealthConfig(Section):
     )
     stuck_min_s: float = Field(1200.0, gt=0, description="...and at least this long.")
     stuck_min_samples: int = Field(4, ge=2, description="...and over this many samples.")
+    stuck_min_vary: float = Field(
+        0.05, ge=0, le=1,
+        description="Judge only keys that change in at least this share of samples (a tank "
+        "level is flat between milkings).",
+    )
     stuck_neighbour_s: float = Field(
         2700.0, gt=0,
         description="A climate node flat this long while its neighbours keep changing is "
@@ -93,8 +98,13 @@ class SensorHealthConfig(Section):
         12 * 3600.0, ge=0, description="History needed before judging a key."
     )
     stuck_min_changes: int = Field(20, ge=1, description="...and changes seen in it.")
+    stuck_chance: float = Field(
+        1e-6, gt=0, lt=1,
+        description="...and over so many samples that, at the rate its values repeat, "
+        "chance would give such a run less often than this.",
+    )
     stuck_noise_frac: float = Field(
-        0.1, ge=0, lt=1,
+        0.0, ge=0, lt=1,
         description="Changes smaller than this share of its typical change count as none.",
     )
     stuck_memory_s: float = Field(

@@ -158,6 +158,17 @@ class Ingestor:
                 raise InvalidPayload("bad_id", "sensor id in the topic fails the id allowlist")
         raise InvalidPayload("unknown_topic", "no firmware matches the topic")
 
+    def source_of(self, topic: str) -> tuple[str, str] | None:
+        """(firmware, sensor id) a topic belongs to, or None: for a refused message,
+        so the sensor checks learn that this sensor sends impossible values."""
+        if not isinstance(topic, str):
+            return None
+        try:
+            route, sensor_id = self._route(topic)
+        except InvalidPayload:
+            return None
+        return route.spec.firmware, sensor_id
+
     def parse(self, topic: str, payload: bytes) -> Reading:
         """One message as a Reading; raises InvalidPayload(reason, detail) for bad input."""
         try:

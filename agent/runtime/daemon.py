@@ -171,6 +171,9 @@ class Agent:
             if not isinstance(err, InvalidPayload):
                 log.exception("ingest bug on %r; quarantined as 'internal'", topic[:200])
             self._store(self.ingestor.quarantine(topic, payload, err), ack)
+            if isinstance(err, InvalidPayload):  # an impossible value is a sensor alert
+                for alert in self.detection.on_rejected(self.ingestor.source_of(topic), err):
+                    self._store(alert, partial(self._publish_alert, alert))
             return
         alerts = self.detection.on_reading(reading)
         self.vision.note_reading(reading)  # RFID reads: cross-checked with ear tags

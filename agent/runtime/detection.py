@@ -22,6 +22,7 @@ from agent.detect.anomaly.engine import AnomalyEngine
 from agent.detect.rules.base import Finding
 from agent.detect.rules.body_condition import BcsLossParams, BcsLossRule, MilkParams, MilkRule
 from agent.detect.rules.engine import RuleEngine
+from agent.errors import InvalidPayload
 from agent.records.types import Alert, BodyCondition, MilkCheck, Reading
 from agent.store.state import load_states, save_states
 from agent.store.writer import StoreWriter
@@ -69,6 +70,23 @@ class Detection:
                 if metric not in self._skip
             }
             return self.rules.on_reading(reading)
+
+    def on_rejected(self, source: tuple[str, str] | None, err: InvalidPayload) -> list[Alert]:
+        """A message ingest refused (quarantined), from ``source`` = (firmware, sensor
+        id): the sensor checks count impossible values (``sensor.range``) and note
+        that the sensor is alive. On the arrival clock, moved back as late as this
+        sensor's readings come."""
+        if not self.config.enabled or source is None or not self.rules.cfg.enabled:
+            return []
+        firmware, sensor_id = source
+        with self._lock:
+            rules = self.rules
+            arrival = max(rules.last_t, self.clock.monotonic() + rules.offset)
+            out: list[Alert] = []
+            for f in rules.sensors.on_rejected(sensor_id, firmware, err.reason, err.detail,
+                                               arrival):
+                out += rules.alerts.process(f)
+            return out
 
     def configure_vision(self, bcs: BcsLossParams, milk: MilkParams) -> None:
         """The camera rules' thresholds (from the vision section of the config)."""

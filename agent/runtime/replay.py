@@ -228,7 +228,7 @@ class Replayer:
             reading = self.ingestor.parse(topic, payload)
         except InvalidPayload as err:
             st.quarantined[err.reason] = st.quarantined.get(err.reason, 0) + 1
-            return out
+            return out + self.detection.on_rejected(self.ingestor.source_of(topic), err)
         st.readings += 1
         out += self.detection.on_reading(reading)
         return out

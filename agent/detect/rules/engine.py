@@ -16,13 +16,13 @@ seconds, and they are still judged as hours. Readings without a device
 timestamp (the shipped collar and water firmware send none), or that arrive
 before the gateway's clock is synced, are judged at arrival. Per sensor the
 time never goes back (a resent older message is judged at the latest time
-seen). The sensor checks keep arrival time: silence is what the gateway hears.
+seen). The sensor checks judge values on the same sensor time and silence on
+arrival time: silence is what the gateway hears.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import heapq
 from typing import Any, Protocol
 
 from agent.clock import Clock, boot_id
@@ -69,7 +69,7 @@ class RuleEngine:
             CoolingRule(cfg.cooling, m), HeatStressRule(cfg.heat_stress, m),
             MastitisRule(cfg.mastitis, m), EstrusRule(cfg.estrus, m), self.rumination,
         ]
-        self.sensors = PlausibilityRule(cfg.plausibility, calibration)
+        self.sensors = PlausibilityRule(cfg.plausibility, calibration, m)
         self.by_role: dict[str, list[_Rule]] = {r: [] for r in ROLES}
         for rule in self.rules:
             for role in rule.roles:
@@ -87,12 +87,6 @@ class RuleEngine:
         self.boot = boot_id()
         self._rebase = False
         self._sensor_t: dict[str, float] = {}  # per sensor: the latest rule time
-        # When each sensor would become silent (arrival + its role's timeout), as a
-        # heap with stale entries: a tick asks the sensor checks only when one may
-        # be silent or a calibration check is due, not every sensor every tick.
-        self._silent_at: dict[str, float] = {}
-        self._silence_heap: list[tuple[float, str]] = []
-        self._sensors_ticked = -1e18
 
     # -- public API ---------------------------------------------------------
     def rule_names(self) -> list[str]:
@@ -121,8 +115,7 @@ class RuleEngine:
         arrival = self._time(reading.stamp.mono_ns / 1e9, reading.stamp.boot_id)
         t = self.sensor_time(reading, arrival)
         role = self.role_of(reading)
-        findings, bad = self.sensors.check(reading, role, arrival)
-        self._note_heard(reading.sensor_id, role, arrival)
+        findings, bad = self.sensors.check(reading, role, arrival, t)
         out: list[Alert] = []
         for f in findings:
             out += self.alerts.process(f)
@@ -157,7 +150,7 @@ class RuleEngine:
         mono = self.clock.monotonic() if now_mono is None else now_mono
         t = self._time(mono, self.boot)
         out: list[Alert] = []
-        if self._sensors_due(t):
+        if self.sensors.due(t):
             for f in self.sensors.tick(t):
                 out += self.alerts.process(f)
         for rule in self.rules:
@@ -217,40 +210,12 @@ class RuleEngine:
             if rule.name in state["rules"]:
                 rule.from_state(state["rules"][rule.name])
         self.sensors.from_state(state["sensors"])
-        self._silent_at, self._silence_heap = {}, []
-        for sid, sensor in self.sensors.sensors.items():
-            self._note_heard(sid, sensor.role, sensor.last_t)
         self.alerts.from_state(state["alerts"])
         self.alerts.rules_seen.update(self.rule_names())
         self.boot, self.last_t, self.offset = state["boot_id"], state["last_t"], state["offset"]
         self._rebase = True
 
     # -- internals ---------------------------------------------------------
-    def _note_heard(self, sensor_id: str, role: str, t: float) -> None:
-        inactivity = self.cfg.plausibility.inactivity_s
-        due = t + inactivity.get(role, inactivity.get("other", 3600.0))
-        self._silent_at[sensor_id] = due
-        heapq.heappush(self._silence_heap, (due, sensor_id))
-
-    def _sensors_due(self, t: float) -> bool:
-        """Whether the sensor checks' tick can find anything new at ``t``."""
-        if t - self._sensors_ticked >= self.cfg.plausibility.calibration_check_s:
-            self._sensors_ticked = t
-            return True
-        heap, current = self._silence_heap, self._silent_at
-        while heap and heap[0][0] < current.get(heap[0][1], heap[0][0]):
-            heapq.heappop(heap)  # heard from since: a stale deadline
-        due = False
-        while heap and heap[0][0] < t:
-            sid = heap[0][1]
-            track = self.alerts.tracks.get(("sensor.dropout", f"sensor:{sid}", ""))
-            if track is not None and track.open:
-                heapq.heappop(heap)  # its silence is alerted; the next reading re-arms it
-                continue
-            due = True
-            break
-        return due
-
     def _time(self, mono_s: float, boot: str) -> float:
         if self._rebase:
             self._rebase = False

@@ -103,11 +103,12 @@ class _Barn:
             vals = {"temperature_c": round(t + r.gauss(0, 0.3), 2),
                     "humidity_pct": round(min(100.0, max(0.0, rh + r.gauss(0, 2))), 1),
                     "battery_v": round(3.1 - s * 1e-8, 3)}
-            # A one-off glitch must not alert anything. Glitches stay 2 h apart:
-            # three within the hour is a sensor going erratic, which should alert.
+            # A one-off glitch is a sensor.spike (and feeds no other rule). Glitches
+            # stay 2 h apart: three within the hour is a sensor going erratic.
             if r.random() < 0.002 and s - last_glitch > 2 * 3600:
                 vals["temperature_c"] += r.choice((-1, 1)) * r.uniform(15, 30)
                 last_glitch = s
+                self.episodes.append(Episode("sensor.spike", CLIMATE, s, s + HOUR))
             self.add(_Item(s, CLIMATE, "barn-climate", vals))
             # Truth with the hysteresis staff expect: heat stress starts at THI 72
             # and lasts until THI falls below 70 (a night without relief continues

@@ -43,7 +43,8 @@ DEPTH_U = (0.3, 0.7, 1.1, 1.5, 2.0, 2.6)  # cross-sections for depth relief
 ACROSS = np.linspace(-0.4, 0.4, 9)  # points across a cross-section, in W
 RUMP_U = 2.6  # the rump region ends here (W from the rear)
 
-N_SHAPE = len(PROFILE_U) + 2 * len(PROFILE_U) // 3 + len(REAR_V) + 8
+REGION_U = (1.2, 1.6, 2.0, 2.5, 3.0)  # rear regions whose convexity is measured, in W
+N_SHAPE = len(PROFILE_U) + 2 * len(PROFILE_U) // 3 + len(REAR_V) + 8 + 2 * len(REGION_U)
 N_SHADING = len(SHADE_U) * len(ACROSS) + 4
 N_DEPTH = len(DEPTH_U) * len(ACROSS) + 4
 TEXTURE_CELLS = (8, 4)  # along x across the rump region
@@ -140,12 +141,13 @@ def _canonical(seg: Segmentation, rear_hint: str | None) -> _Canon:
     widths = (bottom - top + 1)[cols]
     width = float(np.median(widths))
     # Which end is the rump? A cow cut by the frame is cut at the front (the
-    # camera is aimed at the rump); else the rump ends square (pins) while the
-    # head end tapers through the neck: the rear tenth is the wider one.
-    n = len(cols)
-    tenth = max(2, n // 8)
-    left_end, right_end = widths[:tenth].mean(), widths[-tenth:].mean()
-    rear_left = left_end >= right_end
+    # camera is aimed at the rump); else the rump widens within a short way of
+    # its end (tail root, pins, hooks) while the head end stays narrow for
+    # about a body width (head and neck): the end that widens sooner is the rear.
+    def run_in(ws: np.ndarray) -> int:
+        wide = np.nonzero(ws >= 0.7 * width)[0]
+        return int(wide[0]) if len(wide) else len(ws)
+    rear_left = run_in(widths) <= run_in(widths[::-1])
     # Where the frame edge cuts the cow: map the canonical ends back to frame sides.
     inv = cv2.invertAffineTransform(matrix)
     ends = []
@@ -252,7 +254,42 @@ def _shape(c: _Canon) -> np.ndarray:
         flank,
         float(np.nanmean(np.abs(np.diff(first))) / w) if len(first) > 1 else 0.0,
     ])
-    return np.concatenate([mean, asym, sharper, rear, extra])
+    return np.concatenate([mean, asym, sharper, rear, extra, _convexity(c)])
+
+
+def _convexity(c: _Canon) -> np.ndarray:
+    """Solidity (area / convex hull) and the deepest convexity defect (in W) of
+    the rear 1.2 to 3 W: the V between hook and pin and the caved-in flank of a
+    thin cow are dents in the hull; a fat cow's rump is nearly convex."""
+    out = []
+    w = c.width
+    for u in REGION_U:
+        region = np.zeros_like(c.mask, dtype=np.uint8)
+        x1 = c.x0 + int(u * w) + 1
+        region[:, c.x0:x1] = c.mask[:, c.x0:x1]
+        contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        if not contours:
+            out += [1.0, 0.0]
+            continue
+        cnt = max(contours, key=cv2.contourArea)
+        hull_pts = cv2.convexHull(cnt)
+        hull = cv2.contourArea(hull_pts)
+        solidity = cv2.contourArea(cnt) / hull if hull > 0 else 1.0
+        deepest = 0.0
+        if len(cnt) > 3:
+            idx = cv2.convexHull(cnt, returnPoints=False)
+            try:
+                defects = cv2.convexityDefects(cnt, idx)
+            except cv2.error:  # a self-touching outline: no defects to report
+                defects = None
+            if defects is not None and len(defects):
+                d = np.asarray(defects).reshape(-1, 4)
+                # Defects where the region was cut at x1 are the cut, not the cow.
+                far = cnt.reshape(-1, 2)[d[:, 2], 0]
+                keep = d[far < x1 - 2, 3]
+                deepest = float(keep.max()) / 256.0 / w if len(keep) else 0.0
+        out += [solidity, deepest]
+    return np.array(out)
 
 
 def _warp(image: np.ndarray, c: _Canon) -> np.ndarray:

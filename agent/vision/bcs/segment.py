@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-WORK_WIDTH = 160  # px: the scale masks are computed at
+WORK_WIDTH = 320  # px: the scale outlines are measured at (hooks and pins are a few px)
+SEG_WIDTH = 160  # px: the scale the colour models and GrabCut run at (cost ~ pixels)
 GRABCUT_ITERATIONS = 3
 BORDER = 0.06  # share of each side taken as floor samples
 FLOOR_CLUSTERS = 6
@@ -40,22 +41,25 @@ class Segmentation:
     touches: tuple[bool, bool, bool, bool]  # the mask reaches the left, top, right, bottom edge
 
 
-def _work(image: np.ndarray) -> tuple[np.ndarray, float]:
+def _work(image: np.ndarray, width: int = WORK_WIDTH) -> tuple[np.ndarray, float]:
     h, w = image.shape[:2]
-    scale = WORK_WIDTH / float(w)
-    size = (WORK_WIDTH, max(16, round(h * scale)))
+    scale = width / float(w)
+    size = (width, max(16, round(h * scale)))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     if image.dtype == np.uint16:  # depth: never average across holes
         interp = cv2.INTER_NEAREST
     return cv2.resize(image, size, interpolation=interp), scale
 
 
-def _largest(mask: np.ndarray) -> np.ndarray:
+def _largest(mask: np.ndarray, share: float = 1.0) -> np.ndarray:
+    """The biggest blob; with ``share`` < 1, also every blob at least that share
+    of its size (a cow cut in two by a bar across her back)."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if n <= 1:
         return np.zeros(mask.shape, bool)
-    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return labels == best
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = 1 + np.nonzero(areas >= share * areas.max())[0]
+    return np.isin(labels, keep)
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -75,13 +79,18 @@ def _clean(mask: np.ndarray) -> np.ndarray:
     hooks and pins, which an opening would round off, keep their shape; a
     closing bridges bars lying across her back."""
     w = mask.shape[1]
-    close_k = max(5, (w // 20) | 1)
+    close_k = max(3, (w // 32) | 1)
     m = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE,
                          cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_k, close_k)))
     core_k = max(5, (w // 14) | 1)
     core = cv2.morphologyEx(m, cv2.MORPH_OPEN,
                             cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (core_k, core_k)))
-    core = _largest(core.astype(bool)).astype(np.uint8)
+    core = _largest(core.astype(bool), 0.25).astype(np.uint8)
+    if core.any() and cv2.connectedComponents(core)[0] > 2:
+        # Pieces of one cow either side of a bar: bridge them, bar-wide.
+        bridge = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * close_k + 1,) * 2)
+        core = cv2.morphologyEx(core, cv2.MORPH_CLOSE, bridge)
+        m = np.maximum(m, core)
     if not core.any():
         return np.zeros(mask.shape, bool)
     reach = max(3, (w // 48) | 1)
@@ -110,10 +119,8 @@ def _quality(mask: np.ndarray, contrast: float) -> float:
     return float(q * (1.0 if cut <= 2 else 0.5))
 
 
-def _grabcut_refine(small: np.ndarray, seeds: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """GrabCut at half the work scale (its cost grows with pixels), then the
-    outline at full work scale from colour histograms of both sides (a
-    back-projection: cheap, and sharp where the half-scale cut is coarse)."""
+def _grabcut(small: np.ndarray, seeds: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """GrabCut at half the segmentation scale (its cost grows with pixels)."""
     h, w = seeds.shape
     half = cv2.resize(small, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
     gc = cv2.resize(seeds, (w // 2, h // 2), interpolation=cv2.INTER_NEAREST)
@@ -124,24 +131,30 @@ def _grabcut_refine(small: np.ndarray, seeds: np.ndarray, fallback: np.ndarray) 
     except cv2.error:  # a degenerate colour model (a flat frame): keep the rough mask
         return fallback
     cow_half = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
-    cow = cv2.resize(cow_half, (w, h), interpolation=cv2.INTER_NEAREST)
-    hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
+    return cv2.resize(cow_half, (w, h), interpolation=cv2.INTER_NEAREST) > 0
+
+
+def _edge_refine(fine: np.ndarray, coarse: np.ndarray) -> np.ndarray:
+    """The outline at the measuring scale: colour histograms of cow and floor
+    from the coarse cut, back-projected in a band along its edge (cheap, and
+    sharp where the coarse cut is blocky); far inside stays cow."""
+    h, w = fine.shape[:2]
+    cow = cv2.resize(coarse.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    hsv = cv2.cvtColor(fine, cv2.COLOR_BGR2HSV)
     bins, ranges = [12, 8, 8], [0, 180, 0, 256, 0, 256]
     h_cow = cv2.calcHist([hsv], [0, 1, 2], cow, bins, ranges) + 1.0
     h_bg = cv2.calcHist([hsv], [0, 1, 2], 1 - cow, bins, ranges) + 1.0
     ratio = (h_cow / h_cow.sum()) / (h_cow / h_cow.sum() + h_bg / h_bg.sum())
     prob = cv2.calcBackProject([hsv], [0, 1, 2], (ratio * 255).astype(np.float32), ranges, 1)
     prob = cv2.GaussianBlur(prob, (3, 3), 0)
-    # Trust the back-projection near the cut's edge only: far inside stays cow.
-    band = np.logical_and(cv2.dilate(cow, np.ones((5, 5), np.uint8)) > 0,
-                          cv2.erode(cow, np.ones((5, 5), np.uint8)) == 0)
-    out = np.where(band, prob > 127, cow > 0)
-    return _clean(out)
+    k = np.ones((7, 7), np.uint8)
+    band = np.logical_and(cv2.dilate(cow, k) > 0, cv2.erode(cow, k) == 0)
+    return _clean(np.where(band, prob > 127, cow > 0))
 
 
 def segment_colour(frame_bgr: np.ndarray) -> Segmentation:
     """The cow's mask in a colour top-view frame; ``NoCow`` when there is none."""
-    small, scale = _work(frame_bgr)
+    small, _ = _work(frame_bgr, SEG_WIDTH)
     h, w = small.shape[:2]
     lab = cv2.cvtColor(cv2.GaussianBlur(small, (3, 3), 0), cv2.COLOR_BGR2LAB).astype(np.float32)
     # Floor samples: strips along the two long sides of the lane. The lane runs
@@ -168,26 +181,36 @@ def segment_colour(frame_bgr: np.ndarray) -> Segmentation:
     d8 = np.clip(dist / (4.0 * spread) * 255.0, 0, 255).astype(np.uint8)
     _, rough = cv2.threshold(d8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     rough_mask = _clean(rough > 0)
-    # GrabCut, seeded: the border strips are floor; what stands out from the
-    # floor, and the middle of the frame (where the lane puts the cow), are
-    # probably cow. Colour models of both sides then settle the outline, which
-    # a colour distance alone cannot where a coat patch matches the floor.
-    gc = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
-    yy, xx = np.mgrid[0:h, 0:w]
-    middle = ((xx - w / 2) / (0.3 * w)) ** 2 + ((yy - h / 2) / (0.22 * h)) ** 2 <= 1.0
-    gc[middle | rough_mask] = cv2.GC_PR_FGD
-    inner = cv2.erode(rough_mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
-    gc[inner] = cv2.GC_FGD
+    # GrabCut, seeded: the border strips and whatever is far from the rough cow
+    # are floor; the rough cow is probably cow and its deep inside surely is.
+    # Colour models of both sides then settle the outline, which a colour
+    # distance alone cannot where a coat patch matches the floor. Without a
+    # rough cow, the middle of the frame (where the lane puts her) is the guess.
+    seed = rough_mask
+    if seed.mean() < MIN_AREA:
+        yy, xx = np.mgrid[0:h, 0:w]
+        seed = ((xx - w / 2) / (0.3 * w)) ** 2 + ((yy - h / 2) / (0.2 * h)) ** 2 <= 1.0
+    gc = np.full((h, w), cv2.GC_BGD, np.uint8)
+    u8 = seed.astype(np.uint8)
+    near = cv2.dilate(u8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (w // 6 | 1,) * 2))
+    gc[near > 0] = cv2.GC_PR_BGD
+    gc[seed] = cv2.GC_PR_FGD
+    inner = cv2.erode(u8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (w // 10 | 1,) * 2))
+    gc[inner > 0] = cv2.GC_FGD
     edge = max(2, int(0.025 * w))
     for strip in (np.s_[:, :edge], np.s_[:, -edge:], np.s_[:edge, :], np.s_[-edge:, :]):
         sub = gc[strip]
         sub[sub != cv2.GC_FGD] = cv2.GC_BGD
-    mask = _grabcut_refine(small, gc, rough_mask)
+    coarse = _clean(_grabcut(small, gc, rough_mask))
+    if coarse.mean() < MIN_AREA:
+        raise NoCow("no cow in view (the outline found is too small)")
+    inside = float(np.median(dist[coarse]))
+    contrast = inside / (3.0 * spread)
+    fine, scale = _work(frame_bgr)
+    mask = _edge_refine(fine, coarse)
     area = float(mask.mean())
     if area < MIN_AREA:
         raise NoCow("no cow in view (the outline found is too small)")
-    inside = float(np.median(dist[mask])) if mask.any() else 0.0
-    contrast = inside / (3.0 * spread)
     return Segmentation(mask, scale, area, _quality(mask, contrast), _touches(mask))
 
 

@@ -303,6 +303,17 @@ def add_vision_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     from agent.cli.bcs import add_bcs_parser  # here: agent.cli.bcs imports this module
 
     add_bcs_parser(sub)
+    milk = sub.add_parser("milk", help="classify milk colour and consistency in images",
+                          description=_MILK_HELP,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    milk.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG, BMP or WebP files")
+    milk.add_argument("--models-dir", type=Path, metavar="DIR",
+                      help="folder with manifest.json (default: the bundled models/)")
+    milk.add_argument("--threads", type=int, default=1, metavar="N",
+                      help="threads for the model (default 1, like the gateway)")
+    milk.add_argument("--details", action="store_true",
+                      help="add the white balance and where the milk was found to each line")
+    milk.set_defaults(func=run_milk)
     return vision
 
 

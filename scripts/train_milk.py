@@ -226,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             chosen, quant = f32, (
                 f"none (float32): int8 static QDQ was measured {why} at one thread "
                 f"(p95 {ms8:.3f} vs {ms32:.3f} ms; dev accuracy {acc8:.4f} vs {acc32:.4f}): "
-                "a 26-32-5 MLP is too small for int8 kernels to pay for the Q/DQ nodes")
+                f"a {len(FEATURE_NAMES)}-{HIDDEN}-{len(MILK_CLASSES)} MLP on raw features: one "
+                "per-tensor input scale for features of very different ranges loses accuracy, "
+                "and the model is too small for int8 kernels to pay for the Q/DQ nodes")
         dst = args.out / f"{MODEL_NAME}.onnx"
         shutil.copyfile(chosen, dst)
         sample = xd[:8].astype(np.float32)

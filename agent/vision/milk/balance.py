@@ -209,8 +209,9 @@ def find_card(lin: np.ndarray, max_side: int = 640) -> tuple[np.ndarray, np.ndar
     for cnt in contours:
         if cv2.contourArea(cnt) < area_min:
             continue
-        peri = cv2.arcLength(cnt, True)
-        quad = cv2.approxPolyDP(cnt, 0.04 * peri, True)
+        hull = cv2.convexHull(cnt)  # the mark may notch the frame's inner edge
+        peri = cv2.arcLength(hull, True)
+        quad = cv2.approxPolyDP(hull, 0.04 * peri, True)
         if len(quad) != 4 or not cv2.isContourConvex(quad):
             continue
         q = _landscape(quad.reshape(4, 2).astype(np.float32))

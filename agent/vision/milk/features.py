@@ -4,7 +4,7 @@ Everything here works on the white-balanced frame (linear reflectance, see
 ``balance``), scaled so its longest side is ``WORK_SIDE`` px.
 
 ``find_milk`` takes the stable regions (MSER) of the balanced lightness, keeps
-the large, convex, smooth ones that do not touch the frame's edge or cover the
+the large, convex, smooth ones that touch at most one side of the frame and do not cover the
 reference card, and picks the one most like a cup of milk (big, convex,
 smooth, in the colours milk can have). ``features`` then measures, on the
 region shrunk away from its rim:
@@ -32,7 +32,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "L_med", "a_med", "b_med", "L_p10", "L_p90", "a_p10", "a_p90", "b_p10", "b_p90",
     "chroma_med", "hue_cos", "hue_sin", "L_iqr",
     "bandpass_std", "edge_density", "L_vs_surround", "dark_share",
-    "blobs_centre", "blobs_rim", "blob_area", "blob_b_minus_milk", "blob_L_minus_milk",
+    "blobs_centre", "blobs_rim", "dark_spots_centre", "dark_spots_rim", "blob_area", "blob_b_minus_milk", "blob_L_minus_milk",
     "local_std_med", "local_std_p90",
     "card_found", "card_clipped",
 )
@@ -83,7 +83,7 @@ def _consider(mask: np.ndarray, labs: np.ndarray, card_mask: np.ndarray | None,
         return None
     region_lab = labs[filled > 0]
     med = np.median(region_lab, axis=0)
-    if med[0] < 25 or not (-15 < med[1] < 45 and -25 < med[2] < 60):
+    if med[0] < 35 or not (-15 < med[1] < 80 and -25 < med[2] < 70):
         return None
     std = float(np.median(np.abs(region_lab[:, 0] - med[0])))
     smooth = 1.0 / (1.0 + std / 4.0)
@@ -124,7 +124,9 @@ def find_milk(work: np.ndarray, card_mask: np.ndarray | None = None) -> MilkRegi
                 x, y, bw, bh, a = (int(v) for v in stats[i])
                 if not 0.01 * area <= a <= 0.45 * area or a < 0.5 * bw * bh:
                     continue
-                if x <= 1 or y <= 1 or x + bw >= w - 1 or y + bh >= h - 1:
+                # a long sight glass may run out of the picture on one side; a region
+                # touching two or more sides is background
+                if (x <= 1) + (y <= 1) + (x + bw >= w - 1) + (y + bh >= h - 1) > 1:
                     continue
                 if any(abs(x - s[0]) + abs(y - s[1]) + abs(bw - s[2]) + abs(bh - s[3]) < 6
                        for s in seen):
@@ -147,6 +149,22 @@ def find_milk(work: np.ndarray, card_mask: np.ndarray | None = None) -> MilkRegi
         inner = (dist > 1).astype(np.uint8)
     best.inner = inner
     return best
+
+
+def _count_spots(spots: np.ndarray, depth: np.ndarray) -> tuple[int, int]:
+    """Spots of 2 px or more, (in the centre, near the rim) by depth in the region."""
+    n, _lbl, stats, _ = cv2.connectedComponentsWithStats(spots, connectivity=8)
+    centre = rim = 0
+    for i in range(1, n):
+        if stats[i, cv2.CC_STAT_AREA] < 2:
+            continue
+        cy = stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT] // 2
+        cx = stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH] // 2
+        if depth[cy, cx] > 0.45:
+            centre += 1
+        else:
+            rim += 1
+    return centre, rim
 
 
 def features(work: np.ndarray, region: MilkRegion, card_found: bool,
@@ -183,19 +201,13 @@ def features(work: np.ndarray, region: MilkRegion, card_found: bool,
     tophat = cv2.morphologyEx(light, cv2.MORPH_TOPHAT,
                               cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     spots = ((tophat > 4.0) & inner & (light < lmed + 12)).astype(np.uint8)
-    n, _lbl, stats, _ = cv2.connectedComponentsWithStats(spots, connectivity=8)
     dist = cv2.distanceTransform(region.mask, cv2.DIST_L2, 3)
     depth = dist / max(1.0, float(dist.max()))
-    centre = rim = 0
-    for i in range(1, n):
-        if stats[i, cv2.CC_STAT_AREA] < 2:
-            continue
-        cy = stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT] // 2
-        cx = stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH] // 2
-        if depth[cy, cx] > 0.45:
-            centre += 1
-        else:
-            rim += 1
+    centre, rim = _count_spots(spots, depth)
+    # flake edges and lumps' shadows: small dark spots (black top-hat); foam rims are light
+    blackhat = cv2.morphologyEx(light, cv2.MORPH_BLACKHAT,
+                                cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    dark_centre, dark_rim = _count_spots(((blackhat > 5.0) & inner).astype(np.uint8), depth)
     inner_area = float(inner.sum())
     blob_px = spots.astype(bool)
     if blob_px.sum() >= 3:
@@ -212,7 +224,8 @@ def features(work: np.ndarray, region: MilkRegion, card_found: bool,
         lmed, a_med, b_med, p(lum_l, 10), p(lum_l, 90), p(a, 10), p(a, 90), p(b, 10), p(b, 90),
         chroma, np.cos(hue), np.sin(hue), p(lum_l, 75) - p(lum_l, 25),
         bandpass_std, edge_density, l_vs, dark_share,
-        1000 * centre / inner_area, 1000 * rim / inner_area, float(blob_px.mean()) * 100,
+        1000 * centre / inner_area, 1000 * rim / inner_area, 1000 * dark_centre / inner_area,
+        1000 * dark_rim / inner_area, float(blob_px.mean()) * 100,
         blob_b, blob_l, float(np.median(local)), float(np.percentile(local, 90)),
         float(card_found), card_clipped,
     ]

@@ -7,7 +7,8 @@ and a look (``MILK_TRAIN`` or ``MILK_HELDOUT``). The scene is built in linear
 reflectance, lit, then passed through a camera (noise, sRGB gamma, blur, JPEG):
 
 - the milk: a colour per class drawn in CIE Lab (normal: white to cream;
-  blood: normal mixed with blood, faint pink to red; colostrum: thick yellow,
+  blood: normal milk with haemoglobin's green and blue absorption, faint
+  pink (a* about +4 over normal) to red; colostrum: thick yellow,
   opaque; watery: bluish grey and translucent, the cup background shows
   through; clots: normal colour with white or yellowish flakes and lumps),
   a meniscus shade at the rim, foam bubbles, specular highlights;
@@ -133,11 +134,12 @@ def milk_colour(rng: Rng, cls: str) -> tuple[np.ndarray, float, dict[str, Any]]:
         lab = normal if cls == "normal" else (normal[0], normal[1], normal[2] + rng.uniform(0, 3))
         return _rgb2bgr(lab_to_linear_rgb(lab)), float(rng.uniform(0.93, 1.0)), {"lab": lab}
     if cls == "blood":
-        share = float(np.exp(rng.uniform(np.log(0.05), np.log(0.6))))  # faint pink to red
-        blood = np.array([0.42, 0.025, 0.03]) * rng.uniform(0.8, 1.2)
-        rgb = (1 - share) * lab_to_linear_rgb(normal) + share * blood
+        # haemoglobin absorbs green and blue: faint pink (a* about +4 over normal) to red
+        conc = float(np.exp(rng.uniform(np.log(0.1), np.log(1.0))))
+        rgb = lab_to_linear_rgb(normal) * np.exp(-conc * np.array([0.1, 2.0, 1.5])
+                                                 * rng.uniform(0.85, 1.15, 3))
         return _rgb2bgr(rgb), float(rng.uniform(0.93, 1.0)), {"lab": normal,
-                                                              "blood_share": share}
+                                                              "blood_conc": conc}
     if cls == "colostrum":
         lab = (float(rng.uniform(76, 90)), float(rng.uniform(-1.0, 7.0)),
                float(rng.uniform(20, 45)))
@@ -404,7 +406,7 @@ def render_milk(seed: int, cls: str, look: MilkLook = MILK_TRAIN,
         liquid *= streak[..., None]
     n_particles = 0
     if cls == "clots":
-        n_particles = _particles(rng, liquid, inner, milk, int(rng.integers(8, 70)),
+        n_particles = _particles(rng, liquid, inner, milk, int(rng.integers(15, 80)),
                                  (0.006 * size, 0.03 * size))
     n_bubbles = _bubbles(rng, liquid, inner, size) if rng.random() < 0.45 else 0
     # meniscus: darker towards the wall

@@ -31,7 +31,7 @@ class SensorHealthConfig(Section):
         900.0, gt=0, description="Never call a silence shorter than this a dropout."
     )
     dropout_median_factor: float = Field(
-        4.0, gt=1, description="Silent for this many median reporting intervals: a dropout."
+        3.5, gt=1, description="Silent for this many median reporting intervals: a dropout."
     )
     dropout_early_factor: float = Field(
         6.0, gt=1,
@@ -80,7 +80,7 @@ class SensorHealthConfig(Section):
         default_factory=_stuck_keys, description="Value keys checked for flat-lining."
     )
     stuck_margin: float = Field(
-        1.25, gt=1, description="Flat this much longer than its longest normal flat stretch."
+        2.0, gt=1, description="Flat this much longer than its longest normal flat stretch."
     )
     stuck_min_s: float = Field(1200.0, gt=0, description="...and at least this long.")
     stuck_min_samples: int = Field(4, ge=2, description="...and over this many samples.")

@@ -1,0 +1,135 @@
+"""Sensor health through `dairy-edge replay`'s code path (shipped firmware payloads ->
+Ingestor.parse -> rules on the data's clock): each fault injected at a known time
+is alerted on its sensor within the goal delay, and the same barn without the
+fault raises no sensor alert at all."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.config.model import Config
+from agent.config.rules import RulesConfig
+from agent.detect.rules import RuleEngine
+from agent.runtime.replay import Replayer, parse_ts, replay_lines
+from agent.sources.sensor_faults import FaultBarn
+from tests.helpers_rules import reading
+
+HOUR, DAY = 3600.0, 86400.0
+
+
+def replay(barn: FaultBarn) -> list[dict[str, object]]:
+    return list(replay_lines(Replayer(Config()), barn.lines()))
+
+
+def sensor_alerts(alerts: list[dict[str, object]]) -> list[tuple[str, str, float]]:
+    return [(str(a["rule"]), str(a["subject"]), parse_ts(a["ts"])) for a in alerts
+            if str(a["rule"]).startswith("sensor.")]
+
+
+@pytest.fixture(scope="module")
+def clean() -> list[tuple[str, str, float]]:
+    return sensor_alerts(replay(FaultBarn(seed=11)))
+
+
+def test_the_barn_without_a_fault_raises_no_sensor_alert(clean) -> None:
+    assert clean == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "sensor", "goal_s"),
+    [("spike", "c2", HOUR), ("spike", "tank-1", HOUR), ("range_spike", "c2", HOUR),
+     ("range", "c3", HOUR), ("stuck", "tank-1", HOUR), ("stuck", "c3", HOUR),
+     ("dropout", "c2", HOUR), ("dropout", "k2", HOUR), ("dropout", "tank-1", HOUR),
+     ("drift", "c2", DAY)],
+)
+def test_fault_is_alerted_on_its_sensor_in_time(clean, fault: str, sensor: str,
+                                                goal_s: float) -> None:
+    barn = FaultBarn(seed=11, fault=fault, fault_sensor=sensor)
+    got = sensor_alerts(replay(barn))
+    (rule, subject, start, _end), = barn.episodes
+    hits = [ts for r, s, ts in got if r == rule and s == subject and ts >= start]
+    assert hits, (fault, got)
+    assert hits[0] - start <= goal_s, (fault, (hits[0] - start) / 60)
+    # Nothing else: no other sensor, no other sensor rule.
+    assert [(r, s) for r, s, _ in got if (r, s) != (rule, subject)] == [], got
+
+
+@pytest.mark.parametrize("barn", [
+    FaultBarn(seed=12, climate_gaps=True),  # irregular radios: 16-25 min gaps are normal
+    FaultBarn(seed=13, outage=(2.2 * DAY, 2 * HOUR)),  # uplink down, backlog in a burst
+    FaultBarn(seed=14, resolution=0.0, climate_period_s=60.0, loss=0.05),
+], ids=["gappy-climate", "backlog-burst", "fine-values-lossy"])
+def test_other_barns_without_faults_stay_quiet(barn: FaultBarn) -> None:
+    assert sensor_alerts(replay(barn)) == []
+
+
+def test_drift_is_not_blamed_on_the_neighbours() -> None:
+    barn = FaultBarn(seed=15, fault="drift", fault_sensor="c4", drift_per_h=0.3)
+    got = sensor_alerts(replay(barn))
+    assert {s for r, s, _ in got if r == "sensor.drift"} == {"c4"}
+
+
+def test_a_burst_of_stored_readings_is_judged_on_the_sensor_clock() -> None:
+    # The same stuck tank, delivered live and as a backlog after a 6 h outage that
+    # covers the fault: the same alert, at the same sensor time.
+    live = FaultBarn(seed=16, fault="stuck", fault_sensor="tank-1", fault_at=2.5 * DAY)
+    burst = FaultBarn(seed=16, fault="stuck", fault_sensor="tank-1", fault_at=2.5 * DAY,
+                      outage=(2.45 * DAY, 6 * HOUR))
+    a = [x for x in sensor_alerts(replay(live)) if x[0] == "sensor.stuck"]
+    b = [x for x in sensor_alerts(replay(burst)) if x[0] == "sensor.stuck"]
+    assert a and b and abs(a[0][2] - b[0][2]) <= 120, (a, b)
+    # ...and the outage itself is not a dropout of every sensor.
+    assert not [x for x in sensor_alerts(replay(burst)) if x[0] == "sensor.dropout"]
+
+
+def test_range_alert_clears_and_one_alert_per_flapping_spell() -> None:
+    eng = RuleEngine(RulesConfig(), _Clock())
+    out = []
+    t = 0.0
+    for i in range(400):  # 33 h of good values, every 5 min
+        out += eng.on_reading(reading("c1", "barn-climate", t, {"temperature_c": 15 + (i % 7) * 0.13,
+                                                                "humidity_pct": 60 + i % 5}))
+        t += 300
+    for i in range(24):  # two hours: every other value impossible
+        temp = 90.0 if i % 2 else 15.3
+        out += eng.on_reading(reading("c1", "barn-climate", t, {"temperature_c": temp,
+                                                                "humidity_pct": 61}))
+        t += 300
+    for i in range(30):
+        out += eng.on_reading(reading("c1", "barn-climate", t, {"temperature_c": 15 + (i % 7) * 0.13,
+                                                                "humidity_pct": 60 + i % 5}))
+        t += 300
+    states = [(a.rule, a.state) for a in out]
+    assert states.count(("sensor.spike", "raised")) == 1, states
+    assert ("sensor.spike", "cleared") in states
+    assert out[-1].state == "cleared" or ("sensor.spike", "cleared") in states
+
+
+def test_state_round_trip_keeps_what_was_learnt() -> None:
+    barn = FaultBarn(seed=17, days=2.0)
+    rep = Replayer(Config())
+    list(replay_lines(rep, barn.lines()))
+    sensors = rep.detection.rules.sensors
+    state = json.loads(json.dumps(sensors.to_state()))
+    before = {sid: sensors.timeout(sid) for sid in sensors.sensors}
+    sensors.from_state(state)
+    assert {sid: sensors.timeout(sid) for sid in sensors.sensors} == before
+    assert before["c1"] is not None and before["c1"] < before["k1"]  # per device rhythm
+
+
+class _Clock:
+    now = 0.0
+
+    def wall(self) -> float:
+        return 1_748_736_000.0 + self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def monotonic_ns(self) -> int:
+        return int(self.now * 1e9)
+
+    def synced(self) -> bool:
+        return True

@@ -218,10 +218,11 @@ def _shape(c: _Canon) -> np.ndarray:
     upper = _at(c.half[0], c.x0, w, PROFILE_U) / w
     lower = _at(c.half[1], c.x0, w, PROFILE_U) / w
     mean = (upper + lower) / 2
-    # Coarser left/right detail: asymmetry and the sharper of the two sides.
+    # Coarser left/right detail: asymmetry, and the narrower side's profile (a
+    # cast shadow or a rail merged into the outline widens one side only).
     coarse = slice(0, len(PROFILE_U), 3)
     asym = np.abs(upper - lower)[coarse]
-    sharper = np.maximum(upper, lower)[coarse] - mean[coarse]
+    sharper = np.minimum(upper, lower)[coarse] * 2
     # The rear edge across the pins and tailhead: first cow column per row.
     rows = np.round(np.nanmedian(c.mid[c.x0:c.x0 + int(2 * w)]) + REAR_V * w).astype(int)
     rows = np.clip(rows, 0, c.mask.shape[0] - 1)

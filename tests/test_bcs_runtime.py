@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from agent.clock import SystemClock
-from agent.config.model import Config
+from agent.config.model import CameraConfig, Config
 from agent.records.types import BodyCondition, Reading, Record, Stamp
 from agent.runtime.vision import Vision
 from agent.sources.camera.base import Frame
@@ -102,3 +102,25 @@ def test_without_a_model_frames_are_dropped_not_fatal(tmp_path: Path) -> None:
     vision._process("exit", Frame("exit", 0, frame, 1, 1.0, None))
     vision._flush_pending(None)
     assert out == [] and "bcs" in vision.model_status()
+
+
+def test_the_demo_exit_lane_camera_shows_herd_cows_between_empty_frames() -> None:
+    from agent.sources.camera.factory import make_source
+    from agent.sources.camera.synthetic_topview import EMPTY_FRAMES, SyntheticTopViewSource
+
+    cam = CameraConfig(id="exit1", role="bcs", source="synthetic", uri="3", fps_cap=50,
+                       width=360, height=300)
+    src = make_source(cam)
+    assert isinstance(src, SyntheticTopViewSource)
+    src._paced = False
+    src.open()
+    frames = [src.read() for _ in range(EMPTY_FRAMES + 5)]
+    shown = src.shown[0]
+    assert shown.first_frame == EMPTY_FRAMES and 2.25 <= shown.bcs <= 4.0
+    assert all(f is not None and f.shape == (300, 360, 3) for f in frames)
+    empty, cow = frames[0], frames[EMPTY_FRAMES + 2]
+    assert empty is not None and cow is not None
+    assert np.array_equal(frames[0], frames[1])  # the empty lane stands still
+    assert np.abs(cow.astype(int) - empty.astype(int)).mean() > 5  # a cow is in view
+    # The same cow has the same body and score on every pass.
+    assert SyntheticTopViewSource._cow(shown.animal_id)[1] == shown.bcs

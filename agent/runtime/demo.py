@@ -89,7 +89,13 @@ async def run_demo(
             "cameras": [
                 # No station: the demo has no RFID reader at the lane to wait for.
                 {"id": "lane1", "role": "eartag", "source": "synthetic", "uri": "7",
-                 "fps_cap": 5.0, "infer_fps": 2.0}
+                 "fps_cap": 5.0, "infer_fps": 2.0},
+                # A generated exit lane seen from above: a body condition score per
+                # cow that walks under it (no station here either, so the scores
+                # are per visit; a station with an RFID reader or an ear-tag
+                # camera names the cow).
+                {"id": "exit1", "role": "bcs", "source": "synthetic", "uri": "11",
+                 "fps_cap": 1.0, "infer_fps": 1.0},
             ] if cameras else [],
             "vision": {"eartag": {"herd_register": str(DEFAULT_HERD),
                                   "review_dir": str(data_dir / "review")}},
@@ -139,6 +145,7 @@ async def run_demo(
                 f"quarantined {counts.get('quarantine', 0):>4}   "
                 f"unsynced {counts.get('backlog', 0):>5}   "
                 f"cows identified {agent.reader.identification_counts()['identified']:>4}   "
+                f"BCS scored {counts.get('body_conditions', 0):>4}   "
                 f"central has {stats.get('records', 0):>6}",
                 flush=True,
             )

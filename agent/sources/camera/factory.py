@@ -21,6 +21,10 @@ def make_source(cfg: CameraConfig) -> FrameSource:
         from agent.sources.camera.replay import ReplaySource
 
         return ReplaySource(cfg)
+    if cfg.source == "synthetic" and cfg.role == "bcs":
+        from agent.sources.camera.synthetic_topview import SyntheticTopViewSource
+
+        return SyntheticTopViewSource(cfg)
     if cfg.source == "synthetic":
         from agent.sources.camera.synthetic import SyntheticSource
 

@@ -39,7 +39,7 @@ class SensorHealthConfig(Section):
         "not known well yet).",
     )
     dropout_long_gap_factor: float = Field(
-        1.5, gt=1,
+        1.75, gt=1,
         description="...and longer than this times the longest normal gap seen recently "
         "(devices with irregular rhythm, meters silent between milkings).",
     )

@@ -236,7 +236,8 @@ class PlausibilityRule:
                     changes, n_nb = group.neighbour_changes(sid, key)
                 before = metric.changes
                 cap = lim.stuck_after_s if lim is not None else None
-                if metric.flat(value, t, health, resolution, cap, changes, n_nb or 0):
+                if metric.flat(value, t, health, resolution, cap, changes, n_nb or 0,
+                               s.rhythm.median):
                     stuck.append(key)
                 if group is not None and metric.changes != before:
                     group.note_change(sid, key, metric.changes)

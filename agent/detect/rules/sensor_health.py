@@ -166,13 +166,18 @@ class Metric:
 
     # -- stuck ------------------------------------------------------------------
     def flat(self, v: float, t: float, cfg: SensorHealthConfig, resolution: float,
-             cap_s: float | None, group_changes: int | None, neighbours: int) -> bool:
+             cap_s: float | None, group_changes: int | None, neighbours: int,
+             interval: float = 0.0) -> bool:
         """Update the flat stretch with ``v``; True while this key is stuck.
 
         ``group_changes``: changes counted over this key's climate neighbours
-        (None when it has none), ``neighbours``: how many there are.
+        (None when it has none), ``neighbours``: how many there are;
+        ``interval``: the sensor's usual time between readings.
         """
         eps = max(resolution, cfg.stuck_noise_frac * self.typical)
+        if (self.anchor is not None and not self.stuck
+                and t - self.run_last_t > max(600.0, 3 * interval)):
+            self.anchor = None  # a gap in the data: silence is not flatness, start afresh
         if self.anchor is not None and abs(v - self.anchor) <= eps:
             self.run_n += 1
             self.run_last_t = t

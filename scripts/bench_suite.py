@@ -1,0 +1,420 @@
+#!/usr/bin/env python3
+"""Issue 10's table in one command: the agent's throughput, CPU and memory, each
+beside the limit measured on this machine in the same run.
+
+    .venv/bin/python scripts/bench_suite.py --quick        # 20,000 messages, 1 round
+    .venv/bin/python scripts/bench_suite.py                # 100,000 messages, 3 rounds
+
+Everything is real and private: a Mosquitto on a free port (no queue limit), a
+scratch PostgreSQL database (dropped after), Redis, and `dairy-edge run` /
+`dairy-edge central` as subprocesses (tests/e2e_harness.py). Messages are the
+simulated barn (``--devices``: 40 collars and 2 nodes of each other firmware = 50).
+
+Rows of the table:
+  drain, default config   the agent is stopped (its persistent session stays), the
+                          backlog is published QoS 1, the agent is started: rate and
+                          CPU per message (its utime+stime) from the first committed
+                          reading to the last; central up, sync on.
+  drain, detection off    the same with detect.enabled false (and central down, so the
+                          readings stay in the buffer for the next row).
+  limit                   a bare paho subscriber with the agent's MQTT 5 session
+                          settings (clean_start false, session expiry, manual acks,
+                          same broker) draining the same backlog, counting and acking.
+  central load            the central receiver started on that buffered backlog:
+                          PostgreSQL rows/s and central CPU per row.
+  limit                   COPY of the same rows (same table definition, indexes and
+                          unique keys) in one transaction.
+  memory                  the agent's resident set idle (after READY) and after the
+                          drain; the bare subscriber's.
+
+Not reproduced here (yet): the live sustained-rate and publish-to-PostgreSQL
+latency rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import select
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# -- process figures ---------------------------------------------------------------
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of ``pid`` (all threads), seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mib(pid: int, key: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@dataclass
+class Drain:
+    messages: int
+    seconds: float
+    cpu_s: float
+    rss_mib: float = float("nan")
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu_s / self.messages * 1e6
+
+
+def watch(count: Callable[[], int], pid: int, total: int, timeout: float,
+          step: float = 0.1) -> Drain:
+    """From the first counted item to ``total``: items, seconds, CPU of ``pid``."""
+    deadline = time.monotonic() + timeout
+    first: tuple[int, float, float] | None = None
+    while time.monotonic() < deadline:
+        n = count()
+        now = time.monotonic()
+        if first is None and n > 0:
+            first = (n, now, cpu_s(pid))
+        if n >= total and first is not None:
+            cpu = cpu_s(pid)
+            # The first poll may have caught up to 0.1 s of work already done.
+            return Drain(n - first[0], now - first[1], cpu - first[2], rss_mib(pid))
+        time.sleep(step)
+    raise AssertionError(f"timed out: {count()} of {total}")
+
+
+# -- the bare subscriber (the limit) ---------------------------------------------
+
+def bare_subscriber(port: int, topic: str, total: int) -> None:
+    """Run in a child process: make a persistent MQTT 5 session like the agent's,
+    say READY, wait for GO on stdin, reconnect and drain ``total`` messages
+    (count, ack), print a JSON line with the figures."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    client_id = f"bare-{os.getpid()}"
+    done = threading.Event()
+    subscribed = threading.Event()
+    state = {"n": 0, "first": 0.0, "cpu0": 0.0}
+
+    def make() -> paho.Client:
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+        c.manual_ack_set(True)
+        c.max_queued_messages_set(1000)
+
+        def on_message(cl: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+            if state["n"] == 0:
+                state["first"] = time.monotonic()
+                state["cpu0"] = time.process_time()
+            state["n"] += 1
+            cl.ack(msg.mid, msg.qos)
+            if state["n"] >= total:
+                done.set()
+
+        c.on_message = on_message
+        c.on_subscribe = lambda *_a: subscribed.set()
+        return c
+
+    def connect(c: paho.Client) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        c.connect("127.0.0.1", port, keepalive=30, clean_start=False, properties=props)
+        c.loop_start()
+
+    c = make()
+    connect(c)
+    c.subscribe(topic, 1)
+    assert subscribed.wait(10), "no SUBACK"
+    c.disconnect()
+    c.loop_stop()
+    print("READY", flush=True)
+    sys.stdin.readline()
+    c = make()
+    connect(c)
+    assert done.wait(600), f"bare subscriber got {state['n']} of {total}"
+    end, cpu = time.monotonic(), time.process_time()
+    c.disconnect()
+    c.loop_stop()
+    # The first message is the clock's start, as for the agent's first poll.
+    print(json.dumps({"messages": state["n"] - 1, "seconds": end - state["first"],
+                      "cpu_s": cpu - state["cpu0"], "rss_mib": rss_mib(os.getpid()),
+                      "hwm_mib": rss_mib(os.getpid(), "VmHWM")}), flush=True)
+
+
+def run_bare(port: int, topic: str, publish_backlog: Callable[[], None], total: int) -> Drain:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--_bare", str(port), topic, str(total)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready and proc.stdout.readline().strip() == "READY", "bare subscriber failed"
+        publish_backlog()
+        proc.stdin.write("GO\n")
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    doc = json.loads(line)
+    return Drain(doc["messages"], doc["seconds"], doc["cpu_s"], doc["rss_mib"])
+
+
+# -- the agent ------------------------------------------------------------------------
+
+def stored(farm: Any) -> int:
+    try:
+        conn = sqlite3.connect(f"file:{farm.buffer_path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.OperationalError:
+        return 0
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
+def messages(prefix: str, count: int, devices: int, seed: int) -> list[Any]:
+    from agent.config.model import GatewayConfig
+    from agent.sources.simulator import BarnSimulator
+
+    sim = BarnSimulator.from_dir(GatewayConfig().firmware_dir, seed=seed,
+                                 herd_size=devices - 10, sensors_per_kind=2,
+                                 topic_prefix=prefix)
+    return sim.take(count)
+
+
+def publish_all(port: int, msgs: list[Any]) -> float:
+    from agent.sources.publisher import publish
+
+    t0 = time.monotonic()
+    report = publish(msgs, "127.0.0.1", port, qos=1, window=200, ack_timeout_s=120)
+    acked = len(report.acked)
+    assert acked == len(msgs), f"broker acknowledged {acked} of {len(msgs)}"
+    return time.monotonic() - t0
+
+
+def agent_drain(workdir: Path, args: argparse.Namespace, *, detect: bool, central: bool,
+                seed: int) -> dict[str, Any]:
+    """One drain of the agent; with ``central`` False, also the central load and COPY."""
+    from e2e_harness import Barn, wait_until
+
+    overrides: dict[str, Any] = {"sync": {"interval_s": 2.0}}
+    if not detect:
+        overrides["detect"] = {"enabled": False}
+    farm = Barn(workdir, agent_overrides=overrides)
+    out: dict[str, Any] = {}
+    try:
+        farm.broker.start()
+        if central:
+            farm.central.start()
+            wait_until(lambda: _listening(farm.central_port), 30, "central")
+        farm.start_agent()
+        time.sleep(1.0)
+        out["idle_rss_mib"] = rss_mib(farm.agent.pid)
+        farm.agent.terminate()  # graceful: the broker keeps the session
+        msgs = messages(farm.prefix, args.messages, args.devices, seed)
+        out["publish_s"] = publish_all(farm.broker.port, msgs)
+        farm.start_agent()
+        drain = watch(lambda: stored(farm), farm.agent.pid, len(msgs), timeout=900)
+        out["drain"] = drain
+        out["streams"] = len({m.topic for m in msgs})
+        if not central:
+            farm.central.start()
+            wait_until(lambda: _listening(farm.central_port), 30, "central")
+            pid = farm.central.pid
+            device = farm.gateway_id
+
+            def central_rows() -> int:
+                return int(farm.db.query(
+                    "SELECT count(*) FROM readings WHERE device_id = %s", (device,))[0][0])
+
+            out["central"] = watch(central_rows, pid, len(msgs), timeout=900, step=0.25)
+            out["copy"] = copy_limit(farm.db.url, device)
+    finally:
+        farm.close()
+    return out
+
+
+def copy_limit(url: str, device: str) -> Drain:
+    """COPY the device's rows into an empty table of the same definition, one transaction."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE copy_probe (LIKE readings INCLUDING ALL)")
+        conn.commit()
+        buf = io.BytesIO()
+        with conn.cursor().copy(
+            "COPY (SELECT * FROM readings WHERE device_id = %s) TO STDOUT (FORMAT binary)",
+            (device,),
+        ) as cp:
+            for chunk in cp:
+                buf.write(chunk)
+        rows = int(conn.execute("SELECT count(*) FROM readings WHERE device_id = %s",
+                                (device,)).fetchone()[0])
+        data = buf.getvalue()
+        t0, c0 = time.monotonic(), time.process_time()
+        with conn.transaction(), conn.cursor().copy(
+                "COPY copy_probe FROM STDIN (FORMAT binary)") as cp:
+            for i in range(0, len(data), 1 << 20):
+                cp.write(data[i:i + (1 << 20)])
+        return Drain(rows, time.monotonic() - t0, time.process_time() - c0)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def bare_round(workdir: Path, args: argparse.Namespace, seed: int) -> Drain:
+    from helpers_mqtt import PrivateMosquitto
+
+    broker = PrivateMosquitto(workdir, queue_limit=0)
+    broker.start()
+    try:
+        msgs = messages("bare", args.messages, args.devices, seed)
+        return run_bare(broker.port, "bare/#", lambda: publish_all(broker.port, msgs),
+                        len(msgs))
+    finally:
+        broker.stop()
+
+
+# -- the report -------------------------------------------------------------------------
+
+def med(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def fmt_rounds(values: list[float], spec: str = ",.0f") -> str:
+    inner = " / ".join(format(v, spec) for v in values)
+    return f"{format(med(values), spec)} ({inner})" if len(values) > 1 else inner
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--_bare":
+        bare_subscriber(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="20,000 messages, one round")
+    ap.add_argument("--messages", type=int, default=None, help="backlog size (100,000)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds of each figure (3)")
+    ap.add_argument("--devices", type=int, default=50, help="simulated devices (>= 11)")
+    ap.add_argument("--only", default="bare,default,nodetect",
+                    help="comma list of: bare, default, nodetect (nodetect includes central)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = ap.parse_args()
+    args.messages = args.messages or (20_000 if args.quick else 100_000)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    only = set(args.only.split(","))
+    print(f"backlog {args.messages:,} QoS 1 messages from {args.devices} simulated devices, "
+          f"{args.rounds} round(s), {os.cpu_count()} CPUs", flush=True)
+
+    bare: list[Drain] = []
+    default: list[dict[str, Any]] = []
+    nodetect: list[dict[str, Any]] = []
+    for r in range(args.rounds):
+        with tempfile.TemporaryDirectory(prefix="bench_suite-") as tmp:
+            base = Path(tmp)
+            if "bare" in only:
+                (base / "bare").mkdir()
+                bare.append(bare_round(base / "bare", args, seed=r + 1))
+                print(f"  round {r + 1} bare subscriber: {bare[-1].rate:,.0f} msg/s, "
+                      f"{bare[-1].cpu_us:.1f} us/msg", flush=True)
+            if "default" in only:
+                (base / "default").mkdir()
+                default.append(agent_drain(base / "default", args, detect=True, central=True,
+                                           seed=r + 1))
+                d = default[-1]["drain"]
+                print(f"  round {r + 1} agent, default: {d.rate:,.0f} msg/s, "
+                      f"{d.cpu_us:.0f} us/msg", flush=True)
+            if "nodetect" in only:
+                (base / "nodetect").mkdir()
+                nodetect.append(agent_drain(base / "nodetect", args, detect=False,
+                                            central=False, seed=r + 1))
+                d = nodetect[-1]["drain"]
+                c = nodetect[-1]["central"]
+                print(f"  round {r + 1} agent, detection off: {d.rate:,.0f} msg/s, "
+                      f"{d.cpu_us:.0f} us/msg; central {c.rate:,.0f} rows/s, "
+                      f"COPY {nodetect[-1]['copy'].rate:,.0f} rows/s", flush=True)
+    report(args, bare, default, nodetect)
+    if args.json:
+        doc = {"messages": args.messages, "rounds": args.rounds,
+               "bare": [vars(d) for d in bare],
+               "default": [_plain(x) for x in default],
+               "nodetect": [_plain(x) for x in nodetect]}
+        args.json.write_text(json.dumps(doc, indent=1))
+    return 0
+
+
+def _plain(x: dict[str, Any]) -> dict[str, Any]:
+    return {k: vars(v) if isinstance(v, Drain) else v for k, v in x.items()}
+
+
+def report(args: argparse.Namespace, bare: list[Drain], default: list[dict[str, Any]],
+           nodetect: list[dict[str, Any]]) -> None:
+    limit = med([d.rate for d in bare]) if bare else float("nan")
+    print()
+    print("| figure | agent | limit measured beside it | ratio |")
+    print("|---|---|---|---|")
+    if bare:
+        print(f"| bare paho subscriber, MQTT 5 session, count + ack | "
+              f"{fmt_rounds([d.rate for d in bare])} msg/s, "
+              f"{med([d.cpu_us for d in bare]):.1f} us CPU/msg | | |")
+    for label, runs in (("drain of a queued backlog, default config", default),
+                        ("the same, detection off", nodetect)):
+        if not runs:
+            continue
+        rates = [x["drain"].rate for x in runs]
+        cpus = [x["drain"].cpu_us for x in runs]
+        print(f"| {label} | {fmt_rounds(rates)} msg/s, {fmt_rounds(cpus, '.0f')} us CPU/msg "
+              f"| {limit:,.0f} msg/s | {med(rates) / limit:.3f} |")
+    if nodetect:
+        rows = [x["central"].rate for x in nodetect]
+        cus = [x["central"].cpu_us for x in nodetect]
+        copies = [x["copy"].rate for x in nodetect]
+        print(f"| {args.messages:,} buffered readings into PostgreSQL once central is back | "
+              f"{fmt_rounds(rows)} rows/s, central {fmt_rounds(cus, '.0f')} us CPU/row | "
+              f"COPY in one transaction {fmt_rounds(copies)} rows/s | "
+              f"{med(rows) / med(copies):.3f} |")
+    if default:
+        after = [x["drain"].rss_mib for x in default]
+        idle = [x["idle_rss_mib"] for x in default]
+        bare_rss = f"; bare paho {med([d.rss_mib for d in bare]):.0f} MiB" if bare else ""
+        print(f"| agent memory (RSS) after {args.messages:,} messages "
+              f"({default[0]['streams']} topics) | {fmt_rounds(after, '.0f')} MiB | "
+              f"idle {med(idle):.0f} MiB{bare_rss} | |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,6 +3,15 @@
 
     .venv/bin/python scripts/eval_rules.py --seeds 500-509 [--kinds normal,mastitis]
         [--days 21] [--cows 30] [--cooling-profile eu_853_2004] [--json out.json]
+    .venv/bin/python scripts/eval_rules.py --split train|heldout --seeds 1-3 [--days 21]
+
+With ``--split`` each seed is one whole farm drawn from that split's ranges
+(``agent/detect/scenarios/farms.py``: herd size, parlour or robot, tank with or
+without level, sampling, loss, climate, sensor noise, effect sizes), with every
+kind of episode at once ("mixed"), written as the shipped firmware's MQTT
+messages and replayed through ``dairy-edge replay``'s code (ingest, detection,
+alert lifecycle, the clock following the data). Develop on ``train``; the
+``heldout`` ranges are for reporting only.
 
 Prints per rule: alerts raised, precision, episodes, recall and time to first
 alert (median / 90th percentile / max, minutes), plus cooling delays by failure
@@ -23,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.config.rules import RulesConfig
 from agent.detect.rules import RuleEngine
-from agent.detect.scenarios import KINDS, RuleScore, generate, run, score
+from agent.detect.scenarios import KINDS, RuleScore, generate, run, sample, score, score_raised
 
 
 def seeds_of(text: str) -> list[int]:
@@ -39,6 +48,11 @@ def pct(values: list[float], q: float) -> float:
     return data[min(len(data) - 1, int(q * len(data)))]
 
 
+def _true(scenario, rule: str, subject: str, t: float) -> bool:  # type: ignore[no-untyped-def]
+    return any(ep.rule == rule and ep.subject == subject and ep.start - ep.pre_s <= t <= ep.end
+               for ep in scenario.episodes)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="500-509")
@@ -47,6 +61,9 @@ def main() -> int:
     ap.add_argument("--cows", type=int, default=30)
     ap.add_argument("--cooling-profile", default=None)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--split", choices=("train", "heldout"), default=None,
+                    help="whole farms from this split's ranges, through the replay path")
+    ap.add_argument("--verbose", "-v", action="store_true", help="print each farm")
     args = ap.parse_args()
     cfg = RulesConfig()
     if args.cooling_profile:
@@ -55,14 +72,37 @@ def main() -> int:
     scores: dict[str, RuleScore] = {}
     readings = 0
     started = time.perf_counter()
-    for kind in args.kinds.split(","):
+    if args.split:
+        from agent.config.model import Config
+        from agent.runtime.scenario_replay import scenario_alerts
+
+        config = Config.model_validate({"detect": {"rules": cfg.model_dump()}})
         for seed in seeds_of(args.seeds):
-            scenario = generate(kind, seed, days=args.days, cows=args.cows)
+            farm = sample(args.split, seed)
+            scenario = generate("mixed", seed, days=args.days, params=farm)
             readings += len(scenario.readings)
-            score(scenario, run(scenario, lambda clock: RuleEngine(cfg, clock)), scores)
+            got = scenario_alerts(scenario, config)
+            per = score_raised(scenario, got)
+            score_raised(scenario, got, scores)
+            if args.verbose:
+                print(f"farm {args.split}-{seed}: {farm}")
+                for rule, sc in sorted(per.items()):
+                    print(f"  {rule}: {sc.true_alerts}/{sc.alerts} true, "
+                          f"{sc.detected}/{sc.episodes} found")
+                    for r, subj, t in got:
+                        if r == rule and not _true(scenario, r, subj, t):
+                            print(f"    false: {subj} at day {t / 86400:.2f}")
+    else:
+        for kind in args.kinds.split(","):
+            for seed in seeds_of(args.seeds):
+                scenario = generate(kind, seed, days=args.days, cows=args.cows)
+                readings += len(scenario.readings)
+                score(scenario, run(scenario, lambda clock: RuleEngine(cfg, clock)), scores)
     elapsed = time.perf_counter() - started
-    print(f"{len(args.kinds.split(','))} kinds x {len(seeds_of(args.seeds))} seeds, "
-          f"{readings} readings, {elapsed:.0f} s (generation included), "
+    what = (f"split {args.split}: {len(seeds_of(args.seeds))} farms (seeds {args.seeds}), "
+            f"{args.days} days, through the replay path" if args.split
+            else f"{len(args.kinds.split(','))} kinds x {len(seeds_of(args.seeds))} seeds")
+    print(f"{what}, {readings} readings, {elapsed:.0f} s (generation included), "
           f"cooling profile {cfg.cooling.profile}\n")
     print("| rule | alerts | precision | episodes | recall | first alert median / p90 / max (min) |")
     print("|---|---|---|---|---|---|")

@@ -86,21 +86,26 @@ def run(scenario: Scenario, make_engine: Callable[[SimClock], RuleEngine]) -> li
 
 def score(scenario: Scenario, alerts: Iterable[Alert],
           scores: dict[str, RuleScore] | None = None) -> dict[str, RuleScore]:
-    scores = {} if scores is None else scores
+    """Score RuleEngine alerts (``run``) against the scenario's episodes."""
     mono0 = scenario.mono0_s
+    raised = ((a.rule, subject_of(a), a.stamp.mono_ns / 1e9 - mono0)
+              for a in alerts if a.state == "raised")
+    return score_raised(scenario, raised, scores)
+
+
+def score_raised(scenario: Scenario, raised: Iterable[tuple[str, str, float]],
+                 scores: dict[str, RuleScore] | None = None) -> dict[str, RuleScore]:
+    """Score raised alerts given as (rule, subject, seconds from the scenario's start)."""
+    scores = {} if scores is None else scores
     episodes = scenario.episodes
     first: dict[int, float] = {}
-    for alert in alerts:
-        if alert.state != "raised":
-            continue
-        t = alert.stamp.mono_ns / 1e9 - mono0
-        subject = subject_of(alert)
+    for rule, subject, t in raised:
         match = [i for i, ep in enumerate(episodes)
-                 if ep.rule == alert.rule and ep.subject == subject
+                 if ep.rule == rule and ep.subject == subject
                  and ep.start - ep.pre_s <= t <= ep.end]
         if match and all(episodes[i].ignore for i in match):
             continue
-        sc = scores.setdefault(alert.rule, RuleScore())
+        sc = scores.setdefault(rule, RuleScore())
         sc.alerts += 1
         real = [i for i in match if not episodes[i].ignore]
         if real:

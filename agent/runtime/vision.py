@@ -310,9 +310,10 @@ class Vision:
         """Hold finished visits for the join window: the ear-tag visit that names
         the cow may end after the back or the sample has left its camera."""
         cam = self._camera(camera_id)
+        # Without a station nothing can name the cow: no reason to wait.
+        hold = self.config.vision.bcs.join_window_s if cam.station else 0.0
         for v in visits:
-            self._pending.append((v.ended_wall_ts + self.config.vision.bcs.join_window_s,
-                                  v, cam))
+            self._pending.append((v.ended_wall_ts + hold, v, cam))
 
     def _flush_pending(self, wall_now: float | None) -> None:
         while self._pending and (wall_now is None or self._pending[0][0] <= wall_now):

@@ -95,7 +95,7 @@ class SensorHealthConfig(Section):
         "stuck, whatever its own history.",
     )
     stuck_learn_s: float = Field(
-        12 * 3600.0, ge=0, description="History needed before judging a key."
+        86400.0, ge=0, description="History needed before judging a key."
     )
     stuck_min_changes: int = Field(20, ge=1, description="...and changes seen in it.")
     stuck_chance: float = Field(

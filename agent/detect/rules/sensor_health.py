@@ -82,8 +82,9 @@ class Rhythm:
 
     def timeout(self, cfg: SensorHealthConfig, role_default: float) -> float:
         """Silence (seconds) after which this device counts as dropped out."""
-        if self.n < cfg.dropout_min_gaps:
-            return max(role_default, cfg.dropout_floor_s)
+        if self.n < cfg.dropout_min_gaps:  # a few gaps seen: generous, at least the role's
+            early = cfg.dropout_early_factor * self.median if self.n >= 3 else 0.0
+            return max(role_default, cfg.dropout_floor_s, early)
         learning = self.last_t - self.first_t < cfg.dropout_learn_s
         factor = cfg.dropout_early_factor if learning else cfg.dropout_median_factor
         long = _decayed(self.long, self.last_t - self.long_t, cfg.dropout_memory_s)

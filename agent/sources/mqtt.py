@@ -110,7 +110,13 @@ class MqttSource:
         self.availability_topic = f"{config.status_prefix}/{gateway_id}/availability"
 
         self._lock = threading.Lock()
-        self._stats = MqttStats()
+        self._stats = MqttStats()  # connects, gaps, protocol; the per-message counts below
+        # Per-message counters as plain ints (a frozen dataclass rebuilt per message
+        # cost more than the rest of the callback); ``stats`` puts them together.
+        self._messages = 0  # written only on the paho thread
+        self._handler_errors = 0  # likewise
+        self._acks = 0  # under self._lock
+        self._stale_acks = 0  # under self._lock
         self._generation = 0  # bumped on every connect and disconnect
         self._connected = False
         self._session_present: bool | None = None
@@ -137,7 +143,14 @@ class MqttSource:
 
     @property
     def stats(self) -> MqttStats:
-        return self._stats
+        with self._lock:
+            return replace(
+                self._stats,
+                messages=self._messages,
+                handler_errors=self._handler_errors,
+                acks=self._acks,
+                stale_acks=self._stale_acks,
+            )
 
     @property
     def connected_for_s(self) -> float | None:
@@ -396,8 +409,7 @@ class MqttSource:
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         try:
             metrics.MESSAGES_RECEIVED.inc()
-            with self._lock:
-                self._stats = replace(self._stats, messages=self._stats.messages + 1)
+            self._messages += 1
             ack = self._make_ack(msg.mid, msg.qos)
             try:
                 topic = msg.topic
@@ -409,8 +421,7 @@ class MqttSource:
             # Not acknowledged: the broker keeps the message and redelivers it
             # on the next session; nothing unstored is ever acked.
             metrics.MQTT_HANDLER_ERRORS.inc()
-            with self._lock:
-                self._stats = replace(self._stats, handler_errors=self._stats.handler_errors + 1)
+            self._handler_errors += 1
             log.exception("message handler failed; message left unacknowledged")
 
     def _make_ack(self, mid: int, qos: int) -> Callable[[], None]:
@@ -426,9 +437,9 @@ class MqttSource:
                     return
                 done = True
                 if generation != self._generation or not self._connected:
-                    self._stats = replace(self._stats, stale_acks=self._stats.stale_acks + 1)
+                    self._stale_acks += 1
                     return
-                self._stats = replace(self._stats, acks=self._stats.acks + 1)
+                self._acks += 1
                 self._client.ack(mid, qos)
 
         return ack

@@ -23,11 +23,20 @@ Item = (Reading | Alert | Event | Inference | Identification | BodyCondition | M
         | Quarantined)
 
 
+# Built once: json.dumps with any non-default option builds a new encoder per call.
+# default=str: an odd attribute value must not make a record unstorable.
+_dumps = json.JSONEncoder(separators=(",", ":"), default=str, allow_nan=False).encode
+_dumps_nan = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
 def encode_body(
     record: Reading | Alert | Event | Inference | Identification | BodyCondition | MilkCheck,
 ) -> str:
-    # default=str: an odd attribute value must not make a record unstorable.
-    return json.dumps(record.to_dict(), separators=(",", ":"), default=str, allow_nan=False)
+    return _dumps(record.to_dict())
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
 
 
 # Per-row cost beyond the body (rowid, columns, the record_id index entry):
@@ -62,11 +71,11 @@ def encode(item: Item, offsets: Mapping[str, float] | None = None) -> Encoded:
         data["wall_ts"] = wall_ts
         data["wall_corrected"] = True
     try:
-        body = json.dumps(data, separators=(",", ":"), default=str, allow_nan=False)
+        body = _dumps(data)
     except ValueError:
         # NaN/inf slipped past validation; store it as text rather than lose it.
-        body = json.dumps(data, separators=(",", ":"), default=str)
-    return Encoded(body, len(body.encode()), wall_ts, corrected)
+        body = _dumps_nan(data)
+    return Encoded(body, _utf8_len(body), wall_ts, corrected)
 
 
 @dataclass(slots=True)
@@ -143,7 +152,7 @@ def _update_latest(conn: sqlite3.Connection, r: Reading) -> None:
             r.firmware,
             r.topic,
             r.animal_id,
-            json.dumps(r.values, separators=(",", ":"), default=str),
+            _dumps_nan(r.values),
             r.stamp.wall_ts,
             r.stamp.mono_ns,
             int(r.stamp.clock_synced),

@@ -397,7 +397,9 @@ class RuminationConfig(Section):
     )
     alerts: AlertPolicy = Field(
         default_factory=lambda: AlertPolicy(
-            severity="warning", min_duration_s=4 * 3600, min_count=4, debounce_s=3600,
+            # 16 h: one low day (its 24 h window is below the limit for ~14 h) is not
+            # an illness; a drop lasting days is.
+            severity="warning", min_duration_s=16 * 3600, min_count=4, debounce_s=3600,
             clear_after_s=6 * 3600, clear_count=3, escalate_after_s=24 * 3600,
         )
     )

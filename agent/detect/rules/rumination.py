@@ -3,6 +3,11 @@
 The last 24 h of rumination minutes, scaled up for missing readings, against
 the median of her previous daily totals. Days with a drop do not enter the
 baseline. After a noted calving the expected fall (about 70 %) is not alerted.
+
+The herd's same-day change is taken out: when most cows ruminate less at once
+(a hot day, a feed delay), her baseline is scaled by the herd's median ratio
+of last-24-h to baseline, so a herd-wide dip raises nothing while a cow falling
+well below the herd still does.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from agent.detect.rules.collar import Window, hour_of_day
 
 RULE = "rumination"
 DAY_S = 86400.0
+HERD_REFRESH_S = 900.0
+HERD_FRESH_S = 2 * 3600.0
+HERD_MIN_COWS = 5
 
 
 @dataclass(slots=True)
@@ -23,6 +31,8 @@ class _Cow:
     window: Window
     day_t: float
     daily: list[float] = field(default_factory=list)
+    ratio: float = 1.0  # last 24 h against her baseline
+    ratio_t: float = -1e18
 
     def to_state(self) -> dict[str, Any]:
         return {"window": self.window.to_state(), "day_t": self.day_t, "daily": self.daily}
@@ -41,6 +51,16 @@ class RuminationRule:
         self.map = mapping
         self.cows: dict[str, _Cow] = {}
         self.calvings: dict[str, float] = {}
+        self._herd = 1.0
+        self._herd_t = -1e18
+
+    def _herd_ratio(self, t: float) -> float:
+        """The herd's median last-24-h / baseline now (1.0 with too few cows)."""
+        if t - self._herd_t >= HERD_REFRESH_S:
+            self._herd_t = t
+            fresh = [c.ratio for c in self.cows.values() if t - c.ratio_t <= HERD_FRESH_S]
+            self._herd = median(fresh) if len(fresh) >= HERD_MIN_COWS else 1.0
+        return self._herd
 
     def note_calving(self, animal_id: str, t: float) -> None:
         self.calvings[animal_id] = t
@@ -62,8 +82,13 @@ class RuminationRule:
         estimate = cow.window.total() * DAY_S / covered
         baseline = (median(cow.daily[-cfg.baseline_days:])
                     if len(cow.daily) >= cfg.min_baseline_days else None)
+        if baseline is not None and baseline > 0:
+            cow.ratio, cow.ratio_t = estimate / baseline, t
+        herd = min(1.0, self._herd_ratio(t))
         drop = baseline - estimate if baseline is not None else 0.0
         limit = max(cfg.drop_min, cfg.drop_frac * baseline) if baseline is not None else 0.0
+        # Judged against what the herd does today: the herd's dip is not hers.
+        judged_drop = baseline * herd - estimate if baseline is not None else 0.0
         if t - cow.day_t >= DAY_S:
             cow.day_t = t
             # A sick day must not become her normal; a merely lower day must, or a
@@ -75,14 +100,15 @@ class RuminationRule:
         calved = self.calvings.get(animal)
         if calved is not None and t - calved < cfg.calving_suppress_s:
             return []
-        status: Status = "raise" if drop >= limit else "clear" if drop < cfg.clear_min else "hold"
+        status: Status = ("raise" if judged_drop >= limit
+                          else "clear" if judged_drop < cfg.clear_min else "hold")
         return [Finding(
             rule=RULE, subject=f"cow:{animal}", status=status, at=t,
             summary=f"Cow {animal}: rumination down {drop:.0f} min/day",
             signals=[Signal("rumination (24 h)", estimate, baseline=baseline,
                             limit=baseline - limit, unit=" min")],
             sensor_id=reading.sensor_id, animal_id=animal,
-            extra={"drop_min": round(drop, 1)},
+            extra={"drop_min": round(drop, 1), "herd_ratio": round(herd, 3)},
         )]
 
     def tick(self, t: float) -> list[Finding]:

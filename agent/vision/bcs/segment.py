@@ -26,6 +26,8 @@ BORDER = 0.06  # share of each side taken as floor samples
 FLOOR_CLUSTERS = 6
 MIN_AREA = 0.08  # a cow smaller than this share of the frame is "not in view"
 COW_CLEARANCE_MM = 350  # depth: the back stands at least this far above the floor
+BACK_ABOVE_MM = 250  # depth: nothing of the cow stands this far above her back's level
+OUTLINE_MIN_SHARE = 0.5  # depth: the outline from above (the barrel's widest) is higher
 
 
 class NoCow(ValueError):
@@ -221,8 +223,20 @@ def segment_depth(depth_mm: np.ndarray) -> Segmentation:
     if valid.mean() < 0.3:
         raise NoCow("depth frame has too few valid pixels")
     floor = float(np.percentile(small[valid], 90))
-    cow = valid & (small < floor - COW_CLEARANCE_MM)
-    # Holes inside the back (no data) belong to the cow: fill them.
+    height = np.where(valid, floor - small.astype(np.float32), 0.0)
+    above = height > COW_CLEARANCE_MM
+    if not above.any():
+        raise NoCow("no cow in view (nothing stands above the floor)")
+    # The back is the biggest surface at one level: the mode of the heights
+    # that stand clear of the floor (5 cm bins). Gates and bars over the lane
+    # stand higher and are cut off above it; rails along it are thin and drop
+    # out of the trunk's core in the cleaning, or lie below half the back's
+    # height, under the barrel's widest line, where nothing of the outline is.
+    bins = np.arange(COW_CLEARANCE_MM, float(height.max()) + 100.0, 50.0)
+    counts, edges = np.histogram(height[above], bins=bins)
+    back = float(edges[int(np.argmax(counts)) + 1])
+    cow = above & (height > back * OUTLINE_MIN_SHARE) & (height < back + BACK_ABOVE_MM)
+    # Holes inside the back (no data, or a bar's shadow in depth) are filled.
     mask = _clean(cow)
     area = float(mask.mean())
     if area < MIN_AREA:

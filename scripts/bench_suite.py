@@ -338,7 +338,8 @@ def main() -> int:
     args.rounds = args.rounds or (1 if args.quick else 3)
     only = set(args.only.split(","))
     print(f"backlog {args.messages:,} QoS 1 messages from {args.devices} simulated devices, "
-          f"{args.rounds} round(s), {os.cpu_count()} CPUs", flush=True)
+          f"{args.rounds} round(s), {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
 
     bare: list[Drain] = []
     default: list[dict[str, Any]] = []
@@ -368,6 +369,8 @@ def main() -> int:
                       f"{d.cpu_us:.0f} us/msg; central {c.rate:,.0f} rows/s, "
                       f"COPY {nodetect[-1]['copy'].rate:,.0f} rows/s", flush=True)
     report(args, bare, default, nodetect)
+    print(f"load average at the end {os.getloadavg()[0]:.1f} (other work on this machine "
+          "inflates every figure; compare the ratios within one run)")
     if args.json:
         doc = {"messages": args.messages, "rounds": args.rounds,
                "bare": [vars(d) for d in bare],

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from agent.config.model import ModelsConfig
 from agent.models.registry import ModelRegistry
 from agent.sources.camera.synth.topview import render, sample_body, sample_look
-from agent.vision.bcs.export import MODEL_NAME
+from agent.vision.bcs.export import DEPTH_MODEL_NAME, MODEL_NAME
 from agent.vision.bcs.features import back_features, parse_layout
 from agent.vision.bcs.segment import NoCow, segment_colour, segment_depth
 
@@ -45,10 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, default=None, help="model dir (default: shipped)")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
+    name = DEPTH_MODEL_NAME if args.depth and args.model is None else MODEL_NAME
     reg = ModelRegistry(ModelsConfig(dir=args.model or ModelsConfig().dir, threads=1),
-                        required=[MODEL_NAME], only=[MODEL_NAME])
+                        required=[name], only=[name])
     reg.load_all()
-    runner = reg.get(MODEL_NAME)
+    runner = reg.get(name)
     if runner is None:
         print(f"no usable bcs model: {reg.status()}", file=sys.stderr)
         return 2

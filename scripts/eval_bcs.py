@@ -30,7 +30,7 @@ from agent.cli.bcs import load_bcs_image
 from agent.config.model import ModelsConfig
 from agent.models.registry import ModelRegistry
 from agent.sources.camera.synth.topview import make_herd_photos
-from agent.vision.bcs.export import MODEL_NAME
+from agent.vision.bcs.export import MODEL_NAME, MODEL_NAMES
 from agent.vision.bcs.fit import fit, measure_all, read_labels
 from agent.vision.bcs.model import BcsEstimator
 from agent.vision.bcs.ridge import score
@@ -51,9 +51,9 @@ def shipped(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
                            depth=args.depth, progress=True)
     labels = read_labels(csv)
     reg = ModelRegistry(ModelsConfig(dir=args.model or ModelsConfig().dir),
-                        required=[MODEL_NAME], only=[MODEL_NAME])
+                        required=[MODEL_NAME], only=MODEL_NAMES)
     reg.load_all()
-    est = BcsEstimator(lambda: reg.get(MODEL_NAME))
+    est = BcsEstimator(reg.get)
     preds, truth, missed, inside = [], [], 0, 0
     for lab in tqdm(labels, desc="scoring held-out photos", unit="photo"):
         path = lab.image.with_suffix(".png") if args.depth else lab.image

@@ -9,6 +9,7 @@ technician's. The held-out figures come from scripts/eval_bcs.py on looks the
 training never used.
 
     .venv/bin/python scripts/train_bcs.py                # writes models/bcs.onnx + manifest
+    .venv/bin/python scripts/train_bcs.py --depth        # models/bcs_depth.onnx (depth cameras)
     .venv/bin/python scripts/train_bcs.py --cows 60 --out /tmp/bcs   # a quick try
 
 Deterministic for a seed (the generator, the folds and the fit are all seeded).
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent.cli.bcs import load_bcs_image
 from agent.sources.camera.synth.topview import make_herd_photos
-from agent.vision.bcs.export import write_model_dir
+from agent.vision.bcs.export import DEPTH_MODEL_NAME, MODEL_NAME, write_model_dir
 from agent.vision.bcs.fit import fit, measure_all, read_labels
 
 SEED = 20261202
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         data=f"synthetic top-view cows ({kind}), generator agent/sources/camera/synth/topview, "
              f"split train, seed {args.seed}, {result.photos} photos of {result.animals} cows",
         source="trained by scripts/train_bcs.py on generated images (no real photos)",
-        licence="Apache-2.0", script="scripts/train_bcs.py", seed=args.seed, version=version)
+        licence="Apache-2.0", script="scripts/train_bcs.py", seed=args.seed, version=version,
+        name=DEPTH_MODEL_NAME if args.depth else MODEL_NAME)
     print(f"wrote {path} ({version}) in {time.monotonic() - start:.0f} s; evaluate it with "
           "scripts/eval_bcs.py")
     return 0

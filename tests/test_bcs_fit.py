@@ -103,7 +103,8 @@ def test_model_dir_loads_through_the_registry(tmp_path: Path) -> None:
     runner = reg.get(MODEL_NAME)
     assert runner is not None and parse_layout(runner.inputs[0].name) == ("shape",)
     feats = BackFeatures({"shape": x[5].astype(np.float32)}, 1.0, 100.0, "left", 0.0)
-    est = BcsEstimator(lambda: runner).score_features(feats)
+    est = BcsEstimator(lambda name: runner if name == MODEL_NAME else None
+                       ).score_features(feats)
     assert est.raw == pytest.approx(float(model.predict(x[5:6])[0]), abs=1e-4)
     assert est.low <= est.bcs <= est.high and est.half_width == pytest.approx(0.3)
     # A refit whose file is damaged on the way is refused; the old one stays.

@@ -24,7 +24,7 @@ from agent.cli.vision import ImageRefused, load_image
 from agent.config.model import ModelsConfig
 from agent.errors import ConfigError
 from agent.models.registry import ModelRegistry
-from agent.vision.bcs.export import MODEL_NAME, describe, write_model_dir
+from agent.vision.bcs.export import MODEL_NAME, MODEL_NAMES, describe, write_model_dir
 from agent.vision.bcs.fit import Label, LabelsError, fit, labels_digest, measure_all, read_labels
 from agent.vision.bcs.model import BcsEstimator
 from agent.vision.bcs.segment import NoCow
@@ -47,7 +47,7 @@ def load_bcs_image(path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
 def _registry(model_dir: Path | None, threads: int) -> ModelRegistry:
     cfg = ModelsConfig(dir=model_dir or ModelsConfig().dir, threads=threads,
                        reload_interval_s=0)
-    registry = ModelRegistry(cfg, required=[MODEL_NAME], only=[MODEL_NAME])
+    registry = ModelRegistry(cfg, required=[MODEL_NAME], only=MODEL_NAMES)
     registry.load_all()
     return registry
 
@@ -55,13 +55,13 @@ def _registry(model_dir: Path | None, threads: int) -> ModelRegistry:
 def run_score(args: argparse.Namespace) -> int:
     """One JSON line per image. 0 all scored, 1 some failed, 2 no usable model."""
     registry = _registry(args.model, args.threads)
-    if registry.get(MODEL_NAME) is None:
+    if all(registry.get(name) is None for name in MODEL_NAMES):
         state = registry.status().get(MODEL_NAME, {})
         where = args.model or "the bundled models"
         print(f"dairy-edge vision bcs: no usable bcs model in {where}: "
               f"{registry.manifest_error or state.get('error')}", file=sys.stderr)
         return 2
-    estimator = BcsEstimator(lambda: registry.get(MODEL_NAME), rear=args.rear,
+    estimator = BcsEstimator(registry.get, rear=args.rear,
                              min_quality=args.min_quality)
     failed = False
     for name in args.images:

@@ -43,6 +43,7 @@ from agent.records.types import (
 from agent.sources.camera.base import Frame
 from agent.sources.camera.worker import CameraWorker
 from agent.vision.bcs.export import MODEL_NAME as BCS_MODEL
+from agent.vision.bcs.export import MODEL_NAMES as BCS_MODELS
 from agent.vision.bcs.model import BcsEstimate, BcsEstimator, pool
 from agent.vision.bcs.segment import NoCow
 from agent.vision.calibrate import CameraCalibration, resolve_calibration
@@ -99,15 +100,17 @@ class Vision:
         wanted = [*(MODEL_NAMES if eartag else ()),
                   *([BCS_MODEL] if bcs and bcs_cfg.model_dir is None else ()),
                   *([MILK_MODEL] if milk else ())]
-        self.registry = ModelRegistry(config.vision.models, required=wanted, only=wanted)
+        optional = list(BCS_MODELS) if bcs and bcs_cfg.model_dir is None else []
+        self.registry = ModelRegistry(config.vision.models, required=wanted,
+                                      only=[*wanted, *optional])
         self.registries = [self.registry]
         self.bcs_registry = self.registry
         if bcs and bcs_cfg.model_dir is not None:
             self.bcs_registry = ModelRegistry(
                 config.vision.models.model_copy(update={"dir": bcs_cfg.model_dir}),
-                required=[BCS_MODEL], only=[BCS_MODEL])
+                required=[BCS_MODEL], only=BCS_MODELS)
             self.registries.append(self.bcs_registry)
-        self.bcs = BcsEstimator(lambda: self.bcs_registry.get(BCS_MODEL),
+        self.bcs = BcsEstimator(lambda name: self.bcs_registry.get(name),
                                 rear=None if bcs_cfg.rear == "auto" else bcs_cfg.rear,
                                 min_quality=bcs_cfg.min_quality)
         self.pools: dict[str, VisitPool[BcsEstimate]] = {

@@ -23,7 +23,8 @@ from agent.vision.bcs.features import layout_name
 from agent.vision.bcs.ridge import Ridge
 
 MODEL_NAME = "bcs"
-FILE_NAME = "bcs.onnx"
+DEPTH_MODEL_NAME = "bcs_depth"  # the shipped model for depth cameras (shape + depth relief)
+MODEL_NAMES = (MODEL_NAME, DEPTH_MODEL_NAME)  # tried in this order for each frame
 OPSET = 13
 
 
@@ -68,12 +69,14 @@ def build_onnx(model: Ridge, half_width: float) -> bytes:
 
 def write_model_dir(out: Path, model: Ridge, half_width: float, *, samples: np.ndarray,
                     metrics: dict[str, Any], data: str, source: str, licence: str,
-                    script: str, seed: int | None, version: str | None = None) -> Path:
+                    script: str, seed: int | None, version: str | None = None,
+                    name: str = MODEL_NAME) -> Path:
     """Write ``bcs.onnx``, its self-test and the manifest entry into ``out``.
 
     ``samples`` are a few feature rows for the self-test (the expected outputs
     are computed here with onnxruntime, so the test checks the file as built).
-    Returns the model file's path."""
+    ``name`` is ``bcs`` for a farm's fit (whatever its camera) and
+    ``bcs_depth`` only for the shipped depth model. Returns the model file's path."""
     import onnxruntime as ort
 
     out.mkdir(parents=True, exist_ok=True)
@@ -81,22 +84,23 @@ def write_model_dir(out: Path, model: Ridge, half_width: float, *, samples: np.n
     if version is None:
         digest = hashlib.sha256(blob).hexdigest()[:8]
         version = f"{time.strftime('%Y%m%d', time.gmtime())}-{digest}"
-    path = out / FILE_NAME
-    tmp = out / f".{FILE_NAME}.tmp"
+    file_name = f"{name}.onnx"
+    path = out / file_name
+    tmp = out / f".{file_name}.tmp"
     tmp.write_bytes(blob)
     tmp.replace(path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = np.ascontiguousarray(samples, dtype=np.float32)
     outputs = [np.asarray(o) for o in session.run(None, {layout_name(model.groups): x})]
-    st = selftest_name(MODEL_NAME, version)
+    st = selftest_name(name, version)
     write_self_test(out / st, [x], outputs)
     n = len(model.mean)
     entry = {
-        "name": MODEL_NAME,
+        "name": name,
         "task": "body condition score (1-5) from a top-view camera",
         "version": version,
         "runtime": "onnxruntime",
-        "file": FILE_NAME,
+        "file": file_name,
         "sha256": sha256_file(path),
         "bytes": path.stat().st_size,
         "inputs": [{"name": layout_name(model.groups), "dtype": "float32", "shape": [-1, n],
@@ -121,8 +125,8 @@ def write_model_dir(out: Path, model: Ridge, half_width: float, *, samples: np.n
     return path
 
 
-def describe(out: Path) -> str:
+def describe(out: Path, name: str = MODEL_NAME) -> str:
     """One line naming the model written into ``out`` (for the CLI)."""
     data = json.loads((out / "manifest.json").read_text())
-    entry = next(m for m in data["models"] if m["name"] == MODEL_NAME)
-    return f"{out / entry['file']} (bcs {entry['version']})"
+    entry = next(m for m in data["models"] if m["name"] == name)
+    return f"{out / entry['file']} ({name} {entry['version']})"

@@ -15,6 +15,7 @@ import numpy as np
 
 from agent.models.errors import ModelError
 from agent.models.runner import Runner
+from agent.vision.bcs.export import MODEL_NAMES
 from agent.vision.bcs.features import BackFeatures, back_features, parse_layout
 from agent.vision.bcs.ridge import round_step
 from agent.vision.bcs.segment import NoCow, Segmentation, segment_colour, segment_depth
@@ -57,19 +58,34 @@ def measure(colour: np.ndarray | None, depth: np.ndarray | None,
 
 
 class BcsEstimator:
-    """Scores frames with whatever ``bcs`` model ``runner`` returns now."""
+    """Scores frames with the active BCS models ``runner(name)`` returns now:
+    ``bcs`` when the frame has the features it needs, else ``bcs_depth`` (the
+    shipped colour model cannot score a depth frame; a farm's fit can be
+    either, and is always named ``bcs``)."""
 
-    def __init__(self, runner: Callable[[], Runner | None], *, rear: str | None = None,
+    def __init__(self, runner: Callable[[str], Runner | None], *, rear: str | None = None,
                  min_quality: float = MIN_QUALITY) -> None:
         self._runner = runner
         self.rear = rear
         self.min_quality = min_quality
 
-    def score_features(self, feats: BackFeatures) -> BcsEstimate:
-        runner = self._runner()
-        if runner is None:
+    def _pick(self, feats: BackFeatures) -> tuple[Runner, tuple[str, ...]]:
+        seen = []
+        for name in MODEL_NAMES:
+            runner = self._runner(name)
+            if runner is None:
+                continue
+            groups = parse_layout(runner.inputs[0].name)
+            if all(g in feats.values for g in groups):
+                return runner, groups
+            seen.append(f"{name} needs {'+'.join(groups)}")
+        if not seen:
             raise ModelError("bcs", "no active bcs model (see `dairy-edge models list`)")
-        groups = parse_layout(runner.inputs[0].name)
+        raise NoCow(f"no active BCS model fits this frame ({'; '.join(seen)}; the frame "
+                    f"gives {'+'.join(feats.values)})")
+
+    def score_features(self, feats: BackFeatures) -> BcsEstimate:
+        runner, groups = self._pick(feats)
         x = feats.vector(groups)[None, :]
         out = runner.run([x])
         raw = float(np.asarray(out[0]).reshape(-1)[0])

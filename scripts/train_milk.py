@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,23 +41,49 @@ sys.path.insert(0, str(ROOT))
 from agent.models.manifest import selftest_name, upsert_entry
 from agent.models.selftest import write_self_test
 from agent.records import MILK_CLASSES
-from agent.sources.camera.synth.milkcup import MILK_TRAIN, render_milk
+from agent.sources.camera.synth.milkcup import MILK_TRAIN, render_milk, station_roi
 from agent.vision.milk.classify import MODEL_NAME, prepare
 from agent.vision.milk.features import FEATURE_NAMES
+from agent.vision.preprocess import roi_rect
 
 SEED = 20260801
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 DEV_SEED0 = 500_000
 HIDDEN = 32
 
 
-def dataset(seed0: int, per_class: int, look=MILK_TRAIN, progress: str = "") -> tuple[
-        np.ndarray, np.ndarray, int]:
-    """(features N x F, labels N, images where no milk was found)."""
+AUG_SEED = 20260802
+
+
+def augment(img: np.ndarray, label: dict, rng: np.random.Generator) -> np.ndarray:
+    """A training frame seen differently, for shape and framing variety beyond the
+    training look's cups (the look itself is unchanged): squashed along a random
+    axis (a cup seen more obliquely, a narrower sight glass), sometimes turned a
+    quarter, sometimes cropped to the station's region of interest (cup and card
+    filling the frame, as with ``CameraConfig.roi``)."""
+    if rng.random() < 0.35:
+        x, y, w, h = roi_rect((img.shape[1], img.shape[0]),
+                              station_roi(label, float(rng.uniform(0.05, 0.4))))
+        img = img[y:y + h, x:x + w]
+    f = float(rng.uniform(0.5, 0.9))
+    h, w = img.shape[:2]
+    size = (max(32, round(w * f)), h) if rng.random() < 0.5 else (w, max(32, round(h * f)))
+    img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.3:
+        img = cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE)
+    return np.ascontiguousarray(img)
+
+
+def dataset(seed0: int, per_class: int, look=MILK_TRAIN, progress: str = "",
+            augmented: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+    """(features N x F, labels N, images where no milk was found); ``augmented``:
+    each frame through ``augment`` (seeded by the frame) instead."""
     xs, ys, missed = [], [], 0
     for i in range(per_class):
         for c, cls in enumerate(MILK_CLASSES):
-            img, _ = render_milk(seed0 + i, cls, look)
+            img, label = render_milk(seed0 + i, cls, look)
+            if augmented:
+                img = augment(img, label, np.random.default_rng([AUG_SEED, seed0 + i, c]))
             prep = prepare(img)
             if prep.vector is None:
                 missed += 1
@@ -183,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-class", type=int, default=200, help="training images per class")
     ap.add_argument("--dev-per-class", type=int, default=40, help="dev images per class")
+    ap.add_argument("--augment", type=int, default=1, choices=[0, 1],
+                    help="also train on each training frame squashed, turned or cropped to "
+                    "its ROI (default 1)")
     ap.add_argument("--out", type=Path, default=ROOT / "models",
                     help="models folder with manifest.json (default models/)")
     ap.add_argument("--metrics", type=Path,
@@ -205,8 +235,20 @@ def main(argv: list[str] | None = None) -> int:
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cache, x=x, y=y, xd=xd, yd=yd, missed=missed, missed_dev=missed_dev)
-    print(f"features: train {len(x)} (no milk found in {missed}), dev {len(xd)} "
-          f"(no milk found in {missed_dev}), {time.time() - t0:.0f} s", file=sys.stderr)
+    n_plain = len(x)
+    if args.augment:
+        cache_aug = (args.cache / f"train-aug-{args.per_class}.npz" if args.cache else None)
+        if cache_aug is not None and cache_aug.exists():
+            with np.load(cache_aug) as z:
+                xa, ya, missed_aug = z["x"], z["y"], int(z["missed"])
+        else:
+            xa, ya, missed_aug = dataset(0, args.per_class, progress="augmented", augmented=True)
+            if cache_aug is not None:
+                np.savez(cache_aug, x=xa, y=ya, missed=missed_aug)
+        x, y, missed = np.concatenate([x, xa]), np.concatenate([y, ya]), missed + missed_aug
+    print(f"features: train {len(x)} ({n_plain} as drawn; no milk found in {missed}), dev "
+          f"{len(xd)} (no milk found in {missed_dev}), {time.time() - t0:.0f} s",
+          file=sys.stderr)
     params = train_mlp(x, y, SEED)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -256,8 +298,11 @@ def main(argv: list[str] | None = None) -> int:
         "source": "built by scripts/train_milk.py (this project)",
         "training": {"script": "scripts/train_milk.py", "seed": SEED,
                      "data": f"synthetic only: agent/sources/camera/synth/milkcup.py, train look, "
-                     f"seeds 0..{args.per_class - 1} x {len(MILK_CLASSES)} classes "
-                     f"({len(x)} used; no milk found in {missed})",
+                     f"seeds 0..{args.per_class - 1} x {len(MILK_CLASSES)} classes"
+                     + (", each also squashed 0.5-0.9 along one axis, 30 % turned a quarter, "
+                        "35 % cropped to its station ROI (scripts/train_milk.py augment)"
+                        if args.augment else "")
+                     + f" ({len(x)} used; no milk found in {missed})",
                      "numpy": np.__version__},
         "metrics": metrics,
         "self_test": {"file": st, "atol": 1e-4},

@@ -3,10 +3,17 @@
 Everything here works on the white-balanced frame (linear reflectance, see
 ``balance``), scaled so its longest side is ``WORK_SIDE`` px.
 
-``find_milk`` takes the stable regions (MSER) of the balanced lightness, keeps
-the large, convex, smooth ones that touch at most one side of the frame and do not cover the
-reference card, and picks the one most like a cup of milk (big, convex,
-smooth, in the colours milk can have). ``features`` then measures, on the
+``find_milk`` smooths away small bright and dark spots (highlights, foam
+bubbles, flakes: a grey opening and closing of the lightness, a median of the
+colour), then gathers candidate regions two ways: connected parts above or
+below each step of a lightness ladder, and regions grown from seeds on a grid
+(the connected pixels within a colour tolerance of the seed, lightness looser
+than colour so a shade does not cut the milk; this finds a cup that no
+lightness threshold separates from its surround). It keeps the large, convex,
+smooth, thick (a rail or a hose is thin) ones that touch at most one side of
+the frame and do not cover the reference card, and picks the one most like a
+cup of milk (big, convex, smooth, compact, bright enough, with a rim, near the
+middle). ``features`` then measures, on the
 region shrunk away from its rim:
 
 - colour in CIE Lab: median and 10th/90th percentiles of L, a, b, chroma and
@@ -28,6 +35,8 @@ import numpy as np
 
 WORK_SIDE = 320  # features are measured at this size
 DETECT_SIDE = 160  # the cup is looked for at this size
+MAX_SHARE = 0.7  # the largest share of the frame the milk may cover (a cropped ROI)
+_GROW_TOL = ((8.0, 3.0, 3.0), (13.0, 5.0, 5.0), (20.0, 8.0, 8.0))  # L, a, b
 FEATURE_NAMES: tuple[str, ...] = (
     "L_med", "a_med", "b_med", "L_p10", "L_p90", "a_p10", "a_p90", "b_p10", "b_p90",
     "chroma_med", "hue_cos", "hue_sin", "L_iqr",
@@ -68,6 +77,9 @@ def _lightness(work: np.ndarray) -> np.ndarray:
     return (np.sqrt(np.clip(lum / 0.9, 0, 1)) * 255).astype(np.uint8)
 
 
+_THIN = 2.5  # a region whose widest inscribed circle is thinner (px at DETECT_SIDE) is a rail
+
+
 def _consider(mask: np.ndarray, labs: np.ndarray, card_mask: np.ndarray | None,
               area: int) -> MilkRegion | None:
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
@@ -81,9 +93,15 @@ def _consider(mask: np.ndarray, labs: np.ndarray, card_mask: np.ndarray | None,
         return None
     if card_mask is not None and float((filled & card_mask).sum()) > 0.2 * a:
         return None
+    # thickness: the widest inscribed circle; rails, hoses and edges are thin
+    r_in = float(cv2.distanceTransform(cv2.copyMakeBorder(filled, 1, 1, 1, 1,
+                                                          cv2.BORDER_CONSTANT, value=0),
+                                       cv2.DIST_L2, 3).max())
+    if r_in < _THIN:
+        return None
     region_lab = labs[filled > 0]
     med = np.median(region_lab, axis=0)
-    if med[0] < 35 or not (-15 < med[1] < 80 and -25 < med[2] < 70):
+    if med[0] < 35 or not (-30 < med[1] < 80 and -40 < med[2] < 80):
         return None
     std = float(np.median(np.abs(region_lab[:, 0] - med[0])))
     smooth = 1.0 / (1.0 + std / 4.0)
@@ -91,16 +109,76 @@ def _consider(mask: np.ndarray, labs: np.ndarray, card_mask: np.ndarray | None,
     k = np.ones((3, 3), np.uint8)
     outside = cv2.dilate(filled, k, iterations=2) - filled
     inside = filled - cv2.erode(filled, k, iterations=2)
+    if not outside.any() or not inside.any():
+        return None
     rim = abs(float(np.median(labs[outside > 0, 0])) - float(np.median(labs[inside > 0, 0])))
     # the camera is aimed at the cup: prefer regions near the middle of the frame
     m = cv2.moments(filled, binaryImage=True)
     h, w = filled.shape
     dx, dy = m["m10"] / m["m00"] / w - 0.5, m["m01"] / m["m00"] / h - 0.5
     centred = float(np.exp(-(dx * dx + dy * dy) / (2 * 0.25 ** 2)))
+    # compact: inscribed radius against the size (a disc 0.56, a 1:4 bar 0.25)
+    compact = min(1.0, r_in / np.sqrt(a) / 0.2)
     score = (a / area * solidity ** 4 * smooth * min(1.0, med[0] / 50)
-             * (0.3 + min(1.0, rim / 15)) * centred)
+             * (0.3 + min(1.0, rim / 15)) * centred * compact)
     x, y, bw, bh = cv2.boundingRect(cnt)
     return MilkRegion(filled, filled, (x, y, bw, bh), score)
+
+
+def _side_ok(x: int, y: int, bw: int, bh: int, w: int, h: int) -> bool:
+    """A long sight glass may run out of the picture on one side; a region
+    touching two or more sides is background."""
+    return (x <= 1) + (y <= 1) + (x + bw >= w - 1) + (y + bh >= h - 1) <= 1
+
+
+def _ladder(gray: np.ndarray) -> list[np.ndarray]:
+    """Candidate regions: connected parts above or below each step of a lightness ladder."""
+    h, w = gray.shape
+    area = h * w
+    out = []
+    for t in range(10, 250, 14):
+        for binary in (gray > t, gray <= t):
+            n, lbl, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8),
+                                                                connectivity=4)
+            for i in range(1, n):
+                x, y, bw, bh, a = (int(v) for v in stats[i])
+                if not 0.01 * area <= a <= MAX_SHARE * area or a < 0.5 * bw * bh:
+                    continue
+                if _side_ok(x, y, bw, bh, w, h):
+                    out.append((lbl == i).astype(np.uint8))
+    return out
+
+
+def _grown(labf: np.ndarray) -> list[np.ndarray]:
+    """Candidate regions grown from seeds on a grid: the connected pixels within a
+    colour tolerance of the seed (lightness looser than colour, for shading), for
+    a few tolerances. Finds a cup that no lightness threshold separates from its
+    surround (grey-blue watery milk on a grey-blue wall)."""
+    h, w = labf.shape[:2]
+    area = h * w
+    light = labf[..., 0]
+    mean = cv2.blur(light, (5, 5))
+    local = np.sqrt(np.clip(cv2.blur(light * light, (5, 5)) - mean * mean, 0, None))
+    taken = np.zeros((h + 2, w + 2), np.uint8)
+    out = []
+    for fy in np.linspace(0.15, 0.85, 7):
+        for fx in np.linspace(0.12, 0.88, 9):
+            sx, sy = int(fx * w), int(fy * h)
+            if local[sy, sx] > 3.0 or taken[sy + 1, sx + 1]:
+                continue
+            for tol in _GROW_TOL:
+                ff = np.zeros((h + 2, w + 2), np.uint8)
+                _n, _img, _ff, (x, y, bw, bh) = cv2.floodFill(
+                    labf, ff, (sx, sy), 0, tol, tol,
+                    4 | cv2.FLOODFILL_FIXED_RANGE | cv2.FLOODFILL_MASK_ONLY | (1 << 8))
+                a = int(ff.sum())
+                if a > MAX_SHARE * area:
+                    break
+                if a < 0.01 * area or not _side_ok(x, y, bw, bh, w, h):
+                    continue
+                taken |= ff
+                out.append(np.ascontiguousarray(ff[1:-1, 1:-1]))
+    return out
 
 
 def find_milk(work: np.ndarray, card_mask: np.ndarray | None = None) -> MilkRegion | None:
@@ -111,30 +189,29 @@ def find_milk(work: np.ndarray, card_mask: np.ndarray | None = None) -> MilkRegi
     if card_mask is not None:
         card_mask = cv2.resize(card_mask, small.shape[1::-1], interpolation=cv2.INTER_NEAREST)
     h, w = small.shape[:2]
-    gray = cv2.GaussianBlur(_lightness(small), (0, 0), 1.0)
     area = h * w
     labs = lab(small)
+    # small bright and dark spots (highlights, foam bubbles, flakes) would break the
+    # milk up: open then close the lightness, median the colour
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    light8 = _lightness(small)
+    light8 = cv2.morphologyEx(cv2.morphologyEx(light8, cv2.MORPH_OPEN, disc),
+                              cv2.MORPH_CLOSE, disc)
+    gray = cv2.GaussianBlur(light8, (0, 0), 1.0)
+    labf = cv2.medianBlur(labs, 5)
+    labf[..., 0] = cv2.morphologyEx(cv2.morphologyEx(labf[..., 0], cv2.MORPH_OPEN, disc),
+                                    cv2.MORPH_CLOSE, disc)
     best: MilkRegion | None = None
     seen: list[tuple[int, int, int, int]] = []
-    for t in range(10, 250, 14):
-        for binary in (gray > t, gray <= t):
-            n, lbl, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8),
-                                                                connectivity=4)
-            for i in range(1, n):
-                x, y, bw, bh, a = (int(v) for v in stats[i])
-                if not 0.01 * area <= a <= 0.45 * area or a < 0.5 * bw * bh:
-                    continue
-                # a long sight glass may run out of the picture on one side; a region
-                # touching two or more sides is background
-                if (x <= 1) + (y <= 1) + (x + bw >= w - 1) + (y + bh >= h - 1) > 1:
-                    continue
-                if any(abs(x - s[0]) + abs(y - s[1]) + abs(bw - s[2]) + abs(bh - s[3]) < 6
-                       for s in seen):
-                    continue
-                seen.append((x, y, bw, bh))
-                region = _consider((lbl == i).astype(np.uint8), labs, card_mask, area)
-                if region is not None and (best is None or region.score > best.score):
-                    best = region
+    for cand in [*_ladder(gray), *_grown(labf)]:
+        x, y, bw, bh = cv2.boundingRect(cand)
+        if any(abs(x - s[0]) + abs(y - s[1]) + abs(bw - s[2]) + abs(bh - s[3]) < 6
+               for s in seen):
+            continue
+        seen.append((x, y, bw, bh))
+        region = _consider(cand, labs, card_mask, area)
+        if region is not None and (best is None or region.score > best.score):
+            best = region
     if best is None:
         return None
     mask = cv2.resize(best.mask * 255, (full_w, full_h), interpolation=cv2.INTER_LINEAR)

@@ -461,3 +461,20 @@ def render_milk(seed: int, cls: str, look: MilkLook = MILK_TRAIN,
            for k, v in details.items()},
     }
     return out, label
+
+
+def station_roi(label: dict[str, Any], margin: float = 0.15) -> tuple[float, float, float, float]:
+    """The region of interest an installer would configure for this frame's fixed
+    sample point (``CameraConfig.roi``: x, y, w, h fractions): the cup and the
+    card, with ``margin`` of their extent around them, inside the frame."""
+    w, h = label["size"]
+    x0, y0, x1, y1 = (float(v) for v in label["cup_box"])
+    if label.get("card_corners"):
+        pts = np.asarray(label["card_corners"], np.float64)
+        x0, y0 = min(x0, float(pts[:, 0].min())), min(y0, float(pts[:, 1].min()))
+        x1, y1 = max(x1, float(pts[:, 0].max())), max(y1, float(pts[:, 1].max()))
+    mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    x0, y0 = max(0.0, x0 - mx), max(0.0, y0 - my)
+    x1, y1 = min(float(w), x1 + mx), min(float(h), y1 + my)
+    return x0 / w, y0 / h, (x1 - x0) / w, (y1 - y0) / h
+

@@ -177,3 +177,46 @@ def test_milk_rule_per_quarter() -> None:
     assert f is not None and f.status == "clear"
     f = rule.on_check("watery", 0.9, 3.0, animal=None, quarter=None, camera="c")
     assert f is not None and f.subject == "camera/c"
+
+
+def test_labels_with_odd_rows_and_encodings(tmp_path: Path) -> None:
+    ok = [f"p{i}.jpg,3.0,cow{i % 8}" for i in range(35)]
+    # Blank lines count: the error names the physical line of the bad row.
+    path = _labels(tmp_path, ["image,bcs,animal", "", *ok, "", "gone.jpg,3,cow1"])
+    with pytest.raises(LabelsError, match=r"labels.csv:39: image gone.jpg not found"):
+        read_labels(path)
+    path = _labels(tmp_path, ["image,bcs,animal", *ok, "p1.jpg,3.0,cow1,extra"])
+    with pytest.raises(LabelsError, match=r":37: more fields than the header"):
+        read_labels(path)
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(("image,bcs,animal\n" + "\n".join(ok) + "\np1.jpg,3,Bl\xfcmchen\n")
+                     .encode("latin-1"))
+    with pytest.raises(LabelsError, match="not UTF-8"):
+        read_labels(path)
+
+
+@pytest.mark.parametrize("image", [
+    np.zeros((0, 0, 3), np.uint8),  # empty
+    np.zeros((2000, 2, 3), np.uint8),  # a sliver: must not blow up the work scale
+    np.zeros((500, 1), np.uint8),
+    np.zeros((64, 64, 3), np.float32),  # not 8-bit
+])
+def test_odd_frames_are_no_cow_not_a_crash(image: np.ndarray) -> None:
+    from agent.vision.bcs.model import measure
+    from agent.vision.bcs.segment import NoCow
+
+    with pytest.raises(NoCow):
+        measure(image, None)
+
+
+def test_a_grey_frame_is_measured_as_colour() -> None:
+    from agent.vision.bcs.model import measure
+    from agent.vision.bcs.segment import NoCow
+
+    grey = np.full((300, 360), 120, np.uint8)
+    grey[100:200, 60:300] = 30  # a dark cow-sized blob on a light floor
+    try:
+        seg, feats = measure(grey, None)
+    except NoCow:
+        pytest.fail("a mono camera's frame must be segmented like a colour one")
+    assert seg.mask.any() and "shading" in feats.values

@@ -10,7 +10,7 @@ import numpy as np
 
 from agent.clock import SystemClock
 from agent.config.model import CameraConfig, Config
-from agent.records.types import BodyCondition, Reading, Record, Stamp
+from agent.records.types import BodyCondition, Reading, Record, Stamp, stable_id
 from agent.runtime.vision import Vision
 from agent.sources.camera.base import Frame
 from agent.sources.camera.synth.topview import render, sample_body, sample_look
@@ -77,15 +77,16 @@ def test_one_score_per_visit_named_by_the_station_rfid(tmp_path: Path) -> None:
     vision._process("exit", Frame("exit", 9, empty, t0 + 10**9, 1001.0, None))
     vision._empty("exit", Frame("exit", 9, empty, t0 + 10**9, 1001.0, None))
     assert out == []  # held for the join window
-    vision._flush_pending(1001.0 + 31)
+    vision._flush_pending(t0 + 31 * 10**9)  # the join window, on the monotonic clock
     assert len(out) == 1
     rec = out[0]
     assert isinstance(rec, BodyCondition)
     assert rec.frames == 4 and rec.animal_id == "A-18" and rec.model_version == "farm-1"
     assert 1.0 <= rec.low <= rec.bcs <= rec.high <= 5.0
     assert rec.details["identification"] == "rfid:982000000000018"
-    # The same visit again would be a duplicate (its id is the camera's and the visit's).
-    assert rec.record_id != "" and rec.visit_id.startswith("boot-123")
+    # The id is the camera's and the visit's: a re-emitted visit is a duplicate.
+    assert rec.record_id == stable_id("body_condition", "exit", rec.visit_id)
+    assert rec.visit_id.startswith("boot-123")
 
 
 def test_without_a_model_frames_are_dropped_not_fatal(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ def _vision(tmp: Path, out: list[Record]) -> Vision:
         "cameras": [{"id": "cup1", "role": "milk", "source": "replay", "uri": str(tmp),
                      "station": "stall1", "quarter": "LF"}],
         "vision": {"eartag": {"herd_register": str(herd)},
-                   "bcs": {"join_window_s": 20}, "milk": {"visit_gap_s": 2}},
+                   "milk": {"visit_gap_s": 2, "join_window_s": 20}},
     })
     vision = Vision(cfg, SystemClock(), "boot-5678", out.append, _stamp)
     assert vision.registry.load_all()["milk_cls"]["state"] == "active"
@@ -50,7 +50,7 @@ def test_one_check_per_sample_with_cow_and_quarter(tmp_path: Path) -> None:
     _sample(vision, "blood", 410, 10**12, 2000.0)
     vision._empty("cup1", Frame("cup1", 9, render_milk(1, "normal")[0], 10**12 + 10**9,
                                 2001.0, None))
-    vision._flush_pending(2001.0 + 21)
+    vision._flush_pending(10**12 + 22 * 10**9)  # the join window, monotonic
     assert len(out) == 1
     check = out[0]
     assert isinstance(check, MilkCheck)

@@ -23,6 +23,7 @@ import numpy as np
 from agent.cli.vision import ImageRefused, load_image
 from agent.config.model import ModelsConfig
 from agent.errors import ConfigError
+from agent.models.errors import ModelError
 from agent.models.registry import ModelRegistry
 from agent.vision.bcs.export import MODEL_NAME, MODEL_NAMES, describe, write_model_dir
 from agent.vision.bcs.fit import Label, LabelsError, fit, labels_digest, measure_all, read_labels
@@ -71,6 +72,9 @@ def run_score(args: argparse.Namespace) -> int:
             est = estimator.estimate(colour, depth)
         except (ImageRefused, NoCow) as err:
             line["error"] = str(err)
+            failed = True
+        except (ModelError, cv2.error) as err:
+            line["error"] = f"could not score: {err}"
             failed = True
         else:
             line.update(est.as_json())

@@ -450,6 +450,11 @@ class MilkConfig(Section):
     visit_gap_s: float = Field(
         4.0, gt=0, le=600, description="A sample ends after this long without a checked frame."
     )
+    join_window_s: float = Field(
+        60.0, ge=0, le=3600,
+        description="An identification or RFID read at the camera's station within this many "
+        "seconds of the sample names the cow.",
+    )
 
 
 class VisionConfig(Section):

@@ -96,7 +96,7 @@ class Detection:
     def on_vision(self, record: BodyCondition | MilkCheck) -> list[Alert]:
         """A body condition or milk check from the vision worker: the per-cow
         trend and the milk rule, through the same alert lifecycle as readings."""
-        if not self.config.enabled:
+        if not self.config.enabled or not self.rules.cfg.enabled:
             return []
         with self._lock:
             # Engine time: the rules' clock, never behind the latest reading's.

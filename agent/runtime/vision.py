@@ -100,7 +100,10 @@ class Vision:
         wanted = [*(MODEL_NAMES if eartag else ()),
                   *([BCS_MODEL] if bcs and bcs_cfg.model_dir is None else ()),
                   *([MILK_MODEL] if milk else ())]
-        optional = list(BCS_MODELS) if bcs and bcs_cfg.model_dir is None else []
+        # The shipped models for the kinds of frames a farm's fit (model_dir) may
+        # not cover: a colour fit leaves depth frames to the shipped bcs_depth.
+        optional = ([m for m in BCS_MODELS if bcs_cfg.model_dir is None or m != BCS_MODEL]
+                    if bcs else [])
         self.registry = ModelRegistry(config.vision.models, required=wanted,
                                       only=[*wanted, *optional])
         self.registries = [self.registry]
@@ -110,7 +113,8 @@ class Vision:
                 config.vision.models.model_copy(update={"dir": bcs_cfg.model_dir}),
                 required=[BCS_MODEL], only=BCS_MODELS)
             self.registries.append(self.bcs_registry)
-        self.bcs = BcsEstimator(lambda name: self.bcs_registry.get(name),
+        self.bcs = BcsEstimator(lambda name: self.bcs_registry.get(name) if name == BCS_MODEL
+                                else self.registry.get(name),
                                 rear=None if bcs_cfg.rear == "auto" else bcs_cfg.rear,
                                 min_quality=bcs_cfg.min_quality)
         self.pools: dict[str, VisitPool[BcsEstimate]] = {
@@ -120,7 +124,10 @@ class Vision:
             cam.id: VisitPool(cam.id, boot, gap_s=config.vision.milk.visit_gap_s)
             for cam in milk}
         # Finished visits held for the join window, oldest first: (due wall time, visit, camera).
-        self._pending: deque[tuple[float, Visit[Any], CameraConfig]] = deque()
+        # (due on the monotonic clock, ns; visit; camera): a wall clock stepping
+        # back must not hold them.
+        self._pending: deque[tuple[int, Visit[Any], CameraConfig]] = deque()
+        self._model_errors_logged: set[str] = set()
         self._idents: dict[str, deque[Identification]] = {}
         # RFID reads at BCS and milk stations (EID, wall time), for the same join.
         self._join_stations = {c.station for c in [*bcs, *milk] if c.station}
@@ -290,7 +297,7 @@ class Vision:
             return
         except ModelError as err:
             FRAMES_DROPPED.labels(camera=camera_id, reason="error").inc()
-            log.debug("camera %s: %s", camera_id, err)
+            self._model_error(camera_id, err)
             return
         self._visits_done(camera_id, self.pools[camera_id].add(frame.mono_ns, frame.wall_ts, est))
 
@@ -302,24 +309,37 @@ class Vision:
             result = self.milk.check(image)
         except (LookupError, ValueError, ModelError) as err:
             FRAMES_DROPPED.labels(camera=camera_id, reason="error").inc()
-            log.debug("camera %s: %s", camera_id, err)
+            self._model_error(camera_id, err)
             return
         if result.result is None:
             self._visits_done(camera_id, pool_.tick(frame.mono_ns))
             return
         self._visits_done(camera_id, pool_.add(frame.mono_ns, frame.wall_ts, result))
 
+    def _model_error(self, camera_id: str, err: Exception) -> None:
+        """Log a model problem once per camera (it repeats every frame); counted always."""
+        if camera_id not in self._model_errors_logged:
+            self._model_errors_logged.add(camera_id)
+            log.error("camera %s: frames not scored: %s", camera_id, err)
+        else:
+            log.debug("camera %s: %s", camera_id, err)
+
     def _visits_done(self, camera_id: str, visits: list[Visit[Any]]) -> None:
         """Hold finished visits for the join window: the ear-tag visit that names
         the cow may end after the back or the sample has left its camera."""
         cam = self._camera(camera_id)
         # Without a station nothing can name the cow: no reason to wait.
-        hold = self.config.vision.bcs.join_window_s if cam.station else 0.0
+        hold_ns = int(self._join_window(cam) * 1e9) if cam.station else 0
         for v in visits:
-            self._pending.append((v.ended_wall_ts + hold, v, cam))
+            self._pending.append((v.last_mono_ns + hold_ns, v, cam))
 
-    def _flush_pending(self, wall_now: float | None) -> None:
-        while self._pending and (wall_now is None or self._pending[0][0] <= wall_now):
+    def _join_window(self, cam: CameraConfig) -> float:
+        vision = self.config.vision
+        return vision.milk.join_window_s if cam.role == "milk" else vision.bcs.join_window_s
+
+    def _flush_pending(self, mono_now_ns: int | None) -> None:
+        """Store the held visits that are due (all of them when ``None``: stopping)."""
+        while self._pending and (mono_now_ns is None or self._pending[0][0] <= mono_now_ns):
             _, visit, cam = self._pending.popleft()
             if cam.role == "milk":
                 self._submit(self._milk_check(visit, cam))
@@ -381,7 +401,7 @@ class Vision:
         identified ear-tag visit, else an RFID read found in the herd register."""
         if cam.station is None:
             return None
-        window = self.config.vision.bcs.join_window_s
+        window = self._join_window(cam)
         best: tuple[float, _Who] | None = None
         for ident in self._idents.get(cam.station, ()):
             gap = max(0.0, ident.started_wall_ts - end, start - ident.ended_wall_ts)
@@ -418,7 +438,7 @@ class Vision:
             self._visits_done(camera_id, bcs_pool.tick(now))
         for camera_id, milk_pool in self.milk_pools.items():
             self._visits_done(camera_id, milk_pool.tick(now))
-        self._flush_pending(self.clock.wall())
+        self._flush_pending(now)
 
     async def watch(self, stop: asyncio.Event) -> None:
         """Hot-load new model versions in every registry until ``stop``."""

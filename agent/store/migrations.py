@@ -220,8 +220,9 @@ def _body_conditions_milk_checks(conn: sqlite3.Connection) -> None:
     # uploaded tables, so the writer, outbox, clock fix, retention and space code
     # treat them the same way. ``animal_id`` of a body condition is derived from the
     # body (STORED: set once at insert, and again if the clock fix rewrites the body)
-    # and indexed with the time for StoreReader.body_condition_history, the per-cow
-    # trend read at start-up; ``result`` of a milk check, for a count by result.
+    # and indexed with the time for StoreReader.body_condition_history (a cow's
+    # scores; the live trend is kept in the rules' saved state); ``result`` of a
+    # milk check, for a count by result.
     for table, derived in (
         ("body_conditions",
          "animal_id TEXT GENERATED ALWAYS AS (json_extract(body, '$.animal_id')) STORED"),

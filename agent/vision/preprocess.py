@@ -254,7 +254,10 @@ class Preprocessor:
             while len(self._plans) > _PLANS_KEPT:
                 self._plans.popitem(last=False)
         if plan.maps is not None:
-            out = cv2.remap(image, plan.maps[0], plan.maps[1], cv2.INTER_LINEAR,
+            # Depth: never blend a "no data" 0 with its neighbours (a hole would
+            # become something standing half-way up); nearest keeps values real.
+            interp = cv2.INTER_NEAREST if image.dtype == np.uint16 else cv2.INTER_LINEAR
+            out = cv2.remap(image, plan.maps[0], plan.maps[1], interp,
                             borderMode=cv2.BORDER_CONSTANT)
         else:
             x, y, w, h = plan.native_crop
@@ -342,6 +345,8 @@ def resize(img: np.ndarray, size: Size, purpose: Purpose = "model") -> np.ndarra
     dw, dh = size
     if (sw, sh) == (dw, dh):
         return img
+    if img.dtype == np.uint16:  # depth: never average across holes (0 = no data)
+        return cv2.resize(img, size, interpolation=cv2.INTER_NEAREST)
     down = min(sw / dw, sh / dh)
     if purpose == "thumbnail" and down >= 8:
         mid = cv2.resize(img, (dw * 4, dh * 4), interpolation=cv2.INTER_NEAREST)

@@ -20,9 +20,22 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.config.rules import AlertPolicy
 from agent.detect.rules.base import Finding, Signal, median
 
 DAY_S = 86400.0
+
+# Their own alert policies: a loss or an abnormal sample is raised at once (each
+# finding already pools many frames or days); bcs_loss escalates after a day
+# unacknowledged, milk_abnormal (critical for blood and clots) after an hour.
+# milk_abnormal clears only on normal samples at least 30 min apart: a cow's
+# quarter is back to normal at her next milking but one, and an alert no cow id
+# names (subject: the camera) is not closed by the very next cow's normal milk.
+POLICIES = {
+    "bcs_loss": AlertPolicy(severity="warning", escalate_after_s=86400.0),
+    "milk_abnormal": AlertPolicy(severity="warning", escalate_after_s=3600.0,
+                                 clear_after_s=1800.0, clear_count=2),
+}
 KEEP_DAYS = 120  # daily values kept per cow (bounded: the agent runs for months)
 
 

@@ -29,6 +29,7 @@ from agent.clock import Clock, boot_id
 from agent.config.rules import AlertPolicy, RulesConfig
 from agent.detect.alerts import AlertManager
 from agent.detect.rules.base import Finding
+from agent.detect.rules.body_condition import POLICIES as VISION_POLICIES
 from agent.detect.rules.cooling import CoolingRule
 from agent.detect.rules.estrus import EstrusRule
 from agent.detect.rules.heat_stress import HeatStressRule
@@ -80,6 +81,7 @@ class RuleEngine:
             "mastitis": cfg.mastitis.alerts, "estrus": cfg.estrus.alerts,
             "rumination": cfg.rumination.alerts,
         }
+        self._policies.update(VISION_POLICIES)  # bcs_loss, milk_abnormal
         self.alerts = AlertManager(self._policy, self._stamp, list(cfg.escalation_channels))
         self.alerts.rules_seen.update(self.rule_names())
         self.offset = 0.0

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from agent.errors import ConfigError
@@ -51,18 +52,24 @@ def read_labels(path: Path) -> list[Label]:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as err:
         raise LabelsError(f"{path}: cannot read the labels: {err.strerror or err}") from err
-    rows = csv.DictReader(text.splitlines())
+    except UnicodeDecodeError as err:
+        raise LabelsError(f"{path}: not UTF-8 text (byte {err.start}); save the CSV as "
+                          "UTF-8 (in Excel: CSV UTF-8)") from err
+    rows = csv.DictReader(text.splitlines(keepends=True))
     cols = [c.strip() for c in (rows.fieldnames or [])]
     if "image" not in cols or "bcs" not in cols:
         raise LabelsError(f"{path}:1: the header must name the columns image and bcs (and "
                           f"optionally animal); found {', '.join(cols) or 'nothing'}")
     has_animal = "animal" in cols
     out: list[Label] = []
-    for i, raw in enumerate(rows, start=2):
+    for raw in rows:
+        i = rows.line_num  # the physical line (blank lines and quoted breaks counted)
+        where = f"{path}:{i}"
+        if None in raw:
+            raise LabelsError(f"{where}: more fields than the header names")
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
         if not any(row.values()):
             continue
-        where = f"{path}:{i}"
         if not row.get("image"):
             raise LabelsError(f"{where}: no image path")
         image = (path.parent / row["image"]).resolve()
@@ -105,7 +112,7 @@ def measure_all(labels: Iterable[Label], load: Loader, *, rear: str | None = Non
         try:
             colour, depth = load(label.image)
             _, feats = measure(colour, depth, rear)
-        except (NoCow, ValueError) as err:
+        except (NoCow, ValueError, cv2.error) as err:
             out.skipped.append((label, str(err)))
             continue
         out.labels.append(label)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from agent.models.errors import ModelError
@@ -48,12 +49,42 @@ def interval(raw: float, half_width: float, quality: float) -> tuple[float, floa
     return bcs, min(low, bcs), max(high, bcs)
 
 
+MIN_SIDE = 32  # px: smaller frames hold no measurable cow
+MAX_ASPECT = 4.0  # a top view of a lane is never thinner than this
+
+
+def _checked(image: np.ndarray, depth: bool) -> np.ndarray:
+    """The frame as the segmenters take it (BGR uint8, or 2-D uint16 depth);
+    ``NoCow`` for what no camera of ours gives (a sliver, a 1-px strip)."""
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_SIDE or max(h, w) > MAX_ASPECT * min(h, w):
+        raise NoCow(f"a {w} x {h} frame is too small or too thin for a top view")
+    if depth:
+        if image.ndim != 2 or image.dtype != np.uint16:
+            raise NoCow("a depth frame is a single 16-bit channel (mm)")
+        return image
+    if image.dtype != np.uint8:
+        raise NoCow(f"a colour frame is 8-bit, this one is {image.dtype}")
+    if image.ndim == 2:  # a mono or IR camera
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise NoCow(f"a colour frame has 3 channels, this one has shape {image.shape}")
+    return image
+
+
 def measure(colour: np.ndarray | None, depth: np.ndarray | None,
             rear: str | None = None) -> tuple[Segmentation, BackFeatures]:
     """Segment and measure one frame (``NoCow`` when there is no usable cow)."""
-    if colour is None and depth is None:
+    if depth is not None:
+        depth = _checked(depth, True)
+        seg = segment_depth(depth)
+    elif colour is not None:
+        colour = _checked(colour, False)
+        seg = segment_colour(colour)
+    else:
         raise NoCow("no image")
-    seg = segment_depth(depth) if depth is not None else segment_colour(colour)  # type: ignore[arg-type]
     return seg, back_features(seg, colour=colour, depth=depth, rear=rear)
 
 
@@ -81,8 +112,10 @@ class BcsEstimator:
             seen.append(f"{name} needs {'+'.join(groups)}")
         if not seen:
             raise ModelError("bcs", "no active bcs model (see `dairy-edge models list`)")
-        raise NoCow(f"no active BCS model fits this frame ({'; '.join(seen)}; the frame "
-                    f"gives {'+'.join(feats.values)})")
+        # A configuration problem, not an empty lane: the caller counts and logs it.
+        raise ModelError("bcs", f"no active BCS model fits this frame ({'; '.join(seen)}; "
+                         f"the frame gives {'+'.join(feats.values)}): fit a model on this "
+                         "camera's kind of frames")
 
     def score_features(self, feats: BackFeatures) -> BcsEstimate:
         runner, groups = self._pick(feats)

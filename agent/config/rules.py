@@ -367,6 +367,15 @@ class EstrusConfig(Section):
         default_factory=list,
         description="Tied cows show damped activity: their alerts are 'info' with low confidence.",
     )
+    calving_quiet_s: float = Field(
+        3 * 86400, ge=0,
+        description="After a calving (a farm event) her activity is no heat: not raised.",
+    )
+    move_quiet_s: float = Field(
+        86400, ge=0,
+        description="After a pen or group move (a farm event) the new pen stirs her up: "
+        "not raised.",
+    )
     alerts: AlertPolicy = Field(
         default_factory=lambda: AlertPolicy(
             severity="info", min_duration_s=2 * 3600, min_count=4, clear_after_s=3 * 3600,
@@ -393,7 +402,21 @@ class RuminationConfig(Section):
         0.8, gt=0, le=1, description="Judge only when this share of the last 24 h has data."
     )
     calving_suppress_s: float = Field(
-        3 * 86400, ge=0, description="After a noted calving, a drop is expected: no alert."
+        3 * 86400, ge=0,
+        description="After a calving (a farm event), a drop is expected: no alert; her "
+        "baseline restarts from the days after calving.",
+    )
+    move_suppress_s: float = Field(
+        2 * 86400, ge=0,
+        description="After a pen or group move (a farm event), a drop is expected: no alert.",
+    )
+    heat_suppress_s: float = Field(
+        86400, ge=0,
+        description="After a heat recorded by the herd system, cows ruminate less for a "
+        "day: no alert.",
+    )
+    dry_off_rebaseline: bool = Field(
+        True, description="A dry-off (new diet) restarts her baseline, like a calving."
     )
     alerts: AlertPolicy = Field(
         default_factory=lambda: AlertPolicy(
@@ -484,6 +507,13 @@ class RulesConfig(Section):
     estrus: EstrusConfig = Field(default_factory=EstrusConfig)
     rumination: RuminationConfig = Field(default_factory=RuminationConfig)
     plausibility: PlausibilityConfig = Field(default_factory=PlausibilityConfig)
+    farm_events_topic: str | None = Field(
+        None,
+        description="MQTT topic the farm system publishes events to (one JSON event a "
+        "message: calving, dry_off, pen_move, insemination, heat, milking, "
+        "milking_schedule, collection); <ingest.topic_prefix or barn>/farm/events when "
+        "empty. It must be inside mqtt.topics.",
+    )
     escalation_channels: list[str] = Field(
         default_factory=lambda: ["status_page", "mqtt", "relay"],
         description="Escalation steps in order; an alert starts at the first.",

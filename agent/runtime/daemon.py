@@ -30,6 +30,7 @@ from agent import __version__
 from agent.clock import Clock, SystemClock, boot_id
 from agent.config.model import Config
 from agent.config.secrets import read_secret
+from agent.detect.farm_events import FarmEventError, parse_payload
 from agent.detect.rules.body_condition import BcsLossParams, MilkParams
 from agent.errors import ConfigError, InvalidPayload, StorageFault
 from agent.ingest.pipeline import Ingestor
@@ -43,7 +44,12 @@ from agent.records.types import (
     Stamp,
     stable_id,
 )
-from agent.runtime.detection import Detection, calibration_check
+from agent.runtime.detection import (
+    Detection,
+    calibration_check,
+    farm_event_record,
+    farm_events_topic,
+)
 from agent.runtime.notify import Notifier
 from agent.runtime.vision import Vision
 from agent.sources.mqtt import MqttSource
@@ -115,6 +121,7 @@ class Agent:
                 {c.sensor_id: c.due_ts for c in self.ingestor.calibrations.entries()}, self.clock
             ),
         )
+        self._farm_topic = farm_events_topic(config)
         self._handoff: queue.Queue[Any] = queue.Queue(maxsize=HANDOFF_CAPACITY)
         self._processor = threading.Thread(
             target=self._process_loop, name="dairy-edge-process", daemon=True
@@ -165,6 +172,9 @@ class Agent:
                 log.exception("processing %s failed", item[0])
 
     def _process(self, topic: str, payload: bytes, ack: Callable[[], None]) -> None:
+        if topic == self._farm_topic:
+            self._farm_event(topic, payload, ack)
+            return
         try:
             reading = self.ingestor.parse(topic, payload)
         except Exception as err:  # InvalidPayload, or a bug: quarantine either way
@@ -178,6 +188,20 @@ class Agent:
         alerts = self.detection.on_reading(reading)
         self.vision.note_reading(reading)  # RFID reads: cross-checked with ear tags
         self._store(reading, ack)
+        for alert in alerts:
+            self._store(alert, partial(self._publish_alert, alert))
+
+    def _farm_event(self, topic: str, payload: bytes, ack: Callable[[], None]) -> None:
+        """A herd-system event: to the rules, and stored (so synced) as an Event;
+        acknowledged after commit like a reading. A bad one is quarantined."""
+        try:
+            event = parse_payload(payload)
+        except FarmEventError as err:
+            bad = InvalidPayload("bad_farm_event", str(err))
+            self._store(self.ingestor.quarantine(topic, payload, bad), ack)
+            return
+        alerts = self.detection.on_farm_event(event)
+        self._store(farm_event_record(event, self._stamp()), ack)
         for alert in alerts:
             self._store(alert, partial(self._publish_alert, alert))
 

@@ -17,13 +17,22 @@ from pathlib import Path
 from typing import Any
 
 from agent.clock import Clock
-from agent.config.model import DetectConfig
+from agent.config.model import Config, DetectConfig
 from agent.detect.anomaly.engine import AnomalyEngine
+from agent.detect.farm_events import FarmEvent
 from agent.detect.rules.base import Finding
 from agent.detect.rules.body_condition import BcsLossParams, BcsLossRule, MilkParams, MilkRule
 from agent.detect.rules.engine import RuleEngine
 from agent.errors import InvalidPayload
-from agent.records.types import Alert, BodyCondition, MilkCheck, Reading
+from agent.records.types import (
+    Alert,
+    BodyCondition,
+    Event,
+    MilkCheck,
+    Reading,
+    Stamp,
+    stable_id,
+)
 from agent.store.state import load_states, save_states
 from agent.store.writer import StoreWriter
 
@@ -87,6 +96,15 @@ class Detection:
                                                arrival):
                 out += rules.alerts.process(f)
             return out
+
+    def on_farm_event(self, event: FarmEvent) -> list[Alert]:
+        """A farm event (from the farm events topic or a replay's ``--farm`` file),
+        dated when it happened: on the wall clock, when that is synced."""
+        if not self.config.enabled:
+            return []
+        late = self.clock.wall() - event.ts if self.clock.synced() else 0.0
+        with self._lock:
+            return self.rules.on_farm_event(event, late_s=late)
 
     def configure_vision(self, bcs: BcsLossParams, milk: MilkParams) -> None:
         """The camera rules' thresholds (from the vision section of the config)."""
@@ -163,6 +181,23 @@ class Detection:
                 states[BCS_KEY] = self.bcs_loss.to_state()
         mono_ns = self.clock.monotonic_ns()
         writer.call(lambda conn: save_states(conn, states, mono_ns, boot))
+
+
+def farm_events_topic(config: Config) -> str:
+    """The topic the farm system publishes its events to."""
+    return (config.detect.rules.farm_events_topic
+            or f"{config.ingest.topic_prefix or 'barn'}/farm/events")
+
+
+def farm_event_record(event: FarmEvent, stamp: Stamp) -> Event:
+    """The stored (and synced) record of a farm event. Its id comes from the event,
+    so a message the broker delivers twice is stored once."""
+    data = event.to_dict()
+    rid = stable_id("farm_event", data["ts"], event.type, event.animal or "",
+                    repr(sorted(event.detail.items())))
+    what = f"{event.type} {event.animal}" if event.animal else event.type
+    return Event(record_id=rid, event="farm_event", detail=f"{what} at {data['ts']}",
+                 stamp=stamp, data=data)
 
 
 def calibration_check(

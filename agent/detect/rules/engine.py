@@ -18,6 +18,14 @@ before the gateway's clock is synced, are judged at arrival. Per sensor the
 time never goes back (a resent older message is judged at the latest time
 seen). The sensor checks judge values on the same sensor time and silence on
 arrival time: silence is what the gateway hears.
+
+Farm events (``agent.detect.farm_events``: calvings, dry-offs, pen moves,
+inseminations, heats, milkings) reach the rules through ``on_farm_event``, at
+the time they happened (up to ``FARM_MAX_LATE_S`` back). Rumination and
+mastitis take them in their own ``note_event``; estrus findings are checked
+here against ``self.farm``: no heat is raised in the quiet spell after a
+calving or a move, and a heat the herd system recorded, or an insemination
+about 21 days earlier, is noted on the alert (never suppressing it).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from typing import Any, Protocol
 from agent.clock import Clock, boot_id
 from agent.config.rules import AlertPolicy, RulesConfig
 from agent.detect.alerts import AlertManager
+from agent.detect.farm_events import FarmContext, FarmEvent
 from agent.detect.rules.base import Finding
 from agent.detect.rules.body_condition import POLICIES as VISION_POLICIES
 from agent.detect.rules.cooling import CoolingRule
@@ -43,6 +52,9 @@ STATE_VERSION = 1
 # A reading later than this (by its device's clock) is taken as a wrong device
 # clock rather than a backlog: judged at arrival.
 MAX_LATE_S = 7 * 86400.0
+# A farm event recorded later than this is dated this far back (every quiet
+# spell it starts is shorter than this).
+FARM_MAX_LATE_S = 60 * 86400.0
 ROLES = ("climate", "bulk_tank", "milk_meter", "collar", "water", "rfid")
 
 
@@ -66,10 +78,13 @@ class RuleEngine:
         self.clock = clock
         m = cfg.mapping
         self.rumination = RuminationRule(cfg.rumination, m)
+        self.mastitis = MastitisRule(cfg.mastitis, m)
+        self.estrus = EstrusRule(cfg.estrus, m)
         self.rules: list[_Rule] = [
             CoolingRule(cfg.cooling, m), HeatStressRule(cfg.heat_stress, m),
-            MastitisRule(cfg.mastitis, m), EstrusRule(cfg.estrus, m), self.rumination,
+            self.mastitis, self.estrus, self.rumination,
         ]
+        self.farm = FarmContext()
         self.sensors = PlausibilityRule(cfg.plausibility, calibration, m)
         self.by_role: dict[str, list[_Rule]] = {r: [] for r in ROLES}
         for rule in self.rules:
@@ -128,8 +143,23 @@ class RuleEngine:
             reading = dataclasses.replace(reading, values=values)
         for rule in self.by_role.get(role, ()):
             for f in rule.on_reading(reading, t):
+                if f.rule == "estrus" and self.farm.last:
+                    self._estrus_farm(f, t)
                 out += self.alerts.process(f)
         return out
+
+    def on_farm_event(self, event: FarmEvent, late_s: float = 0.0,
+                      now_mono: float | None = None) -> list[Alert]:
+        """A farm event, received ``late_s`` seconds after it happened (a future
+        one counts as now); the rules that need it take note."""
+        if not self.cfg.enabled:
+            return []
+        mono = self.clock.monotonic() if now_mono is None else now_mono
+        t = self._time(mono, self.boot) - min(max(late_s, 0.0), FARM_MAX_LATE_S)
+        self.farm.note(event, t)
+        if event.animal is not None:
+            self._note_cow(event.type, event.animal, t)
+        return []
 
     def sensor_time(self, reading: Reading, arrival: float) -> float:
         """Engine time at which the device measured ``reading`` (see the module doc)."""
@@ -184,7 +214,9 @@ class RuleEngine:
 
     def note_calving(self, animal_id: str, now_mono: float | None = None) -> None:
         mono = self.clock.monotonic() if now_mono is None else now_mono
-        self.rumination.note_calving(animal_id, self._time(mono, self.boot))
+        t = self._time(mono, self.boot)
+        self.farm.note(FarmEvent(t, "calving", animal_id), t)
+        self._note_cow("calving", animal_id, t)
 
     def open_alerts(self) -> list[dict[str, Any]]:
         return [{"alert_id": tr.alert_id, "rule": tr.rule, "subject": tr.subject,
@@ -203,6 +235,7 @@ class RuleEngine:
             "rules": {r.name: r.to_state() for r in self.rules},
             "sensors": self.sensors.to_state(),
             "alerts": self.alerts.to_state(),
+            "farm": self.farm.to_state(),
         }
 
     def from_state(self, state: dict[str, Any]) -> None:
@@ -213,11 +246,34 @@ class RuleEngine:
                 rule.from_state(state["rules"][rule.name])
         self.sensors.from_state(state["sensors"])
         self.alerts.from_state(state["alerts"])
+        self.farm = FarmContext.from_state(state.get("farm", {}))
         self.alerts.rules_seen.update(self.rule_names())
         self.boot, self.last_t, self.offset = state["boot_id"], state["last_t"], state["offset"]
         self._rebase = True
 
     # -- internals ---------------------------------------------------------
+    def _note_cow(self, kind: str, animal: str, t: float) -> None:
+        self.rumination.note_event(kind, animal, t)
+        self.mastitis.note_event(kind, animal, t)
+        note = getattr(self.estrus, "note_event", None)  # for estrus.py to take up
+        if note is not None:
+            note(kind, animal, t)
+
+    def _estrus_farm(self, f: Finding, t: float) -> None:
+        """An estrus finding against the herd system's events (see the module doc)."""
+        animal = f.animal_id
+        if animal is None:
+            return
+        farm, cfg = self.farm, self.cfg.estrus
+        f.extra.update(farm.heat_note(animal, t))
+        if f.status == "raise":
+            for kind, span in (("calving", cfg.calving_quiet_s),
+                               ("pen_move", cfg.move_quiet_s)):
+                if farm.within(animal, kind, t, span):
+                    f.status = "hold"
+                    f.extra["farm_event"] = kind
+                    break
+
     def _time(self, mono_s: float, boot: str) -> float:
         if self._rebase:
             self._rebase = False

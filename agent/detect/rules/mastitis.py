@@ -6,6 +6,10 @@ cow the yield against her median of recent milkings. EC evidence on a quarter
 means both a rise and a ratio. An alert needs EC evidence plus a second signal
 (yield drop or absolute level) at the same milking, or EC evidence persisting
 over consecutive milkings. Abnormal milkings do not enter the baselines.
+
+Farm events: a dried-off cow is not judged until she calves again; a calving
+starts her baselines afresh (colostrum and fresh-cow milk differ from her
+previous lactation).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from agent.config.rules import MastitisConfig, RoleMapping
 from agent.detect.rules.base import Finding, Signal, Status, median
 
 RULE = "mastitis"
+DRY_KEY = "\x1fdry"  # in the saved state beside the cows; never a cow id
 
 
 @dataclass(slots=True)
@@ -44,10 +49,20 @@ class MastitisRule:
         self.cfg = config
         self.map = mapping
         self.cows: dict[str, _Cow] = {}
+        self.dry: set[str] = set()
+
+    def note_event(self, kind: str, animal_id: str, t: float) -> None:
+        """A farm event for this cow: a dry-off stops the rule for her, a calving
+        restarts it with fresh baselines."""
+        if kind == "dry_off":
+            self.dry.add(animal_id)
+        elif kind == "calving":
+            self.dry.discard(animal_id)
+            self.cows.pop(animal_id, None)
 
     def on_reading(self, reading: Any, t: float) -> list[Finding]:
         animal = reading.animal_id
-        if animal is None:
+        if animal is None or animal in self.dry:
             return []
         cfg, n = self.cfg, self.cfg.baseline_milkings
         ecs = {q: reading.values[k] for q, k in self.map.conductivity_keys.items()
@@ -114,8 +129,12 @@ class MastitisRule:
         return []
 
     def to_state(self) -> dict[str, Any]:
-        return {k: v.to_state() for k, v in self.cows.items()}
+        state: dict[str, Any] = {k: v.to_state() for k, v in self.cows.items()}
+        if self.dry:
+            state[DRY_KEY] = sorted(self.dry)
+        return state
 
     def from_state(self, state: dict[str, Any]) -> None:
         n = self.cfg.baseline_milkings
-        self.cows = {k: _Cow.from_state(v, n) for k, v in state.items()}
+        self.cows = {k: _Cow.from_state(v, n) for k, v in state.items() if k != DRY_KEY}
+        self.dry = set(state.get(DRY_KEY, []))

@@ -2,7 +2,10 @@
 
 The last 24 h of rumination minutes, scaled up for missing readings, against
 the median of her previous daily totals. Days with a drop do not enter the
-baseline. After a noted calving the expected fall (about 70 %) is not alerted.
+baseline. Farm events (``agent.detect.farm_events``) explain a fall: after a
+calving (about 70 %), a pen or group move, or a heat the herd system recorded,
+no alert for a few days; a calving or a dry-off (a new diet) also restarts her
+baseline from the days that follow.
 
 The herd's same-day change is taken out: when most cows ruminate less at once
 (a hot day, a feed delay), her baseline is scaled by the herd's median ratio
@@ -50,7 +53,8 @@ class RuminationRule:
         self.cfg = config
         self.map = mapping
         self.cows: dict[str, _Cow] = {}
-        self.calvings: dict[str, float] = {}
+        self.calvings: dict[str, float] = {}  # kept for older saved state
+        self.quiet: dict[str, tuple[float, str]] = {}  # cow: (quiet until, why)
         self._herd = 1.0
         self._herd_t = -1e18
 
@@ -63,7 +67,25 @@ class RuminationRule:
         return self._herd
 
     def note_calving(self, animal_id: str, t: float) -> None:
-        self.calvings[animal_id] = t
+        self.note_event("calving", animal_id, t)
+
+    def note_event(self, kind: str, animal_id: str, t: float) -> None:
+        """A farm event for this cow at engine time ``t``: a quiet spell, and for a
+        calving or a dry-off a fresh baseline."""
+        cfg = self.cfg
+        span = {"calving": cfg.calving_suppress_s, "pen_move": cfg.move_suppress_s,
+                "heat": cfg.heat_suppress_s}.get(kind)
+        if kind == "calving":
+            self.calvings[animal_id] = t
+        if span:
+            until, _ = self.quiet.get(animal_id, (-1e18, ""))
+            if t + span > until:
+                self.quiet[animal_id] = (t + span, kind)
+        if kind == "calving" or (kind == "dry_off" and cfg.dry_off_rebaseline):
+            cow = self.cows.get(animal_id)
+            if cow is not None:
+                cow.daily.clear()
+                cow.day_t = t
 
     def on_reading(self, reading: Any, t: float) -> list[Finding]:
         minutes = reading.values.get(self.map.rumination_key)
@@ -97,9 +119,8 @@ class RuminationRule:
                 cow.daily = (cow.daily + [estimate])[-cfg.baseline_days * 2:]
         if baseline is None:
             return []
-        calved = self.calvings.get(animal)
-        if calved is not None and t - calved < cfg.calving_suppress_s:
-            return []
+        if t < self.quiet.get(animal, (-1e18, ""))[0]:
+            return []  # explained by a farm event
         status: Status = ("raise" if judged_drop >= limit
                           else "clear" if judged_drop < cfg.clear_min else "hold")
         return [Finding(
@@ -116,8 +137,11 @@ class RuminationRule:
 
     def to_state(self) -> dict[str, Any]:
         return {"cows": {k: v.to_state() for k, v in self.cows.items()},
-                "calvings": self.calvings}
+                "calvings": self.calvings, "quiet": {k: list(v) for k, v in self.quiet.items()}}
 
     def from_state(self, state: dict[str, Any]) -> None:
         self.cows = {k: _Cow.from_state(v) for k, v in state.get("cows", {}).items()}
         self.calvings = dict(state.get("calvings", {}))
+        self.quiet = {k: (float(v[0]), str(v[1])) for k, v in state.get("quiet", {}).items()}
+        for cow, t in self.calvings.items():  # older state: calvings only
+            self.quiet.setdefault(cow, (t + self.cfg.calving_suppress_s, "calving"))

@@ -30,8 +30,9 @@ def add_replay_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="agent YAML config: rule profiles, firmware and calibration folders "
                    "(defaults when omitted)")
     p.add_argument("--farm", type=Path, default=None,
-                   help="farm events (YAML/JSON list or JSON lines of {ts, type, animal}): "
-                   "calvings, dry-offs, moves, inseminations, heats, milkings, collections")
+                   help="farm events, JSON lines of {ts, type, animal, ...} (docs/alerts.md): "
+                   "calving, dry_off, pen_move, insemination, heat, milking, "
+                   "milking_schedule, collection")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="ALERTS.jsonl",
                    help="where to write the raised alerts ('-' for stdout)")
     p.add_argument("--tick-s", type=float, default=60.0,

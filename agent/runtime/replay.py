@@ -29,9 +29,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agent.config.model import Config
+from agent.detect.farm_events import (
+    FARM_EVENT_TYPES,
+    FarmEvent,
+    FarmEventError,
+    parse_event,
+    parse_lines,
+)
 from agent.errors import ConfigError, InvalidPayload
 from agent.ingest.pipeline import Ingestor
 from agent.records import Alert
@@ -39,8 +44,7 @@ from agent.runtime.detection import Detection, calibration_check
 
 BOOT = "replay"
 DEFAULT_TICK_S = 60.0
-FARM_EVENT_TYPES = ("calving", "dry_off", "move", "insemination", "heat", "milking",
-                    "collection")
+__all__ = ["FARM_EVENT_TYPES", "FarmEvent", "Replayer", "load_farm_events", "replay_lines"]
 
 
 class BadLine(ValueError):
@@ -131,56 +135,31 @@ def decode_line(line: str | bytes) -> tuple[float, str, bytes]:
     return ts, topic, payload
 
 
-@dataclass(slots=True, order=True)
-class FarmEvent:
-    """Something the herd system recorded: a calving, a move, a milking..."""
-
-    ts: float
-    type: str = field(compare=False)
-    animal: str | None = field(default=None, compare=False)
-    detail: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
 def load_farm_events(path: Path) -> list[FarmEvent]:
-    """Farm events from YAML / JSON (``{"events": [...]}`` or a list) or JSON lines.
-
-    Each event: ``{"ts": ..., "type": "calving", "animal": "1042"}``; types are
-    FARM_EVENT_TYPES. Sorted by time.
-    """
+    """Farm events from a file in the format of ``agent.detect.farm_events``: JSON
+    lines, one event each (a JSON array of the same objects is read too). Sorted
+    by time; a bad event is a ConfigError naming the file and line."""
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
-    items: Any
+    except (OSError, UnicodeDecodeError) as err:
+        why = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{path}: cannot read: {why}") from err
     try:
-        items = yaml.safe_load(text)
-    except yaml.YAMLError:
-        items = None
-    if not isinstance(items, dict | list):  # JSON lines, one event each
-        try:
-            items = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except ValueError as err:
-            raise ConfigError(f"{path}: neither YAML/JSON nor JSON lines: {err}") from err
-    if isinstance(items, dict):
-        items = items.get("events", [])
-    if not isinstance(items, list):
-        raise ConfigError(f"{path}: events must be a list")
-    out: list[FarmEvent] = []
-    for n, item in enumerate(items, 1):
-        if not isinstance(item, dict):
-            raise ConfigError(f"{path}: event {n} is not a mapping")
-        kind = str(item.get("type", ""))
-        if kind not in FARM_EVENT_TYPES:
-            raise ConfigError(f"{path}: event {n}: type {kind!r} is not one of "
-                              f"{', '.join(FARM_EVENT_TYPES)}")
-        try:
-            ts = parse_ts(item.get("ts"))
-        except BadLine as err:
-            raise ConfigError(f"{path}: event {n}: {err}") from None
-        animal = item.get("animal")
-        rest = {k: v for k, v in item.items() if k not in ("ts", "type", "animal")}
-        out.append(FarmEvent(ts, kind, None if animal is None else str(animal), rest))
-    return sorted(out)
+        if text.lstrip().startswith("["):
+            try:
+                items = json.loads(text)
+            except ValueError as err:
+                raise ConfigError(f"{path}: not a JSON array: {err}") from None
+            events = []
+            for n, item in enumerate(items, 1):
+                try:
+                    events.append(parse_event(item))
+                except FarmEventError as err:
+                    raise FarmEventError(f"{path}: event {n}: {err}") from None
+            return sorted(events)
+        return parse_lines(text.splitlines(), source=str(path))
+    except FarmEventError as err:
+        raise ConfigError(str(err)) from None
 
 
 @dataclass(slots=True)
@@ -258,14 +237,15 @@ class Replayer:
         return self.detection.tick(self.clock.now)
 
     def _events_until(self, ts: float) -> list[Alert]:
+        """Farm events up to the data clock, at the time each happened."""
+        out: list[Alert] = []
         events = self.events
         while self._event_i < len(events) and events[self._event_i].ts <= ts:
             ev = events[self._event_i]
             self._event_i += 1
             self.stats.farm_events += 1
-            if ev.type == "calving" and ev.animal:
-                self.detection.rules.note_calving(ev.animal, now_mono=ev.ts)
-        return []
+            out += self.detection.on_farm_event(ev)
+        return out
 
 
 def subject_of(alert: Alert) -> str:

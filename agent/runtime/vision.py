@@ -111,7 +111,7 @@ class Vision:
         if bcs and bcs_cfg.model_dir is not None:
             self.bcs_registry = ModelRegistry(
                 config.vision.models.model_copy(update={"dir": bcs_cfg.model_dir}),
-                required=[BCS_MODEL], only=BCS_MODELS)
+                required=[BCS_MODEL], only=[BCS_MODEL])
             self.registries.append(self.bcs_registry)
         self.bcs = BcsEstimator(lambda name: self.bcs_registry.get(name) if name == BCS_MODEL
                                 else self.registry.get(name),
@@ -123,9 +123,9 @@ class Vision:
         self.milk_pools: dict[str, VisitPool[MilkResult]] = {
             cam.id: VisitPool(cam.id, boot, gap_s=config.vision.milk.visit_gap_s)
             for cam in milk}
-        # Finished visits held for the join window, oldest first: (due wall time, visit, camera).
-        # (due on the monotonic clock, ns; visit; camera): a wall clock stepping
-        # back must not hold them.
+        # Finished visits held for the join window, oldest first: (due on the
+        # monotonic clock in ns, visit, camera); a wall clock stepping back must
+        # not hold them.
         self._pending: deque[tuple[int, Visit[Any], CameraConfig]] = deque()
         self._model_errors_logged: set[str] = set()
         self._idents: dict[str, deque[Identification]] = {}

@@ -53,3 +53,58 @@ def test_a_single_low_rumination_day_raises_nothing() -> None:
     out = _herd(eng, r, low, low + 3 * 86400, herd,
                 rum=lambda cow, t: 0.65 if cow == "cow-2" and t < low + 86400 else 1.0)
     assert not [a for a in out if a.rule == "rumination"]
+
+
+# -- estrus: a new cow against the herd, a herd-wide rise is no heat ----------
+
+def _heat(cow: str, start: float, level: float, hours: float = 14.0):  # type: ignore[no-untyped-def]
+    def act(c: str, t: float) -> float:
+        if c != cow or not start <= t <= start + hours * 3600:
+            return 1.0
+        return 1 + (level - 1) * min(1.0, (t - start) / 7200)  # a 2 h ramp, as heats rise
+    return act
+
+
+def _estrus(out):  # type: ignore[no-untyped-def]
+    return [a for a in out if a.rule == "estrus" and a.state == "raised"]
+
+
+def test_a_new_cow_in_heat_on_day_three_is_found_against_the_herd_within_6_h() -> None:
+    eng, _ = engine()
+    r = random.Random(5)
+    herd = [f"cow-{n}" for n in range(10)]
+    onset = 3 * 86400 + 10 * 3600  # her third day: no baseline of her own yet
+    out = _herd(eng, r, 0, onset + 86400, herd, act=_heat("cow-4", onset, 3.0))
+    est = _estrus(out)
+    assert [a.animal_id for a in est] == ["cow-4"]
+    assert "herd" in est[0].message
+    assert est[0].details["baseline"] == "herd"
+    at = est[0].stamp.mono_ns / 1e9
+    assert onset < at <= onset + 6 * 3600
+
+
+def test_a_whole_new_herd_stirred_up_together_is_not_a_heat() -> None:
+    eng, _ = engine()
+    r = random.Random(6)
+    herd = [f"cow-{n}" for n in range(10)]
+    stir = 2 * 86400 + 9 * 3600
+    gain = {cow: r.uniform(0.7, 1.3) for cow in herd}  # cows react unequally
+
+    def regrouped(cow: str, t: float) -> float:
+        return 1 + 1.5 * gain[cow] if stir <= t < stir + 8 * 3600 else 1.0
+
+    out = _herd(eng, r, 0, stir + 86400, herd, act=regrouped)
+    assert _estrus(out) == []
+
+
+def test_a_settled_cow_in_heat_is_raised_within_6_h_of_onset() -> None:
+    eng, _ = engine()
+    r = random.Random(7)
+    herd = [f"cow-{n}" for n in range(10)]
+    onset = 9 * 86400 + 20 * 3600
+    out = _herd(eng, r, 0, onset + 86400, herd, act=_heat("cow-7", onset, 2.5))
+    est = _estrus(out)
+    assert [a.animal_id for a in est] == ["cow-7"]
+    assert est[0].details["baseline"] == "own"
+    at = est[0].stamp.mono_ns / 1e9
+    assert onset < at <= onset + 6 * 3600

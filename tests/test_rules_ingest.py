@@ -81,7 +81,12 @@ def test_normal_barn_over_two_days_raises_nothing() -> None:
         assert max(tank.times_to_target) < 3 * 3600
     # A normal barn raises no alert of any rule: cooling, animal or sensor.
     assert set(eng.rule_names()) >= {"cooling", "sensor.erratic", "sensor.dropout"}
-    assert [(a.rule, a.sensor_id, a.message) for a in run.raised()] == []
+    # Except heats: the simulator gives each cow a whole day at 2.5x activity once in
+    # 21 days, and a new cow is judged against the herd from her second day.
+    heat = {str(c["number"]) for c in run.sim._cows  # type: ignore[attr-defined]
+            if c["heat_day"] == int(DEFAULT_START // 86400 + 2) % 21}
+    assert [(a.rule, a.sensor_id, a.message) for a in run.raised()
+            if not (a.rule == "estrus" and a.animal_id in heat)] == []
 
 
 def test_a_compressor_failure_in_storage_is_caught() -> None:

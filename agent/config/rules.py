@@ -323,10 +323,10 @@ class MastitisConfig(Section):
 
 class EstrusConfig(Section):
     window_s: float = Field(
-        6 * 3600, gt=0,
+        4 * 3600, gt=0,
         description="The signal is the median activity ratio of the readings in this window, "
         "so a rise must be sustained over hours (estrus lasts 12-18 h); a one-hour "
-        "disturbance moves a median little.",
+        "disturbance moves a median little. 4 h, not 6: heat within 6 h of onset.",
     )
     raise_ratio: float = Field(
         1.5, gt=1, description="Lowest activity multiple of her own baseline that can raise."
@@ -361,7 +361,20 @@ class EstrusConfig(Section):
         description="A rise lasting longer than this is a new normal, not a heat: her "
         "baseline adopts it again.",
     )
-    warmup_days: float = Field(7.0, ge=0, description="No alerts before this much history.")
+    warmup_days: float = Field(
+        7.0, ge=0,
+        description="Before this much history a cow is judged against the herd (her place "
+        "among the cows heard at the same time), after it against her own baseline.",
+    )
+    young_min_h: float = Field(
+        24.0, ge=0,
+        description="Hours a new cow is watched (her usual place in the herd) before any heat.",
+    )
+    herd_crowd_share: float = Field(
+        0.1, gt=0, le=1,
+        description="When more than this share of the herd (and more than 2 cows) stand out "
+        "at once, it is a disturbance, not that many heats: no new heat for half a window.",
+    )
     min_samples: int = Field(5, ge=1, description="Samples per hour of day before judging.")
     tied_animals: list[str] = Field(
         default_factory=list,
@@ -378,7 +391,7 @@ class EstrusConfig(Section):
     )
     alerts: AlertPolicy = Field(
         default_factory=lambda: AlertPolicy(
-            severity="info", min_duration_s=2 * 3600, min_count=4, clear_after_s=3 * 3600,
+            severity="info", min_duration_s=3600, min_count=4, clear_after_s=3 * 3600,
             clear_count=3,
         )
     )

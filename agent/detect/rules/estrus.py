@@ -15,6 +15,17 @@ false heats:
   ``max_heat_s``; a longer rise is her new normal.
 
 Tied cows are reported at low confidence, since their activity is damped.
+
+Before ``warmup_days`` a cow has no settled baseline of her own, so she is
+compared with the herd instead: her median log activity over the window
+against the median of the cows heard at the same time (same hour of day, same
+barn routine), less her usual place in the herd (``level``, a slow mean of
+that difference learnt outside heats). The threshold is ``raise_z`` robust
+deviations (1.4826 MAD) of that difference across the herd now, with the
+``raise_ratio`` floor. A rise the herd shares moves the median, not her
+place in it; and when many cows stand out at once it is a disturbance, not
+that many heats: no new heat is raised. She needs ``young_min_h`` hours of
+history (her level) first; a barn where every cow is new waits for that too.
 """
 
 from __future__ import annotations
@@ -31,6 +42,9 @@ RULE = "estrus"
 HERD_REFRESH_S = 900.0  # recompute the herd's shared rise at most this often
 HERD_FRESH_S = 3 * 3600.0  # a cow's signal older than this is not in the herd median
 FLOOR = 1.0  # counts: keeps log ratios finite when a window holds no activity
+LEVEL_TC_S = 12 * 3600.0  # time constant of a young cow's place in the herd
+YOUNG_FRESH_S = 1800.0  # a young cow's window rate older than this is not in the herd median
+YOUNG_SPREAD_MIN = 0.2  # log: the least robust deviation a young cow's threshold assumes
 
 
 @dataclass(slots=True)
@@ -43,18 +57,27 @@ class _Cow:
     signal: float = 0.0
     signal_t: float = 0.0
     high_since: float | None = None
+    rate: float | None = None  # median log activity per hour over the window (herd compare)
+    rate_t: float = -1e18
+    level: float | None = None  # her log activity against the herd's median (slow mean)
+    level_s: float = 0.0  # seconds of history in ``level``
+    place_spread: float | None = None  # RMS of her deviation from that place, log scale
 
     def to_state(self) -> dict[str, Any]:
         return {"window": self.window.to_state(), "first_t": self.first_t,
                 "base": self.base, "count": self.count, "spread": self.spread,
                 "signal": self.signal, "signal_t": self.signal_t,
-                "high_since": self.high_since}
+                "high_since": self.high_since, "rate": self.rate, "rate_t": self.rate_t,
+                "level": self.level, "level_s": self.level_s,
+                "place_spread": self.place_spread}
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> _Cow:
         return cls(Window.from_state(data["window"]), data["first_t"], data["base"],
                    data["count"], data.get("spread"), data.get("signal", 0.0),
-                   data.get("signal_t", 0.0), data.get("high_since"))
+                   data.get("signal_t", 0.0), data.get("high_since"), data.get("rate"),
+                   data.get("rate_t", -1e18), data.get("level"), data.get("level_s", 0.0),
+                   data.get("place_spread"))
 
 
 class EstrusRule:
@@ -68,6 +91,11 @@ class EstrusRule:
         self._herd = 0.0
         self._herd_t = -1e18
         self._disturbed_until = -1e18
+        # The herd now, for young cows: median window rate, robust deviation of
+        # her place in it, and when these were computed.
+        self._herd_rate: float | None = None
+        self._herd_spread: float | None = None
+        self._young_t = -1e18
 
     def on_reading(self, reading: Any, t: float) -> list[Finding]:
         activity = reading.values.get(self.map.activity_key)
@@ -83,6 +111,11 @@ class EstrusRule:
         if dt is None:
             return []
         items = cow.window.items
+        covered = cow.window.covered() >= 0.75 * cfg.window_s
+        cow.rate = median(math.log((v + FLOOR) * 3600 / d) for _, d, v, _ in items)
+        cow.rate_t = t
+        self._refresh_young(t)
+        young = t - cow.first_t < cfg.warmup_days * 86400
         known = all(cow.count[h] >= cfg.min_samples and cow.base[h] for _, _, _, h in items)
         judged = False
         signal = 0.0
@@ -91,10 +124,18 @@ class EstrusRule:
                       for _, d, v, h in items]
             cow.signal, cow.signal_t = median(ratios), t
             signal = cow.signal - self._herd_shift(t)
-            judged = (cow.window.covered() >= 0.75 * cfg.window_s
-                      and t - cow.first_t >= cfg.warmup_days * 86400
-                      and cow.spread is not None)
+            judged = covered and not young and cow.spread is not None
+        own_signal = signal
         spread = cow.spread or 0.0
+        herd_rate = self._herd_rate
+        place = None if herd_rate is None else cow.rate - herd_rate
+        if young:  # no settled baseline of her own yet: her place in the herd
+            judged = (covered and place is not None and cow.level is not None
+                      and cow.level_s >= cfg.young_min_h * 3600
+                      and self._herd_spread is not None)
+            signal = (place or 0.0) - (cow.level or 0.0)
+            # The herd's robust deviation misses restless cows' tails: her own too.
+            spread = max(self._herd_spread or 0.0, cow.place_spread or 0.0, YOUNG_SPREAD_MIN)
         raise_at = max(math.log(cfg.raise_ratio), cfg.raise_z * spread)
         clear_at = min(raise_at, max(math.log(cfg.clear_ratio), cfg.clear_z * spread))
         high = judged and signal >= clear_at
@@ -105,7 +146,19 @@ class EstrusRule:
         # Heat hours would inflate her baseline and her spread: keep them out,
         # unless the rise has lasted longer than any heat.
         if not high or t - (cow.high_since or t) > cfg.max_heat_s:
-            self._learn(cow, hour, activity * 3600 / dt, dt, signal if known else None)
+            self._learn(cow, hour, activity * 3600 / dt, dt, own_signal if known else None)
+            if place is not None and covered:
+                w = 1 - math.exp(-dt / LEVEL_TC_S)
+                cow.level = place if cow.level is None else cow.level + w * (place - cow.level)
+                cow.level_s += dt
+                if cow.level_s >= cfg.young_min_h * 3600 / 2:
+                    dev = abs(place - cow.level)
+                    ps = cow.place_spread
+                    if ps is not None:
+                        dev = min(dev, 4 * ps + 0.05)
+                    w = 1 - math.exp(-dt / (cfg.spread_days * 86400))
+                    cow.place_spread = (dev if ps is None
+                                        else math.sqrt(ps ** 2 + w * (dev ** 2 - ps ** 2)))
         if not judged:
             return []
         tied = animal in cfg.tied_animals
@@ -115,8 +168,13 @@ class EstrusRule:
         if disturbed and status == "raise":
             status = "hold"  # the herd is stirred up: wait until it settles
         ratio = math.exp(signal)
-        expected = sum((cow.base[h] or 0.0) * d / 3600 for _, d, _, h in items)
-        summary = (f"Cow {animal}: activity {ratio:.1f}x her own baseline for "
+        if young:
+            expected = math.exp((herd_rate or 0.0) + (cow.level or 0.0)) * cow.window.covered() / 3600
+            against = "what the herd does now (she is new)"
+        else:
+            expected = sum((cow.base[h] or 0.0) * d / 3600 for _, d, _, h in items)
+            against = "her own baseline"
+        summary = (f"Cow {animal}: activity {ratio:.1f}x {against} for "
                    f"{cfg.window_s / 3600:.0f} h, possible heat")
         if tied:
             summary += " (tied cow: activity is damped, low confidence)"
@@ -125,12 +183,14 @@ class EstrusRule:
             severity="info" if tied else None, summary=summary,
             signals=[Signal(f"activity ({cfg.window_s / 3600:.0f} h)", cow.window.total(),
                             baseline=expected, limit=expected * math.exp(raise_at),
-                            note=f"median ratio {ratio:.2f}x, herd-adjusted; raise at "
+                            note=f"median ratio {ratio:.2f}x, herd-adjusted"
+                            f"{' (herd baseline)' if young else ''}; raise at "
                             f"{math.exp(raise_at):.2f}x (her spread {spread:.2f})")],
             sensor_id=reading.sensor_id, animal_id=animal,
             extra={"ratio": round(ratio, 3), "raise_ratio": round(math.exp(raise_at), 3),
                    "herd_shift": round(self._herd, 3), "herd_disturbed": disturbed,
-                   "confidence": "low" if tied else "normal"},
+                   "baseline": "herd" if young else "own",
+                   "confidence": "low" if tied or young else "normal"},
         )]
 
     def _learn(self, cow: _Cow, hour: int, rate: float, dt: float,
@@ -167,13 +227,42 @@ class EstrusRule:
                 self._disturbed_until = t + self.cfg.window_s / 2
         return self._herd
 
+    def _refresh_young(self, t: float) -> None:
+        """The herd's median window rate now, and how far cows with a known place in
+        it stray from that place (robust); many cows far above theirs at once is a
+        disturbance, so no new heat is raised for a while."""
+        if t - self._young_t < HERD_REFRESH_S:
+            return
+        self._young_t = t
+        cfg = self.cfg
+        fresh = [c for c in self.cows.values()
+                 if c.rate is not None and t - c.rate_t <= YOUNG_FRESH_S]
+        if len(fresh) < cfg.herd_min_cows:
+            self._herd_rate = self._herd_spread = None
+            return
+        herd = median(c.rate for c in fresh)  # type: ignore[misc]
+        self._herd_rate = herd
+        res = [(c.rate or 0.0) - herd - c.level for c in fresh
+               if c.level is not None and c.level_s >= cfg.young_min_h * 3600]
+        if len(res) < cfg.herd_min_cows:
+            self._herd_spread = None
+            return
+        mid = median(res)
+        spread = max(1.4826 * median(abs(x - mid) for x in res), YOUNG_SPREAD_MIN)
+        self._herd_spread = spread
+        raise_at = max(math.log(cfg.raise_ratio), cfg.raise_z * spread)
+        high = sum(1 for x in res if x >= raise_at)
+        if high > max(2, cfg.herd_crowd_share * len(res)):
+            self._disturbed_until = t + cfg.window_s / 2
+
     def tick(self, t: float) -> list[Finding]:
         return []
 
     def to_state(self) -> dict[str, Any]:
         return {"cows": {k: v.to_state() for k, v in self.cows.items()},
                 "herd": self._herd, "herd_t": self._herd_t,
-                "disturbed_until": self._disturbed_until}
+                "disturbed_until": self._disturbed_until, "herd_rate": self._herd_rate,
+                "herd_spread": self._herd_spread, "young_t": self._young_t}
 
     def from_state(self, state: dict[str, Any]) -> None:
         cows = state.get("cows", state)  # older layout: the cows only
@@ -182,3 +271,6 @@ class EstrusRule:
         self._herd = float(state.get("herd", 0.0))
         self._herd_t = float(state.get("herd_t", -1e18))
         self._disturbed_until = float(state.get("disturbed_until", -1e18))
+        self._herd_rate = state.get("herd_rate")
+        self._herd_spread = state.get("herd_spread")
+        self._young_t = float(state.get("young_t", -1e18))

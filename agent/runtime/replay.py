@@ -25,7 +25,6 @@ import json
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,8 @@ from agent.detect.farm_events import (
     FARM_EVENT_TYPES,
     FarmEvent,
     FarmEventError,
+    event_ts,
+    iso,
     parse_event,
     parse_lines,
 )
@@ -71,35 +72,12 @@ class ReplayClock:
 
 
 def parse_ts(value: Any) -> float:
-    """Epoch seconds from ISO 8601 text (``Z`` or an offset; naive means UTC) or a number."""
-    if isinstance(value, bool):
-        raise BadLine("ts is not a time")
-    if isinstance(value, int | float):
-        ts = float(value)
-    elif isinstance(value, str):
-        try:
-            stamp = datetime.fromisoformat(value)
-        except ValueError:
-            try:
-                ts = float(value)
-            except ValueError:
-                raise BadLine(f"ts {value[:40]!r} is not ISO 8601 or epoch seconds") from None
-        else:
-            if stamp.tzinfo is None:
-                stamp = stamp.replace(tzinfo=UTC)
-            ts = stamp.timestamp()
-    else:
-        raise BadLine("ts is missing or not a time")
-    if not math.isfinite(ts) or ts < 0:
-        raise BadLine("ts is not a finite time after 1970")
-    return ts
-
-
-def iso(ts: float) -> str:
-    """Epoch seconds as ISO 8601 UTC with a ``Z`` (whole seconds when it is whole)."""
-    stamp = datetime.fromtimestamp(ts, UTC)
-    text = stamp.isoformat(timespec="milliseconds" if stamp.microsecond else "seconds")
-    return text.replace("+00:00", "Z")
+    """Epoch seconds from ISO 8601 text (``Z`` or an offset; naive means UTC) or a
+    number: the farm events' reading of a time, as a BadLine when it is none."""
+    try:
+        return event_ts(value)
+    except FarmEventError as err:
+        raise BadLine(str(err)) from None
 
 
 def decode_line(line: str | bytes) -> tuple[float, str, bytes]:

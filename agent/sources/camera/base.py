@@ -8,6 +8,7 @@ each backend stays small and a new one needs no thread of its own.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import cv2
 import numpy as np
 
+from agent.clock import Clock
 from agent.config.model import CameraConfig
 from agent.errors import TransientError
 
@@ -163,3 +165,25 @@ def read_timeout_s(cfg: CameraConfig) -> float:
     a camera that goes quiet shows as "stalled" (the watchdog) rather than racing
     it with a read error ("offline")."""
     return _clamp(2 * cfg.stall_after_s, 1.0, 60.0)
+
+
+class Pacer:
+    """Frames at a steady rate on the monotonic clock, for sources that make
+    their own (a replayed file, generated frames). A consumer that fell more
+    than a frame behind restarts the schedule instead of getting a burst."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._next_due: float | None = None
+
+    def reset(self) -> None:
+        self._next_due = None
+
+    def wait(self, fps: float) -> None:
+        period = 1.0 / fps
+        now = self._clock.monotonic()
+        if self._next_due is None or now - self._next_due > period:
+            self._next_due = now
+        elif self._next_due > now:
+            time.sleep(self._next_due - now)
+        self._next_due += period

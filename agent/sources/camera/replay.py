@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from pathlib import Path
 
 import cv2
@@ -22,7 +21,7 @@ import numpy as np
 
 from agent.clock import Clock, SystemClock
 from agent.config.model import CameraConfig
-from agent.sources.camera.base import CameraError, as_bgr
+from agent.sources.camera.base import CameraError, Pacer, as_bgr
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ class ReplaySource:
         self._pos = 0  # next file (folder) / frames read in this pass (video)
         self._pass_frames = 0  # frames delivered in this pass (folder)
         self._bad: set[Path] = set()
-        self._next_due: float | None = None
+        self._pacer = Pacer(self._clock)
         self._opened = False
         self.source_ts: float | None = None
 
@@ -91,7 +90,7 @@ class ReplaySource:
             self._fps = fps if _PLAUSIBLE_FPS[0] <= fps <= _PLAUSIBLE_FPS[1] else self._folder_fps
         self._pos = 0
         self._pass_frames = 0
-        self._next_due = None
+        self._pacer.reset()
         self._opened = True
 
     def _list_folder(self) -> list[Path]:
@@ -126,15 +125,8 @@ class ReplaySource:
         return image
 
     def _pace(self) -> None:
-        """Wait for this frame's due time. A consumer that fell more than a frame
-        behind restarts the schedule instead of getting a burst to catch up."""
-        period = 1.0 / (self._fps or self._folder_fps)
-        now = self._clock.monotonic()
-        if self._next_due is None or now - self._next_due > period:
-            self._next_due = now
-        elif self._next_due > now:
-            time.sleep(self._next_due - now)
-        self._next_due += period
+        """Wait for this frame's due time (see Pacer)."""
+        self._pacer.wait(self._fps or self._folder_fps)
 
     def _next_folder_image(self) -> np.ndarray | None:
         while True:

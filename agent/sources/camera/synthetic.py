@@ -16,7 +16,6 @@ the monotonic clock like a replay. What was shown is kept for tests in
 from __future__ import annotations
 
 import csv
-import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import numpy as np
 
 from agent.clock import Clock, SystemClock
 from agent.config.model import BUNDLED, CameraConfig
-from agent.sources.camera.base import CameraError
+from agent.sources.camera.base import CameraError, Pacer
 from agent.sources.camera.synth.lane import Lane, Sprite, build_lane, compose, cow_sprites
 
 DEFAULT_SEED = 20261202
@@ -111,7 +110,7 @@ class SyntheticSource:
         self.source_ts: float | None = None
         self._lane: Lane | None = None
         self._index = 0
-        self._next_due: float | None = None
+        self._pacer = Pacer(self._clock)
 
     @property
     def nominal_fps(self) -> float | None:
@@ -134,7 +133,7 @@ class SyntheticSource:
         self._lane = build_lane(self._rng, self.width, self.height)
         self._order = self._cows(herd)
         self._index = 0
-        self._next_due = None
+        self._pacer.reset()
         self.truth.clear()
         self.visits.clear()
         self._current: _Pass | None = None
@@ -210,13 +209,7 @@ class SyntheticSource:
     def _pace(self) -> None:
         if not self._paced:
             return
-        period = 1.0 / self._cfg.fps_cap
-        now = self._clock.monotonic()
-        if self._next_due is None or now - self._next_due > period:
-            self._next_due = now  # first frame, or we fell behind: no burst to catch up
-        elif self._next_due > now:
-            time.sleep(self._next_due - now)
-        self._next_due += period
+        self._pacer.wait(self._cfg.fps_cap)
 
     def close(self) -> None:
         self._lane = None

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import time
 from collections import deque
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 
 from agent.clock import Clock, SystemClock
 from agent.config.model import CameraConfig
-from agent.sources.camera.base import CameraError
+from agent.sources.camera.base import CameraError, Pacer
 from agent.sources.camera.synth.topview import CowBody, render, sample_body, sample_look
 from agent.sources.camera.synthetic import DEFAULT_HERD, DEFAULT_SEED, load_herd
 
@@ -54,7 +53,7 @@ class SyntheticTopViewSource:
         self.shown: deque[Shown] = deque(maxlen=KEEP)
         self.source_ts: float | None = None
         self._open = False
-        self._next_due: float | None = None
+        self._pacer = Pacer(self._clock)
 
     @property
     def nominal_fps(self) -> float | None:
@@ -115,13 +114,7 @@ class SyntheticTopViewSource:
     def _pace(self) -> None:
         if not self._paced:
             return
-        period = 1.0 / self._cfg.fps_cap
-        now = self._clock.monotonic()
-        if self._next_due is None or now - self._next_due > period:
-            self._next_due = now  # first frame, or we fell behind: no burst to catch up
-        elif self._next_due > now:
-            time.sleep(self._next_due - now)
-        self._next_due += period
+        self._pacer.wait(self._cfg.fps_cap)
 
     def close(self) -> None:
         self._open = False

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import statistics
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,8 @@ from helpers_central import (
 from agent.central import Cache, CentralHandle, run_central
 from agent.central.store import CentralStore, open_store
 
-pytest_plugins = ("helpers_central_fixtures",)  # the fixtures: pg_url, store, central, http
+# The fixtures: pg_url, store, central, http; redis_client and a key prefix of our own.
+pytest_plugins = ("helpers_central_fixtures", "helpers_redis_fixtures")
 
 class FakeClock:
     def __init__(self) -> None:
@@ -40,27 +40,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest_asyncio.fixture
-async def redis_client() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        await client.ping()
-    except Exception:  # noqa: BLE001
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
-    yield client
-    await client.aclose()
-
-
-@pytest_asyncio.fixture
-async def prefix(redis_client: aioredis.Redis) -> AsyncIterator[str]:
-    """A key prefix of our own, deleted afterwards."""
-    name = f"dairytest-{uuid.uuid4().hex[:10]}"
-    yield name
-    keys = [key async for key in redis_client.scan_iter(match=f"{name}:*")]
-    if keys:
-        await redis_client.delete(*keys)
 
 
 @pytest_asyncio.fixture

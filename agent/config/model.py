@@ -246,9 +246,34 @@ class CentralConfig(Section):
     )
     max_records: int = Field(10000, ge=1, description="Largest accepted batch.")
     max_decompressed_bytes: int = Field(
-        64 * 1024 * 1024,
+        16 * 1024 * 1024,
         ge=1024,
-        description="Largest body after gunzip; a bigger one is refused (gzip bombs).",
+        description="Largest body after gunzip; a bigger one is refused with 413 (gzip "
+        "bombs) and the gateway halves its batch.",
+    )
+    max_json_values: int = Field(
+        200_000,
+        ge=100,
+        description="Most JSON values (counted from commas, colons and brackets) in one "
+        "batch; more is refused with 413 before parsing (JSON bombs).",
+    )
+    max_concurrent_batches: int = Field(
+        16, ge=1, le=1024, description="Batches read at once, over all gateways; more: 503."
+    )
+    max_concurrent_per_gateway: int = Field(
+        2, ge=1, le=64, description="Batches read at once from one gateway; more: 429."
+    )
+    max_seq_advance: int = Field(
+        1000,
+        ge=1,
+        description="How far one batch may move a gateway's sequence; further is refused "
+        "with 409 (the gateway starts a new epoch).",
+    )
+    accept_body_signature: bool = Field(
+        True,
+        description="Also accept batches signed over the body only (gateways from before "
+        "X-Dairy-Auth). Their body is read before the signature is checked, two at a time; "
+        "turn off once every gateway is upgraded.",
     )
     redis_prefix: str = Field(
         "dairy",

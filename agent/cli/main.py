@@ -74,15 +74,24 @@ def build_parser() -> argparse.ArgumentParser:
         "with no config and no services to set up. Prints the status page URL.",
     )
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
-    demo.add_argument("--web-port", type=int, default=8080, help="status page port (default 8080)")
+    demo.add_argument(
+        "--web-port", type=int, default=None,
+        help="status page port; a busy one is an error (default: 8080, or any free port "
+        "when 8080 is taken; 0: any free port)",
+    )
     demo.add_argument("--rate", type=float, default=20.0, help="simulated messages per second")
-    demo.add_argument("--data-dir", type=Path, default=None, help="where to keep demo data")
+    demo.add_argument(
+        "--data-dir", type=Path, default=None,
+        help="where to keep demo data (kept at exit; default: a temporary folder, "
+        "removed at exit)",
+    )
     demo.add_argument(
         "--mqtt-port",
         type=int,
-        default=1883,
-        help="use the broker on this localhost port, or start an embedded one there "
-        "(default 1883)",
+        default=None,
+        help="use the broker on this localhost port, or start an embedded one there; "
+        "an error when that cannot listen (default: 1883, or any free port for the "
+        "embedded broker)",
     )
     demo.add_argument(
         "--no-camera",

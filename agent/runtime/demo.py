@@ -3,6 +3,11 @@
 A simulated barn publishes over real MQTT (the broker on localhost:1883 when
 one is there, else an embedded one), the agent ingests and buffers, and a
 central receiver on SQLite takes the batches. Nothing to configure.
+
+Ports given explicitly are kept or refused (a busy one is an error); the
+defaults (web 8080, MQTT 1883) move to a free port when taken. A temporary data
+folder is removed at the end; a --data-dir is kept. The sample calibration is
+copied with dates relative to today, so no device starts overdue.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import shutil
 import socket
 import tempfile
 import threading
@@ -19,12 +25,17 @@ from pathlib import Path
 
 from agent.central.server import run_central
 from agent.config.loader import load_config
+from agent.errors import EdgeAgentError
 from agent.runtime.daemon import Agent
-from agent.sources.broker import ensure_broker
+from agent.runtime.sample_data import copy_calibration
+from agent.sources.broker import BrokerHandle, ensure_broker
 from agent.sources.camera.synthetic import DEFAULT_HERD
 from agent.sources.publisher import run_simulation
 
 log = logging.getLogger(__name__)
+
+DEFAULT_WEB_PORT = 8080
+DEFAULT_MQTT_PORT = 1883
 
 
 @dataclass(frozen=True)
@@ -48,22 +59,94 @@ def _free_port(preferred: int) -> int:
     raise OSError("no free port")
 
 
+def _web_port(asked: int | None) -> int:
+    """The status page's port: the default 8080 or any free one; an explicit
+    port exactly (0: the kernel picks), or an error when it is taken."""
+    if asked is None:
+        return _free_port(DEFAULT_WEB_PORT)
+    if asked != 0:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", asked))
+            except OSError as err:
+                raise EdgeAgentError(
+                    f"--web-port {asked}: cannot listen there ({err.strerror}); something "
+                    "else uses it. Choose another port, or leave --web-port out for 8080 or "
+                    "any free one."
+                ) from err
+    return asked
+
+
 async def run_demo(
     stop: asyncio.Event,
     duration: float | None = None,
-    web_port: int = 8080,
+    web_port: int | None = None,
     rate: float = 20.0,
     data_dir: Path | None = None,
-    mqtt_port: int = 1883,
+    mqtt_port: int | None = None,
     on_ready: Callable[[DemoInfo], None] | None = None,
     cameras: bool = True,
 ) -> int:
+    """Run the demo until ``stop`` is set or ``duration`` passes.
+
+    :param web_port: None: 8080, or a free port when taken; 0: any free port;
+        otherwise exactly that port (EdgeAgentError when taken).
+    :param mqtt_port: None: the broker on 1883, or an embedded one (on 1883 or a
+        free port); otherwise the broker on that port, or an embedded one there
+        (TransientError when it cannot listen there).
+    :param data_dir: kept at the end; None: a temporary folder, removed at the end.
+    """
+    port = _web_port(web_port)
+    own_dir = data_dir is None
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="dairy-edge-demo-"))
+    try:
+        return await _run(stop, duration, port, rate, data_dir, mqtt_port, on_ready, cameras)
+    finally:
+        if own_dir:
+            shutil.rmtree(data_dir, ignore_errors=True)
+            log.info("removed the demo's temporary folder %s", data_dir)
+
+
+async def _run(
+    stop: asyncio.Event,
+    duration: float | None,
+    web_port: int,
+    rate: float,
+    data_dir: Path,
+    mqtt_port: int | None,
+    on_ready: Callable[[DemoInfo], None] | None,
+    cameras: bool,
+) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
+    # The shipped sample calibration, its dates moved so no device starts overdue.
+    calibration_dir = data_dir / "calibration"
+    copy_calibration(calibration_dir)
     key = secrets.token_bytes(32)
     # A prefix of its own, so a demo never mixes with other traffic on a shared broker.
     prefix = f"demo{secrets.token_hex(3)}"
-    broker = await ensure_broker("127.0.0.1", mqtt_port)
+    broker = await ensure_broker(
+        "127.0.0.1", DEFAULT_MQTT_PORT if mqtt_port is None else mqtt_port,
+        fallback=mqtt_port is None)
+    try:
+        return await _run_with_broker(stop, duration, web_port, rate, data_dir, calibration_dir,
+                                      broker, key, prefix, on_ready, cameras)
+    finally:
+        await broker.stop()
+
+
+async def _run_with_broker(
+    stop: asyncio.Event,
+    duration: float | None,
+    web_port: int,
+    rate: float,
+    data_dir: Path,
+    calibration_dir: Path,
+    broker: BrokerHandle,
+    key: bytes,
+    prefix: str,
+    on_ready: Callable[[DemoInfo], None] | None,
+    cameras: bool,
+) -> int:
     central = await run_central(
         load_config(
             overrides={"central": {"port": 0, "database_url": f"sqlite:///{data_dir}/central.db"}}
@@ -72,7 +155,8 @@ async def run_demo(
     )
     config = load_config(
         overrides={
-            "gateway": {"id": "demo-gw", "data_dir": str(data_dir)},
+            "gateway": {"id": "demo-gw", "data_dir": str(data_dir),
+                        "calibration_dir": str(calibration_dir)},
             "ingest": {"topic_prefix": prefix},
             "mqtt": {
                 "port": broker.port,
@@ -83,7 +167,7 @@ async def run_demo(
                 "protocol": broker.protocol or "auto",
             },
             "sync": {"url": central.url, "key_id": "demo", "interval_s": 1.0},
-            "web": {"host": "127.0.0.1", "port": _free_port(web_port)},
+            "web": {"host": "127.0.0.1", "port": web_port},
             # A generated walk-through lane: cows of examples/herd.csv (and two
             # strangers) pass the ear-tag camera; identifications join the readings.
             "cameras": [
@@ -94,15 +178,27 @@ async def run_demo(
                 # cow that walks under it (no station here either, so the scores
                 # are per visit; a station with an RFID reader or an ear-tag
                 # camera names the cow).
+                # fps_cap 2: a generated frame's pacing wait (1/fps_cap) is what a
+                # stop waits for; at 1 frame/s it was a second of the 2 s stop budget.
                 {"id": "exit1", "role": "bcs", "source": "synthetic", "uri": "11",
-                 "fps_cap": 1.0, "infer_fps": 1.0},
+                 "fps_cap": 2.0, "infer_fps": 1.0},
             ] if cameras else [],
             "vision": {"eartag": {"herd_register": str(DEFAULT_HERD),
                                   "review_dir": str(data_dir / "review")}},
         }
     )
-    agent = Agent(config, hmac_key=key)
+    try:
+        agent = Agent(config, hmac_key=key)
+    except BaseException:
+        await central.stop()
+        raise
     sim_stop = threading.Event()
+
+    async def stop_simulator() -> None:
+        # The simulator stops with everything else, not after the agent has
+        # drained: its last PUBACKs may never come from a broker going down.
+        await stop.wait()
+        sim_stop.set()
 
     async def simulate() -> None:
         await asyncio.to_thread(
@@ -156,6 +252,7 @@ async def run_demo(
             stop.set()
 
     helpers = [
+        asyncio.create_task(stop_simulator()),
         asyncio.create_task(simulate()),
         asyncio.create_task(report()),
         asyncio.create_task(deadline()),
@@ -168,5 +265,4 @@ async def run_demo(
             task.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
         await central.stop()
-        await broker.stop()
     return 0

@@ -61,30 +61,33 @@ async def broker_listening(host: str, port: int, timeout: float = _PROBE_TIMEOUT
     return True
 
 
-async def ensure_broker(host: str, port: int) -> BrokerHandle:
+async def ensure_broker(host: str, port: int, fallback: bool = True) -> BrokerHandle:
     """Use the broker at host:port if one answers, else start an embedded one.
 
     :param host: where the configured broker should be.
     :param port: its port.
+    :param fallback: when the embedded broker cannot listen on ``port``, take a
+        free one (False: that is an error; the port was asked for explicitly).
     :returns: a handle with the port to connect to; ``await handle.stop()`` at exit.
     :raises TransientError: the embedded broker could not start.
     """
     if await broker_listening(host, port):
         log.info("using the MQTT broker at %s:%d", host, port)
         return BrokerHandle(host=host, port=port, embedded=False)
-    return await start_embedded_broker(port)
+    return await start_embedded_broker(port, fallback=fallback)
 
 
-async def start_embedded_broker(port: int = 0) -> BrokerHandle:
+async def start_embedded_broker(port: int = 0, fallback: bool = True) -> BrokerHandle:
     """Start amqtt on 127.0.0.1 at ``port`` (the port asked for, so the demo's
-    ``--mqtt-port`` holds), or a port the kernel picks when that one cannot be had."""
+    ``--mqtt-port`` holds), or, with ``fallback``, a port the kernel picks when
+    that one cannot be had."""
     try:
         from amqtt.broker import Broker
     except ImportError as err:  # amqtt is a dependency, but a stripped install may lack it
         raise TransientError("no broker running and amqtt is not installed") from err
 
     broker = None
-    for bind in dict.fromkeys((port, 0)):
+    for bind in dict.fromkeys((port, 0) if fallback else (port,)):
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{_EMBEDDED_HOST}:{bind}"}},
             "plugins": {f"{__name__}.LocalAuthPlugin": {}},
@@ -94,8 +97,10 @@ async def start_embedded_broker(port: int = 0) -> BrokerHandle:
             await broker.start()
             break
         except Exception as err:  # amqtt raises its own BrokerError and plain OSErrors
-            if bind == 0:
-                raise TransientError(f"embedded broker did not start: {err}") from err
+            if bind == 0 or not fallback:
+                raise TransientError(
+                    f"embedded broker did not start on port {bind}: {err}"
+                    + ("" if bind == 0 else "; choose another port")) from err
             log.warning("embedded broker cannot listen on port %d (%s); taking a free one",
                         bind, err)
     assert broker is not None

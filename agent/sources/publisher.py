@@ -22,6 +22,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.sources.simulator import BarnSimulator, SimMessage
 
 Progress = Callable[[int, int], None]  # (sent, acked)
+# After a stop, how long outstanding PUBACKs are still waited for.
+STOP_ACK_WAIT_S = 0.5
 
 
 @dataclass(slots=True)
@@ -124,11 +126,14 @@ def publish(
     client_id: str | None = None,
     connect_timeout_s: float = 10.0,
     protocol: str = "5",
+    stop: threading.Event | None = None,
 ) -> PublishReport:
     """Publish ``messages`` (``rate`` per second, or as fast as the window allows).
 
     At most ``window`` messages wait for their PUBACK at a time. Returns which
     keys the broker acknowledged; raises ConnectionError if it cannot connect.
+    Once ``stop`` is set, waits for outstanding PUBACKs at most STOP_ACK_WAIT_S
+    (a demo's broker may be going down with it), not ``ack_timeout_s``.
     """
     if qos not in (1, 2):
         raise ValueError("only QoS 1 and 2 give a PUBACK oracle")
@@ -166,8 +171,8 @@ def publish(
                 delay = start + index / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            if not tracker.acquire(ack_timeout_s):
-                break  # the broker stopped acknowledging; report what we have
+            if not _acquire(tracker, ack_timeout_s, stop):
+                break  # the broker stopped acknowledging, or stop; report what we have
             info = client.publish(msg.topic, msg.payload, qos=qos)
             tracker.sent(info.mid, msg.key)
             report.sent += 1
@@ -179,7 +184,9 @@ def publish(
                 report.reasons[reason] = report.reasons.get(reason, 0) + 1
             if progress is not None and report.sent % 100 == 0:
                 progress(report.sent, len(tracker.acked))
-        report.unacked = tracker.wait_idle(ack_timeout_s)
+        stopped = stop is not None and stop.is_set()
+        report.unacked = tracker.wait_idle(
+            min(ack_timeout_s, STOP_ACK_WAIT_S) if stopped else ack_timeout_s)
     finally:
         client.disconnect()
         client.loop_stop()
@@ -189,6 +196,19 @@ def publish(
     if progress is not None:
         progress(report.sent, len(report.acked))
     return report
+
+
+def _acquire(tracker: _Window, timeout: float, stop: threading.Event | None) -> bool:
+    """A window slot within ``timeout``; gives up at once when ``stop`` is set."""
+    if stop is None:
+        return tracker.acquire(timeout)
+    deadline = time.monotonic() + timeout
+    while not stop.is_set():
+        if tracker.acquire(min(0.1, max(0.0, deadline - time.monotonic()))):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+    return False
 
 
 def _print_progress(sent: int, acked: int) -> None:
@@ -244,6 +264,7 @@ def run_simulation(
         rate=rate,
         progress=_print_progress if progress else None,
         protocol=protocol,
+        stop=stop,
     )
     if progress:
         print(file=sys.stderr)

@@ -3,14 +3,26 @@
 A batch goes through these checks, in order, each refusing before any costlier
 work (docs/sync-protocol.md has the whole contract):
 
-1. body size, counted on the raw bytes as they arrive           -> 413
-2. key id known                                                 -> 401
-3. HMAC-SHA256 over the exact body bytes, constant time         -> 401
-4. gunzip with a cap on the decompressed size                   -> 400 / 413
-5. JSON -> batch envelope                                       -> 400
-6. sequence: resend (id seen) / replay (new id, old seq)        -> 200 / 409
-7. every record on its own: accepted / duplicate / rejected     -> 200
-   the database cannot take it                                  -> 503 + Retry-After
+Signed header (X-Dairy-Auth, every gateway since per-gateway keys):
+1. Content-Length present and within max_body_bytes             -> 411 / 413
+2. key id known, and the key belongs to X-Dairy-Gateway          -> 401 / 403
+3. HMAC over (gateway, key id, length, encoding, body SHA-256)   -> 401
+   -- nothing of the body has been read so far --
+4. a free slot for this gateway and overall                     -> 429 / 503 + Retry-After
+5. body streamed: hashed, gunzipped and counted as it comes,
+   never past max_decompressed_bytes / max_json_values          -> 400 / 413
+6. body length and SHA-256 as signed                             -> 400 / 401
+Body signature only (X-Dairy-Signature; accept_body_signature):
+1. body size (Content-Length, then counted)                      -> 413
+2. key id known                                                  -> 401
+3. read at most LEGACY_READERS bodies at once; HMAC over the body -> 401
+4. gunzip and count as above                                     -> 400 / 413
+Then, for both:
+7. JSON -> batch envelope; device_id is the key's gateway        -> 400 / 403
+8. sequence: resend (id seen, same content) / replay / conflict
+   (id seen, other content) / too far (seq jump)                 -> 200 / 409
+9. every record on its own: accepted / duplicate / rejected      -> 200
+   the database cannot take it                                   -> 503 + Retry-After
 
 The server must run with aiohttp's request auto-decompression OFF (see
 ``serve_app``): the signature covers the compressed bytes, and a gzip bomb must
@@ -20,10 +32,11 @@ meet our cap, not aiohttp's.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
-import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +45,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import ValidationError
 
 from agent.central.cache import Cache
+from agent.central.intake import BodyRefused, Inflater, Slots, read_capped, read_signed
+from agent.central.keys import GatewayKey, Keyring
 from agent.central.store import BatchMeta, CentralStore, SeqOutcome, StoreUnavailable
 from agent.central.validate import (
     BadEnvelope,
@@ -44,8 +59,11 @@ from agent.config.model import CentralConfig
 from agent.metrics import CENTRAL_BATCHES, CENTRAL_RECORDS
 from agent.records.protocol import (
     BATCH_PATH,
+    HEADER_AUTH,
     HEADER_BATCH_ID,
     HEADER_BATCH_OUTCOME,
+    HEADER_BODY_SHA256,
+    HEADER_GATEWAY,
     HEADER_KEY_ID,
     HEADER_SERVER_TIME,
     HEADER_SIGNATURE,
@@ -55,6 +73,7 @@ from agent.records.protocol import (
     RecordResult,
     RecordStatus,
     verify,
+    verify_auth,
 )
 
 log = logging.getLogger(__name__)
@@ -62,9 +81,12 @@ log = logging.getLogger(__name__)
 HEALTH_PATH = "/healthz"
 STATS_PATH = "/api/v1/stats"
 RETRY_AFTER_S = 5  # what a 503 asks the gateway to wait
+BUSY_RETRY_AFTER_S = 2  # what a 429 (this gateway's slots taken) asks it to wait
 STORE_TIMEOUT_S = 30.0  # a hung database answers 503 rather than holding the request
-_THREAD_OVER_BYTES = 16 * 1024  # decode bigger bodies (and their gunzip) off the event loop
-_READ_CHUNK = 64 * 1024
+LEGACY_READERS = 2  # body-signed batches read (unauthenticated) at once
+LEGACY_WAIT_S = 30.0  # ...and how long one waits for its turn before a 503
+_THREAD_OVER_BYTES = 16 * 1024  # parse bigger bodies off the event loop
+_SHA256_HEX = frozenset("0123456789abcdef")
 
 
 class Refused(Exception):
@@ -76,14 +98,21 @@ class Refused(Exception):
         self.error = error
         self.detail = detail
         self.extra = extra
+        self.body_read = False  # set once the whole body was read
+
+    @classmethod
+    def from_body(cls, err: BodyRefused) -> Refused:
+        return cls(err.status, err.error, err.detail)
 
 
 @dataclass(slots=True)
 class _State:
     config: CentralConfig
-    keys: dict[str, bytes]
+    keyring: Keyring
     store: CentralStore
     cache: Cache | None
+    slots: Slots
+    legacy: asyncio.Semaphore
 
 
 STATE = web.AppKey("dairy_central", _State)
@@ -91,13 +120,24 @@ STATE = web.AppKey("dairy_central", _State)
 
 def make_app(
     config: CentralConfig,
-    keys: dict[str, bytes],
+    keys: Mapping[str, bytes | GatewayKey],
     store: CentralStore,
     cache: Cache | None,
 ) -> web.Application:
-    """The receiver application. ``store`` must be started; the caller owns it and ``cache``."""
+    """The receiver application. ``store`` must be started; the caller owns it and ``cache``.
+
+    ``keys``: keys from secrets or code (bytes: a fleet key, see agent.central.keys);
+    the gateway keys in the store's database are added to them.
+    """
     app = web.Application(client_max_size=config.max_body_bytes)
-    app[STATE] = _State(config, dict(keys), store, cache)
+    app[STATE] = _State(
+        config,
+        Keyring(keys, store),
+        store,
+        cache,
+        Slots(config.max_concurrent_batches, config.max_concurrent_per_gateway),
+        asyncio.Semaphore(LEGACY_READERS),
+    )
     app.router.add_post(BATCH_PATH, _post_batch)
     app.router.add_get(HEALTH_PATH, _health)
     app.router.add_get(STATS_PATH, _stats)
@@ -111,43 +151,54 @@ async def _post_batch(request: web.Request) -> web.StreamResponse:
         return await _handle_batch(request, state)
     except Refused as err:
         CENTRAL_BATCHES.labels(outcome="refused").inc()
-        headers = {"Retry-After": str(RETRY_AFTER_S)} if err.status == 503 else None
+        headers = {}
+        if err.status == 503:
+            headers["Retry-After"] = str(RETRY_AFTER_S)
+        elif err.status == 429:
+            headers["Retry-After"] = str(BUSY_RETRY_AFTER_S)
         if err.status >= 500:
             log.warning("batch not stored: %s", err)
         else:
             log.info("batch refused: %s %s", err.status, err.error)
-        return web.json_response(
+        response = web.json_response(
             {"error": err.error, "detail": err.detail, **err.extra},
             status=err.status,
-            headers=headers,
+            headers=headers or None,
         )
+        if not err.body_read:
+            # Do not read (nor wait for) a body we refused unread: close the connection.
+            response.force_close()
+        return response
 
 
 async def _handle_batch(request: web.Request, state: _State) -> web.StreamResponse:
     config = state.config
-    body = await _read_body(request, config.max_body_bytes)
-
-    key_id = request.headers.get(HEADER_KEY_ID, "")
-    key = state.keys.get(key_id)
-    if key is None:
-        raise Refused(401, "unknown_key", f"{HEADER_KEY_ID} is missing or not a known key id")
-    signature = request.headers.get(HEADER_SIGNATURE, "")
-    if not signature.isascii() or not verify(key, body, signature):
-        raise Refused(401, "bad_signature", f"{HEADER_SIGNATURE} does not match the body")
-
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("gzip", "identity"):
-        raise Refused(415, "unsupported_encoding", "send gzip (or identity)")
-    if len(body) > _THREAD_OVER_BYTES:
-        data = await asyncio.to_thread(_decode, body, encoding, config.max_decompressed_bytes)
+    if HEADER_AUTH in request.headers:
+        key, gateway = await _authenticate_header(request, state)
+        try:
+            with state.slots.take(gateway):
+                raw = await _read_signed(request, state)
+                data = await _parse(raw)
+                del raw
+        except BodyRefused as err:
+            raise Refused.from_body(err) from err
+        body_bytes = request.content_length or 0
+    elif config.accept_body_signature:
+        key, data, body_bytes = await _read_body_signed(request, state)
     else:
-        data = _decode(body, encoding, config.max_decompressed_bytes)
+        raise Refused(401, "auth_required",
+                      f"sign the header ({HEADER_AUTH}); body-only signatures are off here")
+
     batch, raw_records = _envelope(data)
+    if not state.keyring.may_write(key, batch.device_id):
+        raise Refused(403, "wrong_gateway",
+                      f"key {key.key_id} may not write as gateway {batch.device_id}")
     header_batch_id = request.headers.get(HEADER_BATCH_ID)
     if header_batch_id is not None and header_batch_id != batch.batch_id:
         raise Refused(400, "batch_id_mismatch", f"{HEADER_BATCH_ID} differs from the body")
     if len(raw_records) > config.max_records:
         raise Refused(413, "too_many_records", f"at most {config.max_records} records a batch")
+    digest = await _content_digest(batch, raw_records)
 
     checked = _check_records(raw_records)
     valid = [c for c in checked if isinstance(c, ValidRecord)]
@@ -156,15 +207,19 @@ async def _handle_batch(request: web.Request, state: _State) -> web.StreamRespon
         epoch=batch.epoch,
         seq=batch.seq,
         batch_id=batch.batch_id,
-        key_id=key_id,
+        key_id=key.key_id,
         record_count=len(raw_records),
         sent_wall_ts=batch.sent_wall_ts,
         clock_synced=batch.clock_synced,
-        body_bytes=len(body),
+        body_bytes=body_bytes,
+        content_sha256=digest,
     )
     try:
         async with asyncio.timeout(STORE_TIMEOUT_S):
-            result = await state.store.ingest(meta, valid, rejected=len(checked) - len(valid))
+            result = await state.store.ingest(
+                meta, valid, rejected=len(checked) - len(valid),
+                max_seq_advance=config.max_seq_advance,
+            )
     except (StoreUnavailable, TimeoutError) as err:
         raise Refused(503, "store_unavailable", str(err) or "database timeout") from err
     except Exception as err:  # an unexpected store bug: still a retryable answer
@@ -178,6 +233,22 @@ async def _handle_batch(request: web.Request, state: _State) -> web.StreamRespon
             "replay",
             f"seq {batch.seq} is not above {result.highest_seq} for this device and epoch, "
             "and the batch id was never stored; start a new epoch if the buffer was reset",
+            highest_seq=result.highest_seq,
+        )
+    if result.outcome is SeqOutcome.CONFLICT:
+        raise Refused(
+            409,
+            "batch_conflict",
+            f"batch {batch.batch_id} was stored with other content; a batch id is "
+            "accepted again only with the same records (start a new epoch)",
+            highest_seq=result.highest_seq,
+        )
+    if result.outcome is SeqOutcome.TOO_FAR:
+        raise Refused(
+            409,
+            "seq_too_far",
+            f"seq {batch.seq} is more than {config.max_seq_advance} above "
+            f"{result.highest_seq} for this device and epoch; start a new epoch",
             highest_seq=result.highest_seq,
         )
 
@@ -198,43 +269,112 @@ async def _handle_batch(request: web.Request, state: _State) -> web.StreamRespon
     return response
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The raw body, refused as soon as it passes ``limit`` bytes."""
+async def _authenticate_header(request: web.Request, state: _State) -> tuple[GatewayKey, str]:
+    """Check the signed header; nothing of the body is read here."""
+    config = state.config
+    headers = request.headers
     length = request.content_length
-    if length is not None and length > limit:
-        raise Refused(413, "body_too_large", f"at most {limit} bytes")
-    chunks: list[bytes] = []
-    total = 0
-    while True:
-        chunk = await request.content.read(_READ_CHUNK)
-        if not chunk:
-            break
-        total += len(chunk)
-        if total > limit:
-            raise Refused(413, "body_too_large", f"at most {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    if length is None:
+        raise Refused(411, "length_required", "send Content-Length (no chunked bodies)")
+    if length > config.max_body_bytes:
+        raise Refused(413, "body_too_large", f"at most {config.max_body_bytes} bytes")
+    gateway = headers.get(HEADER_GATEWAY, "")
+    key_id = headers.get(HEADER_KEY_ID, "")
+    digest = headers.get(HEADER_BODY_SHA256, "")
+    encoding = headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("gzip", "identity"):
+        raise Refused(415, "unsupported_encoding", "send gzip (or identity)")
+    if len(digest) != 64 or not set(digest) <= _SHA256_HEX:
+        raise Refused(400, "bad_body_digest", f"{HEADER_BODY_SHA256}: 64 lowercase hex digits")
+    key = await state.keyring.lookup(key_id)
+    if key is None:
+        raise Refused(401, "unknown_key", f"{HEADER_KEY_ID} is missing or not a known key id")
+    if not state.keyring.may_write(key, gateway):
+        raise Refused(403, "wrong_gateway",
+                      f"key {key.key_id} may not write as gateway {gateway!r}")
+    if not verify_auth(key.secret, headers.get(HEADER_AUTH, ""), gateway, key_id, length,
+                       encoding, digest):
+        raise Refused(401, "bad_signature", f"{HEADER_AUTH} does not match the header")
+    return key, gateway
 
 
-def _decode(body: bytes, encoding: str, limit: int) -> Any:
-    """gunzip (never past ``limit`` bytes of output) and parse JSON."""
-    raw = body
-    if encoding == "gzip":
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            raw = inflater.decompress(body, limit + 1)
-        except zlib.error as err:
-            raise Refused(400, "bad_gzip", str(err)) from err
-        if len(raw) > limit or inflater.unconsumed_tail:
-            raise Refused(413, "decompressed_too_large", f"at most {limit} bytes after gunzip")
-        if not inflater.eof or inflater.unused_data:
-            raise Refused(400, "bad_gzip", "truncated gzip stream or trailing data")
-    elif len(raw) > limit:
-        raise Refused(413, "decompressed_too_large", f"at most {limit} bytes")
+async def _read_signed(request: web.Request, state: _State) -> bytearray:
+    config = state.config
+    inflater = Inflater(
+        request.headers.get("Content-Encoding", "identity").strip().lower(),
+        config.max_decompressed_bytes,
+        config.max_json_values,
+    )
+    return await read_signed(
+        request.content, request.content_length or 0,
+        request.headers[HEADER_BODY_SHA256], inflater,
+    )
+
+
+async def _read_body_signed(request: web.Request, state: _State) -> tuple[GatewayKey, Any, int]:
+    """Batches signed over the body only: read (a few at a time), verify, then decode."""
+    config = state.config
+    length = request.content_length
+    if length is not None and length > config.max_body_bytes:
+        raise Refused(413, "body_too_large", f"at most {config.max_body_bytes} bytes")
+    key_id = request.headers.get(HEADER_KEY_ID, "")
+    key = await state.keyring.lookup(key_id)
+    if key is None:
+        raise Refused(401, "unknown_key", f"{HEADER_KEY_ID} is missing or not a known key id")
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    try:
+        async with asyncio.timeout(LEGACY_WAIT_S):
+            await state.legacy.acquire()
+    except TimeoutError as err:
+        raise Refused(503, "busy", "too many body-signed batches at once") from err
+    try:
+        body = await read_capped(request.content, config.max_body_bytes)
+        signature = request.headers.get(HEADER_SIGNATURE, "")
+        if not signature.isascii() or not verify(key.secret, bytes(body), signature):
+            raise Refused(401, "bad_signature", f"{HEADER_SIGNATURE} does not match the body")
+        if encoding not in ("gzip", "identity"):
+            raise Refused(415, "unsupported_encoding", "send gzip (or identity)")
+        inflater = Inflater(encoding, config.max_decompressed_bytes, config.max_json_values)
+        size = len(body)
+        if size > _THREAD_OVER_BYTES:
+            await asyncio.to_thread(inflater.feed, body)
+        else:
+            inflater.feed(body)
+        del body
+        raw = inflater.finish()
+    except BodyRefused as err:
+        raise Refused.from_body(err) from err
+    finally:
+        state.legacy.release()
+    try:
+        return key, await _parse(raw), size
+    except BodyRefused as err:
+        raise Refused.from_body(err) from err
+
+
+async def _parse(raw: bytearray) -> Any:
+    if len(raw) > _THREAD_OVER_BYTES:
+        return await asyncio.to_thread(_loads, raw)
+    return _loads(raw)
+
+
+def _loads(raw: bytearray) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
-        raise Refused(400, "bad_json", str(err)[:200]) from err
+        raise BodyRefused(400, "bad_json", str(err)[:200]) from err
+
+
+async def _content_digest(batch: Batch, raw_records: list[Any]) -> str:
+    """SHA-256 of what a resend must repeat: epoch, seq and the records, canonical JSON."""
+    def digest() -> str:
+        text = json.dumps([batch.epoch, batch.seq, raw_records], sort_keys=True,
+                          separators=(",", ":"), allow_nan=True)
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+    if len(raw_records) > 50:
+        return await asyncio.to_thread(digest)
+    return digest()
 
 
 def _envelope(data: Any) -> tuple[Batch, list[Any]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +11,7 @@ from aiohttp import web
 
 from agent.central.app import make_app
 from agent.central.cache import Cache
+from agent.central.keys import GatewayKey, parse_keys
 from agent.central.store import CentralStore, open_store
 from agent.config.model import CentralConfig
 from agent.config.secrets import read_secret
@@ -18,8 +19,6 @@ from agent.errors import ConfigError
 from agent.records.protocol import BATCH_PATH
 
 log = logging.getLogger(__name__)
-
-_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 @dataclass(slots=True)
@@ -88,7 +87,7 @@ async def serve_app(app: web.Application, host: str, port: int) -> tuple[web.App
 
 async def run_central(
     config: CentralConfig,
-    keys: dict[str, bytes],
+    keys: Mapping[str, bytes | GatewayKey],
     *,
     store: CentralStore | None = None,
     cache: Cache | None = None,
@@ -96,15 +95,21 @@ async def run_central(
     """Open the store (unless given), the Redis cache (when configured) and listen.
 
     A store or cache passed in is used as is (already started) and not closed by
-    ``stop``; anything opened here is.
+    ``stop``; anything opened here is. ``keys`` come from secrets or code; the
+    gateway keys in the database are used as well (agent.central.keys).
     """
-    if not keys:
-        raise ConfigError("central: no HMAC keys (set DAIRY_EDGE_HMAC_KEY or central_keys)")
     owns_store = store is None
     owns_cache = cache is None
     if store is None:
         store = open_store(config.database_url, read_secret("db_password"))
         await store.start()
+    if not keys and not await _has_database_keys(store):
+        if owns_store:
+            await store.close()
+        raise ConfigError(
+            "central: no keys. Add one per gateway with `dairy-edge central keys add "
+            "GATEWAY_ID`, or set DAIRY_EDGE_CENTRAL_KEYS / DAIRY_EDGE_HMAC_KEY"
+        )
     if cache is None and config.redis_url:
         cache = Cache(
             config.redis_url,
@@ -125,24 +130,26 @@ async def run_central(
     return CentralHandle(config.host, port, runner, store, cache, owns_store, owns_cache)
 
 
-def load_keys(default_key_id: str = "default") -> dict[str, bytes]:
-    """The receiver's HMAC keys, from secrets (never the config file).
+async def _has_database_keys(store: CentralStore) -> bool:
+    try:
+        return bool(await store.key_rows())
+    except Exception:  # noqa: BLE001 - an unreachable database is reported on ingest
+        return False
 
-    ``central_keys``: ``<key id>=<key>`` pairs, one per line or comma-separated
-    (several keys allow rotation); else ``hmac_key`` under ``default_key_id``.
+
+def load_keys(default_key_id: str = "default") -> dict[str, bytes | GatewayKey]:
+    """The receiver's keys from secrets (never the config file).
+
+    ``central_keys``: ``<key id>=<key>`` (a fleet key, any gateway without a key of
+    its own) or ``<gateway id>/<key id>=<key>`` (that gateway only) items, one per
+    line or comma-separated; else ``hmac_key`` as a fleet key under
+    ``default_key_id``. Fleet keys come back as bytes, bound keys as GatewayKey.
     """
-    keys: dict[str, bytes] = {}
+    keys: dict[str, bytes | GatewayKey] = {}
     many = read_secret("central_keys")
     if many:
-        for item in re.split(r"[,\n]", many):
-            item = item.strip()
-            if not item:
-                continue
-            key_id, sep, key = item.partition("=")
-            key_id = key_id.strip()
-            if not sep or not key.strip() or not _KEY_ID.match(key_id):
-                raise ConfigError("central_keys: expected <key id>=<key> pairs")
-            keys[key_id] = key.strip().encode()
+        for key_id, key in parse_keys(many).items():
+            keys[key_id] = key if key.device_id is not None else key.secret
         return keys
     single = read_secret("hmac_key")
     if single:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
+from agent.central.keys import GatewayKey
 from agent.central.server import CentralHandle, load_keys, run_central
 from agent.config.model import CentralConfig
 
@@ -12,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 async def start_central(
-    config: CentralConfig, keys: dict[str, bytes] | None = None
+    config: CentralConfig, keys: Mapping[str, bytes | GatewayKey] | None = None
 ) -> CentralHandle:
     """Start the receiver; keys from secrets (``load_keys``) when not given.
 

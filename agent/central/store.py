@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from agent.central.keys import KeyRow
 from agent.central.validate import ValidRecord
 from agent.errors import TransientError
 from agent.records.protocol import RecordStatus
@@ -28,6 +29,12 @@ class SeqOutcome(StrEnum):
     NEW = "new"  # a batch id never seen, seq above the highest: stored
     RESEND = "resend"  # a batch id seen before: processed again, idempotently
     REPLAY = "replay"  # a new batch id with seq <= highest: refused (409)
+    CONFLICT = "conflict"  # a stored batch id with other content: refused (409)
+    TOO_FAR = "too_far"  # seq more than max_seq_advance above the highest: refused (409)
+
+
+# The outcomes that stored a batch; a batch id is "seen" only through one of these.
+STORED_OUTCOMES = (SeqOutcome.NEW.value, SeqOutcome.RESEND.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +50,9 @@ class BatchMeta:
     sent_wall_ts: float
     clock_synced: bool
     body_bytes: int
+    # SHA-256 of the batch content (epoch, seq, records); a stored batch id is
+    # accepted again only with the same digest. Empty: not checked.
+    content_sha256: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +79,35 @@ class CentralStore(Protocol):
         ...
 
     async def ingest(
-        self, meta: BatchMeta, records: Sequence[ValidRecord], rejected: int = 0
+        self,
+        meta: BatchMeta,
+        records: Sequence[ValidRecord],
+        rejected: int = 0,
+        *,
+        max_seq_advance: int | None = None,
     ) -> IngestResult:
         """Store a batch (see the module docstring); raise StoreUnavailable on failure.
 
-        ``rejected`` counts records that failed validation, for the batch log.
+        ``rejected`` counts records that failed validation, for the batch log;
+        ``max_seq_advance`` bounds how far one batch may move the sequence.
         """
+        ...
+
+    async def key_rows(self, include_revoked: bool = False) -> list[KeyRow]:
+        """The gateway keys (secrets included), oldest first."""
+        ...
+
+    async def add_key(self, device_id: str, key_id: str, secret: str,
+                      *, rotate: bool = False) -> list[str]:
+        """Store a key for ``device_id``; at most MAX_ACTIVE_PER_GATEWAY active.
+
+        With ``rotate``, the oldest active key is revoked when the gateway is at
+        the limit; returns the key ids revoked. Raises KeyRuleError otherwise.
+        """
+        ...
+
+    async def revoke_key(self, key_id: str) -> bool:
+        """Revoke an active key; False when there is no such active key."""
         ...
 
     async def stats(self) -> dict[str, Any]:
@@ -99,10 +132,30 @@ def open_store(database_url: str, password: str | None = None) -> CentralStore:
     )
 
 
-def decide(seen: bool, seq: int, highest: int) -> SeqOutcome:
-    """The replay rule, independent of any clock: ids seen are resends, old seqs replays."""
+def decide(
+    seen: bool,
+    seq: int,
+    highest: int,
+    *,
+    max_advance: int | None = None,
+    same_content: bool = True,
+) -> SeqOutcome:
+    """The replay rule, independent of any clock.
+
+    A batch id seen before is a resend when its content is the same, else a
+    conflict; a new id with an old seq is a replay; a seq more than
+    ``max_advance`` above the highest is too far (a forged or corrupt seq must
+    not push a gateway's sequence out of reach).
+    """
     if seen:
-        return SeqOutcome.RESEND
+        return SeqOutcome.RESEND if same_content else SeqOutcome.CONFLICT
     if seq <= highest:
         return SeqOutcome.REPLAY
+    if max_advance is not None and max_advance > 0 and seq - highest > max_advance:
+        return SeqOutcome.TOO_FAR
     return SeqOutcome.NEW
+
+
+def same_content(stored_digest: str | None, digest: str) -> bool:
+    """Whether a resend carries the stored content (unknown on either side: assumed so)."""
+    return not stored_digest or not digest or stored_digest == digest

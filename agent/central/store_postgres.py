@@ -22,12 +22,15 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from agent.central.keys import KeyRow, KeyRuleError, keys_to_revoke
 from agent.central.store import (
+    STORED_OUTCOMES,
     BatchMeta,
     IngestResult,
     SeqOutcome,
     StoreUnavailable,
     decide,
+    same_content,
 )
 from agent.central.validate import KINDS, ValidRecord
 from agent.records.protocol import RecordStatus
@@ -227,6 +230,21 @@ CREATE INDEX milk_checks_camera_time ON milk_checks (device_id, camera_id, wall_
 CREATE INDEX milk_checks_abnormal ON milk_checks (result, wall_ts) WHERE result <> 'normal';
 """,
     ),
+    (
+        4,
+        "gateway keys and batch content digests",
+        """
+CREATE TABLE gateway_keys (
+    key_id text PRIMARY KEY,
+    device_id text NOT NULL,
+    secret text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    revoked_at timestamptz
+);
+CREATE INDEX gateway_keys_device ON gateway_keys (device_id);
+ALTER TABLE batches ADD COLUMN content_sha256 text;
+""",
+    ),
 ]
 
 # Any number is an arbitrary choice; it only has to be the same for every receiver.
@@ -313,23 +331,34 @@ class PostgresStore:
             raise StoreUnavailable(f"PostgreSQL: {err}") from err
 
     async def ingest(
-        self, meta: BatchMeta, records: Sequence[ValidRecord], rejected: int = 0
+        self,
+        meta: BatchMeta,
+        records: Sequence[ValidRecord],
+        rejected: int = 0,
+        *,
+        max_seq_advance: int | None = None,
     ) -> IngestResult:
+        limit = max_seq_advance
         try:
-            return await self._ingest(meta, records, rejected, isolate=False)
+            return await self._ingest(meta, records, rejected, isolate=False, limit=limit)
         except (psycopg.DataError, psycopg.IntegrityError) as err:
             # Validation should have caught it; fall back to one savepoint per
             # record so the record the database refuses is rejected alone.
             log.warning("batch needs per-record isolation: %s", err)
             try:
-                return await self._ingest(meta, records, rejected, isolate=True)
+                return await self._ingest(meta, records, rejected, isolate=True, limit=limit)
             except psycopg.Error as err2:
                 raise StoreUnavailable(f"PostgreSQL: {err2}") from err2
         except psycopg.Error as err:
             raise StoreUnavailable(f"PostgreSQL: {err}") from err
 
     async def _ingest(
-        self, meta: BatchMeta, records: Sequence[ValidRecord], rejected: int, isolate: bool
+        self,
+        meta: BatchMeta,
+        records: Sequence[ValidRecord],
+        rejected: int,
+        isolate: bool,
+        limit: int | None,
     ) -> IngestResult:
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute(
@@ -353,13 +382,17 @@ class PostgresStore:
             row = await cur.fetchone()
             highest = int(row[0]) if row else 0
             cur = await conn.execute(
-                "SELECT 1 FROM batches WHERE device_id = %s AND batch_id = %s"
-                " AND outcome <> 'replay' LIMIT 1",
-                (meta.device_id, meta.batch_id),
+                "SELECT content_sha256 FROM batches WHERE device_id = %s AND batch_id = %s"
+                " AND outcome = ANY(%s) ORDER BY id LIMIT 1",
+                (meta.device_id, meta.batch_id, list(STORED_OUTCOMES)),
             )
-            outcome = decide(await cur.fetchone() is not None, meta.seq, highest)
+            seen = await cur.fetchone()
+            outcome = decide(
+                seen is not None, meta.seq, highest, max_advance=limit,
+                same_content=seen is None or same_content(seen[0], meta.content_sha256),
+            )
             statuses: list[tuple[RecordStatus, str | None]] = []
-            if outcome is not SeqOutcome.REPLAY:
+            if outcome in (SeqOutcome.NEW, SeqOutcome.RESEND):
                 statuses = await self._insert_records(conn, meta, records, isolate)
             if outcome is SeqOutcome.NEW:
                 highest = meta.seq
@@ -372,11 +405,13 @@ class PostgresStore:
             await conn.execute(
                 "INSERT INTO batches (device_id, epoch, seq, batch_id, key_id, outcome,"
                 " record_count, accepted, duplicate, rejected, sent_wall_ts, clock_synced,"
-                " body_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " body_bytes, content_sha256)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (meta.device_id, meta.epoch, meta.seq, meta.batch_id, meta.key_id,
                  str(outcome), meta.record_count, counts[RecordStatus.ACCEPTED],
                  counts[RecordStatus.DUPLICATE], counts[RecordStatus.REJECTED] + rejected,
-                 meta.sent_wall_ts, meta.clock_synced, meta.body_bytes),
+                 meta.sent_wall_ts, meta.clock_synced, meta.body_bytes,
+                 meta.content_sha256 or None),
             )
         return IngestResult(outcome, highest, statuses)
 
@@ -421,6 +456,63 @@ class PostgresStore:
                         statuses[pos] = (RecordStatus.ACCEPTED, None)
                     cur.nextset()
         return statuses
+
+    async def key_rows(self, include_revoked: bool = False) -> list[KeyRow]:
+        query = (
+            "SELECT key_id, device_id, secret, created_at::text, revoked_at::text"
+            " FROM gateway_keys"
+            + ("" if include_revoked else " WHERE revoked_at IS NULL")
+            + " ORDER BY created_at, key_id"
+        )
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(query)
+                return [KeyRow(*row) for row in await cur.fetchall()]
+        except psycopg.Error as err:
+            raise StoreUnavailable(f"PostgreSQL: {err}") from err
+
+    async def add_key(self, device_id: str, key_id: str, secret: str,
+                      *, rotate: bool = False) -> list[str]:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                # One key change per gateway at a time, across every receiver and CLI.
+                await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                                   (_MIGRATION_LOCK, device_id))
+                cur = await conn.execute("SELECT 1 FROM gateway_keys WHERE key_id = %s",
+                                         (key_id,))
+                if await cur.fetchone() is not None:
+                    raise KeyRuleError(f"key id {key_id} exists already; pick another")
+                cur = await conn.execute(
+                    "SELECT key_id FROM gateway_keys WHERE device_id = %s"
+                    " AND revoked_at IS NULL ORDER BY created_at, key_id",
+                    (device_id,),
+                )
+                active = [row[0] for row in await cur.fetchall()]
+                revoked = keys_to_revoke(device_id, active, rotate)
+                if revoked:
+                    await conn.execute(
+                        "UPDATE gateway_keys SET revoked_at = now() WHERE key_id = ANY(%s)",
+                        (revoked,),
+                    )
+                await conn.execute(
+                    "INSERT INTO gateway_keys (key_id, device_id, secret) VALUES (%s, %s, %s)",
+                    (key_id, device_id, secret),
+                )
+                return revoked
+        except psycopg.Error as err:
+            raise StoreUnavailable(f"PostgreSQL: {err}") from err
+
+    async def revoke_key(self, key_id: str) -> bool:
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "UPDATE gateway_keys SET revoked_at = now()"
+                    " WHERE key_id = %s AND revoked_at IS NULL",
+                    (key_id,),
+                )
+                return cur.rowcount == 1
+        except psycopg.Error as err:
+            raise StoreUnavailable(f"PostgreSQL: {err}") from err
 
     async def stats(self) -> dict[str, Any]:
         try:

@@ -16,12 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agent.central.keys import KeyRow, KeyRuleError, keys_to_revoke
 from agent.central.store import (
+    STORED_OUTCOMES,
     BatchMeta,
     IngestResult,
     SeqOutcome,
     StoreUnavailable,
     decide,
+    same_content,
 )
 from agent.central.validate import KINDS, ValidRecord
 from agent.records.protocol import RecordStatus
@@ -218,6 +221,21 @@ CREATE INDEX milk_checks_camera_time ON milk_checks (device_id, camera_id, wall_
 CREATE INDEX milk_checks_abnormal ON milk_checks (result, wall_ts) WHERE result <> 'normal';
 """,
     ),
+    (
+        4,
+        "gateway keys and batch content digests",
+        """
+CREATE TABLE gateway_keys (
+    key_id TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    revoked_at TEXT
+);
+CREATE INDEX gateway_keys_device ON gateway_keys (device_id);
+ALTER TABLE batches ADD COLUMN content_sha256 TEXT;
+""",
+    ),
 ]
 
 
@@ -277,9 +295,62 @@ class SqliteStore:
         await asyncio.to_thread(self._run, lambda conn: conn.execute("SELECT 1").fetchone())
 
     async def ingest(
-        self, meta: BatchMeta, records: Sequence[ValidRecord], rejected: int = 0
+        self,
+        meta: BatchMeta,
+        records: Sequence[ValidRecord],
+        rejected: int = 0,
+        *,
+        max_seq_advance: int | None = None,
     ) -> IngestResult:
-        return await asyncio.to_thread(self._run, self._ingest, meta, records, rejected)
+        return await asyncio.to_thread(
+            self._run, self._ingest, meta, records, rejected, max_seq_advance
+        )
+
+    async def key_rows(self, include_revoked: bool = False) -> list[KeyRow]:
+        query = (
+            "SELECT key_id, device_id, secret, created_at, revoked_at FROM gateway_keys"
+            + ("" if include_revoked else " WHERE revoked_at IS NULL")
+            + " ORDER BY created_at, key_id"
+        )
+        rows = await asyncio.to_thread(
+            self._run, lambda conn: conn.execute(query).fetchall()
+        )
+        return [KeyRow(*row) for row in rows]
+
+    async def add_key(self, device_id: str, key_id: str, secret: str,
+                      *, rotate: bool = False) -> list[str]:
+        result: list[str] = await asyncio.to_thread(
+            self._run, self._add_key, device_id, key_id, secret, rotate
+        )
+        return result
+
+    def _add_key(self, conn: sqlite3.Connection, device_id: str, key_id: str, secret: str,
+                 rotate: bool) -> list[str]:
+        conn.execute("BEGIN IMMEDIATE")
+        if conn.execute("SELECT 1 FROM gateway_keys WHERE key_id = ?", (key_id,)).fetchone():
+            raise KeyRuleError(f"key id {key_id} exists already; pick another")
+        active = [row[0] for row in conn.execute(
+            "SELECT key_id FROM gateway_keys WHERE device_id = ? AND revoked_at IS NULL"
+            " ORDER BY created_at, key_id", (device_id,))]
+        revoked = keys_to_revoke(device_id, active, rotate)
+        for old in revoked:
+            conn.execute(
+                "UPDATE gateway_keys SET revoked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+                " WHERE key_id = ?", (old,))
+        conn.execute("INSERT INTO gateway_keys (key_id, device_id, secret) VALUES (?, ?, ?)",
+                     (key_id, device_id, secret))
+        conn.execute("COMMIT")
+        return revoked
+
+    async def revoke_key(self, key_id: str) -> bool:
+        def revoke(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE gateway_keys SET revoked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+                " WHERE key_id = ? AND revoked_at IS NULL", (key_id,))
+            return cur.rowcount == 1
+
+        done: bool = await asyncio.to_thread(self._run, revoke)
+        return done
 
     async def stats(self) -> dict[str, Any]:
         return await asyncio.to_thread(self._run, self._stats)
@@ -306,6 +377,7 @@ class SqliteStore:
         meta: BatchMeta,
         records: Sequence[ValidRecord],
         rejected: int,
+        limit: int | None = None,
     ) -> IngestResult:
         conn.execute("BEGIN IMMEDIATE")  # takes the write lock: the sequence check is atomic
         conn.execute(
@@ -326,13 +398,16 @@ class SqliteStore:
         ).fetchone()
         highest = int(row[0]) if row else 0
         seen = conn.execute(
-            "SELECT 1 FROM batches WHERE device_id = ? AND batch_id = ? AND outcome <> 'replay'"
-            " LIMIT 1",
-            (meta.device_id, meta.batch_id),
+            "SELECT content_sha256 FROM batches WHERE device_id = ? AND batch_id = ?"
+            " AND outcome IN (?, ?) ORDER BY id LIMIT 1",
+            (meta.device_id, meta.batch_id, *STORED_OUTCOMES),
         ).fetchone()
-        outcome = decide(seen is not None, meta.seq, highest)
+        outcome = decide(
+            seen is not None, meta.seq, highest, max_advance=limit,
+            same_content=seen is None or same_content(seen[0], meta.content_sha256),
+        )
         statuses: list[tuple[RecordStatus, str | None]] = []
-        if outcome is not SeqOutcome.REPLAY:
+        if outcome in (SeqOutcome.NEW, SeqOutcome.RESEND):
             for record in records:
                 try:
                     cur = conn.execute(self._inserts[record.kind], _params(meta, record))
@@ -355,11 +430,11 @@ class SqliteStore:
         conn.execute(
             "INSERT INTO batches (device_id, epoch, seq, batch_id, key_id, outcome,"
             " record_count, accepted, duplicate, rejected, sent_wall_ts, clock_synced,"
-            " body_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " body_bytes, content_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (meta.device_id, meta.epoch, meta.seq, meta.batch_id, meta.key_id, str(outcome),
              meta.record_count, counts[RecordStatus.ACCEPTED], counts[RecordStatus.DUPLICATE],
              counts[RecordStatus.REJECTED] + rejected, meta.sent_wall_ts, meta.clock_synced,
-             meta.body_bytes),
+             meta.body_bytes, meta.content_sha256 or None),
         )
         conn.execute("COMMIT")
         return IngestResult(outcome, highest, statuses)

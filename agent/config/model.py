@@ -246,7 +246,7 @@ class CentralConfig(Section):
     )
     max_records: int = Field(10000, ge=1, description="Largest accepted batch.")
     max_decompressed_bytes: int = Field(
-        16 * 1024 * 1024,
+        8 * 1024 * 1024,
         ge=1024,
         description="Largest body after gunzip; a bigger one is refused with 413 (gzip "
         "bombs) and the gateway halves its batch.",

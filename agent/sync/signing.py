@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from typing import Any
 
 from agent.records.protocol import (
+    HEADER_AUTH,
     HEADER_BATCH_ID,
+    HEADER_BODY_SHA256,
+    HEADER_GATEWAY,
     HEADER_KEY_ID,
     HEADER_SIGNATURE,
     sign,
+    sign_auth,
 )
 
 
@@ -20,11 +25,20 @@ def encode_body(batch: dict[str, Any]) -> bytes:
     return gzip.compress(raw, compresslevel=6, mtime=0)
 
 
-def headers_for(key_id: str, key: bytes, batch_id: str, body: bytes) -> dict[str, str]:
-    return {
+def headers_for(
+    key_id: str, key: bytes, batch_id: str, body: bytes, device_id: str | None = None
+) -> dict[str, str]:
+    """The request headers; with ``device_id``, also the signed header central checks first."""
+    headers = {
         "Content-Type": "application/json",
         "Content-Encoding": "gzip",
         HEADER_KEY_ID: key_id,
         HEADER_SIGNATURE: sign(key, body),
         HEADER_BATCH_ID: batch_id,
     }
+    if device_id is not None:
+        digest = hashlib.sha256(body).hexdigest()
+        headers[HEADER_GATEWAY] = device_id
+        headers[HEADER_BODY_SHA256] = digest
+        headers[HEADER_AUTH] = sign_auth(key, device_id, key_id, len(body), "gzip", digest)
+    return headers

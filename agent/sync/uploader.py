@@ -232,7 +232,7 @@ class Uploader:
             }
         )
         body = encode_body(wire.model_dump(mode="json"))
-        headers = headers_for(cfg.key_id, self._key, batch.batch_id, body)
+        headers = headers_for(cfg.key_id, self._key, batch.batch_id, body, self._device_id)
         self.in_flight += 1
         try:
             resp = await asyncio.wait_for(

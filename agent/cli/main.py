@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     central.add_argument("--config", "-c", type=Path, help="YAML config (the `central` section)")
     central.set_defaults(func=cmd_central)
+    from agent.cli.central_keys import add_central_keys_parser
+
+    add_central_keys_parser(central)  # `central keys add|rotate|revoke|list`
 
     sim = sub.add_parser(
         "simulate",

@@ -91,9 +91,12 @@ def test_every_field_in_the_schema_has_a_description_or_is_a_section() -> None:
     assert not missing, f"fields without a description: {missing}"
 
 
-def test_cli_config_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_config_check_exit_codes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAIRY_EDGE_HMAC_KEY", "k" * 32)  # config check wants the secrets too
     good = tmp_path / "good.yaml"
-    good.write_text("gateway:\n  id: barn-7\n")
+    good.write_text(f"gateway:\n  id: barn-7\n  data_dir: {tmp_path / 'data'}\n")
     assert main(["config", "check", str(good)]) == 0
     bad = tmp_path / "bad.yaml"
     bad.write_text("sync:\n  max_attempts: -1\n")

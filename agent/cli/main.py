@@ -105,8 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     cfg = sub.add_parser("config", help="check a config file or print its schema")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    check = cfg_sub.add_parser("check", help="validate a config file and print the result")
-    check.add_argument("file", type=Path)
+    check = cfg_sub.add_parser(
+        "check",
+        help="validate a config file and what it needs, as `run` does",
+        description="Validate a config file and everything `dairy-edge run` checks before "
+        "it starts: the data folder, the firmware and calibration files, TLS files and the "
+        "secrets (from the environment or $CREDENTIALS_DIRECTORY, as the service sees them). "
+        "Exit status 2 when run would refuse it. Run it as the service user.",
+    )
+    check.add_argument("file", type=Path, help="the YAML config file")
     check.set_defaults(func=cmd_config_check)
     sch = cfg_sub.add_parser("schema", help="print the JSON Schema of the config")
     sch.set_defaults(func=cmd_config_schema)
@@ -130,18 +137,23 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:  # type: ig
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
-    register = config.vision.eartag.herd_register
-    if register is not None and any(c.role == "eartag" for c in config.cameras):
-        from agent.vision.eartag.register import HerdRegister
+    from agent.runtime.preflight import check_config, failures
 
-        HerdRegister.load(register)  # a ConfigError names the file and line
-    print(f"{args.file}: OK")
+    config = load_config(args.file)
+    findings = check_config(config)
+    bad = failures(findings)
+    print(f"{args.file}: {'NOT OK' if bad else 'OK'}")
     print(f"  gateway {config.gateway.id}, broker {config.mqtt.host}:{config.mqtt.port}, "
           f"buffer {config.store_path}, sync {'on' if config.sync.enabled else 'off'}")
     for cam in config.cameras:
         print(f"  camera {cam.id}: {cam.role} from {cam.source}, "
               f"{cam.infer_fps:g} frames/s to the models")
+    for finding in findings:
+        print("  " + finding.line().replace("\n", "\n  "))
+    if bad:
+        print(f"dairy-edge: {len(bad)} check(s) failed; `dairy-edge run` would refuse this "
+              "config", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -25,9 +25,13 @@ def load_config(path: Path | str | None = None, overrides: dict[str, Any] | None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise ConfigError(f"{source}: not valid YAML: {err}") from err
+            raise ConfigError(yaml_problem(source, err)) from err
         if loaded is None:
-            loaded = {}
+            raise ConfigError(
+                f"{source}: the file is empty (or only comments); an empty config runs "
+                "nothing the farm set up. Write at least one section: `dairy-edge init DIR` "
+                "writes a starting config, examples/dairy-edge.yaml lists every key"
+            )
         if not isinstance(loaded, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of sections")
         data = loaded
@@ -37,6 +41,23 @@ def load_config(path: Path | str | None = None, overrides: dict[str, Any] | None
         return Config.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_describe(source, err)) from err
+
+
+def yaml_problem(source: str, err: yaml.YAMLError) -> str:
+    """A YAML error as `FILE:LINE:COLUMN: problem`, naming the file (PyYAML,
+    reading a string, would say ``<unicode string>``)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    context = getattr(err, "context", None)
+    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+    text = f"{where}: not valid YAML: {problem}"
+    if context:
+        text += f" ({context})"
+    if mark is not None:
+        snippet = mark.get_snippet()
+        if snippet:
+            text += "\n" + snippet
+    return text
 
 
 def schema() -> dict[str, Any]:

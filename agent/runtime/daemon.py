@@ -32,7 +32,7 @@ from agent.config.model import Config
 from agent.config.secrets import read_secret
 from agent.detect.farm_events import FarmEventError, parse_payload
 from agent.detect.rules.body_condition import BcsLossParams, MilkParams
-from agent.errors import ConfigError, InvalidPayload, StorageFault
+from agent.errors import InvalidPayload, StorageFault
 from agent.ingest.pipeline import Ingestor
 from agent.records.types import (
     Alert,
@@ -51,6 +51,7 @@ from agent.runtime.detection import (
     farm_events_topic,
 )
 from agent.runtime.notify import Notifier
+from agent.runtime.preflight import check_config, raise_for_failures
 from agent.runtime.vision import Vision
 from agent.sources.mqtt import MqttSource
 from agent.store.reader import StoreReader
@@ -95,11 +96,9 @@ class Agent:
         self.clock: Clock = clock or SystemClock()
         self.boot = boot_id()
         key = hmac_key or _secret_bytes("hmac_key")
-        if config.sync.enabled and not key:
-            raise ConfigError(
-                "sync is enabled but no HMAC key was given: set DAIRY_EDGE_HMAC_KEY or put "
-                "hmac_key in $CREDENTIALS_DIRECTORY (or set sync.enabled: false)"
-            )
+        # The checks of `dairy-edge config check` (secrets, folders, firmware and
+        # calibration files, TLS files): a ConfigError naming each failure and its fix.
+        raise_for_failures(check_config(config, hmac_key=key, mqtt_password=mqtt_password))
         self._key = key or b""
         config.gateway.data_dir.mkdir(parents=True, exist_ok=True)
         self.state = RuntimeState(started_mono=self.clock.monotonic())

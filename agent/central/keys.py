@@ -115,17 +115,18 @@ def parse_keys(text: str) -> dict[str, GatewayKey]:
         if not item:
             continue
         name, sep, secret = item.partition("=")
-        gateway, slash, key_id = name.strip().rpartition("/")
-        key_id = key_id.strip()
+        # Only the item's ends are trimmed: an id with a space or control character inside
+        # (or before "/" or "=") is an error, never silently another id.
+        gateway, slash, key_id = name.rpartition("/")
         secret = secret.strip()
         if not sep or not secret or not KEY_ID_RE.fullmatch(key_id) or (
-            slash and not GATEWAY_RE.fullmatch(gateway.strip())
+            slash and not GATEWAY_RE.fullmatch(gateway)
         ):
             raise ConfigError(
                 "central_keys: expected <key id>=<key> or <gateway id>/<key id>=<key> items, "
                 "comma- or newline-separated"
             )
-        keys[key_id] = GatewayKey(key_id, secret.encode(), gateway.strip() or None, "secrets")
+        keys[key_id] = GatewayKey(key_id, secret.encode(), gateway or None, "secrets")
     return keys
 
 

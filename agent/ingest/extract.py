@@ -52,7 +52,7 @@ def _check_id(name: str, value: Any) -> str:
         value = str(value)
     elif not isinstance(value, str):
         raise InvalidPayload("bad_type", f"{name} is {type(value).__name__}, not an id")
-    if not SAFE_ID_RE.match(value):
+    if not SAFE_ID_RE.fullmatch(value):
         raise InvalidPayload("bad_id", f"{name} fails the id allowlist")
     return value
 

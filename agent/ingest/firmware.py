@@ -86,7 +86,7 @@ class LayoutEntry(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> LayoutEntry:
-        if not _STRUCT_CODE.match(self.struct):
+        if not _STRUCT_CODE.fullmatch(self.struct):
             raise ValueError(f"unsupported struct code {self.struct!r}")
         return self
 
@@ -153,7 +153,7 @@ class FirmwareSpec(_Strict):
         if levels.count(SENSOR_PLACEHOLDER) != 1 or self.topic.count("{") != 1:
             raise ValueError("topic needs exactly one whole level '{sensor_id}'")
         for level in levels:
-            if level != SENSOR_PLACEHOLDER and not SAFE_ID_RE.match(level):
+            if level != SENSOR_PLACEHOLDER and not SAFE_ID_RE.fullmatch(level):
                 raise ValueError(f"topic level {level!r} is not a plain name")
         if (self.format == "csv") != (self.csv is not None):
             raise ValueError("a csv section is required for format csv, and only then")

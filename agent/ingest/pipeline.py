@@ -143,7 +143,7 @@ class Ingestor:
     def _route(self, topic: str) -> tuple[_Route, str]:
         head, sep, sensor_id = topic.rpartition("/")
         route = self._by_head.get(head + sep) if sep else None
-        if route is not None and SAFE_ID_RE.match(sensor_id):
+        if route is not None and SAFE_ID_RE.fullmatch(sensor_id):
             return route, sensor_id
         for route in self._routes:
             if (
@@ -153,7 +153,7 @@ class Ingestor:
             ):
                 end = len(topic) - len(route.tail)
                 sensor_id = topic[len(route.head) : end]
-                if SAFE_ID_RE.match(sensor_id):
+                if SAFE_ID_RE.fullmatch(sensor_id):
                     return route, sensor_id
                 raise InvalidPayload("bad_id", "sensor id in the topic fails the id allowlist")
         raise InvalidPayload("unknown_topic", "no firmware matches the topic")

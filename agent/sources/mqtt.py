@@ -147,7 +147,7 @@ class MqttSource:
         on_session_gap: Callable[[], None] | None = None,
     ) -> None:
         for name, value in (("client id", client_id), ("gateway id", gateway_id)):
-            if not _SAFE_ID.match(value):
+            if not _SAFE_ID.fullmatch(value):
                 raise ConfigError(f"mqtt: invalid {name} {value!r}")
         for topic in config.topics:
             if not valid_topic_filter(topic):
@@ -263,7 +263,7 @@ class MqttSource:
     def status_topic(self, *levels: str) -> str:
         """``<prefix>/<gateway id>/<level>/...``; every level must be a safe id."""
         for level in levels:
-            if not _SAFE_ID.match(level):
+            if not _SAFE_ID.fullmatch(level):
                 raise ValueError(f"unsafe topic level {level!r}")
         return "/".join((self._config.status_prefix, self._gateway_id, *levels))
 
@@ -271,7 +271,7 @@ class MqttSource:
         prefix = f"{self._config.status_prefix}/{self._gateway_id}/"
         if not topic.startswith(prefix):
             return False
-        return all(_SAFE_ID.match(level) for level in topic[len(prefix) :].split("/"))
+        return all(_SAFE_ID.fullmatch(level) for level in topic[len(prefix) :].split("/"))
 
     # -- client construction --------------------------------------------
 

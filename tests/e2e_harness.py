@@ -214,7 +214,8 @@ class Barn:
                      "client_id": f"agent-{self.prefix}", "reconnect_max_s": 2.0},
             "sync": {"url": f"http://127.0.0.1:{self.sync_port}/api/v1/batches",
                      "interval_s": 0.5, "backoff_max_s": 5.0},
-            "web": {"host": "127.0.0.1", "port": self.web_port},
+            # Login off (allowed on loopback only): the harness reads /api/status.
+            "web": {"host": "127.0.0.1", "port": self.web_port, "login": False},
         }
         for section, values in self.agent_overrides.items():
             config.setdefault(section, {}).update(values)

@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "web": set(),
     "runtime": {"ingest", "detect", "store", "sync", "sources", "web", "central", "models",
                 "vision"},
-    "cli": {"runtime", "central", "sources", "detect", "models", "vision"},
+    "cli": {"runtime", "central", "sources", "detect", "models", "vision", "web"},
 }
 # records and config are the bottom: they may not import the other common parts
 BOTTOM = {"records": set(), "config": {"errors"}}

@@ -14,9 +14,12 @@ from helpers_mqtt import free_port
 
 from agent.runtime.demo import DemoInfo, run_demo
 
+# The page needs a login: the demo's one-time link gives this opener a session.
+_BROWSER = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+
 
 def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
+    with _BROWSER.open(url, timeout=5) as response:
         return str(response.read().decode())
 
 
@@ -43,11 +46,16 @@ async def test_demo_shows_live_data_within_30_seconds(tmp_path: Path) -> None:
     )
     try:
         seen: dict[str, object] = {}
+        logged_in = False
         while time.monotonic() - started < 30:
             await asyncio.sleep(0.5)
             assert not demo.done(), demo.exception() if demo.done() else ""
             if not ready:
                 continue
+            if not logged_in:
+                assert "/login/link/" in ready[0].login_url
+                await asyncio.to_thread(_get, ready[0].login_url)
+                logged_in = True
             status = json.loads(await asyncio.to_thread(
                 _get, f"http://127.0.0.1:{ready[0].web_port}/api/status"))
             central = await asyncio.to_thread(_central_readings, tmp_path)

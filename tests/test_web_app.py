@@ -12,7 +12,14 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from agent import metrics
-from agent.web import BrokerStatus, SensorStatus, StatusSnapshot, SyncStatus, make_web_app
+from agent.web import (
+    BrokerStatus,
+    SensorStatus,
+    StatusSnapshot,
+    SyncStatus,
+    WebAccess,
+    make_web_app,
+)
 from agent.web.app import start_web
 
 EVIL = '<script>alert("x")</script>'
@@ -40,6 +47,9 @@ async def serve() -> AsyncIterator[Callable[..., Any]]:
     runners: list[aiohttp.web.AppRunner] = []
 
     async def _serve(provider: Callable[[], Any], **kw: Any) -> str:
+        # The login is off here (these tests are about what is shown); the
+        # login itself is tested in test_web_security.py.
+        kw.setdefault("access", WebAccess(users=None))
         runner, port = await start_web(make_web_app(provider, **kw), "127.0.0.1", 0)
         runners.append(runner)
         assert port > 0
@@ -55,7 +65,7 @@ async def test_status_json(serve: Callable[..., Any]) -> None:
     async with aiohttp.ClientSession() as http, http.get(base + "/api/status") as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("application/json")
-        assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
         data = json.loads(await resp.text())  # strict: NaN would not parse as JSON
     assert data["version"] == "0.1.0"
@@ -66,6 +76,8 @@ async def test_status_json(serve: Callable[..., Any]) -> None:
         "values": {"temp_c": 38.6, "activity": 0.4},
         "age_s": 3.2,
         "health": "ok",
+        "firmware": "",
+        "animal_id": None,
     }
     assert data["sensors"][1]["values"] == {"ec_ms": None}
     assert (data["quarantined"], data["backlog"], data["dead_letters"]) == (4, 120, 1)
@@ -118,11 +130,11 @@ async def test_html_escapes_every_wire_value(serve: Callable[..., Any]) -> None:
     assert "<script>" not in html
     assert "<img" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
-    assert '<meta http-equiv="refresh" content="5">' in html
+    assert "http-equiv" not in html, "no reloading: the page polls /api/view"
     assert 'name="viewport"' in html
-    assert "collar-17" in html and "temp_c=38.6" in html
+    assert "collar-17" in html and "Temp 38.60\u00a0°C" in html
     assert "mastitis" in html and "conductivity up 31 %" in html
-    async with aiohttp.ClientSession() as http, http.get(base + "/style.css") as resp:
+    async with aiohttp.ClientSession() as http, http.get(base + "/static/style.css") as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/css")
 
@@ -166,4 +178,4 @@ async def test_failing_provider_is_a_503_not_a_crash(serve: Callable[..., Any]) 
             assert resp.status == 200
             assert "status unavailable" in await resp.text()
         async with http.post(base + "/api/status", data=b"x") as resp:
-            assert resp.status == 405
+            assert resp.status == 403  # no CSRF token: refused before anything else

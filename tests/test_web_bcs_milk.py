@@ -47,7 +47,7 @@ def test_scores_and_checks_from_the_store_are_shown_escaped(tmp_path: Path) -> N
                           milk_checks=reader.recent_milk_checks(10))
     html = render_status(snap.to_dict(), [])
     bcs = html[html.index("<h2>Body condition</h2>"):html.index("<h2>Milk checks</h2>")]
-    milk = html[html.index("<h2>Milk checks</h2>"):html.index("<h2>Sensors</h2>")]
+    milk = html[html.index("<h2>Milk checks</h2>"):html.index("<h2>Buffer and sync</h2>")]
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(WHEN))
     assert "<td>NL-17</td><td>2.75 (2.50\u20133.00)</td>" in bcs
     assert f"<td>{when}</td><td>topview-1</td>" in bcs

@@ -127,6 +127,7 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:  # type: ig
     from agent.cli.models import add_models_parser
     from agent.cli.replay import add_replay_parser
     from agent.cli.vision import add_vision_parser
+    from agent.cli.web import add_web_parser
     from agent.detect.anomaly.cli import add_anomaly_cli
 
     add_anomaly_cli(sub)
@@ -134,6 +135,7 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:  # type: ig
     add_models_parser(sub)
     add_calibrate_parser(sub)
     add_replay_parser(sub)
+    add_web_parser(sub)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

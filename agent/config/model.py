@@ -205,6 +205,39 @@ class WebConfig(Section):
     enabled: bool = Field(True, description="Serve the local status page.")
     host: str = Field("0.0.0.0", description="Listen address (technicians' phones on the LAN).")
     port: int = Field(8080, ge=0, le=65535, description="Listen port (0 picks a free one).")
+    login: bool = Field(
+        True,
+        description="Require a login (docs/web.md). May be false only when host is a loopback "
+        "address (a test bench); safe mode keeps the login whatever the file says.",
+    )
+    users_file: Path | None = Field(
+        None, description="Users, roles and password hashes; <data_dir>/web-users.json when "
+        "empty. Managed with `dairy-edge web user add`.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the page answers to, besides localhost and this machine's "
+        "own names (IP addresses always work); other Host headers get 421.",
+    )
+    metrics_open: bool = Field(
+        False, description="Serve /metrics without a login (read-only) for a Prometheus scraper."
+    )
+    session_hours: float = Field(12.0, gt=0, le=720, description="A session ends unused this long.")
+    tls_cert: Path | None = Field(
+        None, description="Serve HTTPS with this PEM certificate (and tls_key); cookies get Secure."
+    )
+    tls_key: Path | None = Field(None, description="The PEM private key of tls_cert.")
+
+    @model_validator(mode="after")
+    def _login_off_only_on_loopback(self) -> WebConfig:
+        if not self.login and self.host not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError(
+                "login: false is allowed only with host 127.0.0.1, ::1 or localhost; "
+                "add users with `dairy-edge web user add NAME --role ROLE` instead"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key, or neither")
+        return self
 
 
 class DetectConfig(Section):

@@ -58,8 +58,10 @@ from agent.store.reader import StoreReader
 from agent.store.writer import StoreWriter
 from agent.sync.transport import AiohttpTransport
 from agent.sync.uploader import Uploader
+from agent.web.access import WebAccess
 from agent.web.app import make_web_app, start_web
 from agent.web.status import BrokerStatus, SensorStatus, StatusSnapshot, SyncStatus
+from agent.web.wiring import build_access, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +137,7 @@ class Agent:
             on_session_gap=self._on_session_gap,
         )
         self.uploader: Uploader | None = None
+        self.web_access: WebAccess | None = None  # set when the page starts
         self.notifier = Notifier()
         self._stopping = threading.Event()
         self.vision = Vision(config, self.clock, self.boot, self._store_vision,
@@ -266,11 +269,22 @@ class Agent:
         return self.detection.precision()
 
     def feedback(self, alert_id: str, verdict: str) -> None:
+        # Who said it is kept by the page as a user_action event (record_user_action).
         self.detection.feedback(alert_id, verdict)
-        # Kept and synced, so the central team sees what technicians said.
+
+    def snooze(self, alert_id: str, seconds: float) -> bool:
+        return self.detection.snooze(alert_id, seconds)
+
+    def acknowledge(self, alert_id: str) -> bool:
+        return self.detection.acknowledge(alert_id)
+
+    def record_user_action(self, action: dict[str, Any]) -> None:
+        """A status page user's action (login, confirm, snooze, ...): kept and
+        synced as a ``user_action`` event, so central sees who did what when."""
+        what = " ".join(str(action.get(k)) for k in ("user", "action", "alert_id")
+                        if action.get(k) is not None)
         self.writer.submit(
-            self._event("alert_feedback", f"{verdict} by a technician", alert_id=alert_id,
-                        verdict=verdict),
+            self._event("user_action", what[:200], **action),
             timeout=0.5,  # called on the event loop: never block it for long
         )
 
@@ -282,7 +296,19 @@ class Agent:
                 f"buffer was corrupt at start; moved to {self.writer.moved_aside.name}"
             )
         problems.extend(self.vision.problems)
+        if self.uploader is not None and self.uploader.refusal:
+            problems.append(f"sync: {self.uploader.refusal}")
         return problems
+
+    def _on_sync_refusal(self, reason: str | None) -> None:
+        """Central refused our key or sequence (reason), or accepts us again (None)."""
+        stamp = self._stamp()
+        rid = stable_id("alert", "sync_refused", self.boot, str(stamp.mono_ns))
+        self._submit_alert(Alert(
+            record_id=rid, rule="sync_refused", severity="critical" if reason else "info",
+            state="raised" if reason else "cleared",
+            message=reason or "central accepts this gateway's batches again", stamp=stamp,
+        ))
 
     def _report_corrupt_buffer(self) -> None:
         """T21: a corrupt buffer was moved aside at start; say so everywhere."""
@@ -317,6 +343,8 @@ class Agent:
                 sensor_id=row["sensor_id"],
                 values=row["values"],
                 age_s=None if row["age_s"] is None else round(row["age_s"], 1),
+                firmware=row["firmware"] or "",
+                animal_id=row["animal_id"],
             )
             for row in self.reader.sensor_latest(
                 now_wall=self.clock.wall(), now_mono_ns=self.clock.monotonic_ns(), boot=self.boot
@@ -355,6 +383,7 @@ class Agent:
                                        "sensor_id", "animal_id", "wall_ts")}
                 for a in self.reader.recent_alerts(STATUS_ALERTS)
             ],
+            open_alerts=self.detection.open_alerts(),
             problems=self._problems(),
             cameras=self.vision.camera_status(),
             models=self.vision.model_status(),
@@ -380,11 +409,14 @@ class Agent:
         transport: AiohttpTransport | None = None
         try:
             if self.config.web.enabled:
-                app = make_web_app(
-                    self.status, alerts=self, token=read_secret("web_token")
-                )
+                self.web_access = build_access(
+                    self.config.web, self.config.gateway.data_dir, self.record_user_action,
+                    admin_password=read_secret("web_admin_password"))
+                app = make_web_app(self.status, alerts=self, access=self.web_access,
+                                   gateway=self.config.gateway.id)
                 web_runner, self.state.web_port = await start_web(
-                    app, self.config.web.host, self.config.web.port
+                    app, self.config.web.host, self.config.web.port,
+                    tls_context(self.config.web),
                 )
             if self.config.sync.enabled:
                 transport = AiohttpTransport(self.config.sync)
@@ -397,6 +429,7 @@ class Agent:
                     transport=transport,
                     clock=self.clock,
                 )
+                self.uploader.on_refusal = self._on_sync_refusal
                 tasks.append(asyncio.create_task(self.uploader.run(stop), name="sync"))
             tasks.append(asyncio.create_task(self._tick_loop(stop), name="ticks"))
             self.mqtt.start()

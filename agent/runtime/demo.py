@@ -45,6 +45,7 @@ class DemoInfo:
     broker_port: int
     broker_embedded: bool
     data_dir: Path
+    login_url: str = ""  # a one-time login link to the status page (15 min)
 
 
 def _free_port(preferred: int) -> int:
@@ -219,12 +220,18 @@ async def _run_with_broker(
     async def report() -> None:
         while agent.state.web_port is None:
             await asyncio.sleep(0.1)
+        base = f"http://127.0.0.1:{agent.state.web_port}"
+        # The demo's first user (admin, password in the data folder); the link
+        # logs a browser in once, within 15 minutes.
+        link = base + agent.web_access.login_link("admin") if agent.web_access else base + "/"
         if on_ready is not None:
             on_ready(DemoInfo(agent.state.web_port, central.url, broker.port, broker.embedded,
-                              data_dir))
+                              data_dir, link))
         print(
             f"\n  dairy-edge demo running\n"
-            f"  status page:   http://127.0.0.1:{agent.state.web_port}/\n"
+            f"  status page:   {link}\n"
+            f"                 (one-time login link; user admin, password in "
+            f"{data_dir}/web-initial-password)\n"
             f"  JSON status:   http://127.0.0.1:{agent.state.web_port}/api/status\n"
             f"  central:       {central.url} (SQLite at {data_dir}/central.db)\n"
             f"  broker:        127.0.0.1:{broker.port} "

@@ -145,6 +145,21 @@ class Detection:
         with self._lock:
             return self.rules.precision()
 
+    def snooze(self, alert_id: str, seconds: float) -> bool:
+        with self._lock:
+            return self.rules.snooze(alert_id, seconds)
+
+    def acknowledge(self, alert_id: str) -> bool:
+        with self._lock:
+            return self.rules.acknowledge(alert_id)
+
+    def open_alerts(self) -> list[dict[str, Any]]:
+        """Open alerts with their live state and any technician verdict (status page)."""
+        with self._lock:
+            verdicts = self.rules.alerts.verdicts
+            return [{**a, "verdict": verdicts.get(a["alert_id"], (None, None))[1]}
+                    for a in self.rules.open_alerts()]
+
     # -- persistence ---------------------------------------------------------
     def restore(self, store_path: Path) -> None:
         states = load_states(store_path)

@@ -3,7 +3,7 @@
 Exiting would put systemd into a restart storm and leave the technician with
 nothing to look at. Instead the agent serves the status page (on the web
 section of the file when that part is valid, else the defaults), reports the
-configuration error there and on /healthz (503), takes no MQTT messages (the
+configuration error on /healthz (503) and, after a login, on the page, takes no MQTT messages (the
 broker keeps them in our persistent session) and waits for a fixed file and a
 restart. Nothing in the broken file can switch anything *off*: safe mode reads
 only the listen address from it.
@@ -21,10 +21,11 @@ import yaml
 from pydantic import ValidationError
 
 from agent import __version__
-from agent.config.model import WebConfig
+from agent.config.model import Config, WebConfig
 from agent.runtime.notify import Notifier
 from agent.web.app import make_web_app, start_web
 from agent.web.status import StatusSnapshot
+from agent.web.wiring import build_access
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,12 @@ async def run_safe_mode(error: str, config_path: Path | None, stop: asyncio.Even
             problems=problems,
         )
 
-    runner, port = await start_web(make_web_app(status), web.host, web.port)
+    # The login stays on and only the listen address comes from the file; users
+    # are those of the default data folder (none made here): /healthz still
+    # tells anyone why the agent idles.
+    access = build_access(WebConfig(host=web.host, port=web.port),
+                          Config().gateway.data_dir, force_login=True, create_first=False)
+    runner, port = await start_web(make_web_app(status, access=access), web.host, web.port)
     notifier = Notifier()
     # READY so systemd does not restart us in a loop; STATUS says why we idle.
     notifier.ready()

@@ -1,22 +1,39 @@
-"""The aiohttp application: ``/`` (page), ``/api/status``, ``/healthz``, ``/metrics``.
+"""The aiohttp application.
 
-Read-only but for alert feedback (agent/web/alerts_api.py): the status comes
-from a provider the runtime passes in (called in a worker thread: it reads SQLite).
+    /                 the page (server-rendered, then kept live by /static/app.js)
+    /api/view         the page's live part alone, with an ETag (304 when unchanged)
+    /api/status       the status as JSON
+    /api/alerts ...   alert list and technician actions (agent/web/alerts_api.py)
+    /healthz          ok / unhealthy and why (no login: liveness checks)
+    /metrics          Prometheus (login, or open read-only with web.metrics_open)
+    /login, /logout   (agent/web/guard.py), /static/*, /favicon.ico
+
+The status comes from a provider the runtime passes in (called in a worker
+thread: it reads SQLite). Who may see and change what: ``agent.web.access``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import ssl
+from collections.abc import Callable, Mapping
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from agent.web import guard
+from agent.web.access import WebAccess
 from agent.web.alerts_api import AlertsBackend, add_alert_routes
-from agent.web.page import STYLE, render_status
+from agent.web.guard import session_of
+from agent.web.page import render_page, vision_sections
 from agent.web.status import StatusSnapshot, health_reasons, jsonable
+from agent.web.users import CHANGERS, UserStore
+from agent.web.view import render_view
 
 log = logging.getLogger(__name__)
 
@@ -24,67 +41,80 @@ StatusProvider = Callable[[], "StatusSnapshot | Mapping[str, Any]"]
 
 _PROVIDER_KEY = web.AppKey("status_provider", object)
 _REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
-_SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-# Only GETs and small JSON feedback; a large body is never legitimate.
+_GATEWAY_KEY = web.AppKey("gateway", str)
+# Only GETs, a login form and small JSON actions; a large body is never legitimate.
 _CLIENT_MAX_SIZE = 64 * 1024
+_STATIC_TYPES = {".css": "text/css", ".js": "application/javascript",
+                 ".svg": "image/svg+xml"}
+
+
+def _static_files() -> dict[str, tuple[bytes, str]]:
+    files: dict[str, tuple[bytes, str]] = {}
+    folder = resources.files("agent.web") / "static"
+    for entry in folder.iterdir():
+        suffix = Path(entry.name).suffix
+        if suffix in _STATIC_TYPES:
+            files[entry.name] = (entry.read_bytes(), _STATIC_TYPES[suffix])
+    return files
+
+
+STATIC = _static_files()
+# Static files are cached for a day; the page names them with this version.
+STATIC_VERSION = hashlib.sha256(b"".join(b for b, _ in STATIC.values())).hexdigest()[:10]
 
 
 def make_web_app(
     status_provider: StatusProvider,
     registry: CollectorRegistry = REGISTRY,
     alerts: AlertsBackend | None = None,
-    token: str | None = None,
+    access: WebAccess | None = None,
+    gateway: str = "",
 ) -> web.Application:
     """The status web app.
 
     :param status_provider: returns a ``StatusSnapshot`` (or its ``to_dict()``).
     :param registry: the Prometheus registry served on ``/metrics``.
-    :param alerts: enables the alert list and feedback API.
-    :param token: bearer token the feedback POST needs (None: no token).
+    :param alerts: enables the alert list and technician actions.
+    :param access: users, sessions and the Host list; None: a login nobody has yet
+        (secure by default: pass one to let anybody in).
+    :param gateway: the gateway's name, shown at the top.
     """
-    app = web.Application(middlewares=[_security_headers], client_max_size=_CLIENT_MAX_SIZE)
+    if access is None:
+        access = WebAccess(users=UserStore(None))
+    app = web.Application(middlewares=guard.MIDDLEWARES, client_max_size=_CLIENT_MAX_SIZE)
+    guard.install(app, access)
     app[_PROVIDER_KEY] = status_provider
     app[_REGISTRY_KEY] = registry
+    app[_GATEWAY_KEY] = gateway
     app.router.add_get("/", _page)
-    app.router.add_get("/style.css", _style)
+    app.router.add_get("/api/view", _api_view)
     app.router.add_get("/api/status", _api_status)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/favicon.ico", _favicon)
+    app.router.add_get("/static/{name}", _static)
     if alerts is not None:
-        add_alert_routes(app, alerts, token)
+        add_alert_routes(app, alerts)
     return app
 
 
-async def start_web(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def start_web(app: web.Application, host: str, port: int,
+                    ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:
     """Serve ``app`` on host:port (0 picks a free port).
 
     :returns: the runner (``await runner.cleanup()`` to stop) and the bound port.
     """
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError:
         await runner.cleanup()
         raise
     bound = int(runner.addresses[0][1])
-    log.info("status page on http://%s:%d/", host, bound)
+    log.info("status page on http%s://%s:%d/", "s" if ssl_context else "", host, bound)
     return runner, bound
-
-
-@web.middleware
-async def _security_headers(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    response = await handler(request)
-    response.headers.update(_SECURITY_HEADERS)
-    return response
 
 
 async def _status(request: web.Request) -> dict[str, Any] | None:
@@ -116,19 +146,57 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "reasons": []})
 
 
-async def _page(request: web.Request) -> web.Response:
+async def _view_html(request: web.Request) -> str:
     data = await _status(request)
     if data is None:
         data, reasons = {}, ["status unavailable"]
     else:
         reasons = health_reasons(data)
-    return web.Response(text=render_status(data, reasons), content_type="text/html")
+    session = session_of(request)
+    can_change = session is not None and session.role in CHANGERS
+    return render_view(data, reasons, can_change=can_change,
+                       query=request.query.get("q", "")[:64], extra=vision_sections(data),
+                       csrf=session.csrf if session is not None else "")
 
 
-async def _style(request: web.Request) -> web.Response:
-    return web.Response(text=STYLE, content_type="text/css")
+async def _page(request: web.Request) -> web.Response:
+    session = session_of(request)
+    view = await _view_html(request)
+    html = render_page(
+        view, gateway=request.app[_GATEWAY_KEY], csrf=session.csrf if session else "",
+        user=session.user if session else "", role=session.role if session else "",
+        query=request.query.get("q", "")[:64], static_version=STATIC_VERSION,
+    )
+    return web.Response(text=html, content_type="text/html")
+
+
+async def _api_view(request: web.Request) -> web.Response:
+    """The live part; unchanged since the client's copy: 304 with no body."""
+    body = (await _view_html(request)).encode()
+    etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, content_type="text/html", charset="utf-8", headers=headers)
 
 
 async def _metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[_REGISTRY_KEY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _static_response(name: str) -> web.Response:
+    entry = STATIC.get(name)
+    if entry is None:
+        raise web.HTTPNotFound(text="no such file\n")
+    body, ctype = entry
+    return web.Response(body=body, content_type=ctype,
+                        headers={"Cache-Control": "public, max-age=86400, immutable"})
+
+
+async def _static(request: web.Request) -> web.Response:
+    return _static_response(request.match_info["name"])
+
+
+async def _favicon(request: web.Request) -> web.Response:
+    return _static_response("favicon.svg")

@@ -9,17 +9,7 @@ from collections.abc import Mapping
 from html import escape
 from typing import Any
 
-REFRESH_S = 5
-
-STYLE = """\
-body{font-family:system-ui,sans-serif;margin:0 auto;max-width:48rem;padding:.75rem;color:#222}
-h1{font-size:1.3rem;margin:.2rem 0}h2{font-size:1.05rem;margin:1rem 0 .3rem}
-table{border-collapse:collapse;width:100%}td,th{padding:.3rem .4rem;text-align:left;
-border-bottom:1px solid #ddd;vertical-align:top;overflow-wrap:anywhere}
-th{white-space:nowrap}td:first-child{min-width:6.5rem}
-.bad{color:#a40000;font-weight:600}.ok{color:#0a6b0a;font-weight:600}
-.muted{color:#666;font-size:.85rem}
-"""
+from agent.web.view import render_view
 
 
 def _e(value: Any) -> str:
@@ -176,88 +166,93 @@ def _milk_checks(items: list[Mapping[str, Any]]) -> str:
     )
 
 
-def render_status(status: Mapping[str, Any], reasons: list[str]) -> str:
-    """The whole page for one status dict (``StatusSnapshot.to_dict()`` shape)."""
-    broker = status.get("broker") or {}
-    sync = status.get("sync") or {}
-    healthy = not reasons
-    rows = [
-        _row(
-            "Health", "healthy" if healthy else _e("; ".join(reasons)), "ok" if healthy else "bad"
-        ),
-        _row("Version", _e(status.get("version"))),
-        _row("Uptime", _e(_age(status.get("uptime_s")))),
-        _row(
-            "Broker",
-            _e(
-                f"{'connected' if broker.get('connected') else 'NOT connected'}"
-                f" (MQTT {broker.get('protocol') or '?'}, session gaps {broker.get('session_gaps', 0)})"
-            ),
-            "ok" if broker.get("connected") else "bad",
-        ),
-        _row(
-            "Storage",
-            _e(status.get("storage_health")),
-            "ok" if status.get("storage_health") == "ok" else "bad",
-        ),
-        _row("Disk free", _e(_bytes(status.get("disk_free_bytes")))),
-        _row("Sync backlog", _e(status.get("backlog"))),
-        _row("Quarantined", _e(status.get("quarantined"))),
-        _row("Dead letters", _e(status.get("dead_letters"))),
-        _row(
-            "Sync",
-            _e(
-                f"{sync.get('state', '-')}, last success {_age(sync.get('last_success_age_s'))} ago"
-            ),
-        ),
-    ]
-    if sync.get("last_error"):
-        rows.append(_row("Sync error", _e(sync.get("last_error")), "bad"))
-
-    sensor_rows = []
-    for sensor in status.get("sensors") or []:
-        values = sensor.get("values") or {}
-        shown = ", ".join(f"{_e(k)}={_e(v)}" for k, v in sorted(values.items()))
-        health = sensor.get("health", "ok")
-        sensor_rows.append(
-            f"<tr><td>{_e(sensor.get('sensor_id'))}</td><td>{shown or '-'}</td>"
-            f"<td>{_e(_age(sensor.get('age_s')))}</td>"
-            f'<td class="{"ok" if health == "ok" else "bad"}">{_e(health)}</td></tr>'
-        )
-    sensors = (
-        "<table><tr><th>Sensor</th><th>Last values</th><th>Age</th><th>Health</th></tr>"
-        + "".join(sensor_rows)
-        + "</table>"
-        if sensor_rows
-        else '<p class="muted">No readings yet.</p>'
-    )
+def vision_sections(status: Mapping[str, Any]) -> str:
+    """Cameras, identifications, body condition and milk checks (when any)."""
     return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f'<meta http-equiv="refresh" content="{REFRESH_S}">'
-        '<link rel="stylesheet" href="/style.css">'
-        "<title>dairy-edge status</title></head><body>"
-        "<h1>dairy-edge</h1>"
-        f"<table>{''.join(rows)}</table>"
-        f"<h2>Alerts</h2>{_alerts(status.get('alerts') or [])}"
-        + (
-            f"<h2>Cows identified</h2>{_identifications(status.get('identifications') or [])}"
-            f"<h2>Cameras</h2>{_cameras(status.get('cameras') or [], status.get('models') or {})}"
+        (
+            f"<section><h2>Cows identified</h2>"
+            f"{_identifications(status.get('identifications') or [])}</section>"
+            f"<section><h2>Cameras</h2>"
+            f"{_cameras(status.get('cameras') or [], status.get('models') or {})}</section>"
             if status.get("cameras")
             else ""
         )
         + (
-            f"<h2>Body condition</h2>{_body_conditions(status['body_conditions'])}"
+            f"<section><h2>Body condition</h2>{_body_conditions(status['body_conditions'])}"
+            "</section>"
             if status.get("body_conditions")
             else ""
         )
         + (
-            f"<h2>Milk checks</h2>{_milk_checks(status['milk_checks'])}"
+            f"<section><h2>Milk checks</h2>{_milk_checks(status['milk_checks'])}</section>"
             if status.get("milk_checks")
             else ""
         )
-        + f"<h2>Sensors</h2>{sensors}"
-        f'<p class="muted">Refreshes every {REFRESH_S} s. '
-        '<a href="/api/status">JSON</a> · <a href="/metrics">metrics</a></p>'
-        "</body></html>"
     )
+
+
+def _head(title: str, lang: str, version: str = "") -> str:
+    v = f"?v={escape(version)}" if version else ""
+    return (
+        f'<!doctype html><html lang="{escape(lang)}"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        '<meta name="description" content="dairy-edge gateway status: alerts, bulk tanks, '
+        'barn climate, animals, devices and sync.">'
+        '<meta name="color-scheme" content="light dark">'
+        '<meta name="theme-color" content="#1d5b3a">'
+        '<link rel="icon" href="/favicon.ico" type="image/svg+xml">'
+        f'<link rel="stylesheet" href="/static/style.css{v}">'
+        f"<title>{escape(title)}</title></head>"
+    )
+
+
+def render_page(view: str, *, gateway: str = "", csrf: str = "", user: str = "",
+                role: str = "", lang: str = "en", query: str = "",
+                static_version: str = "") -> str:
+    """The whole page around one rendered view (``view.render_view``)."""
+    name = gateway or "dairy-edge"
+    who = (
+        f'<form method="post" action="/logout" class="who">'
+        f'<input type="hidden" name="csrf" value="{_e(csrf)}">'
+        f'<span>{_e(user)} ({_e(role)})</span> <button>Log out</button></form>'
+        if user and user != "local" else ""
+    )
+    return (
+        _head(f"{name} status", lang, static_version)
+        + f'<body data-csrf="{_e(csrf)}" data-q="{_e(query) if query else ""}">'
+        '<header class="top"><div><h1>' + _e(name) + "</h1>"
+        '<p class="muted"><span id="clock"></span> '
+        '<span id="updated"></span></p></div>' + who + "</header>"
+        '<p id="banner" class="banner" hidden role="alert"></p>'
+        f'<main id="view" aria-live="polite">{view}</main>'
+        '<footer class="muted"><a href="/api/status">JSON</a> · '
+        '<a href="/metrics">metrics</a></footer>'
+        f'<script src="/static/app.js{"?v=" + _e(static_version) if static_version else ""}" '
+        'defer></script></body></html>'
+    )
+
+
+def login_page(csrf: str, error: str = "", lang: str = "en") -> str:
+    err = f'<p class="bad" role="alert">{_e(error)}</p>' if error else ""
+    return (
+        _head("dairy-edge login", lang)
+        + '<body class="login"><main><h1>dairy-edge</h1>'
+        f"{err}"
+        '<form method="post" action="/login">'
+        f'<input type="hidden" name="csrf" value="{_e(csrf)}">'
+        '<label for="user">Name</label>'
+        '<input id="user" name="user" autocomplete="username" autocapitalize="none" required>'
+        '<label for="password">Password</label>'
+        '<input id="password" name="password" type="password" '
+        'autocomplete="current-password" required>'
+        '<button type="submit">Log in</button></form></main></body></html>'
+    )
+
+
+def render_status(status: Mapping[str, Any], reasons: list[str], **kw: Any) -> str:
+    """The whole page for one status dict (``StatusSnapshot.to_dict()`` shape)."""
+    can_change = bool(kw.pop("can_change", False))
+    query = str(kw.get("query", ""))
+    view = render_view(status, reasons, can_change=can_change, query=query,
+                       extra=vision_sections(status), csrf=str(kw.get("csrf", "")))
+    return render_page(view, **kw)

@@ -27,6 +27,8 @@ class SensorStatus:
     values: dict[str, float] = field(default_factory=dict)
     age_s: float | None = None  # monotonic seconds since the last reading
     health: str = "ok"
+    firmware: str = ""  # its firmware config's name: where the page shows it
+    animal_id: str | None = None  # collars and milk meters: the cow (wire text too)
 
 
 @dataclass(slots=True)
@@ -61,6 +63,12 @@ class StatusSnapshot:
     # Each section is shown only when it has any.
     body_conditions: list[dict[str, Any]] = field(default_factory=list)
     milk_checks: list[dict[str, Any]] = field(default_factory=list)
+    # The rule engine's open alerts (alert_id, rule, subject, severity, message,
+    # acknowledged, snoozed, verdict): live state the stored records lag behind.
+    # None: not given (the page derives open alerts from ``alerts``).
+    open_alerts: list[dict[str, Any]] | None = None
+    # Sparklines: "sensor_id:field" -> values, oldest first (tanks and climate).
+    history: dict[str, list[float]] = field(default_factory=dict)
     safe_mode: bool = False
     problems: list[str] = field(default_factory=list)  # extra reasons for /healthz 503
 

@@ -3,7 +3,6 @@ T21 (corrupt buffer at boot), T22 (invalid or unsafe config)."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -206,14 +205,13 @@ def test_t22_run_starts_safe_mode_not_a_restart_storm(case: str, tmp_path: Path)
         with pytest.raises(urllib.error.HTTPError) as unhealthy:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
         assert unhealthy.value.code == 503
-        assert "safe mode" in unhealthy.value.read().decode()
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5) as r:
-            status = json.loads(r.read())
-        assert status["safe_mode"] is True
-        assert any(expected in p for p in status["problems"])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
-            page = r.read().decode()
-        assert expected in page and "hunter2" not in page
+        body = unhealthy.value.read().decode()
+        assert "safe mode" in body
+        assert expected in body and "hunter2" not in body  # why, without a login
+        # Safe mode keeps the login: the status itself needs a session.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5)
+        assert refused.value.code == 401
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
         out = (tmp_path / "agent.log").read_text()

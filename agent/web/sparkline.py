@@ -1,0 +1,32 @@
+"""Sparklines as inline SVG drawn on the server: no script, no chart library,
+nothing fetched. A few hundred bytes each."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from html import escape
+
+WIDTH, HEIGHT = 120, 28
+
+
+def sparkline_svg(values: Sequence[float], label: str = "") -> str:
+    """A polyline of ``values`` (oldest first), min and max in the title; '' when
+    there are fewer than two finite values."""
+    pts = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    if len(pts) < 2:
+        return ""
+    lo, hi = min(pts), max(pts)
+    span = (hi - lo) or 1.0
+    step = WIDTH / (len(pts) - 1)
+    coords = " ".join(
+        f"{i * step:.1f},{HEIGHT - 2 - (v - lo) / span * (HEIGHT - 4):.1f}"
+        for i, v in enumerate(pts)
+    )
+    title = escape(f"{label}: {lo:.4g} to {hi:.4g}", quote=True)
+    return (
+        f'<svg class="spark" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
+        f'role="img" aria-label="{title}"><title>{title}</title>'
+        f'<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{coords}"/>'
+        "</svg>"
+    )

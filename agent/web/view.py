@@ -1,0 +1,361 @@
+"""The page's live part (``<main>``), in the order a technician needs it:
+problems and open alerts (with buttons), bulk tanks and barn climate, animals
+(grouped, searchable, collapsed when healthy), devices, buffer and sync.
+
+The same HTML is served inside the page and, alone, by ``/api/view`` for the
+page's poll, so there is one renderer and one place that escapes. Every value
+from the wire (ids, messages, errors) goes through ``_e``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from html import escape
+from typing import Any
+
+from agent.web.display import (
+    GROUPS,
+    LOW_BATTERY_V,
+    QUIET,
+    age_text,
+    bytes_text,
+    field_display,
+    value_text,
+)
+from agent.web.sparkline import sparkline_svg
+
+# Search results and flagged animals shown at most (the rest by searching).
+MAX_ANIMAL_ROWS = 60
+STALE_S = 900.0
+SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+
+
+def _e(value: Any) -> str:
+    return escape("-" if value is None else str(value), quote=True)
+
+
+def clock_text(ts: Any) -> str:
+    """A wall time as the gateway's local ``HH:MM`` (with the date when not today)."""
+    if not isinstance(ts, int | float) or not math.isfinite(ts):
+        return "-"
+    try:
+        when = time.localtime(ts)
+        fmt = "%H:%M" if time.strftime("%Y%m%d", when) == time.strftime("%Y%m%d") \
+            else "%d %b %H:%M"
+        return time.strftime(fmt, when)
+    except (OverflowError, OSError, ValueError):
+        return "-"
+
+
+def _iso(ts: Any) -> str:
+    if not isinstance(ts, int | float) or not math.isfinite(ts):
+        return ""
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts))
+    except (OverflowError, OSError, ValueError):
+        return ""
+
+
+# -- alerts ------------------------------------------------------------------------
+def open_alerts(status: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Open alerts, worst first: the runtime's live list when it gives one
+    (acknowledged and snoozed are live there), joined with the stored records
+    (time raised, signals); else derived from the records alone."""
+    records = [a for a in status.get("alerts") or [] if isinstance(a, Mapping)]
+    by_id: dict[str, list[Mapping[str, Any]]] = {}
+    for rec in records:  # newest first
+        details = rec.get("details") or {}
+        aid = str(details.get("alert_id") or rec.get("record_id"))
+        by_id.setdefault(aid, []).append(rec)
+    live = status.get("open_alerts")
+    out: list[dict[str, Any]] = []
+    if isinstance(live, list):
+        for item in live:
+            aid = str(item.get("alert_id"))
+            recs = by_id.get(aid, [])
+            out.append(_alert_view(aid, item, recs))
+    else:
+        for aid, recs in by_id.items():
+            if recs[0].get("state") != "cleared":
+                out.append(_alert_view(aid, recs[0], recs))
+    out.sort(key=lambda a: (SEVERITY_ORDER.get(a["severity"], 3), -(a["raised_ts"] or 0)))
+    return out
+
+
+def _alert_view(aid: str, item: Mapping[str, Any],
+                recs: list[Mapping[str, Any]]) -> dict[str, Any]:
+    latest = recs[0] if recs else {}
+    details = (latest.get("details") or {}) if latest else {}
+    raised = next((r for r in reversed(recs) if r.get("state") == "raised"), None)
+    subject = item.get("animal_id") or item.get("subject") or latest.get("animal_id") \
+        or details.get("subject") or item.get("sensor_id") or latest.get("sensor_id")
+    return {
+        "alert_id": aid,
+        "rule": item.get("rule") or latest.get("rule"),
+        "severity": str(item.get("severity") or latest.get("severity") or "warning"),
+        "message": item.get("message") or latest.get("message"),
+        "subject": subject,
+        "raised_ts": (raised or (recs[-1] if recs else {})).get("wall_ts"),
+        "signals": details.get("signals") or [],
+        "acknowledged": bool(item.get("acknowledged", details.get("acknowledged"))),
+        "snoozed": bool(item.get("snoozed", details.get("snoozed_until_s"))),
+        "verdict": item.get("verdict"),
+    }
+
+
+def _signal_text(sig: Mapping[str, Any]) -> str:
+    name = str(sig.get("name") or "")
+    value = sig.get("value")
+    unit = str(sig.get("unit") or "")
+    shown = f"{value:.4g}" if isinstance(value, int | float) else "-"
+    text = f"{name.replace('_', ' ')} {shown}{(' ' + unit) if unit else ''}"
+    limit = sig.get("limit")
+    if isinstance(limit, int | float):
+        text += f" (limit {limit:.4g})"
+    return text
+
+
+def _alert_card(a: Mapping[str, Any], can_change: bool, csrf: str) -> str:
+    sev = a["severity"] if a["severity"] in SEVERITY_ORDER else "warning"
+    aid = _e(a["alert_id"])
+    chips = []
+    if a.get("verdict"):
+        chips.append(f'<span class="chip ok">{_e(a["verdict"])}</span>')
+    elif a.get("acknowledged"):
+        chips.append('<span class="chip ok">acknowledged</span>')
+    if a.get("snoozed"):
+        chips.append('<span class="chip">snoozed</span>')
+    signals = "".join(f"<li>{_e(_signal_text(s))}</li>" for s in a["signals"][:6]
+                      if isinstance(s, Mapping))
+    buttons = ""
+    if can_change:
+        buttons = (
+            f'<form class="act" method="post" action="/api/alerts/{aid}/action" '
+            f'data-alert="{aid}"><input type="hidden" name="csrf" value="{_e(csrf)}">'
+            '<button name="action" value="confirm">Confirm</button>'
+            '<button name="action" value="reject">Reject</button>'
+            '<button name="action" value="snooze">Snooze 1 h</button>'
+            "</form>"
+        )
+    return (
+        f'<article class="alert {sev}" id="alert-{aid}">'
+        f'<header><span class="sev">{_e(sev)}</span> <b>{_e(a["subject"])}</b> '
+        f'<span class="rule">{_e(str(a["rule"] or "").replace("_", " "))}</span>'
+        f'<time datetime="{_iso(a["raised_ts"])}">{_e(clock_text(a["raised_ts"]))}</time>'
+        f'{"".join(chips)}</header>'
+        f'<p>{_e(a["message"])}</p>'
+        + (f'<ul class="signals">{signals}</ul>' if signals else "")
+        + buttons + "</article>"
+    )
+
+
+def _alert_history(records: list[Mapping[str, Any]]) -> str:
+    if not records:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(clock_text(r.get('wall_ts')))}</td>"
+        f"<td>{_e(str(r.get('rule') or '').replace('_', ' '))}</td>"
+        f"<td>{_e(r.get('state'))}</td>"
+        f"<td>{_e(r.get('animal_id') or r.get('sensor_id'))}</td>"
+        f'<td class="msg">{_e(r.get("message"))}</td></tr>'
+        for r in records
+    )
+    return (
+        '<details id="history"><summary>Alert history</summary><div class="scroll"><table>'
+        "<tr><th>Time</th><th>Rule</th><th>State</th><th>Subject</th><th>What</th></tr>"
+        f"{rows}</table></div></details>"
+    )
+
+
+def _alerts(status: Mapping[str, Any], can_change: bool, csrf: str) -> str:
+    alerts = open_alerts(status)
+    cards = "".join(_alert_card(a, can_change, csrf) for a in alerts)
+    crit = sum(1 for a in alerts if a["severity"] == "critical")
+    count = f'<span class="count {"bad" if crit else ""}">{len(alerts)}</span>'
+    body = cards or '<p class="muted">No open alerts.</p>'
+    return (f'<section id="alerts"><h2>Alerts {count}</h2>{body}'
+            f'{_alert_history(list(status.get("alerts") or []))}</section>')
+
+
+# -- sensors -----------------------------------------------------------------------
+def _group(sensor: Mapping[str, Any]) -> str:
+    return GROUPS.get(str(sensor.get("firmware") or ""), "device")
+
+
+def _flag(sensor: Mapping[str, Any]) -> str:
+    """Why a device needs a look ('' when it does not)."""
+    health = sensor.get("health") or "ok"
+    if health != "ok":
+        return str(health)
+    age = sensor.get("age_s")
+    if not isinstance(age, int | float):
+        return "silent"
+    if age > STALE_S:
+        return "stale"
+    battery = (sensor.get("values") or {}).get("battery_v")
+    if isinstance(battery, int | float) and battery < LOW_BATTERY_V:
+        return "low battery"
+    return ""
+
+
+def _values_list(values: Mapping[str, Any], big: str | None = None) -> str:
+    items = []
+    for name, value in values.items():
+        if name in QUIET or name == big:
+            continue
+        items.append(f"<dt>{_e(field_display(name).label)}</dt>"
+                     f"<dd>{_e(value_text(name, value))}</dd>")
+    return f'<dl>{"".join(items)}</dl>' if items else ""
+
+
+def _tile(sensor: Mapping[str, Any], big: str, spark: list[float] | None) -> str:
+    values = sensor.get("values") or {}
+    flag = _flag(sensor)
+    sid = _e(sensor.get("sensor_id"))
+    head = (f'<h3>{sid}{f" <span class=chip>{_e(flag)}</span>" if flag else ""}</h3>')
+    main = ""
+    if big in values:
+        main = (f'<p class="big">{_e(value_text(big, values[big]))}'
+                f'<span class="lbl">{_e(field_display(big).label)}</span></p>')
+    chart = sparkline_svg(spark, field_display(big).label) if spark else ""
+    return (f'<div class="tile{" flag" if flag else ""}">{head}{main}{chart}'
+            f"{_values_list(values, big)}"
+            f'<p class="muted">{_e(age_text(sensor.get("age_s")))}</p></div>')
+
+
+def _tanks_climate(sensors: list[Mapping[str, Any]],
+                   history: Mapping[str, list[float]]) -> str:
+    tanks = [s for s in sensors if _group(s) == "tank"]
+    climate = [s for s in sensors if _group(s) == "climate"]
+    out = ""
+    if tanks:
+        out += ('<section id="tanks"><h2>Bulk tanks</h2><div class="tiles">'
+                + "".join(_tile(s, "milk_temp_c", history.get(f"{s.get('sensor_id')}"
+                                                              ":milk_temp_c")) for s in tanks)
+                + "</div></section>")
+    if climate:
+        out += ('<section id="climate"><h2>Barn climate</h2><div class="tiles">'
+                + "".join(_tile(s, "temperature_c", history.get(f"{s.get('sensor_id')}"
+                                                                ":temperature_c"))
+                          for s in climate)
+                + "</div></section>")
+    return out
+
+
+def _sensor_row(s: Mapping[str, Any]) -> str:
+    values = s.get("values") or {}
+    shown = ", ".join(f"{field_display(k).label} {value_text(k, v)}"
+                      for k, v in values.items() if k not in QUIET)
+    flag = _flag(s)
+    return (f"<tr><td>{_e(s.get('animal_id') or s.get('sensor_id'))}</td>"
+            f"<td>{_e(shown or '-')}</td><td>{_e(age_text(s.get('age_s')))}</td>"
+            f'<td class="{"bad" if flag else "ok"}">{_e(flag or "ok")}</td></tr>')
+
+
+def _animals(sensors: list[Mapping[str, Any]], query: str) -> str:
+    groups = (("collar", "Collars"), ("milk", "Milk meters"))
+    parts = []
+    q = query.strip().lower()
+    for key, title in groups:
+        members = [s for s in sensors if _group(s) == key]
+        if not members:
+            continue
+        flagged = [s for s in members if _flag(s)]
+        if q:
+            shown = [s for s in members
+                     if q in str(s.get("sensor_id") or "").lower()
+                     or q in str(s.get("animal_id") or "").lower()]
+        else:
+            shown = flagged
+        rows = "".join(_sensor_row(s) for s in shown[:MAX_ANIMAL_ROWS])
+        more = len(shown) - MAX_ANIMAL_ROWS
+        note = f'<p class="muted">{more} more: search to narrow.</p>' if more > 0 else ""
+        summary = (f"{title}: {len(members)}, "
+                   + (f'<span class="bad">{len(flagged)} need a look</span>' if flagged
+                      else '<span class="ok">all ok</span>'))
+        table = (f'<table><tr><th>Animal</th><th>Last values</th><th>Seen</th><th>State</th>'
+                 f"</tr>{rows}</table>{note}" if rows else
+                 f'<p class="muted">{"No match." if q else "Nothing to look at."}</p>')
+        opened = " open" if (flagged or q) else ""
+        parts.append(f'<details id="grp-{key}"{opened}><summary>{summary}</summary>'
+                     f"{table}</details>")
+    if not parts:
+        return ""
+    return ('<section id="animals"><h2>Animals</h2>'
+            '<form class="search" method="get" action="/" role="search">'
+            '<label for="q">Find a cow or sensor</label>'
+            f'<input id="q" name="q" type="search" value="{_e(query) if query else ""}" '
+            'autocomplete="off" inputmode="search"></form>' + "".join(parts) + "</section>")
+
+
+def _devices(sensors: list[Mapping[str, Any]]) -> str:
+    devices = [s for s in sensors if _group(s) not in ("collar", "milk")]
+    if not devices:
+        return ""
+    devices.sort(key=lambda s: (not _flag(s), str(s.get("sensor_id"))))
+    rows = []
+    for s in devices:
+        values = s.get("values") or {}
+        flag = _flag(s)
+        shown = ", ".join(f"{field_display(k).label} {value_text(k, v)}"
+                          for k, v in values.items() if k not in QUIET)
+        rows.append(
+            f"<tr><td>{_e(s.get('sensor_id'))}</td><td>{_e(shown or '-')}</td>"
+            f"<td>{_e(age_text(s.get('age_s')))}</td>"
+            f"<td>{_e(value_text('battery_v', values['battery_v']) if 'battery_v' in values else '-')}</td>"
+            f"<td>{_e(value_text('rssi_dbm', values['rssi_dbm']) if 'rssi_dbm' in values else '-')}</td>"
+            f'<td class="{"bad" if flag else "ok"}">{_e(flag or "ok")}</td></tr>'
+        )
+    return ('<section id="devices"><h2>Devices</h2><div class="scroll"><table>'
+            "<tr><th>Device</th><th>Last values</th><th>Last seen</th><th>Battery</th><th>Signal</th>"
+            f"<th>State</th></tr>{''.join(rows)}</table></div></section>")
+
+
+def _buffer_sync(status: Mapping[str, Any]) -> str:
+    sync = status.get("sync") or {}
+    broker = status.get("broker") or {}
+    storage = status.get("storage_health") or "ok"
+    rows = [
+        ("Broker", "connected" if broker.get("connected") else "NOT connected",
+         not broker.get("connected")),
+        ("Storage", storage, storage != "ok"),
+        ("Disk free", bytes_text(status.get("disk_free_bytes")), False),
+        ("Sync backlog", f"{status.get('backlog', 0)} records", False),
+        ("Sync", (f"{sync.get('state', '-')}, last success "
+                  f"{age_text(sync.get('last_success_age_s'))}"),
+         sync.get("state") in ("backoff", "error")),
+        ("Quarantined", str(status.get("quarantined", 0)), False),
+        ("Dead letters", str(status.get("dead_letters", 0)), bool(status.get("dead_letters"))),
+    ]
+    if sync.get("last_error"):
+        rows.append(("Last sync error", str(sync.get("last_error")), True))
+    body = "".join(f'<tr><th>{_e(k)}</th><td class="{"bad" if bad else ""}">{_e(v)}</td></tr>'
+                   for k, v, bad in rows)
+    return f'<section id="health"><h2>Buffer and sync</h2><table>{body}</table></section>'
+
+
+def _problems(reasons: list[str]) -> str:
+    if not reasons:
+        return '<p id="problems" class="okbar">Gateway healthy</p>'
+    items = "".join(f"<li>{_e(r)}</li>" for r in reasons)
+    return f'<section id="problems" class="problems"><h2>Problems</h2><ul>{items}</ul></section>'
+
+
+def render_view(status: Mapping[str, Any], reasons: list[str], *, can_change: bool = False,
+                query: str = "", extra: str = "", csrf: str = "") -> str:
+    """The inside of ``<main>`` for one status dict (``StatusSnapshot.to_dict()``)."""
+    sensors = [s for s in status.get("sensors") or [] if isinstance(s, Mapping)]
+    history = status.get("history") or {}
+    return (
+        _problems(reasons)
+        + _alerts(status, can_change, csrf)
+        + _tanks_climate(sensors, history if isinstance(history, Mapping) else {})
+        + _animals(sensors, query)
+        + _devices(sensors)
+        + extra
+        + _buffer_sync(status)
+        + f'<p class="muted foot">dairy-edge {_e(status.get("version"))}, up '
+        f'{_e(age_text(status.get("uptime_s")).removesuffix(" ago"))}</p>'
+    )

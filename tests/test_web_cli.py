@@ -1,0 +1,83 @@
+"""`dairy-edge web user add|remove|list`: the password from stdin (never an
+argument), hashed with argon2id in a 0600 file the running page reads at once."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from agent.cli.main import main
+from agent.config.model import WebConfig
+from agent.web.users import UserStore
+from agent.web.wiring import build_access
+
+
+def _run(argv: list[str], stdin: str, monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    return main(argv)
+
+
+def test_add_list_remove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "users.json"
+    args = ["--users-file", str(path)]
+    assert _run(["web", "user", "add", "anna", "--role", "technician", *args],
+                "correct horse\n", monkeypatch) == 0
+    assert "added anna (technician)" in capsys.readouterr().out
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text()
+    assert "correct horse" not in text and "$argon2id$" in text
+    store = UserStore(path)
+    assert store.verify("anna", "correct horse") is not None
+    assert store.verify("anna", "wrong horse") is None
+    # a change of role and password replaces the old ones
+    assert _run(["web", "user", "add", "anna", "--role", "viewer", *args], "new password\n",
+                monkeypatch) == 0
+    assert store.verify("anna", "correct horse") is None
+    assert store.verify("anna", "new password").role == "viewer"  # type: ignore[union-attr]
+    assert _run(["web", "user", "list", *args], "", monkeypatch) == 0
+    assert "anna\tviewer" in capsys.readouterr().out
+    assert _run(["web", "user", "remove", "anna", *args], "", monkeypatch) == 0
+    assert _run(["web", "user", "remove", "anna", *args], "", monkeypatch) == 1
+    assert json.loads(path.read_text())["users"] == {}
+
+
+@pytest.mark.parametrize(("argv", "stdin", "says"), [
+    (["anna", "--role", "technician"], "short\n", "at least 8"),
+    (["anna", "--role", "technician"], "", "no password on standard input"),
+    (["Anna!", "--role", "technician"], "long enough\n", "user name"),
+])
+def test_bad_input_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str], argv: list[str],
+                                   stdin: str, says: str) -> None:
+    code = _run(["web", "user", "add", *argv, "--users-file", str(tmp_path / "u.json")], stdin,
+                monkeypatch)
+    assert code == 2
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "u.json").exists()
+
+
+def test_first_start_creates_admin_with_a_password_file(tmp_path: Path) -> None:
+    access = build_access(WebConfig(), tmp_path)
+    assert access.users is not None
+    password = (tmp_path / "web-initial-password").read_text().strip()
+    assert stat.S_IMODE((tmp_path / "web-initial-password").stat().st_mode) == 0o600
+    assert access.users.verify("admin", password) is not None
+    # a second start leaves the users alone
+    build_access(WebConfig(), tmp_path, admin_password="other password")
+    assert access.users.verify("admin", password) is not None
+
+
+def test_first_start_from_the_secret_and_login_off_only_on_loopback(tmp_path: Path) -> None:
+    access = build_access(WebConfig(), tmp_path, admin_password="from the secret")
+    assert access.users is not None and access.users.verify("admin", "from the secret")
+    assert not (tmp_path / "web-initial-password").exists()
+    assert build_access(WebConfig(host="127.0.0.1", login=False), tmp_path).users is None
+    with pytest.raises(ValueError, match="allowed only with host"):
+        WebConfig(host="0.0.0.0", login=False)
+    safe = build_access(WebConfig(host="127.0.0.1", login=False), tmp_path, force_login=True)
+    assert safe.login

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -106,6 +107,12 @@ class Uploader:
         self.backlog: int | None = None
         self.next_try_in_s: float = 0.0
         self.state = "idle"  # idle | uploading | backoff
+        # A refusal that waiting will not fix: central does not accept our key
+        # (401/403) or refused our sequence (409). The gateway is unhealthy with
+        # this reason until a batch goes through; ``on_refusal`` hears each change
+        # (the reason, then None when it clears), from a worker thread.
+        self.refusal: str | None = None
+        self.on_refusal: Callable[[str | None], None] | None = None
 
     def status(self) -> dict[str, object]:
         """A JSON-ready view for the status page (ages from the monotonic clock)."""
@@ -120,6 +127,7 @@ class Uploader:
             "backlog": self.backlog,
             "consecutive_failures": self.backoff.failures,
             "next_try_in_s": round(self.next_try_in_s, 1),
+            "refusal": self.refusal,
         }
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -148,6 +156,8 @@ class Uploader:
             # a new epoch and resend; records are deduplicated there by record id.
             epoch = await asyncio.wrap_future(self._writer.new_epoch())
             self._error(str(err), "replayed")
+            await self._refused(f"central refused our batch sequence ({str(err)[:200]}); "
+                                f"started a new epoch {epoch}")
             log.warning("sync: central has seen our sequence already (%s); new epoch %s",
                         err, epoch)
             return 0.0
@@ -159,6 +169,11 @@ class Uploader:
             return delay
         except RequestRefused as err:
             self._error(str(err), "refused")
+            if err.status in (401, 403):
+                await self._refused(
+                    f"central refused our key ({str(err)[:200]}); check sync.key_id and "
+                    "DAIRY_EDGE_HMAC_KEY against `dairy-edge central keys list` at central"
+                )
             delay = self.backoff.next_delay()
             log.error("sync: central refused batch (%s); keeping data, retry in %.1f s",
                       err, delay)
@@ -177,6 +192,8 @@ class Uploader:
             return delay
         if result.outcome == Outcome.SPLIT:
             return 0.0  # the smaller batch goes now; not a failure of the link
+        if result.outcome == Outcome.SENT:
+            await self._refused(None)  # central took a batch: key and sequence are fine
         self.backoff.reset()
         if result.outcome == Outcome.IDLE:
             return self._config.interval_s
@@ -185,6 +202,21 @@ class Uploader:
         if result.full and not (result.applied.retry or result.applied.missing):
             return 0.0
         return min(self._config.interval_s, 1.0) if result.full else self._config.interval_s
+
+    async def _refused(self, reason: str | None) -> None:
+        """Record (or clear, with None) a refusal; tell ``on_refusal`` when it starts or ends."""
+        changed = (reason is None) != (self.refusal is None)
+        self.refusal = reason
+        if changed:
+            if reason is not None:
+                log.error("sync: %s", reason)
+            else:
+                log.warning("sync: central accepts our batches again")
+            if self.on_refusal is not None:
+                try:
+                    await asyncio.to_thread(self.on_refusal, reason)
+                except Exception:
+                    log.exception("sync: refusal callback failed")
 
     def _error(self, text: str, outcome: str) -> None:
         self.last_error = text

@@ -60,6 +60,7 @@ from agent.sync.transport import AiohttpTransport
 from agent.sync.uploader import Uploader
 from agent.web.access import WebAccess
 from agent.web.app import make_web_app, start_web
+from agent.web.history import History
 from agent.web.status import BrokerStatus, SensorStatus, StatusSnapshot, SyncStatus
 from agent.web.wiring import build_access, tls_context
 
@@ -74,6 +75,8 @@ STATUS_ALERTS = 10
 STATUS_IDENTIFICATIONS = 10
 # Without a systemd watchdog, still prove the store is writable this often.
 WATCHDOG_PROBE_S = 10.0
+# Until ready (subscribed), ask systemd for more start time this often.
+START_EXTEND_EVERY_S = 10.0
 _STOP = object()
 
 
@@ -138,6 +141,7 @@ class Agent:
         )
         self.uploader: Uploader | None = None
         self.web_access: WebAccess | None = None  # set when the page starts
+        self.history = History()
         self.notifier = Notifier()
         self._stopping = threading.Event()
         self.vision = Vision(config, self.clock, self.boot, self._store_vision,
@@ -189,6 +193,8 @@ class Agent:
             return
         alerts = self.detection.on_reading(reading)
         self.vision.note_reading(reading)  # RFID reads: cross-checked with ear tags
+        self.history.note(reading.sensor_id, reading.firmware, reading.values,
+                          reading.stamp.wall_ts)  # the page's tank and climate sparklines
         self._store(reading, ack)
         for alert in alerts:
             self._store(alert, partial(self._publish_alert, alert))
@@ -384,6 +390,7 @@ class Agent:
                 for a in self.reader.recent_alerts(STATUS_ALERTS)
             ],
             open_alerts=self.detection.open_alerts(),
+            history=self.history.snapshot(self.clock.wall()),
             problems=self._problems(),
             cameras=self.vision.camera_status(),
             models=self.vision.model_status(),
@@ -447,7 +454,7 @@ class Agent:
     async def _tick_loop(self, stop: asyncio.Event) -> None:
         """Once a second: readiness and watchdog, time-driven rules (silence,
         dropouts), and periodic detector checkpoints."""
-        last_save = last_ping = self.clock.monotonic()
+        last_save = last_ping = last_extend = self.clock.monotonic()
         ready = False
         clock_synced = False
         ping_every = self.notifier.watchdog_interval_s or WATCHDOG_PROBE_S
@@ -462,6 +469,12 @@ class Agent:
                 ready = True
                 self.notifier.ready()
                 log.info("subscribed to %s; ready", ", ".join(self.mqtt.subscriptions()))
+            elif not ready and self.clock.monotonic() - last_extend >= START_EXTEND_EVERY_S:
+                # Alive but waiting for the broker: more start time, not a restart loop.
+                last_extend = self.clock.monotonic()
+                self.notifier.extend_timeout(3 * START_EXTEND_EVERY_S)
+                self.notifier.status(f"waiting for the MQTT broker at "
+                                     f"{self.config.mqtt.host}:{self.config.mqtt.port}")
             if self.clock.monotonic() - last_ping >= ping_every:
                 last_ping = self.clock.monotonic()
                 if await self._store_writable():

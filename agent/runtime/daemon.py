@@ -75,8 +75,6 @@ STATUS_ALERTS = 10
 STATUS_IDENTIFICATIONS = 10
 # Without a systemd watchdog, still prove the store is writable this often.
 WATCHDOG_PROBE_S = 10.0
-# Until ready (subscribed), ask systemd for more start time this often.
-START_EXTEND_EVERY_S = 10.0
 _STOP = object()
 
 
@@ -454,7 +452,7 @@ class Agent:
     async def _tick_loop(self, stop: asyncio.Event) -> None:
         """Once a second: readiness and watchdog, time-driven rules (silence,
         dropouts), and periodic detector checkpoints."""
-        last_save = last_ping = last_extend = self.clock.monotonic()
+        last_save = last_ping = self.clock.monotonic()
         ready = False
         clock_synced = False
         ping_every = self.notifier.watchdog_interval_s or WATCHDOG_PROBE_S
@@ -469,12 +467,6 @@ class Agent:
                 ready = True
                 self.notifier.ready()
                 log.info("subscribed to %s; ready", ", ".join(self.mqtt.subscriptions()))
-            elif not ready and self.clock.monotonic() - last_extend >= START_EXTEND_EVERY_S:
-                # Alive but waiting for the broker: more start time, not a restart loop.
-                last_extend = self.clock.monotonic()
-                self.notifier.extend_timeout(3 * START_EXTEND_EVERY_S)
-                self.notifier.status(f"waiting for the MQTT broker at "
-                                     f"{self.config.mqtt.host}:{self.config.mqtt.port}")
             if self.clock.monotonic() - last_ping >= ping_every:
                 last_ping = self.clock.monotonic()
                 if await self._store_writable():

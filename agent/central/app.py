@@ -45,7 +45,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import ValidationError
 
 from agent.central.cache import Cache
-from agent.central.intake import BodyRefused, Inflater, Slots, read_capped, read_signed
+from agent.central.intake import (
+    READ_CHUNK,
+    BodyRefused,
+    Inflater,
+    Slots,
+    read_capped,
+    read_signed,
+)
 from agent.central.keys import GatewayKey, Keyring
 from agent.central.store import BatchMeta, CentralStore, SeqOutcome, StoreUnavailable
 from agent.central.validate import (
@@ -328,16 +335,17 @@ async def _read_body_signed(request: web.Request, state: _State) -> tuple[Gatewa
     except TimeoutError as err:
         raise Refused(503, "busy", "too many body-signed batches at once") from err
     try:
-        body = await read_capped(request.content, config.max_body_bytes)
+        body = await read_capped(request.content, config.max_body_bytes, length)
         signature = request.headers.get(HEADER_SIGNATURE, "")
-        if not signature.isascii() or not verify(key.secret, bytes(body), signature):
+        # No copies of the body: hmac and zlib read the bytearray as it is.
+        if not signature.isascii() or not verify(key.secret, body, signature):  # type: ignore[arg-type]
             raise Refused(401, "bad_signature", f"{HEADER_SIGNATURE} does not match the body")
         if encoding not in ("gzip", "identity"):
             raise Refused(415, "unsupported_encoding", "send gzip (or identity)")
         inflater = Inflater(encoding, config.max_decompressed_bytes, config.max_json_values)
         size = len(body)
         if size > _THREAD_OVER_BYTES:
-            await asyncio.to_thread(inflater.feed, body)
+            await asyncio.to_thread(_feed_in_chunks, inflater, body)
         else:
             inflater.feed(body)
         del body
@@ -350,6 +358,16 @@ async def _read_body_signed(request: web.Request, state: _State) -> tuple[Gatewa
         return key, await _parse(raw), size
     except BodyRefused as err:
         raise Refused.from_body(err) from err
+
+
+def _feed_in_chunks(inflater: Inflater, body: bytearray) -> None:
+    """Feed a whole body in read-sized slices (zlib copies what it has not consumed)."""
+    view = memoryview(body)
+    try:
+        for start in range(0, len(view), READ_CHUNK):
+            inflater.feed(view[start : start + READ_CHUNK])
+    finally:
+        view.release()
 
 
 async def _parse(raw: bytearray) -> Any:

@@ -52,9 +52,9 @@ class Inflater:
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> None:
         if self._z is None:
-            self._take(bytes(chunk))
+            self._take(chunk)
             return
-        data = bytes(chunk)
+        data: bytes | bytearray | memoryview = chunk
         while data:
             if self._z.eof:
                 raise BodyRefused(400, "bad_gzip", "trailing data after the gzip stream")
@@ -80,30 +80,50 @@ class Inflater:
         out, self.out = self.out, bytearray()
         return out  # not copied: json.loads takes a bytearray
 
-    def _take(self, piece: bytes) -> None:
-        if len(self.out) + len(piece) > self.max_bytes:
+    def _take(self, piece: bytes | bytearray | memoryview) -> None:
+        if len(piece) + len(self.out) > self.max_bytes:
             raise BodyRefused(
                 413, "decompressed_too_large", f"at most {self.max_bytes} bytes after gunzip"
             )
-        self.values += sum(piece.count(c) for c in _STRUCTURE)
+        start = len(self.out)
+        self.out += piece
+        # Count on the copy just made (a memoryview has no count()).
+        self.values += sum(self.out.count(c, start) for c in _STRUCTURE)
         if self.values > self.max_values:
             raise BodyRefused(
                 413, "too_many_values",
                 f"at most {self.max_values} JSON values a batch; send smaller batches",
             )
-        self.out += piece
 
 
-async def read_capped(stream: ByteStream, limit: int) -> bytearray:
-    """The whole raw body (for body-signed batches), refused as soon as it passes ``limit``."""
-    body = bytearray()
+async def read_capped(stream: ByteStream, limit: int, length: int | None = None) -> bytearray:
+    """The whole raw body (for body-signed batches), refused as soon as it passes ``limit``.
+
+    With a declared ``length`` (at most ``limit``) the buffer is made once at that
+    size: growing it would hold the old and the new copy at once.
+    """
+    if length is None:
+        body = bytearray()
+        while True:
+            chunk = await stream.read(READ_CHUNK)
+            if not chunk:
+                return body
+            if len(body) + len(chunk) > limit:
+                raise BodyRefused(413, "body_too_large", f"at most {limit} bytes")
+            body += chunk
+    body = bytearray(length)
+    pos = 0
     while True:
         chunk = await stream.read(READ_CHUNK)
         if not chunk:
-            return body
-        if len(body) + len(chunk) > limit:
-            raise BodyRefused(413, "body_too_large", f"at most {limit} bytes")
-        body += chunk
+            break
+        if pos + len(chunk) > length:
+            raise BodyRefused(400, "length_mismatch", "body longer than its Content-Length")
+        body[pos : pos + len(chunk)] = chunk
+        pos += len(chunk)
+    if pos != length:
+        raise BodyRefused(400, "length_mismatch", f"body of {pos} bytes, declared {length}")
+    return body
 
 
 async def read_signed(

@@ -169,6 +169,11 @@ def main() -> int:
     parser.add_argument("--uploads", type=int, default=40, help="concurrent uploads (40)")
     parser.add_argument("--size-mib", type=int, default=15, help="size of each upload (15)")
     parser.add_argument("--goal-mb", type=float, default=64.0, help="allowed rise (64 MB)")
+    parser.add_argument(
+        "--central-dir", type=Path, default=None,
+        help="run the receiver from another checkout (e.g. a `git worktree` of an older "
+        "commit, for before/after figures); its keys are then plain `id=key` pairs",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dairy-attack-"))
     db_name = None
@@ -184,12 +189,16 @@ def main() -> int:
         f"central:\n  host: 127.0.0.1\n  port: {port}\n  database_url: {db_url}\n"
         "logging:\n  level: WARNING\n"
     )
-    env = {**os.environ, "DAIRY_EDGE_CENTRAL_KEYS":
-           f"{GW_A}/ka={KEY_A},{GW_B}/kb={KEY_B},fleet=fleet-secret-0123456789"}
+    keys = f"{GW_A}/ka={KEY_A},{GW_B}/kb={KEY_B},fleet=fleet-secret-0123456789"
+    env = {**os.environ, "DAIRY_EDGE_CENTRAL_KEYS": keys}
+    if args.central_dir is not None:
+        env["PYTHONPATH"] = str(args.central_dir.resolve())
+        env["DAIRY_EDGE_CENTRAL_KEYS"] = keys.replace(f"{GW_A}/", "").replace(f"{GW_B}/", "")
     with open(work / "central.log", "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "agent.cli.main", "central", "--config",
              str(work / "central.yaml")], env=env, stdout=subprocess.DEVNULL, stderr=log,
+            cwd=args.central_dir,
         )
     try:
         for _ in range(300):

@@ -70,3 +70,62 @@ async def logged_in(client: TestClient, user: str = "tech") -> str:
     page = await client.get("/")
     assert page.status == 200
     return csrf_of(await page.text())
+
+
+def farm_status(cows: int = 120, devices: int = 20, alerts: int = 3,
+                seed: int = 1) -> dict[str, Any]:
+    """A status like a live farm's: a collar and a milk meter per cow, two bulk
+    tanks, barn climate nodes and water meters, a few open alerts, history."""
+    import random
+
+    from agent.web.status import SensorStatus, StatusSnapshot, SyncStatus
+
+    rnd = random.Random(seed)
+    sensors = [
+        SensorStatus(f"tank{i}", {"milk_temp_c": 3.4 + rnd.random(), "agitator": 1.0,
+                                  "level_l": 4000 + rnd.random() * 2000, "wash": 0.0},
+                     rnd.uniform(1, 30), firmware="bulk-tank") for i in (1, 2)
+    ]
+    sensors += [SensorStatus(f"climate{i}", {"temperature_c": 18 + rnd.random() * 8,
+                                             "humidity_pct": 60 + rnd.random() * 20,
+                                             "battery_v": 2.9 + rnd.random() * 0.3},
+                             rnd.uniform(1, 60), firmware="barn-climate") for i in range(4)]
+    for c in range(cows):
+        sensors.append(SensorStatus(f"collar{c:04d}", {"activity": rnd.randint(100, 600),
+                                                        "rumination_min": rnd.randint(0, 15),
+                                                        "battery_v": 3.0},
+                                    rnd.uniform(1, 300), firmware="neck-collar",
+                                    animal_id=f"NL-{1000 + c}"))
+        sensors.append(SensorStatus(f"meter{c:04d}", {"yield_kg": rnd.uniform(8, 16),
+                                                       "conductivity_lf": 5.1,
+                                                       "conductivity_rf": 5.0,
+                                                       "conductivity_lr": 5.3,
+                                                       "conductivity_rr": 5.2,
+                                                       "duration_s": 380},
+                                    rnd.uniform(60, 20000), firmware="milk-meter",
+                                    animal_id=f"NL-{1000 + c}"))
+    for d in range(max(0, devices - 6)):
+        sensors.append(SensorStatus(f"water{d:03d}", {"flow_lpm": rnd.uniform(0, 30),
+                                                      "total_l": rnd.uniform(1e4, 1e6)},
+                                    rnd.uniform(1, 120), firmware="water-flow"))
+    records = []
+    for a in range(alerts):
+        records.append({
+            "record_id": f"alert{a}", "rule": ("mastitis", "heat_stress", "tank_cooling")[a % 3],
+            "severity": ("critical", "warning", "info")[a % 3], "state": "raised",
+            "message": f"cow NL-{1000 + a}: conductivity up 31 % on LF", "animal_id":
+            f"NL-{1000 + a}", "sensor_id": f"meter{a:04d}", "wall_ts": 1.8e9 + a * 60,
+            "details": {"alert_id": f"alert{a}", "subject": f"NL-{1000 + a}",
+                        "signals": [{"name": "conductivity_lf", "value": 6.7, "limit": 6.0,
+                                     "unit": "mS/cm"}]}})
+    history = {f"tank{i}:milk_temp_c": [3.5 + 0.3 * ((j % 8) - 4) / 4 for j in range(96)]
+               for i in (1, 2)}
+    history.update({f"climate{i}:temperature_c": [18 + (j % 24) / 3 for j in range(96)]
+                    for i in range(4)})
+    snap = StatusSnapshot(version="0.1.0", uptime_s=86400.0, sensors=sensors, alerts=records,
+                          backlog=42, disk_free_bytes=12 * 1024**3,
+                          sync=SyncStatus(state="idle", last_success_age_s=3.0),
+                          history=history)
+    data = snap.to_dict()
+    data["broker"]["connected"] = True
+    return data

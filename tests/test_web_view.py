@@ -60,7 +60,7 @@ def test_order_grouping_and_flags() -> None:
     # the milk meter not heard for 50 min is stale; the water meter never: silent
     assert "Milk meters: 1" in html and "stale" in html and "silent" in html
     assert 'class="act"' in html and "Snooze 1 h" in html
-    assert "thi 79.2 (limit 72)" in html
+    assert "Thi 79.2 (limit 72)" in html
 
 
 def test_search_finds_healthy_animals() -> None:

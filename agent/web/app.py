@@ -42,6 +42,7 @@ StatusProvider = Callable[[], "StatusSnapshot | Mapping[str, Any]"]
 _PROVIDER_KEY = web.AppKey("status_provider", object)
 _REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 _GATEWAY_KEY = web.AppKey("gateway", str)
+_POLL_KEY = web.AppKey("poll_s", float)
 # Only GETs, a login form and small JSON actions; a large body is never legitimate.
 _CLIENT_MAX_SIZE = 64 * 1024
 _STATIC_TYPES = {".css": "text/css", ".js": "application/javascript",
@@ -69,6 +70,7 @@ def make_web_app(
     alerts: AlertsBackend | None = None,
     access: WebAccess | None = None,
     gateway: str = "",
+    poll_s: float = 10.0,
 ) -> web.Application:
     """The status web app.
 
@@ -78,6 +80,7 @@ def make_web_app(
     :param access: users, sessions and the Host list; None: a login nobody has yet
         (secure by default: pass one to let anybody in).
     :param gateway: the gateway's name, shown at the top.
+    :param poll_s: how often an open page asks for changes.
     """
     if access is None:
         access = WebAccess(users=UserStore(None))
@@ -86,6 +89,7 @@ def make_web_app(
     app[_PROVIDER_KEY] = status_provider
     app[_REGISTRY_KEY] = registry
     app[_GATEWAY_KEY] = gateway
+    app[_POLL_KEY] = poll_s
     app.router.add_get("/", _page)
     app.router.add_get("/api/view", _api_view)
     app.router.add_get("/api/status", _api_status)
@@ -166,6 +170,7 @@ async def _page(request: web.Request) -> web.Response:
         view, gateway=request.app[_GATEWAY_KEY], csrf=session.csrf if session else "",
         user=session.user if session else "", role=session.role if session else "",
         query=request.query.get("q", "")[:64], static_version=STATIC_VERSION,
+        poll_s=request.app[_POLL_KEY],
     )
     return web.Response(text=html, content_type="text/html")
 

@@ -208,7 +208,7 @@ def _head(title: str, lang: str, version: str = "") -> str:
 
 def render_page(view: str, *, gateway: str = "", csrf: str = "", user: str = "",
                 role: str = "", lang: str = "en", query: str = "",
-                static_version: str = "") -> str:
+                static_version: str = "", poll_s: float = 10.0) -> str:
     """The whole page around one rendered view (``view.render_view``)."""
     name = gateway or "dairy-edge"
     who = (
@@ -219,7 +219,7 @@ def render_page(view: str, *, gateway: str = "", csrf: str = "", user: str = "",
     )
     return (
         _head(f"{name} status", lang, static_version)
-        + f'<body data-csrf="{_e(csrf)}" data-q="{_e(query) if query else ""}">'
+        + f'<body data-csrf="{_e(csrf)}" data-poll-ms="{int(poll_s * 1000)}">'
         '<header class="top"><div><h1>' + _e(name) + "</h1>"
         '<p class="muted"><span id="clock"></span> '
         '<span id="updated"></span></p></div>' + who + "</header>"

@@ -110,7 +110,7 @@ def _signal_text(sig: Mapping[str, Any]) -> str:
     value = sig.get("value")
     unit = str(sig.get("unit") or "")
     shown = f"{value:.4g}" if isinstance(value, int | float) else "-"
-    text = f"{name.replace('_', ' ')} {shown}{(' ' + unit) if unit else ''}"
+    text = f"{field_display(name).label} {shown}{(' ' + unit) if unit else ''}"
     limit = sig.get("limit")
     if isinstance(limit, int | float):
         text += f" (limit {limit:.4g})"
@@ -130,7 +130,7 @@ def _alert_card(a: Mapping[str, Any], can_change: bool, csrf: str) -> str:
     signals = "".join(f"<li>{_e(_signal_text(s))}</li>" for s in a["signals"][:6]
                       if isinstance(s, Mapping))
     buttons = ""
-    if can_change:
+    if can_change and not a.get("verdict"):  # a verdict given: nothing left to press
         buttons = (
             f'<form class="act" method="post" action="/api/alerts/{aid}/action" '
             f'data-alert="{aid}"><input type="hidden" name="csrf" value="{_e(csrf)}">'

@@ -3,7 +3,7 @@
 // the alert buttons as JSON with the session's CSRF token. No other requests.
 (function () {
   "use strict";
-  var POLL_MS = 10000;
+  var POLL_MS = parseInt(document.body.getAttribute("data-poll-ms"), 10) || 10000;
   var view = document.getElementById("view");
   var banner = document.getElementById("banner");
   var updated = document.getElementById("updated");

@@ -197,3 +197,25 @@ async def test_the_gateway_headers_are_what_central_checks(
     assert headers["X-Dairy-Auth"] == signed_headers(gateway, body)["X-Dairy-Auth"]
     status, _, _ = await post(http, central, body, headers)
     assert status == 200
+
+
+def test_the_limits_and_key_commands_are_documented() -> None:
+    from pathlib import Path
+
+    from agent.config.model import CentralConfig
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    keys_doc = (docs / "central-keys.md").read_text(encoding="utf-8")
+    protocol_doc = (docs / "sync-protocol.md").read_text(encoding="utf-8")
+    for name in ("max_body_bytes", "max_decompressed_bytes", "max_json_values",
+                 "max_concurrent_per_gateway", "max_concurrent_batches", "max_seq_advance",
+                 "accept_body_signature"):
+        assert name in CentralConfig.model_fields
+        assert f"central.{name}" in keys_doc and f"central.{name}" in protocol_doc, name
+    for action in ("add", "rotate", "revoke", "list"):
+        assert f"dairy-edge central keys {action}" in keys_doc, action
+    for header in ("X-Dairy-Auth", "X-Dairy-Gateway", "X-Dairy-Body-SHA256"):
+        assert header in protocol_doc, header
+    for error in ("wrong_gateway", "batch_conflict", "seq_too_far", "too_many_values",
+                  "too_many_requests", "length_required", "bad_body_digest"):
+        assert f"`{error}`" in protocol_doc, error

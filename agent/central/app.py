@@ -180,6 +180,7 @@ async def _post_batch(request: web.Request) -> web.StreamResponse:
 
 async def _handle_batch(request: web.Request, state: _State) -> web.StreamResponse:
     config = state.config
+    gateway: str | None = None
     if HEADER_AUTH in request.headers:
         key, gateway = await _authenticate_header(request, state)
         try:
@@ -197,6 +198,9 @@ async def _handle_batch(request: web.Request, state: _State) -> web.StreamRespon
                       f"sign the header ({HEADER_AUTH}); body-only signatures are off here")
 
     batch, raw_records = _envelope(data)
+    if gateway is not None and batch.device_id != gateway:
+        raise Refused(403, "wrong_gateway",
+                      f"the body's device_id is not {HEADER_GATEWAY} {gateway!r}")
     if not state.keyring.may_write(key, batch.device_id):
         raise Refused(403, "wrong_gateway",
                       f"key {key.key_id} may not write as gateway {batch.device_id}")

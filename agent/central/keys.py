@@ -177,11 +177,17 @@ class Keyring:
         bound = {k.device_id for k in self._static.values() if k.device_id is not None}
         self._bound = frozenset(bound | db_devices)
 
-    async def refresh(self) -> None:
-        """Reload the database keys now (one reload at a time)."""
+    async def refresh(self, older_than_s: float = 0.0) -> None:
+        """Reload the database keys (one reload at a time).
+
+        With ``older_than_s``, only when the keys are at least that old once the
+        lock is ours: requests that queued behind one reload do not each run another.
+        """
         if self._store is None:
             return
         async with self._lock:
+            if older_than_s and time.monotonic() - self._loaded_mono < older_than_s:
+                return
             try:
                 async with asyncio.timeout(_LOAD_TIMEOUT_S):
                     rows = await self._store.key_rows(include_revoked=True)
@@ -205,14 +211,14 @@ class Keyring:
 
     async def maybe_refresh(self) -> None:
         if time.monotonic() - self._loaded_mono >= REFRESH_S:
-            await self.refresh()
+            await self.refresh(older_than_s=REFRESH_S)
 
     async def lookup(self, key_id: str) -> GatewayKey | None:
         """The key with this id, or None; reloads first when stale or unknown (rate-limited)."""
         await self.maybe_refresh()
         key = self._db.get(key_id) or self._static.get(key_id)
         if key is None and time.monotonic() - self._loaded_mono >= UNKNOWN_REFRESH_S:
-            await self.refresh()
+            await self.refresh(older_than_s=UNKNOWN_REFRESH_S)
             key = self._db.get(key_id) or self._static.get(key_id)
         return key
 

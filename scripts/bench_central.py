@@ -24,7 +24,7 @@ import psycopg
 
 from agent.central.server import run_central
 from agent.config.model import CentralConfig
-from agent.records.protocol import HEADER_BATCH_ID, HEADER_KEY_ID, HEADER_SIGNATURE, sign
+from agent.sync.signing import headers_for
 
 KEY = b"bench-key-0123456789"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -50,10 +50,8 @@ def batch(device: str, seq: int, records: int) -> tuple[bytes, dict[str, str]]:
         ],
     }
     body = gzip.compress(json.dumps(doc).encode())
-    return body, {
-        "Content-Type": "application/json", "Content-Encoding": "gzip",
-        HEADER_KEY_ID: "k", HEADER_SIGNATURE: sign(KEY, body), HEADER_BATCH_ID: doc["batch_id"],
-    }
+    # What a gateway sends: the signed header (checked before the body) and the body signature.
+    return body, headers_for("k", KEY, str(doc["batch_id"]), body, device)
 
 
 async def run(database_url: str, batches: int, records: int) -> tuple[float, float]:

@@ -308,6 +308,22 @@ class CentralConfig(Section):
         "X-Dairy-Auth). Their body is read before the signature is checked, two at a time; "
         "turn off once every gateway is upgraded.",
     )
+    tls_cert: Path | None = Field(
+        None, description="Serve HTTPS with this PEM certificate chain (and tls_key); gateways "
+        "verify it with sync.ca_file (docs/central-keys.md)."
+    )
+    tls_key: Path | None = Field(None, description="The PEM private key of central.tls_cert.")
+    tls_client_ca: Path | None = Field(
+        None, description="Also require a client certificate signed by this CA (mutual TLS)."
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> CentralConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("central: give both tls_cert and tls_key, or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("central: tls_client_ca needs tls_cert and tls_key")
+        return self
     redis_prefix: str = Field(
         "dairy",
         pattern=SAFE_ID,

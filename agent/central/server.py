@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,12 +33,13 @@ class CentralHandle:
     cache: Cache | None
     owns_store: bool = True
     owns_cache: bool = True
+    tls: bool = False
     _stopped: bool = field(default=False, repr=False)
 
     @property
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -67,7 +69,28 @@ class CentralHandle:
             await self.store.close()
 
 
-async def serve_app(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+def tls_context(config: CentralConfig) -> ssl.SSLContext | None:
+    """The server's TLS context from central.tls_cert/tls_key (and tls_client_ca), or None."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(config.tls_cert), str(config.tls_key))
+        if config.tls_client_ca is not None:
+            context.load_verify_locations(cafile=str(config.tls_client_ca))
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(
+            f"central TLS: cannot load {config.tls_cert} / {config.tls_key}"
+            f"{' / ' + str(config.tls_client_ca) if config.tls_client_ca else ''}: {err}"
+        ) from err
+    return context
+
+
+async def serve_app(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> tuple[web.AppRunner, int]:
     """Listen on host:port (0 picks a free port); returns the runner and the bound port.
 
     Request auto-decompression is off: the signature covers the gzip bytes, and
@@ -75,7 +98,7 @@ async def serve_app(app: web.Application, host: str, port: int) -> tuple[web.App
     """
     runner = web.AppRunner(app, auto_decompress=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
         await site.start()
     except BaseException:
@@ -98,6 +121,7 @@ async def run_central(
     ``stop``; anything opened here is. ``keys`` come from secrets or code; the
     gateway keys in the database are used as well (agent.central.keys).
     """
+    context = tls_context(config)  # a bad certificate is a config error before anything opens
     owns_store = store is None
     owns_cache = cache is None
     if store is None:
@@ -119,15 +143,17 @@ async def run_central(
         )
     try:
         runner, port = await serve_app(make_app(config, keys, store, cache), config.host,
-                                       config.port)
+                                       config.port, context)
     except BaseException:
         if cache is not None and owns_cache:
             await cache.close()
         if owns_store:
             await store.close()
         raise
-    log.info("central receiver listening on %s:%d", config.host, port)
-    return CentralHandle(config.host, port, runner, store, cache, owns_store, owns_cache)
+    log.info("central receiver listening on %s://%s:%d", "https" if context else "http",
+             config.host, port)
+    return CentralHandle(config.host, port, runner, store, cache, owns_store, owns_cache,
+                         tls=context is not None)
 
 
 async def _has_database_keys(store: CentralStore) -> bool:

@@ -75,9 +75,12 @@ class RoundRobinProxy:
             self._server.close()
         for w in list(self._writers):
             w.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Closed sockets end the pipes; cancelling the handlers instead makes asyncio's
+        # stream callback log a CancelledError (Python 3.11).
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=5)
+            for task in pending:
+                task.cancel()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)

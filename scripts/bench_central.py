@@ -5,6 +5,14 @@ Posts N batches of M new readings to `run_central` on SQLite and, when it
 answers on 127.0.0.1:5432, on a scratch PostgreSQL database (dropped after).
 
     .venv/bin/python scripts/bench_central.py [--batches 40] [--records 500]
+
+With ``--receivers R`` it measures scale-out instead: R `dairy-edge central`
+processes on one scratch PostgreSQL database, G gateways (``--gateways``, each
+with its own key, each posting its batches one at a time, gateway i to receiver
+i mod R, as a connection-level load balancer would spread them), for R = 1 and
+then R; it prints records/s in all and per receiver, and the receivers' CPU.
+
+    .venv/bin/python scripts/bench_central.py --receivers 3 --gateways 12
 """
 
 from __future__ import annotations
@@ -13,11 +21,15 @@ import argparse
 import asyncio
 import gzip
 import json
+import os
+import socket
 import statistics
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psycopg
@@ -30,7 +42,8 @@ KEY = b"bench-key-0123456789"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def batch(device: str, seq: int, records: int) -> tuple[bytes, dict[str, str]]:
+def batch(device: str, seq: int, records: int,
+          key_id: str = "k") -> tuple[bytes, dict[str, str]]:
     now = time.time()
     doc = {
         "protocol": 1, "device_id": device, "epoch": "bench", "seq": seq,
@@ -51,7 +64,7 @@ def batch(device: str, seq: int, records: int) -> tuple[bytes, dict[str, str]]:
     }
     body = gzip.compress(json.dumps(doc).encode())
     # What a gateway sends: the signed header (checked before the body) and the body signature.
-    return body, headers_for("k", KEY, str(doc["batch_id"]), body, device)
+    return body, headers_for(key_id, KEY, str(doc["batch_id"]), body, device)
 
 
 async def run(database_url: str, batches: int, records: int) -> tuple[float, float]:
@@ -76,6 +89,86 @@ async def run(database_url: str, batches: int, records: int) -> tuple[float, flo
     return statistics.median(times), batches * records / total
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def scale(receivers: int, gateways: int, batches: int, records: int) -> dict[str, Any]:
+    """R receiver processes on one fresh PostgreSQL database; G gateways posting at once."""
+    from agent.central.store_postgres import PostgresStore
+
+    name = pg_database()
+    if name is None:
+        raise SystemExit("scale-out needs PostgreSQL on 127.0.0.1:5432")
+    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    work = Path(tempfile.mkdtemp(prefix="dairy-bench-"))
+    devices = [f"gw-bench-{g:02d}" for g in range(gateways)]
+    keys = ",".join(f"{d}/k{g}={KEY.decode()}" for g, d in enumerate(devices))
+    env = {**os.environ, "DAIRY_EDGE_CENTRAL_KEYS": keys}
+    procs: list[asyncio.subprocess.Process] = []
+    ports: list[int] = []
+    try:
+        store = PostgresStore(url)
+        await store.start()  # the schema once, before the receivers start
+        await store.close()
+        for r in range(receivers):
+            port = _free_port()
+            cfg = work / f"central-{r}.yaml"
+            cfg.write_text(f"central:\n  host: 127.0.0.1\n  port: {port}\n"
+                           f"  database_url: {url}\nlogging:\n  level: WARNING\n")
+            procs.append(await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "agent.cli.main", "central", "--config", str(cfg),
+                env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL))
+            ports.append(port)
+        for port in ports:
+            for _ in range(300):
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.2).close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.05)
+        plans = [
+            (ports[g % receivers], [batch(d, seq, records, f"k{g}")
+                                    for seq in range(1, batches + 1)])
+            for g, d in enumerate(devices)
+        ]
+        cpu_before = [_cpu_s(p.pid) for p in procs]
+        done = dict.fromkeys(ports, 0)
+
+        async def gateway(http: aiohttp.ClientSession, port: int,
+                          bodies: list[tuple[bytes, dict[str, str]]]) -> None:
+            for body, headers in bodies:
+                async with http.post(f"http://127.0.0.1:{port}/api/v1/batches", data=body,
+                                     headers=headers) as resp:
+                    assert resp.status == 200, await resp.text()
+                    await resp.read()
+                done[port] += records
+
+        async with aiohttp.ClientSession() as http:
+            started = time.perf_counter()
+            await asyncio.gather(*(gateway(http, port, bodies) for port, bodies in plans))
+            total = time.perf_counter() - started
+        cpu = [_cpu_s(p.pid) - before for p, before in zip(procs, cpu_before, strict=True)]
+    finally:
+        for p in procs:
+            p.terminate()
+            await p.wait()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return {
+        "rate": gateways * batches * records / total,
+        "per_receiver": [done[p] / total for p in ports],
+        "cpu_s": cpu,
+    }
+
+
 def pg_database() -> str | None:
     try:
         with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=2) as conn:
@@ -90,7 +183,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=40, help="batches to post (default 40)")
     parser.add_argument("--records", type=int, default=500, help="records per batch (500)")
+    parser.add_argument("--receivers", type=int, default=0,
+                        help="scale-out: compare 1 receiver process with this many")
+    parser.add_argument("--gateways", type=int, default=12, help="scale-out: gateways (12)")
     args = parser.parse_args()
+    if args.receivers:
+        per_gateway = max(1, args.batches // args.gateways * 2)
+        for count in sorted({1, args.receivers}):
+            r = asyncio.run(scale(count, args.gateways, per_gateway, args.records))
+            print(f"{count} receiver(s), {args.gateways} gateways x {per_gateway} batches x "
+                  f"{args.records} readings: {r['rate']:,.0f} records/s in all; per receiver "
+                  + ", ".join(f"{x:,.0f}" for x in r["per_receiver"])
+                  + "; receiver CPU s " + ", ".join(f"{x:.1f}" for x in r["cpu_s"]))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         targets = [("SQLite", f"sqlite:///{Path(tmp) / 'central.db'}")]
         name = pg_database()

@@ -78,6 +78,7 @@ async def test_status_json(serve: Callable[..., Any]) -> None:
         "health": "ok",
         "firmware": "",
         "animal_id": None,
+        "seen_ts": None,
     }
     assert data["sensors"][1]["values"] == {"ec_ms": None}
     assert (data["quarantined"], data["backlog"], data["dead_letters"]) == (4, 120, 1)

@@ -95,3 +95,20 @@ def test_history_buckets_and_sparklines() -> None:
     tank = html[html.index('id="tanks"'):html.index('id="climate"')]
     assert "<svg" in tank and "Milk temperature: 3 to 6" in tank
     assert len(tank.encode()) < 3000
+
+
+def test_ages_alone_do_not_change_the_view() -> None:
+    from agent.web.view import view_etag_source
+
+    status = _status()
+    for s in status["sensors"]:  # type: ignore[attr-defined]
+        s["seen_ts"] = 1.8e9
+    first = render_view(status, [])
+    for s in status["sensors"]:  # type: ignore[attr-defined]
+        if s["age_s"] is not None and s["age_s"] < 800:  # no sensor turns stale
+            s["age_s"] += 37
+    later = render_view(status, [])
+    assert first != later
+    assert view_etag_source(first) == view_etag_source(later)
+    status["sensors"][0]["values"]["milk_temp_c"] = 4.4  # type: ignore[index]
+    assert view_etag_source(render_view(status, [])) != view_etag_source(first)

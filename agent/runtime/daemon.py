@@ -351,6 +351,7 @@ class Agent:
                 animal_id=row["animal_id"],
             )
             for row in self.reader.sensor_latest(
+                seen_ts=row["wall_ts"],
                 now_wall=self.clock.wall(), now_mono_ns=self.clock.monotonic_ns(), boot=self.boot
             )
         ]

@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import logging
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -33,7 +34,7 @@ from agent.web.guard import session_of
 from agent.web.page import render_page, vision_sections
 from agent.web.status import StatusSnapshot, health_reasons, jsonable
 from agent.web.users import CHANGERS, UserStore
-from agent.web.view import render_view
+from agent.web.view import render_view, view_etag_source
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def make_web_app(
     alerts: AlertsBackend | None = None,
     access: WebAccess | None = None,
     gateway: str = "",
-    poll_s: float = 10.0,
+    poll_s: float = 15.0,
 ) -> web.Application:
     """The status web app.
 
@@ -163,6 +164,11 @@ async def _view_html(request: web.Request) -> str:
                        csrf=session.csrf if session is not None else "")
 
 
+def _etag(view_html: str) -> str:
+    # Ages alone do not make a change: the page's script keeps them current.
+    return '"' + hashlib.sha256(view_etag_source(view_html).encode()).hexdigest()[:20] + '"'
+
+
 async def _page(request: web.Request) -> web.Response:
     session = session_of(request)
     view = await _view_html(request)
@@ -170,16 +176,18 @@ async def _page(request: web.Request) -> web.Response:
         view, gateway=request.app[_GATEWAY_KEY], csrf=session.csrf if session else "",
         user=session.user if session else "", role=session.role if session else "",
         query=request.query.get("q", "")[:64], static_version=STATIC_VERSION,
-        poll_s=request.app[_POLL_KEY],
+        poll_s=request.app[_POLL_KEY], server_time=time.time(), etag=_etag(view),
     )
     return web.Response(text=html, content_type="text/html")
 
 
 async def _api_view(request: web.Request) -> web.Response:
     """The live part; unchanged since the client's copy: 304 with no body."""
-    body = (await _view_html(request)).encode()
-    etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    html = await _view_html(request)
+    body = html.encode()
+    etag = _etag(html)
+    headers = {"ETag": etag, "Cache-Control": "no-cache",
+               "X-Server-Time": f"{time.time():.0f}"}
     if request.headers.get("If-None-Match") == etag:
         return web.Response(status=304, headers=headers)
     return web.Response(body=body, content_type="text/html", charset="utf-8", headers=headers)

@@ -208,7 +208,8 @@ def _head(title: str, lang: str, version: str = "") -> str:
 
 def render_page(view: str, *, gateway: str = "", csrf: str = "", user: str = "",
                 role: str = "", lang: str = "en", query: str = "",
-                static_version: str = "", poll_s: float = 10.0) -> str:
+                static_version: str = "", poll_s: float = 15.0,
+                server_time: float | None = None, etag: str = "") -> str:
     """The whole page around one rendered view (``view.render_view``)."""
     name = gateway or "dairy-edge"
     who = (
@@ -219,7 +220,9 @@ def render_page(view: str, *, gateway: str = "", csrf: str = "", user: str = "",
     )
     return (
         _head(f"{name} status", lang, static_version)
-        + f'<body data-csrf="{_e(csrf)}" data-poll-ms="{int(poll_s * 1000)}">'
+        + f'<body data-csrf="{_e(csrf)}" data-poll-ms="{int(poll_s * 1000)}"'
+        + (f' data-now="{server_time:.0f}"' if server_time is not None else "")
+        + (f' data-etag="{_e(etag)}"' if etag else "") + ">"
         '<header class="top"><div><h1>' + _e(name) + "</h1>"
         '<p class="muted"><span id="clock"></span> '
         '<span id="updated"></span></p></div>' + who + "</header>"

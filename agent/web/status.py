@@ -29,6 +29,7 @@ class SensorStatus:
     health: str = "ok"
     firmware: str = ""  # its firmware config's name: where the page shows it
     animal_id: str | None = None  # collars and milk meters: the cow (wire text too)
+    seen_ts: float | None = None  # the reading's wall time (the page keeps ages current)
 
 
 @dataclass(slots=True)

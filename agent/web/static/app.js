@@ -9,9 +9,32 @@
   var updated = document.getElementById("updated");
   var clock = document.getElementById("clock");
   var csrf = document.body.getAttribute("data-csrf") || "";
-  var etag = null;
+  var etag = document.body.getAttribute("data-etag") || null;
   var lastOk = new Date();
   var busy = false;
+  // Seconds to add to this phone's clock to get the gateway's (ages are the
+  // gateway's time minus each reading's).
+  var offset = (parseFloat(document.body.getAttribute("data-now")) || Date.now() / 1000) -
+    Date.now() / 1000;
+  var NB = "\u00a0";
+
+  function ageText(s) {
+    s = Math.max(0, s);
+    if (s < 90) { return Math.round(s) + NB + "s ago"; }
+    if (s < 5400) { return Math.round(s / 60) + NB + "min ago"; }
+    if (s < 172800) { return (s / 3600).toFixed(1) + NB + "h ago"; }
+    return Math.round(s / 86400) + NB + "d ago";
+  }
+  function ages() {
+    var now = Date.now() / 1000 + offset;
+    view.querySelectorAll("time.age[data-at]").forEach(function (t) {
+      t.textContent = ageText(now - parseFloat(t.getAttribute("data-at")));
+    });
+  }
+  function noteServerTime(r) {
+    var t = parseFloat(r.headers.get("X-Server-Time"));
+    if (t) { offset = t - Date.now() / 1000; }
+  }
 
   function hhmm(d, secs) {
     var p = function (n) { return (n < 10 ? "0" : "") + n; };
@@ -46,6 +69,7 @@
     fetch("/api/view" + query(), { headers: headers, credentials: "same-origin", cache: "no-cache" })
       .then(function (r) {
         if (r.status === 401) { window.location.href = "/login"; return null; }
+        noteServerTime(r);
         if (r.status === 304) { return ""; }
         if (!r.ok) { throw new Error("HTTP " + r.status); }
         etag = r.headers.get("ETag");
@@ -64,6 +88,7 @@
           var nq = document.getElementById("q");
           if (nq) { nq.value = qv; if (active === "q") { nq.focus(); nq.setSelectionRange(caret, caret); } }
         }
+        ages();
         lastOk = new Date();
         banner.hidden = true;
         showUpdated();
@@ -115,6 +140,6 @@
   document.addEventListener("visibilitychange", function () { if (!document.hidden) { poll(); } });
   tick();
   showUpdated();
-  setInterval(tick, 15000);
+  setInterval(function () { tick(); ages(); }, 5000);
   setInterval(poll, POLL_MS);
 })();

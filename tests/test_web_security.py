@@ -18,7 +18,8 @@ from agent.web.guard import SECURITY_HEADERS
 from agent.web.status import SensorStatus, StatusSnapshot, SyncStatus
 
 EVIL = '<script>alert("x")</script>'
-PUBLIC = {"/login", "/login/link/{token}", "/static/{name}", "/favicon.ico", "/healthz"}
+PUBLIC = {"/login", "/login/link/{token}", "/static/{name}", "/favicon.ico", "/healthz",
+          "/robots.txt"}
 
 
 def _evil_status() -> dict[str, Any]:

@@ -98,6 +98,7 @@ def make_web_app(
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/favicon.ico", _favicon)
     app.router.add_get("/static/{name}", _static)
+    app.router.add_get("/robots.txt", _robots)
     if alerts is not None:
         add_alert_routes(app, alerts)
     return app
@@ -213,3 +214,9 @@ async def _static(request: web.Request) -> web.Response:
 
 async def _favicon(request: web.Request) -> web.Response:
     return _static_response("favicon.svg")
+
+
+async def _robots(request: web.Request) -> web.Response:
+    # Everything but the login needs a session anyway; crawlers get nothing from the API.
+    return web.Response(text="User-agent: *\nDisallow: /api/\n",
+                        headers={"Cache-Control": "public, max-age=86400"})

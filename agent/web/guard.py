@@ -3,7 +3,7 @@ every response, 404s included; the Host check; login and CSRF) and the login,
 logout and one-time link routes.
 
 Every route needs a session except ``/login``, ``/login/link/<token>``,
-``/static/*``, ``/favicon.ico``, ``/healthz`` (liveness: ok or unhealthy and
+``/static/*``, ``/favicon.ico``, ``/robots.txt``, ``/healthz`` (liveness: ok or unhealthy and
 why, no farm data) and, when ``web.metrics_open``, ``/metrics``.
 Every POST needs the session's CSRF token (header ``X-CSRF-Token`` or form
 field ``csrf``), and a cross-origin ``Origin`` is refused outright.
@@ -32,7 +32,7 @@ ACCESS_KEY = web.AppKey("web_access", WebAccess)
 SESSION: Any = (web.RequestKey("session", object) if hasattr(web, "RequestKey")  # aiohttp>=3.13
                 else "session")
 PUBLIC_PREFIXES = ("/static/",)
-PUBLIC_PATHS = frozenset({"/login", "/favicon.ico", "/healthz"})
+PUBLIC_PATHS = frozenset({"/login", "/favicon.ico", "/healthz", "/robots.txt"})
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

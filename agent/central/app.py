@@ -105,7 +105,6 @@ class Refused(Exception):
         self.error = error
         self.detail = detail
         self.extra = extra
-        self.body_read = False  # set once the whole body was read
 
     @classmethod
     def from_body(cls, err: BodyRefused) -> Refused:
@@ -172,7 +171,7 @@ async def _post_batch(request: web.Request) -> web.StreamResponse:
             status=err.status,
             headers=headers or None,
         )
-        if not err.body_read:
+        if not request.content.at_eof():
             # Do not read (nor wait for) a body we refused unread: close the connection.
             response.force_close()
         return response

@@ -153,3 +153,22 @@ async def test_viewer_sees_no_buttons_and_search_works(site: tuple[str, Farm],
     assert await page.input_value("#q") == "NL-1042"
     await page.screenshot(path=str(ARTIFACTS / "desktop-search.png"), full_page=False)
     await context.close()
+
+
+async def test_switch_to_bangla(site: tuple[str, Farm], browser: Any) -> None:
+    base, farm = site
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = await browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True)
+    page = await context.new_page()
+    await _log_in(page, base)
+    await page.get_by_role("link", name="বাংলা").first.click()
+    await expect(page.locator("#alerts h2")).to_contain_text("সতর্কতা")
+    assert await page.get_attribute("html", "lang") == "bn"
+    # live updates and the script's words stay in Bangla
+    farm.status["sensors"][0]["values"]["milk_temp_c"] = 4.12
+    await expect(page.locator("#tanks")).to_contain_text("৪.১", timeout=10_000)
+    await expect(page.locator("#updated")).to_contain_text("হালনাগাদ", timeout=10_000)
+    await page.screenshot(path=str(ARTIFACTS / "phone-bangla.png"))
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"]
+    await context.close()

@@ -39,7 +39,7 @@ ALERT = {"record_id": "a1", "rule": "heat_stress", "severity": "critical", "stat
 def test_readable_values() -> None:
     assert value_text("milk_temp_c", 3.55394025) == "3.6\u00a0°C"
     assert value_text("agitator", 1.0) == "on" and value_text("wash", 0.0) == "off"
-    assert value_text("total_l", 1234567.0) == "1\u2009234\u2009567\u00a0l"
+    assert value_text("total_l", 1234567.0) == "1,234,567\u00a0l"
     assert value_text("new_field_kg", 2.0) == "2.00\u00a0kg"
     assert age_text(40) == "40\u00a0s ago" and age_text(720) == "12\u00a0min ago"
     assert age_text(None) == "-"
@@ -93,7 +93,7 @@ def test_history_buckets_and_sparklines() -> None:
     assert len(snap["tank1:milk_temp_c"]) == 96
     html = render_view(_status(history=snap), [])
     tank = html[html.index('id="tanks"'):html.index('id="climate"')]
-    assert "<svg" in tank and "Milk temperature: 3 to 6" in tank
+    assert "<svg" in tank and "Milk temperature: 3 to 6 in 24 h" in tank
     assert len(tank.encode()) < 3000
 
 

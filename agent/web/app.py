@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-from agent.web import guard
+from agent.web import guard, i18n
 from agent.web.access import WebAccess
 from agent.web.alerts_api import AlertsBackend, add_alert_routes
 from agent.web.guard import session_of
@@ -178,6 +178,7 @@ async def _page(request: web.Request) -> web.Response:
         user=session.user if session else "", role=session.role if session else "",
         query=request.query.get("q", "")[:64], static_version=STATIC_VERSION,
         poll_s=request.app[_POLL_KEY], server_time=time.time(), etag=_etag(view),
+        lang=i18n.current(),
     )
     return web.Response(text=html, content_type="text/html")
 

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from agent.web.i18n import N_, _, number
+
 
 @dataclass(frozen=True, slots=True)
 class FieldDisplay:
@@ -22,29 +24,29 @@ class FieldDisplay:
 # name -> how to show it; the unit strings as the firmware configs give them.
 FIELDS: dict[str, FieldDisplay] = {
     # bulk tank (firmware bulk-tank)
-    "milk_temp_c": FieldDisplay("Milk temperature", "°C", 1),
-    "agitator": FieldDisplay("Agitator", switch=True),
-    "level_l": FieldDisplay("Level", "l", 0),
-    "wash": FieldDisplay("Wash", switch=True),
+    "milk_temp_c": FieldDisplay(N_("Milk temperature"), "°C", 1),
+    "agitator": FieldDisplay(N_("Agitator"), switch=True),
+    "level_l": FieldDisplay(N_("Level"), "l", 0),
+    "wash": FieldDisplay(N_("Wash"), switch=True),
     # barn climate (barn-climate)
-    "temperature_c": FieldDisplay("Temperature", "°C", 1),
-    "humidity_pct": FieldDisplay("Humidity", "%", 0),
-    "battery_v": FieldDisplay("Battery", "V", 2),
+    "temperature_c": FieldDisplay(N_("Temperature"), "°C", 1),
+    "humidity_pct": FieldDisplay(N_("Humidity"), "%", 0),
+    "battery_v": FieldDisplay(N_("Battery"), "V", 2),
     # collar (neck-collar)
-    "activity": FieldDisplay("Activity", "", 0),
-    "rumination_min": FieldDisplay("Rumination", "min", 0),
+    "activity": FieldDisplay(N_("Activity"), "", 0),
+    "rumination_min": FieldDisplay(N_("Rumination"), "min", 0),
     # milk meter (milk-meter)
-    "yield_kg": FieldDisplay("Yield", "kg", 1),
-    "conductivity_lf": FieldDisplay("Conductivity LF", "mS/cm", 2),
-    "conductivity_rf": FieldDisplay("Conductivity RF", "mS/cm", 2),
-    "conductivity_lr": FieldDisplay("Conductivity LR", "mS/cm", 2),
-    "conductivity_rr": FieldDisplay("Conductivity RR", "mS/cm", 2),
-    "duration_s": FieldDisplay("Milking time", "s", 0),
+    "yield_kg": FieldDisplay(N_("Yield"), "kg", 1),
+    "conductivity_lf": FieldDisplay(N_("Conductivity LF"), "mS/cm", 2),
+    "conductivity_rf": FieldDisplay(N_("Conductivity RF"), "mS/cm", 2),
+    "conductivity_lr": FieldDisplay(N_("Conductivity LR"), "mS/cm", 2),
+    "conductivity_rr": FieldDisplay(N_("Conductivity RR"), "mS/cm", 2),
+    "duration_s": FieldDisplay(N_("Milking time"), "s", 0),
     # water (water-flow), RFID (rfid-reader)
-    "flow_lpm": FieldDisplay("Flow", "l/min", 1),
-    "total_l": FieldDisplay("Total", "l", 0),
-    "antenna": FieldDisplay("Antenna", "", 0),
-    "rssi_dbm": FieldDisplay("Signal", "dBm", 0),
+    "flow_lpm": FieldDisplay(N_("Flow"), "l/min", 1),
+    "total_l": FieldDisplay(N_("Total"), "l", 0),
+    "antenna": FieldDisplay(N_("Antenna"), "", 0),
+    "rssi_dbm": FieldDisplay(N_("Signal"), "dBm", 0),
 }
 _SUFFIX_UNITS = {"_c": "°C", "_pct": "%", "_v": "V", "_l": "l", "_kg": "kg", "_s": "s",
                  "_min": "min", "_dbm": "dBm", "_lpm": "l/min"}
@@ -70,16 +72,21 @@ def field_display(name: str) -> FieldDisplay:
     return FieldDisplay(name.replace("_", " ").capitalize(), "", 2)
 
 
+def label(name: str) -> str:
+    """The field's display name in the current language."""
+    return _(field_display(name).label)
+
+
 def value_text(name: str, value: Any) -> str:
     """``3.55394025`` as ``3.6 °C``; ``1.0`` as ``on`` for a switch."""
     spec = field_display(name)
     if isinstance(value, bool):
-        return "on" if value else "off"
+        return _("on") if value else _("off")
     if not isinstance(value, int | float) or not math.isfinite(value):
         return "-"
     if spec.switch:
-        return "on" if value else "off"
-    text = f"{value:,.{spec.digits}f}".replace(",", "\u2009")  # thin space: no wrap break
+        return _("on") if value else _("off")
+    text = number(value, spec.digits)
     return f"{text}\u00a0{spec.unit}" if spec.unit else text
 
 
@@ -89,14 +96,14 @@ def age_text(seconds: Any) -> str:
         return "-"
     s = max(0.0, float(seconds))
     if s < 90:
-        text = f"{s:.0f}\u00a0s"
+        text = _("{n} s ago").format(n=number(s, 0))
     elif s < 5400:
-        text = f"{s / 60:.0f}\u00a0min"
+        text = _("{n} min ago").format(n=number(s / 60, 0))
     elif s < 172800:
-        text = f"{s / 3600:.1f}\u00a0h"
+        text = _("{n} h ago").format(n=number(s / 3600, 1))
     else:
-        text = f"{s / 86400:.0f}\u00a0d"
-    return f"{text} ago"
+        text = _("{n} d ago").format(n=number(s / 86400, 0))
+    return text.replace(" ", "\u00a0", 1)
 
 
 def bytes_text(n: Any) -> str:
@@ -105,6 +112,6 @@ def bytes_text(n: Any) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(size) < 1024:
-            return f"{size:.0f}\u00a0{unit}"
+            return f"{number(size, 0)}\u00a0{unit}"
         size /= 1024
-    return f"{size:.1f}\u00a0TiB"
+    return f"{number(size, 1)}\u00a0TiB"

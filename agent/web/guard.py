@@ -21,7 +21,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from agent.web import i18n
 from agent.web.access import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Session, WebAccess, host_allowed
+from agent.web.i18n import _
 from agent.web.page import login_page
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ SESSION: Any = (web.RequestKey("session", object) if hasattr(web, "RequestKey") 
                 else "session")
 PUBLIC_PREFIXES = ("/static/",)
 PUBLIC_PATHS = frozenset({"/login", "/favicon.ico", "/healthz", "/robots.txt"})
+PUBLIC_PREFIXES_LANG = "/lang/"
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -53,7 +56,7 @@ def _public(request: web.Request, access: WebAccess) -> bool:
     path = request.path
     if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
         return True
-    if path.startswith("/login/link/"):
+    if path.startswith(("/login/link/", PUBLIC_PREFIXES_LANG)):
         return True
     return access.metrics_open and path == "/metrics" and request.method in ("GET", "HEAD")
 
@@ -93,6 +96,14 @@ async def check_host(request: web.Request, handler: Handler) -> web.StreamRespon
     access = request.app[ACCESS_KEY]
     if not host_allowed(request.headers.get("Host"), access.allowed_hosts):
         return web.Response(status=421, text="unknown Host: add it to web.allowed_hosts\n")
+    return await handler(request)
+
+
+@web.middleware
+async def set_language(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The user's language (cookie), else the browser's: for everything rendered."""
+    i18n.use(i18n.pick(request.cookies.get(i18n.LANG_COOKIE),
+                       request.headers.get("Accept-Language")))
     return await handler(request)
 
 
@@ -186,7 +197,7 @@ async def _login_form(request: web.Request, error: str = "", status: int = 200,
     token = request.cookies.get(LOGIN_CSRF_COOKIE) or ""
     if len(token) < 32:
         token = secrets.token_urlsafe(32)
-    resp = web.Response(text=login_page(token, error, request.get("lang", "en")),
+    resp = web.Response(text=login_page(token, error, i18n.current()),
                         content_type="text/html", status=status, headers=headers)
     _cookie(resp, access, LOGIN_CSRF_COOKIE, token, max_age=3600)
     return resp
@@ -203,7 +214,7 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not cookie or not hmac.compare_digest(str(form.get("csrf", "")).encode(), cookie.encode()):
-        return await _login_form(request, "The form expired: try again.", 403)
+        return await _login_form(request, _("The form expired: try again."), 403)
     name = str(form.get("user", "")).strip().lower()[:64]
     password = str(form.get("password", ""))
     peer = request.remote or "?"
@@ -212,13 +223,14 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     if wait > 0:
         access.record(None, "login_refused", user=name, client=peer, reason="rate limit")
         return await _login_form(
-            request, f"Too many failed logins: wait {wait / 60:.0f} min.", 429,
+            request, _("Too many failed logins: wait {n} min.").format(
+                n=i18n.number(max(1.0, wait / 60), 0)), 429,
             {"Retry-After": str(int(wait) + 1)})
     user = await asyncio.to_thread(access.users.verify, name, password)
     if user is None:
         access.limits.fail(*keys)
         access.record(None, "login_failed", user=name, client=peer)
-        return await _login_form(request, "Wrong name or password.", 401)
+        return await _login_form(request, _("Wrong name or password."), 401)
     access.limits.clear(f"user:{name}")
     return _start_session(request, access, user.name, user.role, "password")
 
@@ -243,7 +255,7 @@ async def login_link(request: web.Request) -> web.StreamResponse:
     name = access.links.use(request.match_info["token"])
     user = access.users.get(name) if name else None
     if user is None:
-        return await _login_form(request, "That login link was used or has expired.", 403)
+        return await _login_form(request, _("That login link was used or has expired."), 403)
     return _start_session(request, access, user.name, user.role, "link")
 
 
@@ -259,6 +271,17 @@ async def logout(request: web.Request) -> web.StreamResponse:
     return out
 
 
+async def choose_language(request: web.Request) -> web.StreamResponse:
+    """``/lang/<code>``: remember the language in a cookie (a year), back to the page."""
+    code = request.match_info["code"]
+    if code not in i18n.LANGUAGES:
+        raise web.HTTPNotFound(text="no such language\n")
+    out = _as_response(web.HTTPSeeOther("/"))
+    out.headers["Location"] = "/"
+    _cookie(out, request.app[ACCESS_KEY], i18n.LANG_COOKIE, code, max_age=365 * 86400)
+    return out
+
+
 def install(app: web.Application, access: WebAccess) -> None:
     """Add the middlewares' state and the login routes to ``app``."""
     app[ACCESS_KEY] = access
@@ -269,6 +292,7 @@ def install(app: web.Application, access: WebAccess) -> None:
     app.router.add_post("/login", login_post)
     app.router.add_get("/login/link/{token}", login_link)
     app.router.add_post("/logout", logout)
+    app.router.add_get("/lang/{code}", choose_language)
 
 
-MIDDLEWARES = [finish, check_host, require_session]
+MIDDLEWARES = [finish, check_host, set_language, require_session]

@@ -3,13 +3,33 @@ and error texts come from MQTT and must be treated as hostile markup."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Mapping
 from html import escape
 from typing import Any
 
+from agent.web.i18n import LANGUAGES, N_, _, script_strings
 from agent.web.view import render_view
+
+DESCRIPTION = N_("dairy-edge gateway status: alerts, bulk tanks, barn climate, animals, "
+                 "devices and sync.")
+ROLE_NAMES = {"viewer": N_("viewer"), "technician": N_("technician")}
+
+
+def _languages(current: str) -> str:
+    """Links to switch language (a cookie; the page comes back in it)."""
+    return " · ".join(
+        f'<a href="/lang/{code}" hreflang="{code}" lang="{code}"'
+        f'{" aria-current=true" if code == current else ""}>{_e(name)}</a>'
+        for code, name in LANGUAGES.items())
+
+
+def _strings_block() -> str:
+    """The script's words in this language: a JSON data block (never executed)."""
+    data = json.dumps(script_strings(), ensure_ascii=False).replace("<", "\\u003c")
+    return f'<script type="application/json" id="i18n">{data}</script>'
 
 
 def _e(value: Any) -> str:
@@ -170,21 +190,23 @@ def vision_sections(status: Mapping[str, Any]) -> str:
     """Cameras, identifications, body condition and milk checks (when any)."""
     return (
         (
-            f"<section><h2>Cows identified</h2>"
+            f"<section><h2>{_e(_('Cows identified'))}</h2>"
             f"{_identifications(status.get('identifications') or [])}</section>"
-            f"<section><h2>Cameras</h2>"
+            f"<section><h2>{_e(_('Cameras'))}</h2>"
             f"{_cameras(status.get('cameras') or [], status.get('models') or {})}</section>"
             if status.get("cameras")
             else ""
         )
         + (
-            f"<section><h2>Body condition</h2>{_body_conditions(status['body_conditions'])}"
+            f"<section><h2>{_e(_('Body condition'))}</h2>"
+            f"{_body_conditions(status['body_conditions'])}"
             "</section>"
             if status.get("body_conditions")
             else ""
         )
         + (
-            f"<section><h2>Milk checks</h2>{_milk_checks(status['milk_checks'])}</section>"
+            f"<section><h2>{_e(_('Milk checks'))}</h2>{_milk_checks(status['milk_checks'])}"
+            "</section>"
             if status.get("milk_checks")
             else ""
         )
@@ -196,8 +218,7 @@ def _head(title: str, lang: str, version: str = "") -> str:
     return (
         f'<!doctype html><html lang="{escape(lang)}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        '<meta name="description" content="dairy-edge gateway status: alerts, bulk tanks, '
-        'barn climate, animals, devices and sync.">'
+        f'<meta name="description" content="{_e(_(DESCRIPTION))}">'
         '<meta name="color-scheme" content="light dark">'
         '<meta name="theme-color" content="#1d5b3a">'
         '<link rel="icon" href="/favicon.ico" type="image/svg+xml">'
@@ -215,11 +236,12 @@ def render_page(view: str, *, gateway: str = "", csrf: str = "", user: str = "",
     who = (
         f'<form method="post" action="/logout" class="who">'
         f'<input type="hidden" name="csrf" value="{_e(csrf)}">'
-        f'<span>{_e(user)} ({_e(role)})</span> <button>Log out</button></form>'
+        f'<span>{_e(user)} ({_e(_(ROLE_NAMES.get(role, role)))})</span> '
+        f'<button>{_e(_("Log out"))}</button></form>'
         if user and user != "local" else ""
     )
     return (
-        _head(f"{name} status", lang, static_version)
+        _head(_("{name} status").format(name=name), lang, static_version)
         + f'<body data-csrf="{_e(csrf)}" data-poll-ms="{int(poll_s * 1000)}"'
         + (f' data-now="{server_time:.0f}"' if server_time is not None else "")
         + (f' data-etag="{_e(etag)}"' if etag else "") + ">"
@@ -227,9 +249,10 @@ def render_page(view: str, *, gateway: str = "", csrf: str = "", user: str = "",
         '<p class="muted"><span id="clock"></span> '
         '<span id="updated"></span></p></div>' + who + "</header>"
         '<p id="banner" class="banner" hidden role="alert"></p>'
-        f'<main id="view" aria-live="polite">{view}</main>'
-        '<footer class="muted"><a href="/api/status">JSON</a> · '
-        '<a href="/metrics">metrics</a></footer>'
+        + _strings_block()
+        + f'<main id="view" aria-live="polite">{view}</main>'
+        f'<footer class="muted">{_languages(lang)} · <a href="/api/status">JSON</a> · '
+        f'<a href="/metrics">{_e(_("metrics"))}</a></footer>'
         f'<script src="/static/app.js{"?v=" + _e(static_version) if static_version else ""}" '
         'defer></script></body></html>'
     )
@@ -238,17 +261,18 @@ def render_page(view: str, *, gateway: str = "", csrf: str = "", user: str = "",
 def login_page(csrf: str, error: str = "", lang: str = "en") -> str:
     err = f'<p class="bad" role="alert">{_e(error)}</p>' if error else ""
     return (
-        _head("dairy-edge login", lang)
+        _head(_("dairy-edge login"), lang)
         + '<body class="login"><main><h1>dairy-edge</h1>'
         f"{err}"
         '<form method="post" action="/login">'
         f'<input type="hidden" name="csrf" value="{_e(csrf)}">'
-        '<label for="user">Name</label>'
+        f'<label for="user">{_e(_("Name"))}</label>'
         '<input id="user" name="user" autocomplete="username" autocapitalize="none" required>'
-        '<label for="password">Password</label>'
+        f'<label for="password">{_e(_("Password"))}</label>'
         '<input id="password" name="password" type="password" '
         'autocomplete="current-password" required>'
-        '<button type="submit">Log in</button></form></main></body></html>'
+        f'<button type="submit">{_e(_("Log in"))}</button></form>'
+        f'<p class="muted">{_languages(lang)}</p></main></body></html>'
     )
 
 
@@ -259,3 +283,17 @@ def render_status(status: Mapping[str, Any], reasons: list[str], **kw: Any) -> s
     view = render_view(status, reasons, can_change=can_change, query=query,
                        extra=vision_sections(status), csrf=str(kw.get("csrf", "")))
     return render_page(view, **kw)
+
+
+# Messages used inside f-strings, listed for Babel's extractor (it cannot see them there).
+_MARKED = (
+    N_("Cows identified"),
+    N_("Cameras"),
+    N_("Body condition"),
+    N_("Milk checks"),
+    N_("Log out"),
+    N_("metrics"),
+    N_("Name"),
+    N_("Password"),
+    N_("Log in"),
+)

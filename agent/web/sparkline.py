@@ -7,6 +7,8 @@ import math
 from collections.abc import Sequence
 from html import escape
 
+from agent.web.i18n import _, digits
+
 WIDTH, HEIGHT = 120, 28
 
 
@@ -23,7 +25,8 @@ def sparkline_svg(values: Sequence[float], label: str = "") -> str:
         f"{i * step:.1f},{HEIGHT - 2 - (v - lo) / span * (HEIGHT - 4):.1f}"
         for i, v in enumerate(pts)
     )
-    title = escape(f"{label}: {lo:.4g} to {hi:.4g}", quote=True)
+    title = escape(_("{label}: {low} to {high} in 24 h").format(
+        label=label, low=digits(f"{lo:.4g}"), high=digits(f"{hi:.4g}")), quote=True)
     return (
         f'<svg class="spark" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
         f'role="img" aria-label="{title}"><title>{title}</title>'

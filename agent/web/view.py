@@ -22,15 +22,48 @@ from agent.web.display import (
     QUIET,
     age_text,
     bytes_text,
-    field_display,
+    label,
     value_text,
 )
+from agent.web.i18n import N_, _, clock, digits, number
 from agent.web.sparkline import sparkline_svg
 
 # Search results and flagged animals shown at most (the rest by searching).
 MAX_ANIMAL_ROWS = 60
 STALE_S = 900.0
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+# Words from the runtime shown as they are in English; translated here.
+WORDS = {
+    "critical": N_("critical"), "warning": N_("warning"), "info": N_("info"),
+    "raised": N_("raised"), "updated": N_("updated"), "cleared": N_("cleared"),
+    "confirmed": N_("confirmed"), "rejected": N_("rejected"), "ok": N_("ok"),
+    "stale": N_("stale"), "silent": N_("silent"), "low battery": N_("low battery"),
+    "idle": N_("idle"), "uploading": N_("uploading"), "backoff": N_("backoff"),
+    "disabled": N_("disabled"), "error": N_("error"),
+}
+
+
+RULE_NAMES = {
+    "cooling": N_("tank cooling"), "estrus": N_("heat (estrus)"),
+    "heat_stress": N_("heat stress"), "mastitis": N_("mastitis"),
+    "rumination": N_("rumination drop"), "bcs_loss": N_("body condition loss"),
+    "milk_abnormal": N_("abnormal milk"), "sync_refused": N_("sync refused"),
+    "sensor.stuck": N_("sensor stuck"), "sensor.erratic": N_("sensor erratic"),
+    "sensor.range": N_("value out of range"), "sensor.dropout": N_("sensor silent"),
+    "sensor.calibration": N_("calibration due"), "sensor.spike": N_("sensor spike"),
+    "sensor.drift": N_("sensor drift"),
+}
+
+
+def _rule(rule: Any) -> str:
+    text = str(rule or "")
+    return _(RULE_NAMES[text]) if text in RULE_NAMES else text.replace("_", " ")
+
+
+def _w(word: Any) -> str:
+    """A runtime word in the current language (unknown words as they are)."""
+    text = str(word)
+    return _(WORDS[text]) if text in WORDS else text
 
 
 def _e(value: Any) -> str:
@@ -42,10 +75,8 @@ def clock_text(ts: Any) -> str:
     if not isinstance(ts, int | float) or not math.isfinite(ts):
         return "-"
     try:
-        when = time.localtime(ts)
-        fmt = "%H:%M" if time.strftime("%Y%m%d", when) == time.strftime("%Y%m%d") \
-            else "%d %b %H:%M"
-        return time.strftime(fmt, when)
+        today = time.strftime("%Y%m%d", time.localtime(ts)) == time.strftime("%Y%m%d")
+        return clock(ts, with_date=not today)
     except (OverflowError, OSError, ValueError):
         return "-"
 
@@ -110,11 +141,11 @@ def _signal_text(sig: Mapping[str, Any]) -> str:
     name = str(sig.get("name") or "")
     value = sig.get("value")
     unit = str(sig.get("unit") or "")
-    shown = f"{value:.4g}" if isinstance(value, int | float) else "-"
-    text = f"{field_display(name).label} {shown}{(' ' + unit) if unit else ''}"
+    shown = digits(f"{value:.4g}") if isinstance(value, int | float) else "-"
+    text = f"{label(name)} {shown}{(' ' + unit) if unit else ''}"
     limit = sig.get("limit")
     if isinstance(limit, int | float):
-        text += f" (limit {limit:.4g})"
+        text += " " + _("(limit {value})").format(value=digits(f"{limit:.4g}"))
     return text
 
 
@@ -123,11 +154,11 @@ def _alert_card(a: Mapping[str, Any], can_change: bool, csrf: str) -> str:
     aid = _e(a["alert_id"])
     chips = []
     if a.get("verdict"):
-        chips.append(f'<span class="chip ok">{_e(a["verdict"])}</span>')
+        chips.append(f'<span class="chip ok">{_e(_w(a["verdict"]))}</span>')
     elif a.get("acknowledged"):
-        chips.append('<span class="chip ok">acknowledged</span>')
+        chips.append(f'<span class="chip ok">{_e(_("acknowledged"))}</span>')
     if a.get("snoozed"):
-        chips.append('<span class="chip">snoozed</span>')
+        chips.append(f'<span class="chip">{_e(_("snoozed"))}</span>')
     signals = "".join(f"<li>{_e(_signal_text(s))}</li>" for s in a["signals"][:6]
                       if isinstance(s, Mapping))
     buttons = ""
@@ -135,15 +166,15 @@ def _alert_card(a: Mapping[str, Any], can_change: bool, csrf: str) -> str:
         buttons = (
             f'<form class="act" method="post" action="/api/alerts/{aid}/action" '
             f'data-alert="{aid}"><input type="hidden" name="csrf" value="{_e(csrf)}">'
-            '<button name="action" value="confirm">Confirm</button>'
-            '<button name="action" value="reject">Reject</button>'
-            '<button name="action" value="snooze">Snooze 1 h</button>'
+            f'<button name="action" value="confirm">{_e(_("Confirm"))}</button>'
+            f'<button name="action" value="reject">{_e(_("Reject"))}</button>'
+            f'<button name="action" value="snooze">{_e(_("Snooze 1 h"))}</button>'
             "</form>"
         )
     return (
         f'<article class="alert {sev}" id="alert-{aid}">'
-        f'<header><span class="sev">{_e(sev)}</span> <b>{_e(a["subject"])}</b> '
-        f'<span class="rule">{_e(str(a["rule"] or "").replace("_", " "))}</span>'
+        f'<header><span class="sev">{_e(_w(sev))}</span> <b>{_e(a["subject"])}</b> '
+        f'<span class="rule">{_e(_rule(a["rule"]))}</span>'
         f'<time datetime="{_iso(a["raised_ts"])}">{_e(clock_text(a["raised_ts"]))}</time>'
         f'{"".join(chips)}</header>'
         f'<p>{_e(a["message"])}</p>'
@@ -157,15 +188,17 @@ def _alert_history(records: list[Mapping[str, Any]]) -> str:
         return ""
     rows = "".join(
         f"<tr><td>{_e(clock_text(r.get('wall_ts')))}</td>"
-        f"<td>{_e(str(r.get('rule') or '').replace('_', ' '))}</td>"
-        f"<td>{_e(r.get('state'))}</td>"
+        f"<td>{_e(_rule(r.get('rule')))}</td>"
+        f"<td>{_e(_w(r.get('state')))}</td>"
         f"<td>{_e(r.get('animal_id') or r.get('sensor_id'))}</td>"
         f'<td class="msg">{_e(r.get("message"))}</td></tr>'
         for r in records
     )
     return (
-        '<details id="history"><summary>Alert history</summary><div class="scroll"><table>'
-        "<tr><th>Time</th><th>Rule</th><th>State</th><th>Subject</th><th>What</th></tr>"
+        f'<details id="history"><summary>{_e(_("Alert history"))}</summary>'
+        '<div class="scroll"><table>'
+        f"<tr><th>{_e(_('Time'))}</th><th>{_e(_('Rule'))}</th><th>{_e(_('State'))}</th>"
+        f"<th>{_e(_('Subject'))}</th><th>{_e(_('What'))}</th></tr>"
         f"{rows}</table></div></details>"
     )
 
@@ -174,9 +207,9 @@ def _alerts(status: Mapping[str, Any], can_change: bool, csrf: str) -> str:
     alerts = open_alerts(status)
     cards = "".join(_alert_card(a, can_change, csrf) for a in alerts)
     crit = sum(1 for a in alerts if a["severity"] == "critical")
-    count = f'<span class="count {"bad" if crit else ""}">{len(alerts)}</span>'
-    body = cards or '<p class="muted">No open alerts.</p>'
-    return (f'<section id="alerts"><h2>Alerts {count}</h2>{body}'
+    count = f'<span class="count {"bad" if crit else ""}">{_e(number(len(alerts), 0))}</span>'
+    body = cards or f'<p class="muted">{_e(_("No open alerts."))}</p>'
+    return (f'<section id="alerts"><h2>{_e(_("Alerts"))} {count}</h2>{body}'
             f'{_alert_history(list(status.get("alerts") or []))}</section>')
 
 
@@ -225,7 +258,7 @@ def _values_list(values: Mapping[str, Any], big: str | None = None) -> str:
     for name, value in values.items():
         if name in QUIET or name == big:
             continue
-        items.append(f"<dt>{_e(field_display(name).label)}</dt>"
+        items.append(f"<dt>{_e(label(name))}</dt>"
                      f"<dd>{_e(value_text(name, value))}</dd>")
     return f'<dl>{"".join(items)}</dl>' if items else ""
 
@@ -234,12 +267,12 @@ def _tile(sensor: Mapping[str, Any], big: str, spark: list[float] | None) -> str
     values = sensor.get("values") or {}
     flag = _flag(sensor)
     sid = _e(sensor.get("sensor_id"))
-    head = (f'<h3>{sid}{f" <span class=chip>{_e(flag)}</span>" if flag else ""}</h3>')
+    head = (f'<h3>{sid}{f" <span class=chip>{_e(_w(flag))}</span>" if flag else ""}</h3>')
     main = ""
     if big in values:
         main = (f'<p class="big">{_e(value_text(big, values[big]))}'
-                f'<span class="lbl">{_e(field_display(big).label)}</span></p>')
-    chart = sparkline_svg(spark, field_display(big).label) if spark else ""
+                f'<span class="lbl">{_e(label(big))}</span></p>')
+    chart = sparkline_svg(spark, label(big)) if spark else ""
     return (f'<div class="tile{" flag" if flag else ""}">{head}{main}{chart}'
             f"{_values_list(values, big)}"
             f'<p class="muted">{_seen(sensor)}</p></div>')
@@ -251,12 +284,12 @@ def _tanks_climate(sensors: list[Mapping[str, Any]],
     climate = [s for s in sensors if _group(s) == "climate"]
     out = ""
     if tanks:
-        out += ('<section id="tanks"><h2>Bulk tanks</h2><div class="tiles">'
+        out += (f'<section id="tanks"><h2>{_e(_("Bulk tanks"))}</h2><div class="tiles">'
                 + "".join(_tile(s, "milk_temp_c", history.get(f"{s.get('sensor_id')}"
                                                               ":milk_temp_c")) for s in tanks)
                 + "</div></section>")
     if climate:
-        out += ('<section id="climate"><h2>Barn climate</h2><div class="tiles">'
+        out += (f'<section id="climate"><h2>{_e(_("Barn climate"))}</h2><div class="tiles">'
                 + "".join(_tile(s, "temperature_c", history.get(f"{s.get('sensor_id')}"
                                                                 ":temperature_c"))
                           for s in climate)
@@ -266,16 +299,16 @@ def _tanks_climate(sensors: list[Mapping[str, Any]],
 
 def _sensor_row(s: Mapping[str, Any]) -> str:
     values = s.get("values") or {}
-    shown = ", ".join(f"{field_display(k).label} {value_text(k, v)}"
+    shown = ", ".join(f"{label(k)} {value_text(k, v)}"
                       for k, v in values.items() if k not in QUIET)
     flag = _flag(s)
     return (f"<tr><td>{_e(s.get('animal_id') or s.get('sensor_id'))}</td>"
             f"<td>{_e(shown or '-')}</td><td>{_seen(s)}</td>"
-            f'<td class="{"bad" if flag else "ok"}">{_e(flag or "ok")}</td></tr>')
+            f'<td class="{"bad" if flag else "ok"}">{_e(_w(flag or "ok"))}</td></tr>')
 
 
 def _animals(sensors: list[Mapping[str, Any]], query: str) -> str:
-    groups = (("collar", "Collars"), ("milk", "Milk meters"))
+    groups = (("collar", _("Collars")), ("milk", _("Milk meters")))
     parts = []
     q = query.strip().lower()
     for key, title in groups:
@@ -291,21 +324,24 @@ def _animals(sensors: list[Mapping[str, Any]], query: str) -> str:
             shown = flagged
         rows = "".join(_sensor_row(s) for s in shown[:MAX_ANIMAL_ROWS])
         more = len(shown) - MAX_ANIMAL_ROWS
-        note = f'<p class="muted">{more} more: search to narrow.</p>' if more > 0 else ""
-        summary = (f"{title}: {len(members)}, "
-                   + (f'<span class="bad">{len(flagged)} need a look</span>' if flagged
-                      else '<span class="ok">all ok</span>'))
-        table = (f'<table><tr><th>Animal</th><th>Last values</th><th>Seen</th><th>State</th>'
+        note = (f'<p class="muted">{_e(_("{n} more: search to narrow.").format(n=number(more, 0)))}'
+                "</p>" if more > 0 else "")
+        flagged_text = _("{n} need a look").format(n=number(len(flagged), 0))
+        summary = (f"{_e(title)}: {_e(number(len(members), 0))}, "
+                   + (f'<span class="bad">{_e(flagged_text)}</span>' if flagged
+                      else f'<span class="ok">{_e(_("all ok"))}</span>'))
+        table = (f"<table><tr><th>{_e(_('Animal'))}</th><th>{_e(_('Last values'))}</th>"
+                 f"<th>{_e(_('Seen'))}</th><th>{_e(_('State'))}</th>"
                  f"</tr>{rows}</table>{note}" if rows else
-                 f'<p class="muted">{"No match." if q else "Nothing to look at."}</p>')
+                 f'<p class="muted">{_e(_("No match.") if q else _("Nothing to look at."))}</p>')
         opened = " open" if (flagged or q) else ""
         parts.append(f'<details id="grp-{key}"{opened}><summary>{summary}</summary>'
                      f"{table}</details>")
     if not parts:
         return ""
-    return ('<section id="animals"><h2>Animals</h2>'
+    return (f'<section id="animals"><h2>{_e(_("Animals"))}</h2>'
             '<form class="search" method="get" action="/" role="search">'
-            '<label for="q">Find a cow or sensor</label>'
+            f'<label for="q">{_e(_("Find a cow or sensor"))}</label>'
             f'<input id="q" name="q" type="search" value="{_e(query) if query else ""}" '
             'autocomplete="off" inputmode="search"></form>' + "".join(parts) + "</section>")
 
@@ -319,18 +355,19 @@ def _devices(sensors: list[Mapping[str, Any]]) -> str:
     for s in devices:
         values = s.get("values") or {}
         flag = _flag(s)
-        shown = ", ".join(f"{field_display(k).label} {value_text(k, v)}"
+        shown = ", ".join(f"{label(k)} {value_text(k, v)}"
                           for k, v in values.items() if k not in QUIET)
         rows.append(
             f"<tr><td>{_e(s.get('sensor_id'))}</td><td>{_e(shown or '-')}</td>"
             f"<td>{_seen(s)}</td>"
             f"<td>{_e(value_text('battery_v', values['battery_v']) if 'battery_v' in values else '-')}</td>"
             f"<td>{_e(value_text('rssi_dbm', values['rssi_dbm']) if 'rssi_dbm' in values else '-')}</td>"
-            f'<td class="{"bad" if flag else "ok"}">{_e(flag or "ok")}</td></tr>'
+            f'<td class="{"bad" if flag else "ok"}">{_e(_w(flag or "ok"))}</td></tr>'
         )
-    return ('<section id="devices"><h2>Devices</h2><div class="scroll"><table>'
-            "<tr><th>Device</th><th>Last values</th><th>Last seen</th><th>Battery</th><th>Signal</th>"
-            f"<th>State</th></tr>{''.join(rows)}</table></div></section>")
+    heads = "".join(f"<th>{_e(h)}</th>" for h in (
+        _("Device"), _("Last values"), _("Last seen"), _("Battery"), _("Signal"), _("State")))
+    return (f'<section id="devices"><h2>{_e(_("Devices"))}</h2><div class="scroll"><table>'
+            f"<tr>{heads}</tr>{''.join(rows)}</table></div></section>")
 
 
 def _buffer_sync(status: Mapping[str, Any]) -> str:
@@ -338,29 +375,36 @@ def _buffer_sync(status: Mapping[str, Any]) -> str:
     broker = status.get("broker") or {}
     storage = status.get("storage_health") or "ok"
     rows = [
-        ("Broker", "connected" if broker.get("connected") else "NOT connected",
+        (_("Broker"), _("connected") if broker.get("connected") else _("NOT connected"),
          not broker.get("connected")),
-        ("Storage", storage, storage != "ok"),
-        ("Disk free", bytes_text(status.get("disk_free_bytes")), False),
-        ("Sync backlog", f"{status.get('backlog', 0)} records", False),
-        ("Sync", (f"{sync.get('state', '-')}, last success "
-                  f"{age_text(sync.get('last_success_age_s'))}"),
+        (_("Storage"), _w(storage), storage != "ok"),
+        (_("Disk free"), bytes_text(status.get("disk_free_bytes")), False),
+        (_("Sync backlog"), _("{n} records").format(n=_count(status.get("backlog"))), False),
+        (_("Sync"), _("{state}, last success {age}").format(
+            state=_w(sync.get("state", "-")), age=age_text(sync.get("last_success_age_s"))),
          sync.get("state") in ("backoff", "error")),
-        ("Quarantined", str(status.get("quarantined", 0)), False),
-        ("Dead letters", str(status.get("dead_letters", 0)), bool(status.get("dead_letters"))),
+        (_("Quarantined"), _count(status.get("quarantined")), False),
+        (_("Dead letters"), _count(status.get("dead_letters")),
+         bool(status.get("dead_letters"))),
     ]
     if sync.get("last_error"):
-        rows.append(("Last sync error", str(sync.get("last_error")), True))
+        rows.append((_("Last sync error"), str(sync.get("last_error")), True))
     body = "".join(f'<tr><th>{_e(k)}</th><td class="{"bad" if bad else ""}">{_e(v)}</td></tr>'
                    for k, v, bad in rows)
-    return f'<section id="health"><h2>Buffer and sync</h2><table>{body}</table></section>'
+    return (f'<section id="health"><h2>{_e(_("Buffer and sync"))}</h2><table>{body}</table>'
+            "</section>")
+
+
+def _count(value: Any) -> str:
+    return number(value, 0) if isinstance(value, int | float) else "0"
 
 
 def _problems(reasons: list[str]) -> str:
     if not reasons:
-        return '<p id="problems" class="okbar">Gateway healthy</p>'
+        return f'<p id="problems" class="okbar">{_e(_("Gateway healthy"))}</p>'
     items = "".join(f"<li>{_e(r)}</li>" for r in reasons)
-    return f'<section id="problems" class="problems"><h2>Problems</h2><ul>{items}</ul></section>'
+    return (f'<section id="problems" class="problems"><h2>{_e(_("Problems"))}</h2>'
+            f"<ul>{items}</ul></section>")
 
 
 def render_view(status: Mapping[str, Any], reasons: list[str], *, can_change: bool = False,
@@ -378,3 +422,32 @@ def render_view(status: Mapping[str, Any], reasons: list[str], *, can_change: bo
         + _buffer_sync(status)
         + f'<p class="muted foot">dairy-edge {_e(status.get("version"))}</p>'
     )
+
+
+# Messages used inside f-strings, listed for Babel's extractor (it cannot see them there).
+_MARKED = (
+    N_("Confirm"),
+    N_("Reject"),
+    N_("Snooze 1 h"),
+    N_("Alert history"),
+    N_("Time"),
+    N_("Rule"),
+    N_("Subject"),
+    N_("What"),
+    N_("No open alerts."),
+    N_("Alerts"),
+    N_("Bulk tanks"),
+    N_("Barn climate"),
+    N_("{n} more: search to narrow."),
+    N_("all ok"),
+    N_("Animal"),
+    N_("Seen"),
+    N_("No match."),
+    N_("Nothing to look at."),
+    N_("Animals"),
+    N_("Find a cow or sensor"),
+    N_("Devices"),
+    N_("Buffer and sync"),
+    N_("Gateway healthy"),
+    N_("Problems"),
+)

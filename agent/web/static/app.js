@@ -17,13 +17,26 @@
   var offset = (parseFloat(document.body.getAttribute("data-now")) || Date.now() / 1000) -
     Date.now() / 1000;
   var NB = "\u00a0";
+  // The page's words in its language (a JSON block the server writes).
+  var T = { s: "{n} s ago", min: "{n} min ago", h: "{n} h ago", d: "{n} d ago",
+            updated: "updated {t}", unreachable: "gateway unreachable, last data {t}",
+            failed: "failed", digits: "0123456789", done: {} };
+  try { T = JSON.parse(document.getElementById("i18n").textContent); } catch (e) { /* English */ }
 
+  function digits(text) {
+    return String(text).replace(/[0-9]/g, function (d) { return T.digits.charAt(+d); });
+  }
+  function say(key, vars) {
+    return T[key].replace(/\{(\w+)\}/g, function (_, k) { return digits(vars[k]); });
+  }
   function ageText(s) {
     s = Math.max(0, s);
-    if (s < 90) { return Math.round(s) + NB + "s ago"; }
-    if (s < 5400) { return Math.round(s / 60) + NB + "min ago"; }
-    if (s < 172800) { return (s / 3600).toFixed(1) + NB + "h ago"; }
-    return Math.round(s / 86400) + NB + "d ago";
+    var t;
+    if (s < 90) { t = say("s", { n: Math.round(s) }); }
+    else if (s < 5400) { t = say("min", { n: Math.round(s / 60) }); }
+    else if (s < 172800) { t = say("h", { n: (s / 3600).toFixed(1) }); }
+    else { t = say("d", { n: Math.round(s / 86400) }); }
+    return t.replace(" ", NB);
   }
   function ages() {
     var now = Date.now() / 1000 + offset;
@@ -40,10 +53,12 @@
     var p = function (n) { return (n < 10 ? "0" : "") + n; };
     return p(d.getHours()) + ":" + p(d.getMinutes()) + (secs ? ":" + p(d.getSeconds()) : "");
   }
-  function tick() { if (clock) { clock.textContent = hhmm(new Date(), false); } }
-  function showUpdated() { if (updated) { updated.textContent = "updated " + hhmm(lastOk, true); } }
+  function tick() { if (clock) { clock.textContent = digits(hhmm(new Date(), false)); } }
+  function showUpdated() {
+    if (updated) { updated.textContent = say("updated", { t: hhmm(lastOk, true) }); }
+  }
   function unreachable() {
-    banner.textContent = "gateway unreachable, last data " + hhmm(lastOk, false);
+    banner.textContent = say("unreachable", { t: hhmm(lastOk, false) });
     banner.hidden = false;
   }
   function openDetails() {
@@ -109,7 +124,7 @@
       var note = document.createElement("span");
       note.className = "chip " + (res[0] ? "ok" : "bad");
       note.setAttribute("role", "status");
-      note.textContent = res[0] ? (res[1].verdict || action + "d") : (res[1].error || "failed");
+      note.textContent = res[0] ? (T.done[action] || action) : (res[1].error || T.failed);
       form.replaceWith(note);
       etag = null;
       poll();

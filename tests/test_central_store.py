@@ -77,7 +77,15 @@ async def test_postgres_schema_is_readable_by_an_erp(pg_url: str) -> None:
         ).fetchall()
         assert rows[0] == ("r000001", "activity", 1.0, "steps", 1.0)
         assert ("r000001", "temp_c", 38.51, "degC", 38.41) in rows and len(rows) == 4
-        for table in ("readings", "alerts", "events", "inferences", "identifications",
+        # Readings are partitioned by month; their UNIQUE (device_id, record_id) is
+        # the primary key of reading_claims (a unique key must hold the partition key).
+        claims = conn.execute(
+            "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c"
+            " JOIN pg_class t ON t.oid = c.conrelid WHERE t.relname = 'reading_claims'"
+            " AND c.contype = 'p'"
+        ).fetchall()
+        assert claims == [("PRIMARY KEY (device_id, record_id)",)]
+        for table in ("alerts", "events", "inferences", "identifications",
                       "body_conditions", "milk_checks"):
             uniques = conn.execute(
                 "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c"
@@ -95,7 +103,7 @@ async def test_postgres_schema_is_readable_by_an_erp(pg_url: str) -> None:
         ).fetchone()
         assert gateway == ("k1",)
         versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
-        assert versions == [(1,), (2,), (3,), (4,)]
+        assert versions == [(1,), (2,), (3,), (4,), (5,)]
 
 
 async def test_postgres_concurrent_first_start_is_safe(pg_url: str) -> None:

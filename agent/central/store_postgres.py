@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -34,6 +36,7 @@ from agent.central.store import (
 )
 from agent.central.validate import KINDS, ValidRecord
 from agent.records.protocol import RecordStatus
+from agent.records.types import RecordKind
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +248,96 @@ CREATE INDEX gateway_keys_device ON gateway_keys (device_id);
 ALTER TABLE batches ADD COLUMN content_sha256 text;
 """,
     ),
+    (
+        5,
+        "readings partitioned by month, exactly-once claims",
+        """
+DROP VIEW reading_values;
+ALTER TABLE readings RENAME TO readings_v4;
+ALTER TABLE readings_v4 RENAME CONSTRAINT readings_pkey TO readings_v4_pkey;
+ALTER TABLE readings_v4 RENAME CONSTRAINT readings_device_id_record_id_key
+    TO readings_v4_device_record_key;
+ALTER INDEX readings_sensor_time RENAME TO readings_v4_sensor_time;
+ALTER INDEX readings_animal_time RENAME TO readings_v4_animal_time;
+ALTER SEQUENCE readings_id_seq OWNED BY NONE;
+CREATE TABLE readings (
+    id bigint NOT NULL DEFAULT nextval('readings_id_seq'),
+    device_id text NOT NULL,
+    record_id text NOT NULL,
+    sensor_id text NOT NULL,
+    firmware text NOT NULL,
+    topic text NOT NULL DEFAULT '',
+    animal_id text,
+    source_ts double precision,
+    msg_id text,
+    "values" jsonb NOT NULL,
+    raw jsonb NOT NULL DEFAULT '{}'::jsonb,
+    units jsonb NOT NULL DEFAULT '{}'::jsonb,
+    attributes jsonb NOT NULL DEFAULT '{}'::jsonb,
+    wall_ts double precision NOT NULL,
+    mono_ns bigint NOT NULL,
+    boot_id text NOT NULL,
+    clock_synced boolean NOT NULL,
+    batch_id text NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    extra jsonb NOT NULL DEFAULT '{}'::jsonb,
+    PRIMARY KEY (id, wall_ts)
+) PARTITION BY RANGE (wall_ts);
+CREATE TABLE readings_default PARTITION OF readings DEFAULT;
+CREATE TABLE reading_claims (
+    device_id text NOT NULL,
+    record_id text NOT NULL,
+    wall_ts double precision NOT NULL,
+    PRIMARY KEY (device_id, record_id)
+);
+CREATE INDEX reading_claims_time ON reading_claims (wall_ts);
+CREATE FUNCTION dairy_reading_partition(month date) RETURNS text
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    name text := format('readings_%s', to_char(month, 'YYYYMM'));
+    lo double precision := extract(epoch FROM month::timestamp AT TIME ZONE 'UTC');
+    hi double precision :=
+        extract(epoch FROM (month + interval '1 month')::timestamp AT TIME ZONE 'UTC');
+BEGIN
+    IF to_regclass(name) IS NULL THEN
+        EXECUTE format('CREATE TABLE %I PARTITION OF readings FOR VALUES FROM (%s) TO (%s)',
+                       name, lo, hi);
+    END IF;
+    RETURN name;
+END
+$fn$;
+SELECT dairy_reading_partition(m) FROM (
+    SELECT DISTINCT date_trunc('month', to_timestamp(wall_ts) AT TIME ZONE 'UTC')::date AS m
+    FROM readings_v4 WHERE wall_ts >= 946684800 AND wall_ts < 4102444800
+) AS months;
+SELECT dairy_reading_partition(date_trunc('month', now() AT TIME ZONE 'UTC')::date);
+INSERT INTO readings SELECT id, device_id, record_id, sensor_id, firmware, topic, animal_id,
+    source_ts, msg_id, "values", raw, units, attributes, wall_ts, mono_ns, boot_id,
+    clock_synced, batch_id, received_at, extra FROM readings_v4;
+INSERT INTO reading_claims SELECT device_id, record_id, wall_ts FROM readings_v4;
+DROP TABLE readings_v4;
+ALTER SEQUENCE readings_id_seq OWNED BY readings.id;
+CREATE INDEX readings_sensor_time ON readings (device_id, sensor_id, wall_ts);
+CREATE INDEX readings_animal_time ON readings (animal_id, wall_ts) WHERE animal_id IS NOT NULL;
+CREATE INDEX readings_record ON readings (device_id, record_id);
+CREATE VIEW reading_values AS
+SELECT r.device_id, r.record_id, r.sensor_id, r.firmware, r.animal_id,
+       r.wall_ts, to_timestamp(r.wall_ts) AS wall_time, r.clock_synced,
+       v.key AS metric, (v.value #>> '{}')::double precision AS value,
+       r.units ->> v.key AS unit, (r.raw ->> v.key)::double precision AS raw_value,
+       r.received_at
+FROM readings r CROSS JOIN LATERAL jsonb_each(r."values") AS v;
+""",
+    ),
 ]
+
+# Readings go to a partition per month of their wall_ts. Partitions are made for
+# months from PARTITION_PAST_DAYS ago to PARTITION_AHEAD_DAYS ahead of the
+# receiver's clock; anything else (a gateway clock in 1970, a wild future stamp)
+# goes to readings_default, so a sender cannot make the receiver create tables.
+PARTITION_PAST_DAYS = 400
+PARTITION_AHEAD_DAYS = 35
+_UNIQUE_CLAIMS = "reading_claims"
 
 # Any number is an arbitrary choice; it only has to be the same for every receiver.
 _MIGRATION_LOCK = 7_412_001
@@ -299,6 +391,7 @@ class PostgresStore:
     def __init__(self, url: str, password: str | None = None, pool_size: int = _POOL_SIZE) -> None:
         self._pool = _Pool(url, password, pool_size)
         self._inserts = {kind: _insert_sql(kind) for kind in KINDS}
+        self._months: set[str] = set()  # readings partitions known to exist ("YYYY-MM")
 
     async def start(self) -> None:
         async with self._pool.connection() as conn, conn.transaction():
@@ -319,6 +412,8 @@ class PostgresStore:
                     (version, name),
                 )
                 log.info("central schema migrated to version %d (%s)", version, name)
+        now = time.time()
+        await self._ensure_partitions({_month(now), _month(now + 32 * 86400)})
 
     async def close(self) -> None:
         await self._pool.close()
@@ -340,6 +435,7 @@ class PostgresStore:
     ) -> IngestResult:
         limit = max_seq_advance
         try:
+            await self._ensure_partitions(_months_of(records) - self._months)
             return await self._ingest(meta, records, rejected, isolate=False, limit=limit)
         except (psycopg.DataError, psycopg.IntegrityError) as err:
             # Validation should have caught it; fall back to one savepoint per
@@ -457,6 +553,70 @@ class PostgresStore:
                     cur.nextset()
         return statuses
 
+    async def _ensure_partitions(self, months: set[str]) -> None:
+        """Make the readings partitions of these months ("YYYY-MM") if they are missing.
+
+        Each in a short transaction of its own, before the batch's, under an
+        advisory lock (receivers may race for the same month). A month whose rows
+        already went to readings_default stays there.
+        """
+        for month in sorted(months - self._months):
+            try:
+                async with self._pool.connection() as conn, conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s, 1)", (_MIGRATION_LOCK,))
+                    await conn.execute("SELECT dairy_reading_partition(%s::date)",
+                                       (f"{month}-01",))
+            except psycopg.errors.CheckViolation:
+                log.warning("readings of %s are in readings_default already; no partition "
+                            "made for that month", month)
+            self._months.add(month)
+
+    async def reading_partitions(self) -> list[tuple[str, float | None, float | None]]:
+        """(name, from, to) of every readings partition, oldest first; default: (name, None, None)."""
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
+                    " JOIN pg_class c ON c.oid = i.inhrelid"
+                    " WHERE i.inhparent = 'readings'::regclass ORDER BY c.relname"
+                )
+                rows = await cur.fetchall()
+        except psycopg.Error as err:
+            raise StoreUnavailable(f"PostgreSQL: {err}") from err
+        out: list[tuple[str, float | None, float | None]] = []
+        for name, bound in rows:
+            values = re.findall(r"'([-0-9.e+]+)'", bound or "")
+            lo, hi = (float(values[0]), float(values[1])) if len(values) == 2 else (None, None)
+            out.append((str(name), lo, hi))
+        return sorted(out, key=lambda p: (p[1] is None, p[1] or 0.0))
+
+    async def drop_readings_before(self, cutoff_ts: float, dry_run: bool = False) -> list[str]:
+        """Drop every monthly readings partition that ends at or before ``cutoff_ts``.
+
+        Their claims go with them (a record that old sent again would be stored
+        again). readings_default (clock-less gateways' 1970 stamps) is never touched.
+        """
+        dropped: list[str] = []
+        for name, lo, hi in await self.reading_partitions():
+            if lo is None or hi is None or hi > cutoff_ts:
+                continue
+            dropped.append(name)
+            if dry_run:
+                continue
+            try:
+                async with self._pool.connection() as conn, conn.transaction():
+                    await conn.execute(
+                        "DELETE FROM reading_claims WHERE wall_ts >= %s AND wall_ts < %s",
+                        (lo, hi),
+                    )
+                    await conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+            except psycopg.Error as err:
+                raise StoreUnavailable(f"PostgreSQL: {err}") from err
+            self._months.discard(name.removeprefix("readings_")[:4] + "-"
+                                 + name.removeprefix("readings_")[4:])
+            log.info("dropped readings partition %s", name)
+        return dropped
+
     async def key_rows(self, include_revoked: bool = False) -> list[KeyRow]:
         query = (
             "SELECT key_id, device_id, secret, created_at::text, revoked_at::text"
@@ -535,11 +695,59 @@ class PostgresStore:
         return {"devices": devices}
 
 
+def _month(ts: float) -> str:
+    return time.strftime("%Y-%m", time.gmtime(ts))
+
+
+def _months_of(records: Sequence[ValidRecord]) -> set[str]:
+    """The months of the batch's readings that should have a partition of their own."""
+    now = time.time()
+    low, high = now - PARTITION_PAST_DAYS * 86400, now + PARTITION_AHEAD_DAYS * 86400
+    return {
+        _month(r.row["wall_ts"]) for r in records
+        if r.kind == RecordKind.READING and low <= r.row["wall_ts"] < high
+    }
+
+
 def _zero() -> dict[str, int]:
     return {str(kind): 0 for kind in KINDS}
 
 
+# The SQL type of each readings column, for the typed placeholders of _insert_reading_sql.
+_READING_TYPES = {
+    "device_id": "text", "batch_id": "text", "record_id": "text", "sensor_id": "text",
+    "firmware": "text", "topic": "text", "animal_id": "text", "wall_ts": "double precision",
+    "mono_ns": "bigint", "boot_id": "text", "clock_synced": "boolean",
+    "source_ts": "double precision", "msg_id": "text", "values": "jsonb", "raw": "jsonb",
+    "units": "jsonb", "attributes": "jsonb", "extra": "jsonb",
+}
+
+
+def _insert_reading_sql() -> sql.Composed:
+    """Claim (device_id, record_id), and insert the reading only if the claim is new.
+
+    The partitioned readings table cannot hold UNIQUE (device_id, record_id)
+    (a unique key must contain the partition key), so the claim table holds it;
+    both inserts are one statement, so a row back means stored now, none a duplicate.
+    """
+    spec = KINDS[RecordKind.READING]
+    columns = ("device_id", "batch_id", *spec.columns)
+    return sql.SQL(
+        "WITH claim AS (INSERT INTO reading_claims (device_id, record_id, wall_ts)"
+        " VALUES (%s, %s, %s) ON CONFLICT (device_id, record_id) DO NOTHING RETURNING 1)"
+        " INSERT INTO readings ({columns}) SELECT {values} WHERE EXISTS (SELECT 1 FROM claim)"
+        " RETURNING id"
+    ).format(
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        values=sql.SQL(", ").join(
+            sql.SQL("%s::{}").format(sql.SQL(_READING_TYPES[c])) for c in columns
+        ),
+    )
+
+
 def _insert_sql(kind: str) -> sql.Composed:
+    if kind == RecordKind.READING:
+        return _insert_reading_sql()
     spec = KINDS[kind]
     columns = ("device_id", "batch_id", *spec.columns)
     return sql.SQL(
@@ -555,6 +763,8 @@ def _insert_sql(kind: str) -> sql.Composed:
 def _params(meta: BatchMeta, record: ValidRecord) -> list[Any]:
     spec = KINDS[record.kind]
     params: list[Any] = [meta.device_id, meta.batch_id]
+    if record.kind == RecordKind.READING:  # the claim first (see _insert_reading_sql)
+        params = [meta.device_id, record.record_id, record.row["wall_ts"], *params]
     for column in spec.columns:
         value = record.row[column]
         if column in spec.json_columns:

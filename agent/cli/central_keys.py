@@ -1,4 +1,5 @@
-"""`dairy-edge central keys add|rotate|revoke|list`: each gateway's keys in the central database.
+"""`dairy-edge central keys add|rotate|revoke|list`: each gateway's keys in the central database;
+`dairy-edge central retention`: drop old readings by whole partitions.
 
 A key is printed once, when it is made; the database keeps it (the receivers
 need it to check signatures), `list` never shows it.
@@ -16,11 +17,9 @@ from typing import Any
 from agent.config.loader import load_config
 from agent.config.secrets import read_secret
 
-_SUBCOMMANDS = ("add", "rotate", "revoke", "list")
-
 
 def add_central_keys_parser(central: argparse.ArgumentParser) -> None:
-    """Hang `keys ...` under the `central` parser (which alone still runs the receiver)."""
+    """Hang `keys ...` and `retention` under `central` (which alone still runs the receiver)."""
     sub = central.add_subparsers(dest="central_command", metavar="ACTION")
     keys = sub.add_parser(
         "keys",
@@ -77,6 +76,21 @@ def add_central_keys_parser(central: argparse.ArgumentParser) -> None:
     lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
     config_option(lst)
     lst.set_defaults(func=cmd_keys_list)
+
+    retention = sub.add_parser(
+        "retention",
+        help="drop readings older than N days (whole monthly partitions)",
+        description="Drop every monthly partition of the readings table (PostgreSQL) that "
+        "ends more than --keep-days days ago, with its exactly-once claims. Readings of "
+        "gateways without a synced clock (stamped 1970) stay in readings_default. "
+        "Run it from cron or a systemd timer.",
+    )
+    retention.add_argument("--keep-days", type=int, required=True,
+                           help="keep readings of at least this many days")
+    retention.add_argument("--dry-run", action="store_true",
+                           help="print what would be dropped, drop nothing")
+    config_option(retention)
+    retention.set_defaults(func=cmd_retention)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -152,4 +166,29 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     print(f"{'KEY ID':<52} {'GATEWAY':<24} {'MADE':<26} REVOKED")
     for r in rows:
         print(f"{r.key_id:<52} {r.device_id:<24} {r.created_at[:26]:<26} {r.revoked_at or '-'}")
+    return 0
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    import time
+
+    if args.keep_days < 1:
+        print("dairy-edge: --keep-days must be at least 1", file=sys.stderr)
+        return 2
+    cutoff = time.time() - args.keep_days * 86400
+
+    async def run(store: Any) -> list[str] | None:
+        if not hasattr(store, "drop_readings_before"):
+            return None
+        dropped: list[str] = await store.drop_readings_before(cutoff, dry_run=args.dry_run)
+        return dropped
+
+    dropped = asyncio.run(_with_store(args, run))
+    if dropped is None:
+        print("this central database is SQLite: readings are not partitioned; nothing dropped")
+        return 0
+    verb = "would drop" if args.dry_run else "dropped"
+    when = time.strftime("%Y-%m-%d", time.gmtime(cutoff))
+    print(f"{verb} {len(dropped)} readings partition(s) ending before {when}"
+          + (": " + ", ".join(dropped) if dropped else ""))
     return 0

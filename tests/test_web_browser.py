@@ -34,6 +34,14 @@ class Farm:
 
     def __init__(self) -> None:
         self.status = farm_status(cows=120, devices=20, alerts=2)
+        # vision sections too: their tables must not widen the page on a phone
+        self.status["cameras"] = [{"id": "lane1", "role": "eartag", "state": "online",
+                                   "fps": 4.6, "last_error": ""}]
+        self.status["models"] = {"bcs_depth": {"version": "synth-depth-s20261202-c300",
+                                               "state": "active"}}
+        self.status["identifications"] = [
+            {"tag_number": "9433", "animal_id": "NL989547535", "status": "flagged",
+             "flags": ["not_in_register"], "confidence": 1.0, "camera_id": "lane1"}]
         self.backend = FarmBackend(self)
 
     def __call__(self) -> dict[str, Any]:

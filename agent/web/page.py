@@ -191,22 +191,24 @@ def vision_sections(status: Mapping[str, Any]) -> str:
     return (
         (
             f"<section><h2>{_e(_('Cows identified'))}</h2>"
-            f"{_identifications(status.get('identifications') or [])}</section>"
+            f"<div class=scroll>{_identifications(status.get('identifications') or [])}</div>"
+            "</section>"
             f"<section><h2>{_e(_('Cameras'))}</h2>"
-            f"{_cameras(status.get('cameras') or [], status.get('models') or {})}</section>"
+            f"<div class=scroll>{_cameras(status.get('cameras') or [], status.get('models') or {})}"
+            "</div></section>"
             if status.get("cameras")
             else ""
         )
         + (
             f"<section><h2>{_e(_('Body condition'))}</h2>"
-            f"{_body_conditions(status['body_conditions'])}"
+            f"<div class=scroll>{_body_conditions(status['body_conditions'])}</div>"
             "</section>"
             if status.get("body_conditions")
             else ""
         )
         + (
-            f"<section><h2>{_e(_('Milk checks'))}</h2>{_milk_checks(status['milk_checks'])}"
-            "</section>"
+            f"<section><h2>{_e(_('Milk checks'))}</h2>"
+            f"<div class=scroll>{_milk_checks(status['milk_checks'])}</div></section>"
             if status.get("milk_checks")
             else ""
         )

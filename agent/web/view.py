@@ -355,8 +355,9 @@ def _devices(sensors: list[Mapping[str, Any]]) -> str:
     for s in devices:
         values = s.get("values") or {}
         flag = _flag(s)
-        shown = ", ".join(f"{label(k)} {value_text(k, v)}"
-                          for k, v in values.items() if k not in QUIET)
+        # tanks and climate nodes show their values above: here only when and how well
+        shown = "" if _group(s) in ("tank", "climate") else ", ".join(
+            f"{label(k)} {value_text(k, v)}" for k, v in values.items() if k not in QUIET)
         rows.append(
             f"<tr><td>{_e(s.get('sensor_id'))}</td><td>{_e(shown or '-')}</td>"
             f"<td>{_seen(s)}</td>"

@@ -20,8 +20,10 @@ def _status(**kw: object) -> dict[str, object]:
                        firmware="neck-collar", animal_id=f"NL-{i}") for i in range(50)],
         SensorStatus("col-x", {"activity": 1.0, "battery_v": 2.4}, 7.0,
                      firmware="neck-collar", animal_id="NL-999"),
-        SensorStatus("meter1", {"yield_kg": 12.3}, 3000.0, firmware="milk-meter",
+        SensorStatus("meter1", {"yield_kg": 12.3}, 16 * 3600.0, firmware="milk-meter",
                      animal_id="NL-7"),
+        SensorStatus("meter2", {"yield_kg": 11.0}, 5 * 3600.0, firmware="milk-meter",
+                     animal_id="NL-8"),
         SensorStatus("water1", {"flow_lpm": 4.2, "total_l": 1234567.0}, None,
                      firmware="water-flow"),
     ]
@@ -57,8 +59,10 @@ def test_order_grouping_and_flags() -> None:
     assert "Collars: 51, <span class=\"bad\">1 need a look</span>" in html
     assert "NL-999" in html and "NL-3<" not in html
     assert "low battery" in html
-    # the milk meter not heard for 50 min is stale; the water meter never: silent
-    assert "Milk meters: 1" in html and "stale" in html and "silent" in html
+    # a milk meter not heard since yesterday's milking is stale (5 h is not);
+    # the water meter never heard: silent
+    assert "Milk meters: 2" in html and "stale" in html and "silent" in html
+    assert "NL-7" in html and "NL-8" not in html
     assert 'class="act"' in html and "Snooze 1 h" in html
     assert "Thi 79.2 (limit 72)" in html
 

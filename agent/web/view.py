@@ -31,6 +31,8 @@ from agent.web.sparkline import sparkline_svg
 # Search results and flagged animals shown at most (the rest by searching).
 MAX_ANIMAL_ROWS = 60
 STALE_S = 900.0
+# Milk meters speak at milkings only (two or three a day).
+STALE_BY_GROUP = {"milk": 14 * 3600.0}
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 # Words from the runtime shown as they are in English; translated here.
 WORDS = {
@@ -226,7 +228,7 @@ def _flag(sensor: Mapping[str, Any]) -> str:
     age = sensor.get("age_s")
     if not isinstance(age, int | float):
         return "silent"
-    if age > STALE_S:
+    if age > STALE_BY_GROUP.get(_group(sensor), STALE_S):
         return "stale"
     battery = (sensor.get("values") or {}).get("battery_v")
     if isinstance(battery, int | float) and battery < LOW_BATTERY_V:

@@ -44,6 +44,39 @@ def _pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
+def _buffer_provider(status: dict[str, Any], path: Path) -> Any:
+    """Store one reading per sensor through the agent's writer; the provider reads
+    them back each request like ``Agent.status`` does."""
+    from helpers_store import make_writer
+
+    from agent.records.types import Reading, Stamp
+    from agent.store.reader import StoreReader
+
+    writer = make_writer(path)
+    now = time.time()
+    for i, s in enumerate(status["sensors"]):
+        writer.submit(Reading(
+            record_id=f"bench-{i}", sensor_id=s["sensor_id"], firmware=s["firmware"],
+            topic=f"barn/x/{s['sensor_id']}", values=s["values"], raw=s["values"], units={},
+            stamp=Stamp(now - (s["age_s"] or 0), time.monotonic_ns(), "bench", True),
+            animal_id=s["animal_id"]))
+    writer.close()
+    reader = StoreReader(path)
+    rest = {k: v for k, v in status.items() if k != "sensors"}
+
+    def provider() -> dict[str, Any]:
+        sensors = [
+            {"sensor_id": r["sensor_id"], "values": r["values"], "age_s": r["age_s"],
+             "health": "ok", "firmware": r["firmware"], "animal_id": r["animal_id"],
+             "seen_ts": r["wall_ts"]}
+            for r in reader.sensor_latest(now_wall=time.time())
+        ]
+        counts = reader.counts()
+        return {**copy.deepcopy(rest), "sensors": sensors, "backlog": counts["backlog"]}
+
+    return provider
+
+
 async def _browser(base: str, idle_s: float) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
@@ -107,11 +140,15 @@ async def main() -> int:
     ap.add_argument("-n", type=int, default=200, help="requests per URL (default 200)")
     ap.add_argument("--idle", type=float, default=60.0, help="seconds of idle page (default 60)")
     ap.add_argument("--no-browser", action="store_true")
+    ap.add_argument("--buffer", action="store_true",
+                    help="read the sensors from a real SQLite buffer each request, as the "
+                    "agent does (StoreReader.sensor_latest), instead of a prepared dict")
     args = ap.parse_args()
     status = farm_status(cows=args.cows, devices=args.devices, alerts=3)
     tmp = Path(tempfile.mkdtemp())
-    app = make_web_app(lambda: copy.deepcopy(status), access=WebAccess(users=user_store(tmp)),
-                       gateway="bench-gw")
+    provider = (_buffer_provider(status, tmp / "buffer.db") if args.buffer
+                else lambda: copy.deepcopy(status))
+    app = make_web_app(provider, access=WebAccess(users=user_store(tmp)), gateway="bench-gw")
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     base = f"http://127.0.0.1:{server.port}"

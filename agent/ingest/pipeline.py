@@ -82,6 +82,9 @@ class Ingestor:
         self._boot = boot
         self._max_bytes = config.max_payload_bytes
         self.specs = load_firmware_dir(Path(firmware_dir))
+        self._ranges = {
+            (spec.firmware, f.name): f.range for spec in self.specs for f in spec.fields
+        }
         self.calibrations = load_calibration_dir(Path(calibration_dir))
         self._check_calibrations(self.calibrations)
         self._routes: list[_Route] = []
@@ -122,6 +125,21 @@ class Ingestor:
                     f"{entry.source}: fields: {sorted(unknown)} are not numeric value fields "
                     f"of {entry.firmware}"
                 )
+
+    def value_range(self, firmware: str, sensor_id: str, name: str) -> tuple[float, float] | None:
+        """The valid [min, max] of a value field after this sensor's calibration
+        (the firmware's ``range`` pushed through the correction; sampled, so a
+        non-linear correction is covered too), or None when the firmware gives
+        no range. What the anomaly detectors that bin values are told."""
+        rng = self._ranges.get((firmware, name))
+        if rng is None:
+            return None
+        lo, hi = rng
+        cal = self.calibrations.get(firmware, sensor_id)
+        if cal is None:
+            return (float(lo), float(hi))
+        points = [cal.apply(name, lo + (hi - lo) * k / 8) for k in range(9)]
+        return (min(points), max(points))
 
     def subscriptions(self) -> list[str]:
         """MQTT topic filters covering every firmware, one per firmware."""

@@ -122,6 +122,7 @@ class Agent:
             calibration=calibration_check(
                 {c.sensor_id: c.due_ts for c in self.ingestor.calibrations.entries()}, self.clock
             ),
+            value_range=self.ingestor.value_range,
         )
         self._farm_topic = farm_events_topic(config)
         self._handoff: queue.Queue[Any] = queue.Queue(maxsize=HANDOFF_CAPACITY)

@@ -51,13 +51,17 @@ class Detection:
         clock: Clock,
         calibration: Callable[[str], float | None] | None = None,
         anomaly_scores: bool = True,
+        value_range: Callable[[str, str, str], tuple[float, float] | None] | None = None,
     ) -> None:
+        """``value_range(firmware, sensor_id, metric)``: a stream's valid range,
+        for the anomaly detectors that bin values (asked once per stream)."""
         self.config = config
         # The daemon stores each reading with its anomaly scores; a replay only
         # wants the alerts, which the scores do not feed.
         self.anomaly_scores = anomaly_scores
         self.clock = clock
-        self.anomaly = AnomalyEngine()
+        self.anomaly = AnomalyEngine(detector=config.anomaly_detector)
+        self._value_range = value_range if config.anomaly_detector != "default" else None
         self.rules = RuleEngine(config, clock, calibration=calibration)
         self.bcs_loss = BcsLossRule(BcsLossParams())
         self.milk = MilkRule(MilkParams())
@@ -72,9 +76,13 @@ class Detection:
             with self._lock:
                 return self.rules.on_reading(reading)
         ts = reading.source_ts if reading.source_ts is not None else reading.stamp.wall_ts
+        ranged = self._value_range
         with self._lock:
             reading.attributes["anomaly"] = {
-                metric: round(self.anomaly.score((reading.sensor_id, metric), ts, value), 4)
+                metric: round(self.anomaly.score(
+                    (reading.sensor_id, metric), ts, value,
+                    ranged(reading.firmware, reading.sensor_id, metric) if ranged else None,
+                ), 4)
                 for metric, value in reading.values.items()
                 if metric not in self._skip
             }

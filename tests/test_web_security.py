@@ -19,7 +19,7 @@ from agent.web.status import SensorStatus, StatusSnapshot, SyncStatus
 
 EVIL = '<script>alert("x")</script>'
 PUBLIC = {"/login", "/login/link/{token}", "/static/{name}", "/favicon.ico", "/healthz",
-          "/robots.txt"}
+          "/robots.txt", "/lang/{code}"}
 
 
 def _evil_status() -> dict[str, Any]:

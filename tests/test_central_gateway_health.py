@@ -81,6 +81,7 @@ def test_agent_with_a_refused_key_is_unhealthy_then_recovers(wrong_key_barn: Bar
     # Within one sync interval (0.5 s here) of its first attempt.
     wait_until(lambda: healthz(barn)[0] == 503, 10, "the agent to turn unhealthy")
     status, body = healthz(barn)
+    assert status == 503
     reasons = " ".join(str(r) for r in body["reasons"])  # type: ignore[union-attr]
     assert "refused our key" in reasons and "401" in reasons, body
     wait_until(lambda: bool(barn.buffer(

@@ -219,3 +219,46 @@ def test_the_limits_and_key_commands_are_documented() -> None:
     for error in ("wrong_gateway", "batch_conflict", "seq_too_far", "too_many_values",
                   "too_many_requests", "length_required", "bad_body_digest"):
         assert f"`{error}`" in protocol_doc, error
+
+
+async def test_the_gateway_honours_a_429_retry_after(
+    store: CentralStore, database_url: str, tmp_path: Any
+) -> None:
+    from helpers_store import reading as gateway_reading
+    from helpers_sync import KEY as RIG_KEY
+    from helpers_sync import Rig
+
+    from agent.clock import SystemClock
+    from agent.errors import RetryAfter
+    from agent.sync import Uploader
+
+    config = central_config(database_url, max_concurrent_per_gateway=1)
+    handle = await run_central(config, {KEY_ID: KEY}, store=store)
+    gw = unique_device()
+    await store.add_key(gw, f"{gw}-k", RIG_KEY.decode())
+    rig = Rig(tmp_path / "buf.db", handle.url, key_id=f"{gw}-k")
+    rig.up = Uploader(rig.config, gw, RIG_KEY, rig.writer, rig.db, rig.transport, SystemClock())
+    writer = None
+    try:
+        # Another upload of this gateway holds its only slot (its body still coming).
+        body = gzip.compress(json.dumps(batch_doc(gw, 99, [reading(1)])).encode())
+        headers = headers_for(f"{gw}-k", RIG_KEY, f"{gw}:e1:99", body, gw)
+        _, writer = await asyncio.open_connection("127.0.0.1", handle.port)
+        head = f"POST {BATCH_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        writer.write(head.encode() + b"\r\n" + body[:5])
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        rig.fill([gateway_reading(i) for i in range(3)])
+        try:
+            await rig.up.sync_once()
+            raise AssertionError("expected a 429")
+        except RetryAfter as err:
+            assert err.seconds == 2.0
+        delay = await rig.up._one_round()  # what the run loop would sleep
+        assert delay == 2.0 and rig.up.refusal is None  # busy is not a refusal
+    finally:
+        if writer is not None:
+            writer.close()
+        await rig.close()
+        await handle.stop()

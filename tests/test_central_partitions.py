@@ -176,3 +176,26 @@ def test_cli_retention(fresh_pg: str, tmp_path: Path,
     assert main(["central", "retention", "--keep-days", "30", "-c", str(sqlite)]) == 0
     assert "not partitioned" in capsys.readouterr().out
     assert main(["central", "retention", "--keep-days", "0", "-c", str(config)]) == 2
+
+
+async def test_a_month_already_in_the_default_partition_stays_there(
+    fresh_pg: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.central import store_postgres
+
+    store = PostgresStore(fresh_pg)
+    await store.start()
+    device = unique_device()
+    later = time.time() + 70 * DAY  # beyond the window: readings_default
+    try:
+        await store.ingest(meta(device, 1), valid(at(1, later)))
+        assert partition_of(fresh_pg, device, "r000001") == "readings_default"
+        # The window grows to that month: its partition cannot be made any more (its
+        # rows are in the default one); ingest goes on and the rows stay put.
+        monkeypatch.setattr(store_postgres, "PARTITION_AHEAD_DAYS", 120)
+        result = await store.ingest(meta(device, 2), valid(at(2, later + 1)))
+        assert [s for s, _ in result.statuses] == [RecordStatus.ACCEPTED]
+        assert partition_of(fresh_pg, device, "r000002") == "readings_default"
+        assert (await store.stats())["devices"][device]["reading"] == 2
+    finally:
+        await store.close()

@@ -81,3 +81,12 @@ def test_first_start_from_the_secret_and_login_off_only_on_loopback(tmp_path: Pa
         WebConfig(host="0.0.0.0", login=False)
     safe = build_access(WebConfig(host="127.0.0.1", login=False), tmp_path, force_login=True)
     assert safe.login
+
+
+def test_a_broken_users_file_is_not_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "web-users.json"
+    path.write_text("{not json")
+    access = build_access(WebConfig(), tmp_path)
+    assert path.read_text() == "{not json", "left for a person to fix"
+    assert not (tmp_path / "web-initial-password").exists()
+    assert access.users is not None and access.users.verify("admin", "anything") is None

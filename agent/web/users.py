@@ -181,21 +181,21 @@ class UserStore:
 
 
 def first_start(store: UserStore, password: str | None) -> dict[str, Any] | None:
-    """With no users yet, create ``admin`` (technician).
+    """With no users file yet, create it with ``admin`` (technician).
 
     The password is the ``web_admin_password`` secret when one is given (systemd
     ``LoadCredential=`` or ``$DAIRY_EDGE_WEB_ADMIN_PASSWORD``), else a random one
     written next to the users file (mode 0600) for the installer to read once.
-    :returns: what was done (for the log), or None when users already exist.
+    :returns: what was done (for the log), or None when the file already exists
+        (even an unreadable one: fixing it is for a person, see the log).
     """
-    if store.users():
-        return None
+    if store.path is None or store.path.exists():
+        return None  # users exist, or a broken file: never replaced behind anyone's back
     if password:
         store.add(FIRST_USER, "technician", password)
         return {"user": FIRST_USER, "password_from": "the web_admin_password secret"}
     generated = secrets.token_urlsafe(12)
     store.add(FIRST_USER, "technician", generated)
-    assert store.path is not None
     where = store.path.with_name(FIRST_PASSWORD_FILE)
     fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

@@ -1,0 +1,87 @@
+"""The page on the real agent: its users file, the first-start admin, the
+status it renders from the buffer, and user actions stored as synced events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from helpers_mqtt import unique
+from helpers_web import csrf_of
+
+from agent.config.loader import load_config
+from agent.runtime.daemon import Agent
+
+
+def _events(db: Path) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT body, synced FROM events ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    return [{**json.loads(body), "synced": synced} for body, synced in rows]
+
+
+async def _until(check: Any, seconds: float) -> bool:
+    for _ in range(int(seconds * 10)):
+        if check():
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_login_and_actions_become_synced_events(tmp_path: Path) -> None:
+    prefix = unique("web")
+    config = load_config(overrides={
+        "gateway": {"id": "gw-web", "data_dir": str(tmp_path)},
+        "ingest": {"topic_prefix": prefix},
+        "mqtt": {"topics": [f"{prefix}/#"], "client_id": f"dairy-edge-{prefix}",
+                 "session_expiry_s": 60},
+        "sync": {"enabled": False},
+        "web": {"host": "127.0.0.1", "port": 0},
+    })
+    agent = Agent(config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        assert await _until(lambda: agent.state.web_port is not None, 20)
+        base = f"http://127.0.0.1:{agent.state.web_port}"
+        # first start: admin, with a password only the installer can read
+        password = (tmp_path / "web-initial-password").read_text().strip()
+        assert (tmp_path / "web-users.json").exists()
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as http:
+            async with http.get(base + "/api/status") as r:
+                assert r.status == 401
+            async with http.get(base + "/login") as r:
+                token = csrf_of(await r.text())
+            async with http.post(base + "/login", data={"csrf": token, "user": "admin",
+                                                        "password": "wrong-password"}) as r:
+                assert r.status == 401
+            async with http.post(base + "/login", data={"csrf": token, "user": "admin",
+                                                        "password": password}) as r:
+                assert r.status == 200
+                page = await r.text()
+            assert "<h1>gw-web</h1>" in page
+            csrf = csrf_of(page)
+            async with http.post(base + "/api/alerts/nope/action", json={"action": "snooze"},
+                                 headers={"X-CSRF-Token": csrf}) as r:
+                assert r.status == 404  # no such open alert: nothing recorded
+            async with http.post(base + "/logout", data={"csrf": csrf}) as r:
+                assert r.status == 200
+        assert await _until(lambda: len([e for e in _events(config.store_path)
+                                         if e["event"] == "user_action"]) == 3, 10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+    actions = [e for e in _events(config.store_path) if e["event"] == "user_action"]
+    assert [(a["data"]["action"], a["data"]["user"]) for a in actions] == [
+        ("login_failed", "admin"), ("login", "admin"), ("logout", "admin")]
+    assert actions[1]["data"]["role"] == "technician"
+    assert actions[1]["detail"] == "admin login"
+    assert all(a["synced"] == 0 and a["kind"] == "event" and a["wall_ts"] > 0
+               for a in actions), "waiting in the outbox for the next sync"

@@ -178,24 +178,40 @@ async def _post_batch(request: web.Request) -> web.StreamResponse:
 
 
 async def _handle_batch(request: web.Request, state: _State) -> web.StreamResponse:
-    config = state.config
-    gateway: str | None = None
     if HEADER_AUTH in request.headers:
         key, gateway = await _authenticate_header(request, state)
         try:
-            with state.slots.take(gateway):
+            state.slots.acquire(gateway)
+        except BodyRefused as err:
+            raise Refused.from_body(err) from err
+        # The slot is held to the end: reading, parsing, validation and the database.
+        try:
+            try:
                 raw = await _read_signed(request, state)
                 data = await _parse(raw)
                 del raw
-        except BodyRefused as err:
-            raise Refused.from_body(err) from err
-        body_bytes = request.content_length or 0
-    elif config.accept_body_signature:
+            except BodyRefused as err:
+                raise Refused.from_body(err) from err
+            return await _store_batch(request, state, key, gateway, data,
+                                      request.content_length or 0)
+        finally:
+            state.slots.release(gateway)
+    if state.config.accept_body_signature:
         key, data, body_bytes = await _read_body_signed(request, state)
-    else:
-        raise Refused(401, "auth_required",
-                      f"sign the header ({HEADER_AUTH}); body-only signatures are off here")
+        return await _store_batch(request, state, key, None, data, body_bytes)
+    raise Refused(401, "auth_required",
+                  f"sign the header ({HEADER_AUTH}); body-only signatures are off here")
 
+
+async def _store_batch(
+    request: web.Request,
+    state: _State,
+    key: GatewayKey,
+    gateway: str | None,
+    data: Any,
+    body_bytes: int,
+) -> web.StreamResponse:
+    config = state.config
     batch, raw_records = _envelope(data)
     if gateway is not None and batch.device_id != gateway:
         raise Refused(403, "wrong_gateway",

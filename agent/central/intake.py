@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -166,8 +164,8 @@ class Slots:
         self.busy = 0
         self._by_gateway: dict[str, int] = {}
 
-    @contextmanager
-    def take(self, gateway: str) -> Iterator[None]:
+    def acquire(self, gateway: str) -> None:
+        """Take a slot for ``gateway`` or raise BodyRefused (429 / 503); never waits."""
         if self._by_gateway.get(gateway, 0) >= self.per_gateway:
             raise BodyRefused(
                 429, "too_many_requests",
@@ -177,12 +175,11 @@ class Slots:
             raise BodyRefused(503, "busy", f"{self.total} batches in progress; try again later")
         self.busy += 1
         self._by_gateway[gateway] = self._by_gateway.get(gateway, 0) + 1
-        try:
-            yield
-        finally:
-            self.busy -= 1
-            left = self._by_gateway[gateway] - 1
-            if left:
-                self._by_gateway[gateway] = left
-            else:
-                del self._by_gateway[gateway]
+
+    def release(self, gateway: str) -> None:
+        self.busy -= 1
+        left = self._by_gateway[gateway] - 1
+        if left:
+            self._by_gateway[gateway] = left
+        else:
+            del self._by_gateway[gateway]

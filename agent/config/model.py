@@ -299,10 +299,10 @@ class CentralConfig(Section):
         "batch; more is refused with 413 before parsing (JSON bombs).",
     )
     max_concurrent_batches: int = Field(
-        16, ge=1, le=1024, description="Batches read at once, over all gateways; more: 503."
+        16, ge=1, le=1024, description="Batches in progress at once, over all gateways; more: 503."
     )
     max_concurrent_per_gateway: int = Field(
-        2, ge=1, le=64, description="Batches read at once from one gateway; more: 429."
+        2, ge=1, le=64, description="Batches in progress at once from one gateway; more: 429."
     )
     max_seq_advance: int = Field(
         1000,

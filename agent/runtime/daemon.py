@@ -75,6 +75,8 @@ STATUS_ALERTS = 10
 STATUS_IDENTIFICATIONS = 10
 # Without a systemd watchdog, still prove the store is writable this often.
 WATCHDOG_PROBE_S = 10.0
+# Until ready (subscribed), ask systemd for more start time this often.
+START_EXTEND_EVERY_S = 10.0
 _STOP = object()
 
 
@@ -350,9 +352,9 @@ class Agent:
                 age_s=None if row["age_s"] is None else round(row["age_s"], 1),
                 firmware=row["firmware"] or "",
                 animal_id=row["animal_id"],
+                seen_ts=row["wall_ts"],
             )
             for row in self.reader.sensor_latest(
-                seen_ts=row["wall_ts"],
                 now_wall=self.clock.wall(), now_mono_ns=self.clock.monotonic_ns(), boot=self.boot
             )
         ]
@@ -454,7 +456,7 @@ class Agent:
     async def _tick_loop(self, stop: asyncio.Event) -> None:
         """Once a second: readiness and watchdog, time-driven rules (silence,
         dropouts), and periodic detector checkpoints."""
-        last_save = last_ping = self.clock.monotonic()
+        last_save = last_ping = last_extend = self.clock.monotonic()
         ready = False
         clock_synced = False
         ping_every = self.notifier.watchdog_interval_s or WATCHDOG_PROBE_S
@@ -469,6 +471,12 @@ class Agent:
                 ready = True
                 self.notifier.ready()
                 log.info("subscribed to %s; ready", ", ".join(self.mqtt.subscriptions()))
+            elif not ready and self.clock.monotonic() - last_extend >= START_EXTEND_EVERY_S:
+                # Alive but waiting for the broker: more start time, not a restart loop.
+                last_extend = self.clock.monotonic()
+                self.notifier.extend_timeout(3 * START_EXTEND_EVERY_S)
+                self.notifier.status(f"waiting for the MQTT broker at "
+                                     f"{self.config.mqtt.host}:{self.config.mqtt.port}")
             if self.clock.monotonic() - last_ping >= ping_every:
                 last_ping = self.clock.monotonic()
                 if await self._store_writable():

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import socket
 
+SEND_TIMEOUT_S = 1.0
+
 
 class Notifier:
     def __init__(self, address: str | None = None) -> None:
@@ -28,9 +30,12 @@ class Notifier:
             return
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                # A receiver that does not read (its queue holds about ten datagrams)
+                # must not block the event loop: give up on the message instead.
+                sock.settimeout(SEND_TIMEOUT_S)
                 sock.connect(self._address)
                 sock.sendall(message.encode())
-        except OSError:
+        except OSError:  # TimeoutError included
             # systemd went away or the socket is wrong: never crash the agent for it.
             pass
 
@@ -39,6 +44,11 @@ class Notifier:
 
     def watchdog(self) -> None:
         self.send("WATCHDOG=1")
+
+    def extend_timeout(self, seconds: float) -> None:
+        """Ask for ``seconds`` more to become ready (systemd >= 236): starting is
+        slow but alive, e.g. waiting for the broker."""
+        self.send(f"EXTEND_TIMEOUT_USEC={round(seconds * 1e6)}")
 
     def stopping(self) -> None:
         self.send("STOPPING=1")

@@ -116,3 +116,17 @@ def test_ages_alone_do_not_change_the_view() -> None:
     assert view_etag_source(first) == view_etag_source(later)
     status["sensors"][0]["values"]["milk_temp_c"] = 4.4  # type: ignore[index]
     assert view_etag_source(render_view(status, [])) != view_etag_source(first)
+
+
+def test_backlog_trend() -> None:
+    from agent.web.history import Trend
+
+    trend = Trend(window_s=600)
+    assert trend.note(0.0, 100) is None  # under a minute of data
+    assert trend.note(30.0, 110) is None
+    assert trend.note(300.0, 220) == {"delta": 120.0, "minutes": 5.0}
+    assert trend.note(900.0, 40) == {"delta": -180.0, "minutes": 10.0}  # oldest left the window
+    status = {**_status(backlog=40), "backlog_trend": {"delta": -180.0, "minutes": 10.0}}
+    assert "40 records, \u2212180 in 10 min" in render_view(status, [])
+    status = {**_status(backlog=0), "backlog_trend": {"delta": 0.0, "minutes": 10.0}}
+    assert "0 records, steady for 10 min" in render_view(status, [])

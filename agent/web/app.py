@@ -31,6 +31,7 @@ from agent.web import guard, i18n
 from agent.web.access import WebAccess
 from agent.web.alerts_api import AlertsBackend, add_alert_routes
 from agent.web.guard import session_of
+from agent.web.history import Trend
 from agent.web.page import render_page, vision_sections
 from agent.web.status import StatusSnapshot, health_reasons, jsonable
 from agent.web.users import CHANGERS, UserStore
@@ -44,6 +45,7 @@ _PROVIDER_KEY = web.AppKey("status_provider", object)
 _REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 _GATEWAY_KEY = web.AppKey("gateway", str)
 _POLL_KEY = web.AppKey("poll_s", float)
+_TREND_KEY = web.AppKey("backlog_trend", Trend)
 # Only GETs, a login form and small JSON actions; a large body is never legitimate.
 _CLIENT_MAX_SIZE = 64 * 1024
 _STATIC_TYPES = {".css": "text/css", ".js": "application/javascript",
@@ -91,6 +93,7 @@ def make_web_app(
     app[_REGISTRY_KEY] = registry
     app[_GATEWAY_KEY] = gateway
     app[_POLL_KEY] = poll_s
+    app[_TREND_KEY] = Trend()
     app.router.add_get("/", _page)
     app.router.add_get("/api/view", _api_view)
     app.router.add_get("/api/status", _api_status)
@@ -132,7 +135,12 @@ async def _status(request: web.Request) -> dict[str, Any] | None:
     except Exception:
         log.exception("status provider failed")
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    backlog = data.get("backlog")
+    if isinstance(backlog, int | float):
+        data["backlog_trend"] = request.app[_TREND_KEY].note(time.monotonic(), backlog)
+    return data
 
 
 async def _api_status(request: web.Request) -> web.Response:

@@ -6,7 +6,7 @@ bounded by the number of such sensors); thread-safe."""
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 
 BUCKET_S = 900.0
@@ -61,3 +61,25 @@ class History:
                 key: [s / n for b, (s, n) in sorted(series.items()) if b >= first]
                 for key, series in self._series.items()
             }
+
+
+class Trend:
+    """How one number (the sync backlog) moved over the last minutes, from the
+    values the page has seen (each poll notes one); monotonic clock."""
+
+    def __init__(self, window_s: float = 600.0, max_points: int = 256) -> None:
+        self.window_s = window_s
+        self._points: deque[tuple[float, float]] = deque(maxlen=max_points)
+        self._lock = threading.Lock()
+
+    def note(self, mono: float, value: float) -> dict[str, float] | None:
+        """Note ``value``; the change since the oldest point in the window
+        (``delta`` and over how many ``minutes``), None before a minute of data."""
+        with self._lock:
+            while self._points and self._points[0][0] < mono - self.window_s:
+                self._points.popleft()
+            self._points.append((mono, float(value)))
+            t0, v0 = self._points[0]
+        if mono - t0 < 60.0:
+            return None
+        return {"delta": float(value) - v0, "minutes": round((mono - t0) / 60.0, 1)}

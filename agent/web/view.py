@@ -382,7 +382,8 @@ def _buffer_sync(status: Mapping[str, Any]) -> str:
          not broker.get("connected")),
         (_("Storage"), _w(storage), storage != "ok"),
         (_("Disk free"), bytes_text(status.get("disk_free_bytes")), False),
-        (_("Sync backlog"), _("{n} records").format(n=_count(status.get("backlog"))), False),
+        (_("Sync backlog"), _("{n} records").format(n=_count(status.get("backlog")))
+         + _trend(status.get("backlog_trend")), False),
         (_("Sync"), _("{state}, last success {age}").format(
             state=_w(sync.get("state", "-")), age=age_text(sync.get("last_success_age_s"))),
          sync.get("state") in ("backoff", "error")),
@@ -396,6 +397,19 @@ def _buffer_sync(status: Mapping[str, Any]) -> str:
                    for k, v, bad in rows)
     return (f'<section id="health"><h2>{_e(_("Buffer and sync"))}</h2><table>{body}</table>'
             "</section>")
+
+
+def _trend(trend: Any) -> str:
+    """", +120 in 10 min" (or "steady"): is the backlog draining or growing?"""
+    if not isinstance(trend, Mapping) or not isinstance(trend.get("delta"), int | float):
+        return ""
+    delta = float(trend["delta"])
+    minutes = number(float(trend.get("minutes") or 0), 0)
+    if delta == 0:
+        return ", " + _("steady for {m} min").format(m=minutes)
+    sign = "+" if delta > 0 else "\u2212"
+    return ", " + _("{change} in {m} min").format(change=sign + number(abs(delta), 0),
+                                                  m=minutes)
 
 
 def _count(value: Any) -> str:

@@ -85,3 +85,24 @@ async def test_login_and_actions_become_synced_events(tmp_path: Path) -> None:
     assert actions[1]["detail"] == "admin login"
     assert all(a["synced"] == 0 and a["kind"] == "event" and a["wall_ts"] > 0
                for a in actions), "waiting in the outbox for the next sync"
+
+
+def test_status_counts_agree_with_the_full_count(tmp_path: Path) -> None:
+    """The page's cheap counts (indexes, small tables) are the full scan's numbers."""
+    from helpers_store import alert, make_writer, quarantined, reading
+
+    from agent.store.reader import StoreReader
+
+    db = tmp_path / "buffer.db"
+    writer = make_writer(db)
+    for i in range(30):
+        writer.submit(reading(i))
+    for i in range(3):
+        writer.submit(alert(i))
+        writer.submit(quarantined(i))
+    writer.close()
+    reader = StoreReader(db)
+    full = reader.counts()
+    assert reader.status_counts() == {k: full[k] for k in ("backlog", "quarantine",
+                                                            "dead_letter")}
+    assert reader.status_counts()["backlog"] == 33

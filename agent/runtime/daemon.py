@@ -344,7 +344,7 @@ class Agent:
     def status(self) -> StatusSnapshot:
         """What the status page shows (called from a worker thread, once a request)."""
         now_mono = self.clock.monotonic()
-        counts = self.reader.counts()
+        counts = self.reader.status_counts()  # not counts(): that scans every row
         sensors = [
             SensorStatus(
                 sensor_id=row["sensor_id"],

@@ -56,6 +56,19 @@ class StoreReader:
             out["dead_letter"] = int(conn.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0])
         return out
 
+    def status_counts(self) -> dict[str, int]:
+        """What the status page shows each request, cheaply: the unsynced backlog
+        (partial indexes), quarantined messages and dead letters (small tables).
+        ``counts`` scans every buffered row: 0.2 s at a million readings."""
+        with self._conn() as conn:
+            backlog = sum(
+                int(conn.execute(f"SELECT COUNT(*) FROM {t} WHERE synced = 0").fetchone()[0])
+                for t in SYNC_TABLES
+            )
+            quarantine = int(conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0])
+            dead = int(conn.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0])
+        return {"backlog": backlog, "quarantine": quarantine, "dead_letter": dead}
+
     def backlog(self) -> int:
         """Unsynced records across every uploaded table (uses the partial indexes)."""
         with self._conn() as conn:

@@ -106,3 +106,41 @@ def test_status_counts_agree_with_the_full_count(tmp_path: Path) -> None:
     assert reader.status_counts() == {k: full[k] for k in ("backlog", "quarantine",
                                                             "dead_letter")}
     assert reader.status_counts()["backlog"] == 33
+
+
+async def test_sparklines_come_back_from_the_buffer_after_a_restart(tmp_path: Path) -> None:
+    import time
+
+    from helpers_store import make_writer, reading
+
+    from agent.records.types import Stamp
+
+    config = load_config(overrides={
+        "gateway": {"id": "gw-hist", "data_dir": str(tmp_path)},
+        "mqtt": {"port": 1, "topics": ["nothing/#"], "client_id": unique("hist")},
+        "sync": {"enabled": False}, "web": {"enabled": False},
+    })
+    now = time.time()
+    writer = make_writer(config.store_path)
+    for i in range(48):  # the last 12 h, every 15 min; and one reading two days ago
+        r = reading(i, sensor="tank-1")
+        r.firmware, r.values = "bulk-tank", {"milk_temp_c": 3.0 + (i % 4)}
+        r.stamp = Stamp(now - (48 - i) * 900.0, i, "before", True)
+        writer.submit(r)
+    old = reading(99, sensor="tank-1")
+    old.firmware, old.values = "bulk-tank", {"milk_temp_c": 40.0}
+    old.stamp = Stamp(now - 2 * 86400.0, 0, "before", True)
+    writer.submit(old)
+    writer.close()
+    agent = Agent(config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        assert await _until(
+            lambda: len(agent.history.snapshot(time.time()).get("tank-1:milk_temp_c", [])) >= 47,
+            20)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+    series = agent.history.snapshot(time.time())["tank-1:milk_temp_c"]
+    assert max(series) == 6.0 and min(series) == 3.0, "the reading of two days ago left out"

@@ -60,6 +60,7 @@ from agent.sync.transport import AiohttpTransport
 from agent.sync.uploader import Uploader
 from agent.web.access import WebAccess
 from agent.web.app import make_web_app, start_web
+from agent.web.history import TRACKED as HISTORY_TRACKED
 from agent.web.history import History
 from agent.web.status import BrokerStatus, SensorStatus, StatusSnapshot, SyncStatus
 from agent.web.wiring import build_access, tls_context
@@ -295,6 +296,17 @@ class Agent:
             timeout=0.5,  # called on the event loop: never block it for long
         )
 
+    def _backfill_history(self, until_wall: float) -> None:
+        """The page's sparklines after a restart: the last 24 h of bulk tank and
+        barn climate readings from the buffer (a worker thread; a scan of the
+        day's rows, about 0.4 s per million)."""
+        try:
+            self.history.load(self.reader.series(list(HISTORY_TRACKED), until_wall - 86400.0,
+                                                 until_wall))
+        except Exception:  # sparklines are a nicety: never stop the agent for them
+            log.warning("could not read the sparklines' history from the buffer",
+                        exc_info=True)
+
     # -- status ---------------------------------------------------------------
     def _problems(self) -> list[str]:
         problems: list[str] = []
@@ -412,6 +424,8 @@ class Agent:
         self._processor.start()
         self.detection.restore(self.config.store_path)
         self.writer.submit(self._event("agent_started", f"dairy-edge {__version__} started"))
+        threading.Thread(target=self._backfill_history, args=(self.clock.wall(),),
+                         name="dairy-edge-history", daemon=True).start()
         self._report_corrupt_buffer()
         tasks: list[asyncio.Task[None]] = []
         web_runner = None

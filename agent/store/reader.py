@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,40 @@ class StoreReader:
             quarantine = int(conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0])
             dead = int(conn.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0])
         return {"backlog": backlog, "quarantine": quarantine, "dead_letter": dead}
+
+    def series(self, firmwares: Collection[str], since_wall: float, until_wall: float
+               ) -> Iterator[tuple[str, str, dict[str, float], float]]:
+        """(sensor_id, firmware, values, wall_ts) of the readings of ``firmwares``
+        made from ``since_wall`` to before ``until_wall``, oldest first: the status
+        page's sparklines after a restart.
+
+        Rows are in commit order, so wall time rises with the row id (but for clock
+        corrections): a binary search on the id finds the start without a time index.
+        """
+        if not firmwares:
+            return
+        with self._conn() as conn:
+            lo, hi = conn.execute("SELECT MIN(id), MAX(id) FROM readings").fetchone()
+            if lo is None:
+                return
+            hi += 1
+            while lo < hi:
+                mid = (lo + hi) // 2
+                row = conn.execute("SELECT wall_ts FROM readings WHERE id >= ? ORDER BY id "
+                                   "LIMIT 1", (mid,)).fetchone()
+                if row is None or row[0] >= since_wall:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            marks = ",".join("?" * len(firmwares))
+            rows = conn.execute(
+                "SELECT json_extract(body, '$.sensor_id'), json_extract(body, '$.firmware'), "
+                "json_extract(body, '$.values'), wall_ts FROM readings "
+                "WHERE id >= ? AND wall_ts >= ? AND wall_ts < ? "
+                f"AND json_extract(body, '$.firmware') IN ({marks}) ORDER BY id",
+                (lo, since_wall, until_wall, *firmwares))
+            for sensor_id, firmware, values, wall_ts in rows:
+                yield str(sensor_id), str(firmware), json.loads(values or "{}"), float(wall_ts)
 
     def backlog(self) -> int:
         """Unsynced records across every uploaded table (uses the partial indexes)."""

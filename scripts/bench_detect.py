@@ -5,6 +5,7 @@
     .venv/bin/python scripts/bench_detect.py --model    # plus the int8 TFLite channel
     .venv/bin/python scripts/bench_detect.py --no-context  # without the context channel
     .venv/bin/python scripts/bench_detect.py --cad      # context crossing instead (cad.py)
+    .venv/bin/python scripts/bench_detect.py --cad-ose  # CAD OSE (cad_ose.py), daemon settings
 
 CPU time is process CPU time (time.process_time) for scoring N readings of
 one stream after its windows are full, divided by N; run it pinned to one
@@ -45,8 +46,12 @@ def main() -> int:
     ap.add_argument("--model", action="store_true", help="enable the TFLite forecaster channel")
     ap.add_argument("--no-context", action="store_true", help="disable the context channel")
     ap.add_argument("--cad", action="store_true", help="context channel in crossing mode")
+    ap.add_argument("--cad-ose", action="store_true",
+                    help="CAD OSE as the daemon runs it (firmware range, capped memory)")
     ap.add_argument("--readings", type=int, default=50_000)
     args = ap.parse_args()
+    if args.cad_ose:
+        return _bench_cad_ose(args.readings)
     cfg = DetectorConfig(w_model=1.0 if args.model else 0.0,
                          w_ctx=0.0 if args.no_context else DetectorConfig().w_ctx,
                          context=ContextConfig(mode="cad" if args.cad else "kgram"))
@@ -95,6 +100,45 @@ def main() -> int:
         "cpu_us_per_reading_via_engine_50_streams": round(engine_us, 2),
         "memory_bytes_per_sensor": int(per_sensor),
         "state_json_bytes_per_sensor": state_bytes,
+        "python": sys.version.split()[0],
+    }, indent=2))
+    return 0
+
+
+def _bench_cad_ose(readings: int) -> int:
+    """CAD OSE through the engine with the daemon's settings: a tank-like
+    stream, the bulk tank firmware's valid range (-5..90 degC), memory capped
+    at CAD_OSE_MAX_CONTEXTS. Memory is measured once the cap is reached."""
+    from agent.detect.anomaly.engine import CAD_OSE_MAX_CONTEXTS
+
+    data = _stream(20_000 + readings, 1)
+    eng = AnomalyEngine(detector="cad_ose")
+    key = ("tank", "milk_temp_c")
+    for ts, v in data[:20_000]:
+        eng.score(key, ts, v, value_range=(-5.0, 90.0))
+    t0 = time.process_time()
+    for ts, v in data[20_000:]:
+        eng.score(key, ts, v, value_range=(-5.0, 90.0))
+    per_reading_us = (time.process_time() - t0) / readings * 1e6
+    # Worst case for memory: a noisy stream on a tight range fills the cap.
+    rng = random.Random(2)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    noisy = AnomalyEngine(detector="cad_ose")
+    n = 0
+    while len(noisy._detectors.get(("n", "v"), None).cad.memory.contexts  # type: ignore[union-attr]
+              if n else []) < CAD_OSE_MAX_CONTEXTS and n < 200_000:
+        noisy.score(("n", "v"), float(n), rng.random(), value_range=(0.0, 1.0))
+        n += 1
+    full_bytes = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    print(json.dumps({
+        "detector_set": "cad_ose (daemon: firmware range, memory capped)",
+        "readings": readings,
+        "cpu_us_per_reading_tank_stream": round(per_reading_us, 2),
+        "contexts_tank_stream": len(eng._detectors[key].cad.memory.contexts),  # type: ignore[union-attr]
+        "memory_bytes_per_sensor_at_cap": full_bytes,
+        "readings_to_fill_cap_noisy_stream": n,
         "python": sys.version.split()[0],
     }, indent=2))
     return 0

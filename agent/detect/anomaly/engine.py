@@ -31,7 +31,7 @@ DETECTOR_KINDS: tuple[DetectorKind, ...] = ("default", "cad_ose")
 # CAD OSE's rest after an alarm is NAB's probationary period / 5; a live
 # stream has no file length, so it rests for 150 readings (NAB's cap, 750 / 5).
 CAD_OSE_REST = 150
-CAD_OSE_MAX_CONTEXTS = 4096  # ~1 MB per stream at most; it stops learning beyond
+CAD_OSE_MAX_CONTEXTS = 512  # ~0.3 MB per stream (bench_detect.py --cad-ose); no learning beyond
 
 
 class _CadOseStream:

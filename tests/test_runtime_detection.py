@@ -60,3 +60,21 @@ def test_state_survives_a_restart_through_the_buffer(tmp_path: Path) -> None:
     cold = _reading(300)
     fresh.on_reading(cold)
     assert cold.attributes["anomaly"]["milk_temp_c"] == 0.0  # a cold start is still warming up
+
+
+def test_cad_ose_streams_are_binned_by_the_firmware_range() -> None:
+    asked: list[tuple[str, str, str]] = []
+
+    def value_range(firmware: str, sensor_id: str, metric: str) -> tuple[float, float]:
+        asked.append((firmware, sensor_id, metric))
+        return (2.0, 7.0)
+
+    detection = Detection(DetectConfig(anomaly_detector="cad_ose"), SystemClock(),
+                          value_range=value_range)
+    readings = [_reading(i) for i in range(400)]
+    for r in readings:
+        detection.on_reading(r)
+    cad = detection.anomaly._detectors[("tank-1", "milk_temp_c")].cad  # type: ignore[union-attr]
+    assert (cad.lo, cad.hi) == (2.0, 7.0)
+    assert ("bulk-tank", "tank-1", "milk_temp_c") in asked
+    assert all(0.0 <= r.attributes["anomaly"]["milk_temp_c"] <= 1.0 for r in readings)

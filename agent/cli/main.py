@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_optional_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from agent.cli.calibrate import add_calibrate_parser
     from agent.cli.doctor import add_doctor_parser
+    from agent.cli.init import add_init_parser
     from agent.cli.models import add_models_parser
     from agent.cli.replay import add_replay_parser
     from agent.cli.vision import add_vision_parser
@@ -136,6 +137,7 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:  # type: ig
     add_models_parser(sub)
     add_calibrate_parser(sub)
     add_doctor_parser(sub)
+    add_init_parser(sub)
     add_replay_parser(sub)
     add_web_parser(sub)
 

@@ -240,6 +240,18 @@ class WebConfig(Section):
         return self
 
 
+class HomeAssistantConfig(Section):
+    enabled: bool = Field(
+        False, description="Publish MQTT discovery so the gateway's health, tank "
+        "temperatures, barn climate and open alerts appear in Home Assistant (docs/web.md)."
+    )
+    discovery_prefix: str = Field(
+        "homeassistant", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Home Assistant's MQTT discovery prefix.",
+    )
+    interval_s: float = Field(60.0, ge=5, le=3600, description="How often states are sent.")
+
+
 class DetectConfig(Section):
     enabled: bool = Field(True, description="Score readings and raise alerts.")
     save_interval_s: float = Field(
@@ -575,6 +587,7 @@ class Config(Section):
     store: StoreConfig = Field(default_factory=StoreConfig)
     sync: SyncConfig = Field(default_factory=SyncConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+    homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
     detect: DetectConfig = Field(default_factory=DetectConfig)
     central: CentralConfig = Field(default_factory=CentralConfig)
     cameras: list[CameraConfig] = Field(

@@ -62,7 +62,14 @@ from agent.web.access import WebAccess
 from agent.web.app import make_web_app, start_web
 from agent.web.history import TRACKED as HISTORY_TRACKED
 from agent.web.history import History
-from agent.web.status import BrokerStatus, SensorStatus, StatusSnapshot, SyncStatus
+from agent.web.homeassistant import Discovery
+from agent.web.status import (
+    BrokerStatus,
+    SensorStatus,
+    StatusSnapshot,
+    SyncStatus,
+    health_reasons,
+)
 from agent.web.wiring import build_access, tls_context
 
 log = logging.getLogger(__name__)
@@ -141,6 +148,8 @@ class Agent:
             password=mqtt_password or read_secret("mqtt_password"),
             on_session_gap=self._on_session_gap,
         )
+        if config.homeassistant.enabled:
+            self.mqtt.allow_prefix(config.homeassistant.discovery_prefix)
         self.uploader: Uploader | None = None
         self.web_access: WebAccess | None = None  # set when the page starts
         self.history = History()
@@ -295,6 +304,31 @@ class Agent:
             self._event("user_action", what[:200], **action),
             timeout=0.5,  # called on the event loop: never block it for long
         )
+
+    async def _homeassistant_loop(self, stop: asyncio.Event) -> None:
+        """Home Assistant MQTT discovery and states (agent/web/homeassistant.py)."""
+        cfg = self.config.homeassistant
+        ha = Discovery(self.config.gateway.id, __version__, cfg.discovery_prefix,
+                       self.mqtt.status_topic("homeassistant"), self.mqtt.availability_topic)
+        connects = -1
+        while not stop.is_set():
+            if self.mqtt.connected:
+                if self.mqtt.stats.connects != connects:  # a new session: announce again
+                    connects = self.mqtt.stats.connects
+                    ha.forget()
+                snap = (await asyncio.to_thread(self.status)).to_dict()
+                for topic, payload in ha.messages(snap, health_reasons(snap)):
+                    try:
+                        self.mqtt.publish(topic, payload, qos=1, retain=True)
+                    except Exception:  # a full queue or a refused topic: try next round
+                        log.warning("home assistant: could not publish %s", topic,
+                                    exc_info=True)
+                        ha.forget()
+                        break
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=cfg.interval_s)
+            except TimeoutError:
+                pass
 
     def _backfill_history(self, until_wall: float) -> None:
         """The page's sparklines after a restart: the last 24 h of bulk tank and
@@ -455,6 +489,9 @@ class Agent:
                 self.uploader.on_refusal = self._on_sync_refusal
                 tasks.append(asyncio.create_task(self.uploader.run(stop), name="sync"))
             tasks.append(asyncio.create_task(self._tick_loop(stop), name="ticks"))
+            if self.config.homeassistant.enabled:
+                tasks.append(asyncio.create_task(self._homeassistant_loop(stop),
+                                                 name="homeassistant"))
             self.mqtt.start()
             if self.vision.enabled:
                 # Models load and self-test off the loop; MQTT ingest is already running.

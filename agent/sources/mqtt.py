@@ -155,6 +155,7 @@ class MqttSource:
         self._config = config
         self._client_id = client_id
         self._gateway_id = gateway_id
+        self._extra_prefixes: list[str] = []
         self._handler = handler
         self._clock = clock
         self._password = password
@@ -267,11 +268,19 @@ class MqttSource:
                 raise ValueError(f"unsafe topic level {level!r}")
         return "/".join((self._config.status_prefix, self._gateway_id, *levels))
 
+    def allow_prefix(self, prefix: str) -> None:
+        """Also publish under ``prefix/`` (Home Assistant discovery: ``homeassistant``)."""
+        if not all(_SAFE_ID.fullmatch(level) for level in prefix.split("/")):
+            raise ConfigError(f"mqtt: invalid topic prefix {prefix!r}")
+        self._extra_prefixes.append(prefix + "/")
+
     def topic_allowed(self, topic: str) -> bool:
-        prefix = f"{self._config.status_prefix}/{self._gateway_id}/"
-        if not topic.startswith(prefix):
-            return False
-        return all(_SAFE_ID.fullmatch(level) for level in topic[len(prefix) :].split("/"))
+        for prefix in (f"{self._config.status_prefix}/{self._gateway_id}/",
+                       *self._extra_prefixes):
+            if topic.startswith(prefix):
+                return all(_SAFE_ID.fullmatch(level)
+                           for level in topic[len(prefix):].split("/"))
+        return False
 
     # -- client construction --------------------------------------------
 

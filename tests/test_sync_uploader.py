@@ -221,3 +221,33 @@ async def test_409_starts_a_new_epoch_and_resends(tmp_path: Path, receiver: Rece
     assert receiver.batches[-1].epoch == rig.writer.epoch
     assert unsynced(rig.db) == 0
     await rig.close()
+
+
+async def test_commit_wakes_an_idle_uploader_and_backoff_is_not_cut_short(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    # A long idle pause: without the wake-up a record would wait 30 s.
+    rig = Rig(tmp_path / "b.db", receiver.url, interval_s=30.0, linger_s=0.05)
+    rig.writer.on_group_commit = rig.up.records_committed
+    stop = asyncio.Event()
+    task = asyncio.create_task(rig.up.run(stop))
+    await asyncio.sleep(0.3)  # first round: nothing to send, now idle for 30 s
+    t0 = time.monotonic()
+    rig.fill([reading(1)])
+    while unsynced(rig.db) and time.monotonic() - t0 < 5:
+        await asyncio.sleep(0.01)
+    assert unsynced(rig.db) == 0
+    assert time.monotonic() - t0 < 2.0
+    # After a failure the pause is a backoff: new records do not end it early.
+    receiver.mode = "500"
+    rig.up.backoff = type(rig.up.backoff)(10.0, 10.0)
+    rig.fill([reading(2)])
+    await asyncio.sleep(0.5)
+    assert rig.up.last_error == "HTTP 500" and rig.up.state == "backoff"
+    sent = len(receiver.batches)
+    rig.fill([reading(3)])
+    await asyncio.sleep(0.5)
+    assert len(receiver.batches) == sent  # still waiting out the 10 s backoff
+    stop.set()
+    await asyncio.wait_for(task, 2)
+    await rig.close()

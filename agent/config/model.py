@@ -187,6 +187,14 @@ class SyncConfig(Section):
         description="Id of the HMAC key (DAIRY_EDGE_HMAC_KEY) sent with every batch.",
     )
     interval_s: float = Field(2.0, gt=0, le=3600, description="Pause between idle polls.")
+    linger_s: float = Field(
+        0.2,
+        ge=0,
+        le=60,
+        description="After new records are committed, wait this long for more before "
+        "sending (a full batch goes at once): low latency when traffic is light, large "
+        "batches when it is heavy.",
+    )
     batch_max_records: int = Field(500, ge=1, le=10000, description="Records per batch.")
     batch_max_bytes: int = Field(
         1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Uncompressed bytes per batch."

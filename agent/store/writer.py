@@ -79,6 +79,9 @@ class StoreWriter:
         self._clock = clock
         self._boot = boot or boot_id()
         self._on_fault = on_fault
+        # Told (on the writer thread) how many items each group committed: the
+        # uploader wakes on it instead of polling.
+        self.on_group_commit: Callable[[int], None] | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._slots = threading.Semaphore(config.max_pending_items)
         self._thread: threading.Thread | None = None
@@ -361,6 +364,12 @@ class StoreWriter:
                     p.on_commit()
                 except Exception:
                     log.exception("store: on_commit callback failed")
+        listener = self.on_group_commit
+        if listener is not None and admitted:
+            try:
+                listener(len(admitted))
+            except Exception:
+                log.exception("store: on_group_commit callback failed")
         return held
 
     def _write_group(

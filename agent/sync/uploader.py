@@ -113,6 +113,11 @@ class Uploader:
         # (the reason, then None when it clears), from a worker thread.
         self.refusal: str | None = None
         self.on_refusal: Callable[[str | None], None] | None = None
+        # Records committed since the last send started (told by the writer's
+        # thread through ``records_committed``); an idle pause ends on them.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._fresh = 0
 
     def status(self) -> dict[str, object]:
         """A JSON-ready view for the status page (ages from the monotonic clock)."""
@@ -130,18 +135,61 @@ class Uploader:
             "refusal": self.refusal,
         }
 
+    def records_committed(self, n: int) -> None:
+        """The writer committed ``n`` records (called on the writer's thread)."""
+        loop, wake = self._loop, self._wake
+        # A hint only: a lost update across threads changes when, not what, is sent.
+        self._fresh += n
+        if loop is not None and wake is not None:
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:  # the loop has closed: nothing is waiting
+                pass
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Upload until ``stop`` is set; never raises for a failed upload."""
+        """Upload until ``stop`` is set; never raises for a failed upload.
+
+        After a successful round the pause ends early when records are
+        committed (``records_committed``): the batch goes once it is full or
+        ``linger_s`` has passed, whichever is first. Backoff after a failure
+        is never cut short.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
         while not stop.is_set():
             self.state = "uploading"
+            self._wake.clear()
+            self._fresh = 0
             delay = await self._one_round()
             self.next_try_in_s = delay
             self.state = "backoff" if self.last_error else "idle"
             if delay > 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
+                await self._pause(stop, delay, wakeable=self.last_error is None)
+
+    async def _pause(self, stop: asyncio.Event, delay: float, wakeable: bool) -> None:
+        wake = self._wake
+        assert wake is not None
+        waits = {asyncio.ensure_future(stop.wait())}
+        if wakeable:
+            waits.add(asyncio.ensure_future(wake.wait()))
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if stop.is_set() or not wakeable or not wake.is_set():
+            return
+        # New records: give more a moment to arrive, unless a batch is full already.
+        deadline = self._clock.monotonic() + self._config.linger_s
+        while self._fresh < self.batch_cap and not stop.is_set():
+            left = deadline - self._clock.monotonic()
+            if left <= 0:
+                return
+            wake.clear()
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=left)
+            except TimeoutError:
+                return
 
     async def _one_round(self) -> float:
         """Run one sync_once and return how long to wait before the next."""

@@ -144,3 +144,51 @@ async def test_sparklines_come_back_from_the_buffer_after_a_restart(tmp_path: Pa
         await asyncio.wait_for(task, 60)
     series = agent.history.snapshot(time.time())["tank-1:milk_temp_c"]
     assert max(series) == 6.0 and min(series) == 3.0, "the reading of two days ago left out"
+
+
+async def test_any_sensor_over_24_hours_from_the_buffer(tmp_path: Path) -> None:
+    import time
+
+    from aiohttp.test_utils import TestClient, TestServer
+    from helpers_store import make_writer, reading
+    from helpers_web import logged_in, user_store
+
+    from agent.records.types import Stamp
+    from agent.web import WebAccess, make_web_app
+
+    config = load_config(overrides={
+        "gateway": {"id": "gw-sensor", "data_dir": str(tmp_path)},
+        "mqtt": {"port": 1, "topics": ["nothing/#"], "client_id": unique("sensor")},
+        "sync": {"enabled": False}, "web": {"enabled": False},
+    })
+    now = time.time()
+    writer = make_writer(config.store_path)
+    for i in range(40):
+        for sensor in ("collar-9", "collar-<b>"):
+            r = reading(i, sensor=sensor)
+            r.firmware, r.values = "neck-collar", {"activity": float(i), "rumination_min": 8.0}
+            r.stamp = Stamp(now - (40 - i) * 900.0, i, "b", True)
+            writer.submit(r)
+    writer.close()
+    agent = Agent(config)
+    series = await asyncio.to_thread(agent.sensor_history, "collar-9")
+    assert set(series) == {"activity", "rumination_min"}
+    assert series["activity"][0] == 0.0 and series["activity"][-1] == 39.0
+    assert await asyncio.to_thread(agent.sensor_history, "nobody") == {}
+    app = make_web_app(lambda: {"version": "t"}, sensor_history=agent.sensor_history,
+                       access=WebAccess(users=user_store(tmp_path)))
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        assert (await client.get("/sensor?id=collar-9", allow_redirects=False)).status == 303
+        await logged_in(client)
+        page = await (await client.get("/sensor?id=collar-9")).text()
+        assert "<h1>collar-9</h1>" in page and page.count("<svg") == 2
+        assert "Activity: 0 to 39 in 24 h" in page
+        evil = await (await client.get("/sensor", params={"id": "collar-<b>"})).text()
+        assert "<h1>collar-&lt;b&gt;</h1>" in evil and "<b>" not in evil
+        assert "No readings in the last 24 h." in await (
+            await client.get("/sensor?id=nobody")).text()
+        assert (await client.get("/sensor?id=")).status == 400
+    finally:
+        await client.close()

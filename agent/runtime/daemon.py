@@ -61,7 +61,7 @@ from agent.sync.uploader import Uploader
 from agent.web.access import WebAccess
 from agent.web.app import make_web_app, start_web
 from agent.web.history import TRACKED as HISTORY_TRACKED
-from agent.web.history import History
+from agent.web.history import History, bucket_means
 from agent.web.homeassistant import Discovery
 from agent.web.status import (
     BrokerStatus,
@@ -330,6 +330,18 @@ class Agent:
             except TimeoutError:
                 pass
 
+    def sensor_history(self, sensor_id: str) -> dict[str, list[float]]:
+        """One sensor's last 24 h from the buffer, field -> 15-minute means (the
+        page's /sensor view; a worker thread: it scans the day's readings)."""
+        now = self.clock.wall()
+        points: dict[str, list[tuple[float, float]]] = {}
+        for _sid, _fw, values, ts in self.reader.series((), now - 86400.0, now,
+                                                        sensor_id=sensor_id):
+            for name, value in values.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    points.setdefault(name, []).append((ts, float(value)))
+        return {name: bucket_means(p, now) for name, p in points.items()}
+
     def _backfill_history(self, until_wall: float) -> None:
         """The page's sparklines after a restart: the last 24 h of bulk tank and
         barn climate readings from the buffer (a worker thread; a scan of the
@@ -470,7 +482,8 @@ class Agent:
                     self.config.web, self.config.gateway.data_dir, self.record_user_action,
                     admin_password=read_secret("web_admin_password"))
                 app = make_web_app(self.status, alerts=self, access=self.web_access,
-                                   gateway=self.config.gateway.id)
+                                   gateway=self.config.gateway.id,
+                                   sensor_history=self.sensor_history)
                 web_runner, self.state.web_port = await start_web(
                     app, self.config.web.host, self.config.web.port,
                     tls_context(self.config.web),

@@ -69,16 +69,17 @@ class StoreReader:
             dead = int(conn.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0])
         return {"backlog": backlog, "quarantine": quarantine, "dead_letter": dead}
 
-    def series(self, firmwares: Collection[str], since_wall: float, until_wall: float
+    def series(self, firmwares: Collection[str], since_wall: float, until_wall: float,
+               sensor_id: str | None = None
                ) -> Iterator[tuple[str, str, dict[str, float], float]]:
         """(sensor_id, firmware, values, wall_ts) of the readings of ``firmwares``
-        made from ``since_wall`` to before ``until_wall``, oldest first: the status
-        page's sparklines after a restart.
+        (or of the one ``sensor_id``) made from ``since_wall`` to before
+        ``until_wall``, oldest first: the status page's sparklines.
 
         Rows are in commit order, so wall time rises with the row id (but for clock
         corrections): a binary search on the id finds the start without a time index.
         """
-        if not firmwares:
+        if not firmwares and sensor_id is None:
             return
         with self._conn() as conn:
             lo, hi = conn.execute("SELECT MIN(id), MAX(id) FROM readings").fetchone()
@@ -93,15 +94,19 @@ class StoreReader:
                     hi = mid
                 else:
                     lo = mid + 1
-            marks = ",".join("?" * len(firmwares))
+            args: tuple[str, ...]
+            if sensor_id is not None:
+                which, args = "json_extract(body, '$.sensor_id') = ?", (sensor_id,)
+            else:
+                marks = ",".join("?" * len(firmwares))
+                which, args = f"json_extract(body, '$.firmware') IN ({marks})", tuple(firmwares)
             rows = conn.execute(
                 "SELECT json_extract(body, '$.sensor_id'), json_extract(body, '$.firmware'), "
                 "json_extract(body, '$.values'), wall_ts FROM readings "
-                "WHERE id >= ? AND wall_ts >= ? AND wall_ts < ? "
-                f"AND json_extract(body, '$.firmware') IN ({marks}) ORDER BY id",
-                (lo, since_wall, until_wall, *firmwares))
-            for sensor_id, firmware, values, wall_ts in rows:
-                yield str(sensor_id), str(firmware), json.loads(values or "{}"), float(wall_ts)
+                f"WHERE id >= ? AND wall_ts >= ? AND wall_ts < ? AND {which} ORDER BY id",
+                (lo, since_wall, until_wall, *args))
+            for sid, firmware, values, wall_ts in rows:
+                yield str(sid), str(firmware), json.loads(values or "{}"), float(wall_ts)
 
     def backlog(self) -> int:
         """Unsynced records across every uploaded table (uses the partial indexes)."""

@@ -32,7 +32,7 @@ from agent.web.access import WebAccess
 from agent.web.alerts_api import AlertsBackend, add_alert_routes
 from agent.web.guard import session_of
 from agent.web.history import Trend
-from agent.web.page import render_page, vision_sections
+from agent.web.page import render_page, render_sensor_page, vision_sections
 from agent.web.status import StatusSnapshot, health_reasons, jsonable
 from agent.web.users import CHANGERS, UserStore
 from agent.web.view import render_view, view_etag_source
@@ -46,6 +46,8 @@ _REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 _GATEWAY_KEY = web.AppKey("gateway", str)
 _POLL_KEY = web.AppKey("poll_s", float)
 _TREND_KEY = web.AppKey("backlog_trend", Trend)
+_SENSOR_KEY = web.AppKey("sensor_history", object)
+SensorHistory = Callable[[str], "Mapping[str, list[float]]"]
 # Only GETs, a login form and small JSON actions; a large body is never legitimate.
 _CLIENT_MAX_SIZE = 64 * 1024
 _STATIC_TYPES = {".css": "text/css", ".js": "application/javascript",
@@ -74,6 +76,7 @@ def make_web_app(
     access: WebAccess | None = None,
     gateway: str = "",
     poll_s: float = 15.0,
+    sensor_history: SensorHistory | None = None,
 ) -> web.Application:
     """The status web app.
 
@@ -84,6 +87,8 @@ def make_web_app(
         (secure by default: pass one to let anybody in).
     :param gateway: the gateway's name, shown at the top.
     :param poll_s: how often an open page asks for changes.
+    :param sensor_history: one sensor's last 24 h from the buffer, field -> 15-minute
+        means (called in a worker thread): the ``/sensor?id=`` page.
     """
     if access is None:
         access = WebAccess(users=UserStore(None))
@@ -94,6 +99,7 @@ def make_web_app(
     app[_GATEWAY_KEY] = gateway
     app[_POLL_KEY] = poll_s
     app[_TREND_KEY] = Trend()
+    app[_SENSOR_KEY] = sensor_history
     app.router.add_get("/", _page)
     app.router.add_get("/api/view", _api_view)
     app.router.add_get("/api/status", _api_status)
@@ -102,6 +108,7 @@ def make_web_app(
     app.router.add_get("/favicon.ico", _favicon)
     app.router.add_get("/static/{name}", _static)
     app.router.add_get("/robots.txt", _robots)
+    app.router.add_get("/sensor", _sensor_page)
     if alerts is not None:
         add_alert_routes(app, alerts)
     return app
@@ -229,3 +236,21 @@ async def _robots(request: web.Request) -> web.Response:
     # Everything but the login needs a session anyway; crawlers get nothing from the API.
     return web.Response(text="User-agent: *\nDisallow: /api/\n",
                         headers={"Cache-Control": "public, max-age=86400"})
+
+
+async def _sensor_page(request: web.Request) -> web.Response:
+    """``/sensor?id=<sensor id>``: every field of one sensor over 24 h, from the buffer."""
+    sensor_id = request.query.get("id", "")
+    if not 1 <= len(sensor_id) <= 128 or not sensor_id.isprintable():
+        raise web.HTTPBadRequest(text="id must be a sensor id\n")
+    provider: Any = request.app[_SENSOR_KEY]
+    series: Mapping[str, list[float]] = {}
+    if provider is not None:
+        try:
+            series = await asyncio.to_thread(provider, sensor_id)
+        except Exception:
+            log.exception("sensor history failed")
+            raise web.HTTPInternalServerError(text="history unavailable\n") from None
+    html = render_sensor_page(sensor_id, series, gateway=request.app[_GATEWAY_KEY],
+                              lang=i18n.current(), static_version=STATIC_VERSION)
+    return web.Response(text=html, content_type="text/html")

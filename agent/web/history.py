@@ -83,3 +83,16 @@ class Trend:
         if mono - t0 < 60.0:
             return None
         return {"delta": float(value) - v0, "minutes": round((mono - t0) / 60.0, 1)}
+
+
+def bucket_means(points: Iterable[tuple[float, float]], now_wall: float) -> list[float]:
+    """(wall_ts, value) points as the last 24 h of 15-minute means, oldest first."""
+    first = int(now_wall // BUCKET_S) - BUCKETS + 1
+    sums: dict[int, list[float]] = {}
+    for ts, value in points:
+        bucket = int(ts // BUCKET_S)
+        if bucket >= first:
+            acc = sums.setdefault(bucket, [0.0, 0.0])
+            acc[0] += value
+            acc[1] += 1.0
+    return [s / n for _, (s, n) in sorted(sums.items())]

@@ -10,7 +10,9 @@ from collections.abc import Mapping
 from html import escape
 from typing import Any
 
+from agent.web.display import label
 from agent.web.i18n import LANGUAGES, N_, _, script_strings
+from agent.web.sparkline import sparkline_svg
 from agent.web.view import render_view
 
 DESCRIPTION = N_("dairy-edge gateway status: alerts, bulk tanks, barn climate, animals, "
@@ -260,6 +262,24 @@ def render_page(view: str, *, gateway: str = "", csrf: str = "", user: str = "",
     )
 
 
+def render_sensor_page(sensor_id: str, series: Mapping[str, list[float]], *,
+                       gateway: str = "", lang: str = "en", static_version: str = "") -> str:
+    """One sensor's fields over the last 24 h (15-minute means from the buffer)."""
+    parts = []
+    for field, values in sorted(series.items()):
+        chart = sparkline_svg(values, label(field), width=320, height=64)
+        if chart:
+            parts.append(f"<h2>{_e(label(field))}</h2>{chart}")
+    body = "".join(parts) or f'<p class="muted">{_e(_("No readings in the last 24 h."))}</p>'
+    return (
+        _head(_("{name} status").format(name=gateway or "dairy-edge"), lang, static_version)
+        + f'<body><header class="top"><div><h1>{_e(sensor_id)}</h1>'
+        f'<p class="muted">{_e(_("Last 24 h, 15-minute means"))}</p></div></header>'
+        f'<main>{body}</main><footer class="muted"><a href="/">{_e(_("Back"))}</a>'
+        "</footer></body></html>"
+    )
+
+
 def login_page(csrf: str, error: str = "", lang: str = "en") -> str:
     err = f'<p class="bad" role="alert">{_e(error)}</p>' if error else ""
     return (
@@ -298,4 +318,7 @@ _MARKED = (
     N_("Name"),
     N_("Password"),
     N_("Log in"),
+    N_("No readings in the last 24 h."),
+    N_("Last 24 h, 15-minute means"),
+    N_("Back"),
 )

@@ -12,7 +12,8 @@ from agent.web.i18n import _, digits
 WIDTH, HEIGHT = 120, 28
 
 
-def sparkline_svg(values: Sequence[float], label: str = "") -> str:
+def sparkline_svg(values: Sequence[float], label: str = "", width: int = WIDTH,
+                  height: int = HEIGHT) -> str:
     """A polyline of ``values`` (oldest first), min and max in the title; '' when
     there are fewer than two finite values."""
     pts = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
@@ -20,15 +21,15 @@ def sparkline_svg(values: Sequence[float], label: str = "") -> str:
         return ""
     lo, hi = min(pts), max(pts)
     span = (hi - lo) or 1.0
-    step = WIDTH / (len(pts) - 1)
+    step = width / (len(pts) - 1)
     coords = " ".join(
-        f"{i * step:.1f},{HEIGHT - 2 - (v - lo) / span * (HEIGHT - 4):.1f}"
+        f"{i * step:.1f},{height - 2 - (v - lo) / span * (height - 4):.1f}"
         for i, v in enumerate(pts)
     )
     title = escape(_("{label}: {low} to {high} in 24 h").format(
         label=label, low=digits(f"{lo:.4g}"), high=digits(f"{hi:.4g}")), quote=True)
     return (
-        f'<svg class="spark" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
         f'role="img" aria-label="{title}"><title>{title}</title>'
         f'<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{coords}"/>'
         "</svg>"

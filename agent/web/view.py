@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 from agent.web.display import (
     GROUPS,
@@ -236,6 +237,14 @@ def _flag(sensor: Mapping[str, Any]) -> str:
     return ""
 
 
+def _sensor_link(sensor: Mapping[str, Any], text: Any) -> str:
+    """``text`` linking to the sensor's 24-hour page (its id quoted for the URL)."""
+    sid = sensor.get("sensor_id")
+    if not sid:
+        return _e(text)
+    return f'<a href="/sensor?id={quote(str(sid), safe="")}">{_e(text)}</a>'
+
+
 def _seen(sensor: Mapping[str, Any]) -> str:
     """"40 s ago", with the reading's wall time for the page's script to keep
     it current: the view itself then stays the same while nothing new arrives
@@ -268,7 +277,7 @@ def _values_list(values: Mapping[str, Any], big: str | None = None) -> str:
 def _tile(sensor: Mapping[str, Any], big: str, spark: list[float] | None) -> str:
     values = sensor.get("values") or {}
     flag = _flag(sensor)
-    sid = _e(sensor.get("sensor_id"))
+    sid = _sensor_link(sensor, sensor.get("sensor_id"))
     head = (f'<h3>{sid}{f" <span class=chip>{_e(_w(flag))}</span>" if flag else ""}</h3>')
     main = ""
     if big in values:
@@ -304,7 +313,7 @@ def _sensor_row(s: Mapping[str, Any]) -> str:
     shown = ", ".join(f"{label(k)} {value_text(k, v)}"
                       for k, v in values.items() if k not in QUIET)
     flag = _flag(s)
-    return (f"<tr><td>{_e(s.get('animal_id') or s.get('sensor_id'))}</td>"
+    return (f"<tr><td>{_sensor_link(s, s.get('animal_id') or s.get('sensor_id'))}</td>"
             f"<td>{_e(shown or '-')}</td><td>{_seen(s)}</td>"
             f'<td class="{"bad" if flag else "ok"}">{_e(_w(flag or "ok"))}</td></tr>')
 
@@ -361,7 +370,7 @@ def _devices(sensors: list[Mapping[str, Any]]) -> str:
         shown = "" if _group(s) in ("tank", "climate") else ", ".join(
             f"{label(k)} {value_text(k, v)}" for k, v in values.items() if k not in QUIET)
         rows.append(
-            f"<tr><td>{_e(s.get('sensor_id'))}</td><td>{_e(shown or '-')}</td>"
+            f"<tr><td>{_sensor_link(s, s.get('sensor_id'))}</td><td>{_e(shown or '-')}</td>"
             f"<td>{_seen(s)}</td>"
             f"<td>{_e(value_text('battery_v', values['battery_v']) if 'battery_v' in values else '-')}</td>"
             f"<td>{_e(value_text('rssi_dbm', values['rssi_dbm']) if 'rssi_dbm' in values else '-')}</td>"

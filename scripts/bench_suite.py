@@ -268,6 +268,44 @@ def agent_drain(workdir: Path, args: argparse.Namespace, *, detect: bool, centra
     return out
 
 
+def latency_round(workdir: Path, args: argparse.Namespace, seed: int) -> dict[str, float]:
+    """Live traffic at ``--latency-rate`` msg/s for ``--latency-s`` seconds, default
+    config, central up: per reading, the time from the agent stamping it on
+    arrival (wall clock) to its row at central (``received_at``, PostgreSQL's
+    transaction time). Broker transit on loopback (well under a millisecond) is
+    not in it."""
+    from e2e_harness import Barn, wait_until
+
+    from agent.sources.publisher import publish
+
+    farm = Barn(workdir)
+    try:
+        farm.broker.start()
+        farm.central.start()
+        wait_until(lambda: _listening(farm.central_port), 30, "central")
+        farm.start_agent()
+        time.sleep(2.0)
+        count = int(args.latency_rate * args.latency_s)
+        msgs = messages(farm.prefix, count, args.devices, seed)
+        report = publish(msgs, "127.0.0.1", farm.broker.port, qos=1, rate=args.latency_rate,
+                         window=200, ack_timeout_s=120)
+        assert len(report.acked) == count, f"broker acknowledged {len(report.acked)} of {count}"
+        device = farm.gateway_id
+
+        def rows() -> int:
+            return int(farm.db.query(
+                "SELECT count(*) FROM readings WHERE device_id = %s", (device,))[0][0])
+
+        wait_until(lambda: rows() >= count, 120, "every reading at central")
+        lat = sorted(float(r[0]) for r in farm.db.query(
+            "SELECT extract(epoch FROM received_at) - wall_ts FROM readings "
+            "WHERE device_id = %s", (device,)))
+    finally:
+        farm.close()
+    return {"readings": float(len(lat)), "p50_s": lat[len(lat) // 2],
+            "p99_s": lat[min(len(lat) - 1, int(0.99 * len(lat)))], "max_s": lat[-1]}
+
+
 def copy_limit(url: str, device: str) -> Drain:
     """COPY the device's rows into an empty table of the same definition, one transaction."""
     import psycopg
@@ -382,9 +420,13 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=None, help="backlog size (100,000)")
     ap.add_argument("--rounds", type=int, default=None, help="rounds of each figure (3)")
     ap.add_argument("--devices", type=int, default=50, help="simulated devices (>= 11)")
-    ap.add_argument("--only", default="bare,default,nodetect",
-                    help="comma list of: bare, default, nodetect (nodetect includes central)")
+    ap.add_argument("--only", default="bare,default,nodetect,latency",
+                    help="comma list of: bare, default, nodetect (nodetect includes central), latency")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--latency-rate", type=float, default=500.0,
+                    help="live rate of the latency row, msg/s (500)")
+    ap.add_argument("--latency-s", type=float, default=60.0,
+                    help="seconds of live traffic in the latency row (60)")
     ap.add_argument("--micro", action="store_true",
                     help="only the CPU per message of each hot-path stage, in process")
     args = ap.parse_args()
@@ -402,6 +444,7 @@ def main() -> int:
     bare_fast: list[Drain] = []
     default: list[dict[str, Any]] = []
     nodetect: list[dict[str, Any]] = []
+    latency: list[dict[str, float]] = []
     for r in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="bench_suite-") as tmp:
             base = Path(tmp)
@@ -432,6 +475,13 @@ def main() -> int:
                 print(f"  round {r + 1} agent, detection off: {d.rate:,.0f} msg/s, "
                       f"{d.cpu_us:.0f} us/msg; central {c.rate:,.0f} rows/s, "
                       f"COPY {nodetect[-1]['copy'].rate:,.0f} rows/s", flush=True)
+            if "latency" in only:
+                (base / "latency").mkdir()
+                lat = latency_round(base / "latency", args, seed=r + 1)
+                latency.append(lat)
+                print(f"  round {r + 1} latency at {args.latency_rate:,.0f} msg/s, default "
+                      f"config: p50 {lat['p50_s']:.3f} s, p99 {lat['p99_s']:.3f} s, max "
+                      f"{lat['max_s']:.3f} s (goal: p99 <= 0.5 s)", flush=True)
     report(args, bare, bare_fast, default, nodetect)
     print(f"load average at the end {os.getloadavg()[0]:.1f} (other work on this machine "
           "inflates every figure; compare the ratios within one run)")
@@ -439,7 +489,7 @@ def main() -> int:
         doc = {"messages": args.messages, "rounds": args.rounds,
                "bare": [vars(d) for d in bare], "bare_fast": [vars(d) for d in bare_fast],
                "default": [_plain(x) for x in default],
-               "nodetect": [_plain(x) for x in nodetect]}
+               "nodetect": [_plain(x) for x in nodetect], "latency": latency}
         args.json.write_text(json.dumps(doc, indent=1))
     return 0
 

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Does every runtime dependency have a wheel for the gateway: 64-bit ARM (Raspberry
+# Pi OS Bookworm, glibc 2.36; Jetson) on CPython 3.11? pip resolves the package's
+# dependencies for that platform, binary wheels only, without installing (about 4 s:
+# it reads metadata). A dependency without such a wheel fails here, by name, instead
+# of on a Pi building it from source for an hour or failing without a compiler.
+#
+#   scripts/check_aarch64_wheels.sh [WHEEL] [--python-version 3.12]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PIP="${PIP:-.venv/bin/pip}"
+PYVER=3.11
+WHEEL=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --python-version) PYVER="$2"; shift 2 ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) WHEEL="$1"; shift ;;
+  esac
+done
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+if [ -z "$WHEEL" ]; then
+  "$PIP" wheel -q --no-deps -w "$work/dist" . >/dev/null
+  rm -rf build
+  WHEEL="$(ls "$work"/dist/dairy_edge-*.whl)"
+fi
+abi="cp${PYVER/./}"
+platforms=()
+for glibc in 2_17 2_28 2_31 2_34 2_35 2_36; do platforms+=(--platform "manylinux_${glibc}_aarch64"); done
+platforms+=(--platform manylinux2014_aarch64)
+if ! "$PIP" install --dry-run --ignore-installed --target "$work/target" --only-binary=:all: \
+    "${platforms[@]}" --python-version "$PYVER" --implementation cp --abi "$abi" \
+    --report "$work/report.json" "$WHEEL" > "$work/log" 2>&1; then
+  grep -v "WARNING: Location" "$work/log" >&2
+  echo "check_aarch64_wheels: a dependency has no aarch64 wheel for CPython $PYVER (above)" >&2
+  exit 1
+fi
+python3 - "$work/report.json" "$PYVER" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+rows = sorted((i["metadata"]["name"], i["metadata"]["version"],
+               i["download_info"]["url"].rsplit("/", 1)[-1]) for i in report["install"])
+native = [r for r in rows if not r[2].endswith("-none-any.whl")]
+print(f"aarch64, CPython {sys.argv[2]}: {len(rows)} packages, all as wheels "
+      f"({len(native)} with native code):")
+for name, version, file in native:
+    print(f"  {name} {version}: {file}")
+PY

@@ -1,8 +1,8 @@
 """Configuration of the dairy rules and the alert lifecycle (``detect.rules``).
 
 Every threshold lives here as a default in a selectable profile, never in the
-rule code. Sources for the numbers are in ../shared/reference/dairy-rules.md
-and docs/alerts.md; numbers marked (unverified) there are starting points.
+rule code. Where the numbers come from is in docs/alerts.md and in each
+profile's ``source``; numbers marked (unverified) are starting points.
 """
 
 from __future__ import annotations

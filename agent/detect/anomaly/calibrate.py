@@ -45,22 +45,34 @@ class Calibrator:
         self.n = 0
 
     def update(self, raws: list[float]) -> float:
+        # The hot loop of every reading: SlidingMax.max/add inlined (same
+        # arithmetic, same results), attributes read once.
         cfg = self.config
+        floor_z, margin, damp, decay = cfg.floor_z, cfg.margin, cfg.damp, cfg.decay
+        use_ref = self.n >= cfg.min_history
         best = 0.0
+        refs, recents, dmax = self.ref, self.recent, self.dmax
         for c, r in enumerate(raws):
-            ref = cfg.floor_z
-            if self.n >= cfg.min_history:
-                ref = max(ref, self.dmax[c] if cfg.decay > 0 else self.ref[c].max())
+            ref = floor_z
+            if use_ref:
+                if decay > 0:
+                    ref = max(ref, dmax[c])
+                else:
+                    q = refs[c]._q
+                    if q and q[0][1] > ref:
+                        ref = q[0][1]
             e = r / ref
-            if r <= self.recent[c].max() * cfg.margin:
-                e *= cfg.damp
-            best = max(best, e)
-            if cfg.decay > 0:
-                d = self.dmax[c] * cfg.decay
-                self.dmax[c] = max(d, r)
+            rq = recents[c]._q
+            if r <= (rq[0][1] if rq else 0.0) * margin:
+                e *= damp
+            if e > best:
+                best = e
+            if decay > 0:
+                d = dmax[c] * decay
+                dmax[c] = max(d, r)
             else:
-                self.ref[c].add(r)
-            self.recent[c].add(r)
+                refs[c].add(r)
+            recents[c].add(r)
         self.n += 1
         return best / (1.0 + best)
 

@@ -65,8 +65,7 @@ class Calibrator:
             rq = recents[c]._q
             if r <= (rq[0][1] if rq else 0.0) * margin:
                 e *= damp
-            if e > best:
-                best = e
+            best = max(best, e)
             if decay > 0:
                 d = dmax[c] * decay
                 dmax[c] = max(d, r)

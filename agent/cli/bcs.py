@@ -97,6 +97,13 @@ def _progress(items: Iterable[Label]) -> Iterable[Label]:
 
 def run_fit(args: argparse.Namespace) -> int:
     """Fit, report, write. 0 written, 2 unusable labels (nothing written)."""
+    try:
+        import onnx  # noqa: F401  (writes the model; the 'fit' extra, not the base install)
+    except ImportError:
+        print("dairy-edge vision bcs fit: needs the onnx package, which the base install "
+              "leaves out: pip install 'dairy-edge[fit]' (into the same environment)",
+              file=sys.stderr)
+        return 2
     start = time.monotonic()
     try:
         labels = read_labels(args.labels)

@@ -5,7 +5,8 @@
 #
 #   sudo scripts/install_gateway.sh --gateway-id barn-7 --mqtt-host 127.0.0.1 \
 #        --central-url https://central.example.org/api/v1/batches \
-#        --hmac-key-file ./barn-7.key [--mqtt-username gw --mqtt-password-file ./pw] \
+#        --key-id barn-7-1a2b3c4d --hmac-key-file ./barn-7.key \
+#        [--mqtt-username gw --mqtt-password-file ./pw] \
 #        [--cameras v4l2|picamera2] [--wheel dist/dairy_edge-*.whl] [--no-start]
 #
 # What it does, each step safe to repeat (docs/install.md explains every one):
@@ -39,7 +40,7 @@ PIP_ARGS=()
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
-usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "install_gateway: $*" >&2; exit 1; }
 step() { printf '\n== %s\n' "$*"; }
 

@@ -40,7 +40,7 @@ PIP_ARGS=()
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "install_gateway: $*" >&2; exit 1; }
 step() { printf '\n== %s\n' "$*"; }
 

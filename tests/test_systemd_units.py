@@ -219,3 +219,29 @@ async def test_without_its_broker_the_agent_asks_for_more_start_time(
     assert len(extends) >= 3, messages
     assert int(extends[0].split("=")[1]) == 900_000  # three times the interval
     assert any(m.startswith("STATUS=waiting for the MQTT broker at 127.0.0.1:") for m in messages)
+
+
+async def test_safe_mode_keeps_the_watchdog_fed(tmp_path: Path) -> None:
+    """A broken config under systemd: READY, then WATCHDOG=1 while it idles, so
+    WatchdogSec= does not turn safe mode into a restart loop."""
+    from agent.runtime.safe_mode import run_safe_mode
+
+    notify = _NotifySocket(tmp_path / "safe.sock")
+    config = tmp_path / "broken.yaml"
+    config.write_text("web:\n  port: 0\n  host: 127.0.0.1\nmqtt:\n  prot: 1\n")
+    os.environ["NOTIFY_SOCKET"] = notify.path
+    os.environ["WATCHDOG_USEC"] = "400000"  # ping every 0.2 s
+    try:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_safe_mode("mqtt.prot: unknown key", config, stop))
+        messages: list[str] = []
+        for _ in range(20):
+            await asyncio.sleep(0.1)
+            messages = notify.drain()
+        stop.set()
+        assert await asyncio.wait_for(task, 10) == 0
+    finally:
+        del os.environ["NOTIFY_SOCKET"], os.environ["WATCHDOG_USEC"]
+        notify.sock.close()
+    assert "READY=1" in messages
+    assert messages.count("WATCHDOG=1") >= 5, messages

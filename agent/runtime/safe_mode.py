@@ -12,6 +12,7 @@ only the listen address from it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -70,7 +71,15 @@ async def run_safe_mode(error: str, config_path: Path | None, stop: asyncio.Even
     log.error("safe mode: ingest is off until the configuration is fixed; status page on "
               "http://%s:%d/", web.host, port)
     try:
-        await stop.wait()
+        # Alive, if idle: systemd's watchdog (WatchdogSec=) must not restart us in a loop.
+        ping = notifier.watchdog_interval_s
+        while not stop.is_set():
+            if ping is None:
+                await stop.wait()
+                break
+            notifier.watchdog()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=ping)
     finally:
         notifier.stopping()
         await runner.cleanup()

@@ -77,7 +77,7 @@ def _buffer_provider(status: dict[str, Any], path: Path) -> Any:
     return provider
 
 
-async def _browser(base: str, idle_s: float) -> dict[str, Any]:
+async def _browser(base: str, idle_s: float, warmup_s: float) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
     out: dict[str, Any] = {}
@@ -108,7 +108,9 @@ async def _browser(base: str, idle_s: float) -> dict[str, Any]:
             req = await response.request.all_headers()
             res = await response.all_headers()
             line = len(f"GET {response.url.split('/', 3)[-1]} HTTP/1.1\r\n") + 1
-            body = 0 if response.status == 304 else len(await response.body())
+            # the body as it crossed the wire (gzip), not as decoded
+            body = 0 if response.status == 304 else (
+                await response.request.sizes())["responseBodySize"]
             idle.append(head(req) + line + head(res) + len("HTTP/1.1 304 Not Modified\r\n")
                         + body)
 
@@ -123,7 +125,11 @@ async def _browser(base: str, idle_s: float) -> dict[str, Any]:
         await asyncio.gather(*pending)
         out["page_bytes"] = sum(n for u, n in sizes if "/login" not in u)
         out["page_requests"] = [u.split("/", 3)[-1] for u, _ in sizes]
+        # The backlog trend appears after a minute of polls: a real change once.
+        await asyncio.sleep(warmup_s)
+        await asyncio.gather(*pending)
         sizes.clear()
+        idle.clear()
         await asyncio.sleep(idle_s)
         await asyncio.gather(*pending)
         polls = idle
@@ -139,6 +145,8 @@ async def main() -> int:
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("-n", type=int, default=200, help="requests per URL (default 200)")
     ap.add_argument("--idle", type=float, default=60.0, help="seconds of idle page (default 60)")
+    ap.add_argument("--warmup", type=float, default=65.0,
+                    help="seconds the page is open before the idle window (default 65)")
     ap.add_argument("--no-browser", action="store_true")
     ap.add_argument("--buffer", action="store_true",
                     help="read the sensors from a real SQLite buffer each request, as the "
@@ -173,7 +181,7 @@ async def main() -> int:
         print(f"  GET /api/view (unchanged) {code}  p50 {_pct(times, 50):6.1f} ms  "
               f"p95 {_pct(times, 95):6.1f} ms  body {size} B")
     if not args.no_browser and Path("/usr/bin/chromium").exists():
-        res = await _browser(base, args.idle)
+        res = await _browser(base, args.idle, args.warmup)
         print(f"  Chromium: page {res['page_bytes'] / 1024:.1f} kB on the wire in "
               f"{len(res['page_requests'])} requests, loaded in {res['load_ms']:.0f} ms; "
               f"idle {args.idle:.0f} s: {res['idle_polls']} polls, "

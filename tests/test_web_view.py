@@ -129,4 +129,6 @@ def test_backlog_trend() -> None:
     status = {**_status(backlog=40), "backlog_trend": {"delta": -180.0, "minutes": 10.0}}
     assert "40 records, \u2212180 in 10 min" in render_view(status, [])
     status = {**_status(backlog=0), "backlog_trend": {"delta": 0.0, "minutes": 10.0}}
-    assert "0 records, steady for 10 min" in render_view(status, [])
+    assert "0 records, steady<" in render_view(status, [])
+    later = {**status, "backlog_trend": {"delta": 0.0, "minutes": 7.5}}
+    assert render_view(later, []) == render_view(status, []), "a steady backlog: same view"

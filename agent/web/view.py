@@ -414,8 +414,8 @@ def _trend(trend: Any) -> str:
         return ""
     delta = float(trend["delta"])
     minutes = number(float(trend.get("minutes") or 0), 0)
-    if delta == 0:
-        return ", " + _("steady for {m} min").format(m=minutes)
+    if delta == 0:  # no minutes here: an unchanged view must stay byte-identical (304s)
+        return ", " + _("steady")
     sign = "+" if delta > 0 else "\u2212"
     return ", " + _("{change} in {m} min").format(change=sign + number(abs(delta), 0),
                                                   m=minutes)

@@ -21,8 +21,10 @@ done
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 if [ -z "$WHEEL" ]; then
-  "$PIP" wheel -q --no-deps -w "$work/dist" . >/dev/null
-  rm -rf build
+  # from a copy: setuptools' build/ never lands in the checkout
+  mkdir -p "$work/src"
+  cp -a pyproject.toml README.md agent firmware_configs calibration models examples "$work/src/"
+  "$PIP" wheel -q --no-deps -w "$work/dist" "$work/src" >/dev/null
   WHEEL="$(ls "$work"/dist/dairy_edge-*.whl)"
 fi
 abi="cp${PYVER/./}"

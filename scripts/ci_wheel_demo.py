@@ -154,6 +154,27 @@ def run(bin_dir: Path, empty: Path, env: dict[str, str]) -> None:
     log(f"the agent stopped {took:.2f} s after SIGINT")
 
 
+# What the wheel is built from. A copy, so setuptools' build/ never lands in (or
+# is cleaned out of) a shared checkout, where other tools keep files in build/.
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "agent", "firmware_configs", "calibration",
+                 "models", "examples")
+
+
+def build_wheel(work: Path) -> Path:
+    src = work / "src"
+    for name in WHEEL_SOURCES:
+        path = ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, src / name, symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            src.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, src / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                    str(work / "dist"), str(src)], check=True)
+    return next((work / "dist").glob("dairy_edge-*.whl"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", type=Path, help="build in DIR and keep it (default: a "
@@ -163,10 +184,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     try:
         log("building the wheel")
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
-                        str(work / "dist"), str(ROOT)], check=True)
-        shutil.rmtree(ROOT / "build", ignore_errors=True)
-        wheel = next((work / "dist").glob("dairy_edge-*.whl"))
+        wheel = build_wheel(work)
         log(f"fresh virtual environment for {wheel.name}")
         venv = work / "venv"
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

@@ -98,7 +98,11 @@ fi
 if [ -z "$WHEEL" ]; then
   WHEEL_DIR="$(mktemp -d)"
   trap 'rm -rf "$WHEEL_DIR"' EXIT
-  "$venv/bin/pip" wheel -q --no-deps -w "$WHEEL_DIR" "$here"
+  # built from a copy, so the source tree gets no build/ folder
+  mkdir -p "$WHEEL_DIR/src"
+  (cd "$here" && cp -a pyproject.toml README.md agent firmware_configs calibration models \
+     examples "$WHEEL_DIR/src/")
+  "$venv/bin/pip" wheel -q --no-deps -w "$WHEEL_DIR" "$WHEEL_DIR/src"
   WHEEL="$(ls "$WHEEL_DIR"/dairy_edge-*.whl)"
 fi
 "$venv/bin/pip" install -q --upgrade "${PIP_ARGS[@]}" "$WHEEL"

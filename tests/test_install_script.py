@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scripts.ci_wheel_demo import build_wheel
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "install_gateway.sh"
 
@@ -27,11 +29,7 @@ def _mode(path: Path) -> int:
 
 
 def test_install_script_staged(tmp_path: Path) -> None:
-    wheels = tmp_path / "wheels"
-    subprocess.run([str(ROOT / ".venv" / "bin" / "pip"), "wheel", "-q", "--no-deps", "-w",
-                    str(wheels), str(ROOT)], check=True, capture_output=True, timeout=300)
-    shutil.rmtree(ROOT / "build", ignore_errors=True)
-    wheel = next(wheels.glob("dairy_edge-*.whl"))
+    wheel = build_wheel(tmp_path / "wheel")  # from a copy: no build/ in the checkout
     key = tmp_path / "gw.key"
     key.write_text("k" * 32 + "\n")
     stage = tmp_path / "stage"

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from helpers_web import PASSWORDS, csrf_of, logged_in, login, web_client
 from test_web_alerts import Backend
 
+from agent.runtime.review import ReviewItems
 from agent.web.guard import SECURITY_HEADERS
 from agent.web.status import SensorStatus, StatusSnapshot, SyncStatus
 
@@ -61,10 +62,12 @@ async def _routes(client: TestClient) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("metrics_open", [False, True])
 async def test_every_route_without_a_session_is_refused(tmp_path: Path,
                                                         metrics_open: bool) -> None:
-    client, _, _ = await web_client(tmp_path, alerts=Backend(), metrics_open=metrics_open)
+    client, _, _ = await web_client(tmp_path, alerts=Backend(), metrics_open=metrics_open,
+                                    review=ReviewItems(tmp_path / "review"),
+                                    sensor_history=lambda sid: {})
     try:
         routes = await _routes(client)
-        assert len(routes) >= 12
+        assert len(routes) >= 18
         for method, path in routes:
             resp = await client.request(method, _fill(path), allow_redirects=False)
             public = path in PUBLIC or (metrics_open and path == "/metrics"

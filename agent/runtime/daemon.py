@@ -52,6 +52,7 @@ from agent.runtime.detection import (
 )
 from agent.runtime.notify import Notifier
 from agent.runtime.preflight import check_config, raise_for_failures
+from agent.runtime.review import ReviewItems
 from agent.runtime.vision import Vision
 from agent.sources.mqtt import MqttSource
 from agent.store.reader import StoreReader
@@ -481,9 +482,13 @@ class Agent:
                 self.web_access = build_access(
                     self.config.web, self.config.gateway.data_dir, self.record_user_action,
                     admin_password=read_secret("web_admin_password"))
+                tag_cfg = self.config.vision.eartag
+                review = (ReviewItems(tag_cfg.review_dir
+                                      or self.config.gateway.data_dir / "review")
+                          if any(c.role == "eartag" for c in self.config.cameras) else None)
                 app = make_web_app(self.status, alerts=self, access=self.web_access,
                                    gateway=self.config.gateway.id,
-                                   sensor_history=self.sensor_history)
+                                   sensor_history=self.sensor_history, review=review)
                 web_runner, self.state.web_port = await start_web(
                     app, self.config.web.host, self.config.web.port,
                     tls_context(self.config.web),

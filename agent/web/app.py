@@ -33,6 +33,8 @@ from agent.web.alerts_api import AlertsBackend, add_alert_routes
 from agent.web.guard import session_of
 from agent.web.history import Trend
 from agent.web.page import render_page, render_sensor_page, vision_sections
+from agent.web.review import _REVIEW_KEY as _REVIEW_ON
+from agent.web.review import ReviewBackend, add_review_routes
 from agent.web.status import StatusSnapshot, health_reasons, jsonable
 from agent.web.users import CHANGERS, UserStore
 from agent.web.view import render_view, view_etag_source
@@ -77,6 +79,7 @@ def make_web_app(
     gateway: str = "",
     poll_s: float = 15.0,
     sensor_history: SensorHistory | None = None,
+    review: ReviewBackend | None = None,
 ) -> web.Application:
     """The status web app.
 
@@ -89,6 +92,7 @@ def make_web_app(
     :param poll_s: how often an open page asks for changes.
     :param sensor_history: one sensor's last 24 h from the buffer, field -> 15-minute
         means (called in a worker thread): the ``/sensor?id=`` page.
+    :param review: the ear-tag review queue (``/review``), when there are tag cameras.
     """
     if access is None:
         access = WebAccess(users=UserStore(None))
@@ -111,6 +115,8 @@ def make_web_app(
     app.router.add_get("/sensor", _sensor_page)
     if alerts is not None:
         add_alert_routes(app, alerts)
+    if review is not None:
+        add_review_routes(app, review)
     return app
 
 
@@ -193,7 +199,7 @@ async def _page(request: web.Request) -> web.Response:
         user=session.user if session else "", role=session.role if session else "",
         query=request.query.get("q", "")[:64], static_version=STATIC_VERSION,
         poll_s=request.app[_POLL_KEY], server_time=time.time(), etag=_etag(view),
-        lang=i18n.current(),
+        lang=i18n.current(), review=_REVIEW_ON in request.app,
     )
     return web.Response(text=html, content_type="text/html")
 

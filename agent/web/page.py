@@ -234,7 +234,8 @@ def _head(title: str, lang: str, version: str = "") -> str:
 def render_page(view: str, *, gateway: str = "", csrf: str = "", user: str = "",
                 role: str = "", lang: str = "en", query: str = "",
                 static_version: str = "", poll_s: float = 15.0,
-                server_time: float | None = None, etag: str = "") -> str:
+                server_time: float | None = None, etag: str = "",
+                review: bool = False) -> str:
     """The whole page around one rendered view (``view.render_view``)."""
     name = gateway or "dairy-edge"
     who = (
@@ -255,10 +256,24 @@ def render_page(view: str, *, gateway: str = "", csrf: str = "", user: str = "",
         '<p id="banner" class="banner" hidden role="alert"></p>'
         + _strings_block()
         + f'<main id="view" aria-live="polite">{view}</main>'
-        f'<footer class="muted">{_languages(lang)} · <a href="/api/status">JSON</a> · '
+        f'<footer class="muted">{_languages(lang)} · '
+        + (f'<a href="/review">{_e(_("Review queue"))}</a> · ' if review else "")
+        + '<a href="/api/status">JSON</a> · '
         f'<a href="/metrics">{_e(_("metrics"))}</a></footer>'
         f'<script src="/static/app.js{"?v=" + _e(static_version) if static_version else ""}" '
         'defer></script></body></html>'
+    )
+
+
+def render_shell(title: str, main: str, *, lang: str = "en", static_version: str = "",
+                 heading: str = "", note: str = "") -> str:
+    """A plain page (a sensor's history, the review queue) around ``main`` (HTML)."""
+    return (
+        _head(title, lang, static_version)
+        + f'<body><header class="top"><div><h1>{_e(heading or title)}</h1>'
+        + (f'<p class="muted">{_e(note)}</p>' if note else "")
+        + f'</div></header><main>{main}</main><footer class="muted">'
+        f'<a href="/">{_e(_("Back"))}</a></footer></body></html>'
     )
 
 
@@ -271,13 +286,9 @@ def render_sensor_page(sensor_id: str, series: Mapping[str, list[float]], *,
         if chart:
             parts.append(f"<h2>{_e(label(field))}</h2>{chart}")
     body = "".join(parts) or f'<p class="muted">{_e(_("No readings in the last 24 h."))}</p>'
-    return (
-        _head(_("{name} status").format(name=gateway or "dairy-edge"), lang, static_version)
-        + f'<body><header class="top"><div><h1>{_e(sensor_id)}</h1>'
-        f'<p class="muted">{_e(_("Last 24 h, 15-minute means"))}</p></div></header>'
-        f'<main>{body}</main><footer class="muted"><a href="/">{_e(_("Back"))}</a>'
-        "</footer></body></html>"
-    )
+    return render_shell(_("{name} status").format(name=gateway or "dairy-edge"), body,
+                        lang=lang, static_version=static_version, heading=sensor_id,
+                        note=_("Last 24 h, 15-minute means"))
 
 
 def login_page(csrf: str, error: str = "", lang: str = "en") -> str:
@@ -321,4 +332,5 @@ _MARKED = (
     N_("No readings in the last 24 h."),
     N_("Last 24 h, 15-minute means"),
     N_("Back"),
+    N_("Review queue"),
 )

@@ -83,7 +83,7 @@ async def _page(request: web.Request) -> web.Response:
             f'{(" · " + i18n.number(conf, 2)) if isinstance(conf, int | float) else ""}</span>'
             f"</header><p>{crops}</p>{form}</article>")
     body = "".join(cards) or f'<p class="muted">{_e(_("Nothing waiting for review."))}</p>'
-    html = render_shell(_("Review queue"), f"<h2>{_e(_('Review queue'))}</h2>{body}",
+    html = render_shell(_("Review queue"), body,
                         lang=i18n.current(), static_version=STATIC_VERSION)
     return web.Response(text=html, content_type="text/html")
 

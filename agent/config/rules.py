@@ -477,7 +477,9 @@ def _limits() -> dict[str, SensorLimits]:
 
 def _inactivity() -> dict[str, float]:
     return {
-        "climate": 900.0,
+        # Climate radios go quiet for 16-25 min now and then; until a node's own
+        # longest gaps are learnt (its first day) only 30 min of silence counts.
+        "climate": 1800.0,
         "bulk_tank": 900.0,
         "milk_meter": 16 * 3600.0,
         "collar": 3 * 3600.0,

@@ -50,6 +50,12 @@ class SensorHealthConfig(Section):
         16, ge=2, description="Intervals seen before the rhythm is used at all (else the "
         "role's inactivity_s)."
     )
+    dropout_false_per_year: float = Field(
+        0.1, gt=0, le=100,
+        description="The silence that counts as a dropout is long enough that the device's "
+        "own message loss (learnt from the readings missing from its gaps) explains it "
+        "at most this often per device and year.",
+    )
     dropout_memory_s: float = Field(
         14 * 86400.0, gt=0, description="Half-life of the remembered longest normal gap."
     )

@@ -101,9 +101,8 @@ class _Sensor:
 
     def to_state(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in self._SIMPLE}
-        out["rhythm"] = [self.rhythm.first_t, self.rhythm.last_t, self.rhythm.gaps,
-                         self.rhythm.pos, self.rhythm.n, self.rhythm.median, self.rhythm.long,
-                         self.rhythm.long_t]
+        # Field order is Rhythm's, so an older (shorter) list still loads.
+        out["rhythm"] = self.rhythm.to_state()
         out["keys"] = {k: [v.good, v.good_t, v.candidate, v.good_src]
                        for k, v in self.keys.items()}
         out["metrics"] = {k: m.to_state() for k, m in self.metrics.items()}

@@ -35,6 +35,9 @@ MIN_GAP_S = 0.5  # shorter gaps are a burst or a resend, not the rhythm
 MIN_DIFFS = 8  # changes seen before the spike check judges
 SPREAD_S = 86400.0  # time constant of a drift pair's spread
 VARY_ALPHA = 1 / 200  # weight of one sample in a key's share of changed samples
+LOSS_ALPHA = 1 / 256  # weight of one gap in a device's message-loss estimate
+MAX_LOST_IN_A_ROW = 10  # beyond this, a silence is a dropout whatever the loss
+YEAR_S = 365.25 * 86400.0
 
 
 def _pack(obj: Any) -> list[Any]:
@@ -62,6 +65,10 @@ class Rhythm:
     median: float = 0.0
     long: float = 0.0
     long_t: float = 0.0
+    # Messages this device loses: exponentially weighted counts of the
+    # readings missing from its gaps and of those expected (missing + 1).
+    missed: float = 0.0
+    expected: float = 0.0
 
     def add(self, t: float, cap: float, memory_s: float) -> None:
         gap = t - self.last_t
@@ -69,6 +76,10 @@ class Rhythm:
         if gap < MIN_GAP_S:
             return
         gap = min(gap, cap)  # a dropout (or the gateway's outage) is not the rhythm
+        if self.n >= RING and self.median > 0:
+            lost = max(0, round(gap / self.median) - 1)
+            self.missed += LOSS_ALPHA * (lost - self.missed)
+            self.expected += LOSS_ALPHA * (lost + 1 - self.expected)
         if len(self.gaps) < RING:
             self.gaps.append(gap)
         else:
@@ -80,6 +91,22 @@ class Rhythm:
         if gap >= _decayed(self.long, t - self.long_t, memory_s):
             self.long, self.long_t = gap, t
 
+    def to_state(self) -> list[Any]:
+        return _pack(self)
+
+    def loss_factor(self, false_per_year: float) -> float:
+        """Reporting intervals of silence that this device's own message loss
+        explains at most ``false_per_year`` times a year. With a share ``p`` of
+        messages lost, ``k`` in a row go missing with chance ``p**k`` per reading;
+        with ``k`` the smallest count that rare, up to ``k - 1`` losses in a row
+        are normal: a silence of ``k`` intervals, plus half of one for jitter."""
+        if self.expected <= 0.0 or self.missed <= 0.0 or self.median <= 0.0:
+            return 0.0
+        p = min(self.missed / self.expected, 0.5)
+        per_reading = false_per_year * self.median / YEAR_S
+        k = math.ceil(math.log(per_reading) / math.log(p))
+        return min(k, MAX_LOST_IN_A_ROW) + 0.5
+
     def timeout(self, cfg: SensorHealthConfig, role_default: float) -> float:
         """Silence (seconds) after which this device counts as dropped out."""
         if self.n < cfg.dropout_min_gaps:  # a few gaps seen: generous, at least the role's
@@ -87,6 +114,7 @@ class Rhythm:
             return max(role_default, cfg.dropout_floor_s, early)
         learning = self.last_t - self.first_t < cfg.dropout_learn_s
         factor = cfg.dropout_early_factor if learning else cfg.dropout_median_factor
+        factor = max(factor, self.loss_factor(cfg.dropout_false_per_year))
         long = _decayed(self.long, self.last_t - self.long_t, cfg.dropout_memory_s)
         out = max(cfg.dropout_floor_s, factor * self.median, cfg.dropout_long_gap_factor * long)
         return max(out, role_default) if learning else out

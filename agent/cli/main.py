@@ -126,6 +126,7 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:  # type: ig
     from agent.cli.calibrate import add_calibrate_parser
     from agent.cli.doctor import add_doctor_parser
     from agent.cli.init import add_init_parser
+    from agent.cli.update import add_update_parser
     from agent.cli.models import add_models_parser
     from agent.cli.replay import add_replay_parser
     from agent.cli.vision import add_vision_parser
@@ -138,6 +139,7 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:  # type: ig
     add_calibrate_parser(sub)
     add_doctor_parser(sub)
     add_init_parser(sub)
+    add_update_parser(sub)
     add_replay_parser(sub)
     add_web_parser(sub)
 

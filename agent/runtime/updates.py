@@ -1,0 +1,390 @@
+"""Signed model updates: verified, staged, self-tested, switched atomically, rolled back.
+
+A bundle is a tar file:
+
+    bundle.json   {"format": 1, "kind": "models", "version": "1.4.0",
+                   "created": ISO time, "files": {"manifest.json": SHA256, ...}}
+    bundle.sig    Ed25519 signature of bundle.json's exact bytes (64 bytes)
+    files/...     the payload: a models folder (manifest.json and what it lists)
+
+On the gateway (``<data_dir>/updates/models``)::
+
+    versions/1.3.0/   a verified, self-tested payload
+    versions/1.4.0/
+    current  -> versions/1.4.0     vision.models.dir points here
+    previous -> versions/1.3.0
+    pending.json                   set at a switch, cleared once it ran a while
+    events.jsonl                   every switch, refusal and rollback, one JSON a line
+
+``apply`` refuses (UpdateRefused, nothing changed) a bundle whose signature no
+trusted key verifies, a file whose hash differs or that the signed list lacks,
+a version not newer than the running one, and models that fail their self-test.
+The switch is one ``rename`` of a symlink, so a power cut or SIGKILL at any
+moment leaves ``current`` at the old or the new version, each verified.
+
+Crash loops: ``boot_check`` runs before every start (``ExecStartPre=`` in
+the unit). After a switch it counts starts that follow the previous one within
+``CRASH_WINDOW_S``; at ``CRASH_STARTS`` it switches back to ``previous``. A start
+more than ``CRASH_WINDOW_S`` after the one before means the new version ran
+that long: the switch is confirmed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from agent.config.model import ModelsConfig
+from agent.errors import EdgeAgentError
+
+FORMAT = 1
+KINDS = ("models",)
+MAX_BUNDLE_BYTES = 512 * 1024 * 1024
+CRASH_WINDOW_S = 600.0
+CRASH_STARTS = 3
+
+SelfTest = Callable[[Path], str | None]  # staged folder -> problem, or None when it passes
+
+
+class UpdateRefused(EdgeAgentError):
+    """A bundle that is not applied; nothing on the gateway changed."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"update refused ({reason}): {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    kind: str
+    version: str
+    created: str
+    files: dict[str, str]
+
+    @property
+    def key(self) -> tuple[int, ...]:
+        return version_key(self.version)
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    try:
+        parts = tuple(int(p) for p in version.split("."))
+    except ValueError:
+        raise UpdateRefused("bad_version", f"{version!r} is not dotted numbers") from None
+    if not parts or any(p < 0 for p in parts):
+        raise UpdateRefused("bad_version", f"{version!r} is not dotted numbers")
+    return parts
+
+
+# -- keys and signing (the publisher's side) -----------------------------------------
+
+def make_keypair(folder: Path, name: str = "update-signing") -> tuple[Path, Path]:
+    """Write ``name.key`` (private, 0600) and ``name.pub`` (public) PEM files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    private = folder / f"{name}.key"
+    public = folder / f"{name}.pub"
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM,
+                                   serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private, public
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sign_bundle(payload: Path, kind: str, version: str, private_key: Path, out: Path) -> Path:
+    """Pack ``payload`` (a folder) into a signed bundle at ``out``."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}")
+    version_key(version)
+    key = serialization.load_pem_private_key(private_key.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise TypeError(f"{private_key} is not an Ed25519 private key")
+    files = {p.relative_to(payload).as_posix(): _sha256(p)
+             for p in sorted(payload.rglob("*")) if p.is_file()}
+    meta = json.dumps({"format": FORMAT, "kind": kind, "version": version,
+                       "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                       "files": files}, indent=1, sort_keys=True).encode()
+    with tarfile.open(out, "w") as tar:
+        for name, data in (("bundle.json", meta), ("bundle.sig", key.sign(meta))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = int(time.time())
+            with tempfile.TemporaryFile() as tmp:
+                tmp.write(data)
+                tmp.seek(0)
+                tar.addfile(info, tmp)
+        for rel in files:
+            tar.add(payload / rel, arcname=f"files/{rel}", recursive=False)
+    return out
+
+
+def load_public_keys(folder: Path) -> list[Ed25519PublicKey]:
+    keys = []
+    for path in sorted(folder.glob("*.pub")) if folder.is_dir() else []:
+        key = serialization.load_pem_public_key(path.read_bytes())
+        if isinstance(key, Ed25519PublicKey):
+            keys.append(key)
+    return keys
+
+
+# -- verification (the gateway's side) ------------------------------------------------
+
+def verify_bundle(bundle: Path, keys: Iterable[Ed25519PublicKey], into: Path) -> BundleInfo:
+    """Check the signature, then extract the payload into ``into`` and check
+    every file against the signed list. UpdateRefused on any problem."""
+    keys = list(keys)
+    if not keys:
+        raise UpdateRefused("no_keys", "no trusted public key (*.pub) to verify with")
+    try:
+        if bundle.stat().st_size > MAX_BUNDLE_BYTES:
+            raise UpdateRefused("too_large", f"{bundle} is over {MAX_BUNDLE_BYTES} bytes")
+        with tarfile.open(bundle, "r:") as tar:
+            return _verify_tar(bundle, tar, keys, into)
+    except (OSError, tarfile.TarError) as err:
+        raise UpdateRefused("unreadable", f"{bundle}: {err}") from err
+
+
+def _verify_tar(bundle: Path, tar: tarfile.TarFile, keys: list[Ed25519PublicKey],
+                into: Path) -> BundleInfo:
+    members = {m.name: m for m in tar.getmembers()}
+    meta, sig = _member(tar, members, "bundle.json"), _member(tar, members, "bundle.sig")
+    for key in keys:
+        try:
+            key.verify(sig, meta)
+            break
+        except InvalidSignature:
+            continue
+    else:
+        raise UpdateRefused("bad_signature", f"{bundle.name}: no trusted key signed it")
+    info = _parse_meta(meta)
+    into.mkdir(parents=True)
+    for name, member in members.items():
+        if name in ("bundle.json", "bundle.sig"):
+            continue
+        rel = _payload_name(name)
+        if rel not in info.files:
+            raise UpdateRefused("unlisted_file", f"{name} is not in the signed list")
+        if not member.isfile():
+            raise UpdateRefused("bad_member", f"{name} is not a plain file")
+        target = into / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source = tar.extractfile(member)
+        assert source is not None
+        with source, target.open("wb") as out:
+            shutil.copyfileobj(source, out)
+    for rel, digest in info.files.items():
+        path = into / rel
+        if not path.is_file():
+            raise UpdateRefused("missing_file", f"{rel} is signed but not in the bundle")
+        if _sha256(path) != digest:
+            raise UpdateRefused("bad_hash", f"{rel} does not hash to its signed SHA-256")
+    return info
+
+
+def _member(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str) -> bytes:
+    member = members.get(name)
+    if member is None or not member.isfile() or member.size > 1 << 20:
+        raise UpdateRefused("not_a_bundle", f"no {name}")
+    data = tar.extractfile(member)
+    assert data is not None
+    return data.read()
+
+
+def _payload_name(name: str) -> str:
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or path.parts[:1] != ("files",) or len(
+            path.parts) < 2:
+        raise UpdateRefused("bad_member", f"{name!r} is outside files/")
+    return PurePosixPath(*path.parts[1:]).as_posix()
+
+
+def _parse_meta(meta: bytes) -> BundleInfo:
+    try:
+        data = json.loads(meta)
+        if data.get("format") != FORMAT:
+            raise UpdateRefused("bad_format", f"format {data.get('format')!r}, not {FORMAT}")
+        info = BundleInfo(kind=str(data["kind"]), version=str(data["version"]),
+                          created=str(data.get("created", "")),
+                          files={str(k): str(v) for k, v in dict(data["files"]).items()})
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise UpdateRefused("not_a_bundle", f"bundle.json: {err}") from err
+    if info.kind not in KINDS:
+        raise UpdateRefused("bad_kind", f"kind {info.kind!r}")
+    version_key(info.version)
+    for rel in info.files:
+        _payload_name(f"files/{rel}")
+    return info
+
+
+def models_self_test(folder: Path) -> str | None:
+    """Every model of the staged folder loads, verifies and passes its self-test."""
+    from agent.models.registry import ModelRegistry
+
+    registry = ModelRegistry(ModelsConfig(dir=folder, reload_interval_s=0))
+    try:
+        status = registry.load_all()
+        if registry.manifest_error:
+            return registry.manifest_error
+        bad = [f"{n}: {s['state']} ({s.get('error')})" for n, s in status.items()
+               if s["state"] != "active"]
+        if not status:
+            return "the manifest lists no model"
+        return "; ".join(bad) or None
+    finally:
+        registry.close()
+
+
+# -- the gateway's store of versions --------------------------------------------------
+
+class UpdateStore:
+    """``<data_dir>/updates/<kind>``: versions, the current and previous links."""
+
+    def __init__(self, data_dir: Path, kind: str = "models",
+                 self_test: SelfTest = models_self_test) -> None:
+        self.root = data_dir / "updates" / kind
+        self.kind = kind
+        self.self_test = self_test
+        self.current = self.root / "current"
+        self.previous = self.root / "previous"
+        self.pending = self.root / "pending.json"
+        self.events = self.root / "events.jsonl"
+
+    def version(self, link: Path | None = None) -> str | None:
+        link = link or self.current
+        if not link.is_symlink():
+            return None
+        return Path(os.readlink(link)).name
+
+    def apply(self, bundle: Path, keys: Iterable[Ed25519PublicKey]) -> BundleInfo:
+        """Verify, stage, self-test, switch. UpdateRefused (and an event) when not."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "versions").mkdir(exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        try:
+            info = verify_bundle(bundle, keys, staging / "payload")
+            if info.kind != self.kind:
+                raise UpdateRefused("bad_kind", f"a {info.kind} bundle, not {self.kind}")
+            running = self.version()
+            if running is not None and info.key <= version_key(running):
+                raise UpdateRefused("not_newer",
+                                    f"version {info.version} is not newer than {running}")
+            problem = self.self_test(staging / "payload")
+            if problem:
+                raise UpdateRefused("self_test", problem)
+            target = self.root / "versions" / info.version
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging / "payload", target)
+            _fsync_dir(target.parent)
+            old = self.version()
+            self._switch(target)
+            if old is not None:
+                self._link(self.previous, self.root / "versions" / old)
+            self.pending.write_text(json.dumps(
+                {"version": info.version, "previous": old, "starts": [],
+                 "switched_at": time.time()}))
+            self._event("switched", version=info.version, previous=old)
+            return info
+        except UpdateRefused as err:
+            self._event("refused", bundle=bundle.name, reason=err.reason, detail=err.detail)
+            raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def rollback(self, why: str = "requested") -> str:
+        old = self.version(self.previous)
+        if old is None or not (self.root / "versions" / old).is_dir():
+            raise UpdateRefused("no_previous", "no previous version to go back to")
+        bad = self.version()
+        self._switch(self.root / "versions" / old)
+        self.previous.unlink(missing_ok=True)
+        self.pending.unlink(missing_ok=True)
+        self._event("rolled_back", version=old, from_version=bad, why=why)
+        return old
+
+    def boot_check(self, now: float | None = None) -> str:
+        """Before each start: confirm a switch that ran, roll back a crash loop."""
+        now = time.time() if now is None else now
+        if not self.pending.exists():
+            return "nothing pending"
+        state = json.loads(self.pending.read_text())
+        starts = [float(t) for t in state.get("starts", [])]
+        if starts and now - starts[-1] > CRASH_WINDOW_S:
+            self.pending.unlink()
+            self._event("confirmed", version=state.get("version"))
+            return f"version {state.get('version')} confirmed"
+        starts.append(now)
+        if len(starts) >= CRASH_STARTS:
+            old = self.rollback(f"{len(starts)} starts within {CRASH_WINDOW_S:g} s of each "
+                                "other after the switch")
+            return f"crash loop: rolled back to {old}"
+        state["starts"] = starts
+        tmp = self.pending.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.pending)
+        return f"version {state.get('version')} on trial (start {len(starts)})"
+
+    def status(self) -> dict[str, Any]:
+        versions = sorted((p.name for p in (self.root / "versions").iterdir()),
+                          key=version_key) if (self.root / "versions").is_dir() else []
+        return {"kind": self.kind, "current": self.version(),
+                "previous": self.version(self.previous), "versions": versions,
+                "pending": json.loads(self.pending.read_text()) if self.pending.exists()
+                else None}
+
+    def _switch(self, target: Path) -> None:
+        self._link(self.current, target)
+
+    def _link(self, link: Path, target: Path) -> None:
+        """Point ``link`` at ``target`` in one rename: never absent, never half."""
+        tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        os.symlink(os.path.relpath(target, link.parent), tmp)
+        os.replace(tmp, link)
+        _fsync_dir(link.parent)
+
+    def _event(self, what: str, **fields: Any) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                           "kind": self.kind, "event": what, **fields})
+        with self.events.open("a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,206 @@
+"""Signed model bundles (agent/runtime/updates.py): a good bundle switches and
+reports its version; a bad signature, a wrong hash, an older version and a model
+that fails its self-test are refused and nothing changes; a crash loop after a
+switch is rolled back; SIGKILL during an apply leaves the old or the new version
+active and verified, never a mix."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.cli.main import main
+from agent.config.model import BUNDLED
+from agent.runtime.updates import (
+    CRASH_STARTS,
+    CRASH_WINDOW_S,
+    UpdateRefused,
+    UpdateStore,
+    load_public_keys,
+    make_keypair,
+    models_self_test,
+    sign_bundle,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = BUNDLED / "models"
+
+
+def _payload(folder: Path, note: str = "", break_model: bool = False) -> Path:
+    """A models folder with the shipped milk classifier only (small, self-tested)."""
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    entry = next(e for e in manifest["models"] if e["name"] == "milk_cls")
+    folder.mkdir(parents=True)
+    (folder / "selftest").mkdir()
+    shutil.copy2(SHIPPED / entry["file"], folder / entry["file"])
+    shutil.copy2(SHIPPED / entry["self_test"]["file"], folder / entry["self_test"]["file"])
+    if break_model:  # signed as it is, but not the model the manifest's hash names
+        (folder / entry["file"]).write_bytes(b"\0" * entry["bytes"])
+    entry = {**entry, "source": entry["source"] + note}
+    (folder / "manifest.json").write_text(json.dumps({"models": [entry]}, indent=1))
+    return folder
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    private, _public = make_keypair(tmp_path / "keys")
+    return private, tmp_path / "keys"
+
+
+def _bundle(tmp_path: Path, private: Path, version: str, **kw: object) -> Path:
+    payload = _payload(tmp_path / f"payload-{version}-{random.random()}", **kw)  # type: ignore[arg-type]
+    return sign_bundle(payload, "models", version, private, tmp_path / f"m-{version}.tar")
+
+
+def _events(store: UpdateStore) -> list[dict[str, object]]:
+    return [json.loads(line) for line in store.events.read_text().splitlines()]
+
+
+def test_a_good_bundle_switches_and_reports_its_version(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    private, pub = keys
+    store = UpdateStore(tmp_path / "data")
+    info = store.apply(_bundle(tmp_path, private, "1.0.0"), load_public_keys(pub))
+    assert info.version == "1.0.0" and store.version() == "1.0.0"
+    assert models_self_test(store.current) is None  # what vision.models.dir points at
+    store.apply(_bundle(tmp_path, private, "1.1.0"), load_public_keys(pub))
+    status = store.status()
+    assert status["current"] == "1.1.0" and status["previous"] == "1.0.0"
+    assert status["versions"] == ["1.0.0", "1.1.0"]
+    assert [e["event"] for e in _events(store)] == ["switched", "switched"]
+
+
+@pytest.mark.parametrize("case", ["bad signature", "wrong hash", "older version",
+                                  "same version", "fails its self-test", "unlisted file"])
+def test_bad_bundles_are_refused_and_nothing_changes(
+    case: str, tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    private, pub = keys
+    store = UpdateStore(tmp_path / "data")
+    store.apply(_bundle(tmp_path, private, "1.0.0"), load_public_keys(pub))
+    before = (store.version(), sorted(p.name for p in (store.root / "versions").iterdir()))
+    if case == "bad signature":
+        other, _ = make_keypair(tmp_path / "other")
+        bundle, reason = _bundle(tmp_path, other, "2.0.0"), "bad_signature"
+    elif case in ("wrong hash", "unlisted file"):
+        good = _bundle(tmp_path, private, "2.0.0")
+        bundle = tmp_path / "tampered.tar"
+        with tarfile.open(good) as src, tarfile.open(bundle, "w") as out:
+            for member in src.getmembers():
+                data = src.extractfile(member)
+                if case == "wrong hash" and member.name == "files/milk_cls.onnx":
+                    body = bytearray(data.read())  # type: ignore[union-attr]
+                    body[100] ^= 0xFF
+                    import io
+                    out.addfile(member, io.BytesIO(bytes(body)))
+                else:
+                    out.addfile(member, data)
+            if case == "unlisted file":
+                import io
+                extra = tarfile.TarInfo("files/extra.bin")
+                extra.size = 3
+                out.addfile(extra, io.BytesIO(b"abc"))
+        reason = "bad_hash" if case == "wrong hash" else "unlisted_file"
+    elif case == "older version":
+        bundle, reason = _bundle(tmp_path, private, "0.9.0"), "not_newer"
+    elif case == "same version":
+        bundle, reason = _bundle(tmp_path, private, "1.0.0", note=" again"), "not_newer"
+    else:
+        bundle, reason = _bundle(tmp_path, private, "2.0.0", break_model=True), "self_test"
+    with pytest.raises(UpdateRefused) as err:
+        store.apply(bundle, load_public_keys(pub))
+    assert err.value.reason == reason, err.value
+    assert (store.version(), sorted(p.name for p in (store.root / "versions").iterdir())) == before
+    assert not list(store.root.glob(".staging-*"))
+    last = _events(store)[-1]
+    assert last["event"] == "refused" and last["reason"] == reason
+
+
+def test_a_crash_loop_after_a_switch_is_rolled_back(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    private, pub = keys
+    store = UpdateStore(tmp_path / "data")
+    store.apply(_bundle(tmp_path, private, "1.0.0"), load_public_keys(pub))
+    store.boot_check(now=0.0)
+    assert "confirmed" in store.boot_check(now=CRASH_WINDOW_S + 1)  # 1.0.0 ran a while
+    store.apply(_bundle(tmp_path, private, "1.1.0"), load_public_keys(pub))
+    t = 10_000.0
+    for start in range(1, CRASH_STARTS):
+        assert "on trial" in store.boot_check(now=t + start * 30)
+        assert store.version() == "1.1.0"
+    assert "rolled back to 1.0.0" in store.boot_check(now=t + CRASH_STARTS * 30)
+    assert store.version() == "1.0.0" and not store.pending.exists()
+    assert _events(store)[-1]["event"] == "rolled_back"
+    assert models_self_test(store.current) is None
+
+
+def test_a_switch_that_runs_a_while_is_confirmed(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    private, pub = keys
+    store = UpdateStore(tmp_path / "data")
+    store.apply(_bundle(tmp_path, private, "1.0.0"), load_public_keys(pub))
+    store.apply(_bundle(tmp_path, private, "1.1.0"), load_public_keys(pub))
+    store.boot_check(now=100.0)
+    assert "confirmed" in store.boot_check(now=100.0 + CRASH_WINDOW_S + 1)
+    for later in range(5):  # restarts long after are not a crash loop
+        store.boot_check(now=10_000.0 + later * 30)
+    assert store.version() == "1.1.0"
+
+
+@pytest.mark.slow
+def test_sigkill_during_an_apply_leaves_old_or_new_never_a_mix(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    private, pub = keys
+    data = tmp_path / "data"
+    store = UpdateStore(data)
+    store.apply(_bundle(tmp_path, private, "1.0.0"), load_public_keys(pub))
+    seen = set()
+    rng = random.Random(7)
+    for attempt in range(8):
+        version = f"1.{attempt + 1}.0"
+        bundle = _bundle(tmp_path, private, version)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli.main", "update", "apply", str(bundle), "--keys",
+             str(pub), "--data-dir", str(data)], cwd=ROOT, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 2.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        current = store.version()
+        seen.add(current == version)
+        assert current is not None and (store.root / "versions" / current).is_dir()
+        assert models_self_test(store.current) is None, f"{current} is not whole"
+        # a killed apply leaves no half version behind under versions/
+        for folder in (store.root / "versions").iterdir():
+            assert (folder / "manifest.json").is_file() and (folder / "milk_cls.onnx").is_file()
+    assert True in seen, "no apply got as far as its switch"
+
+
+def test_the_cli_signs_applies_and_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["update", "keygen", str(tmp_path / "k")]) == 0
+    payload = _payload(tmp_path / "payload")
+    bundle = tmp_path / "m.tar"
+    assert main(["update", "sign", str(payload), "--version", "3.0.0", "--key",
+                 str(tmp_path / "k" / "update-signing.key"), "-o", str(bundle)]) == 0
+    data = ["--data-dir", str(tmp_path / "data")]
+    assert main(["update", "apply", str(bundle), "--keys", str(tmp_path / "k"), *data]) == 0
+    capsys.readouterr()
+    assert main(["update", "status", *data]) == 0
+    assert json.loads(capsys.readouterr().out)["current"] == "3.0.0"
+    assert main(["update", "apply", str(bundle), "--keys", str(tmp_path / "k"), *data]) == 1
+    assert "not newer" in capsys.readouterr().err
+    assert main(["update", "rollback", *data]) == 1  # nothing to go back to
+    assert main(["update", "boot-check", *data]) == 0

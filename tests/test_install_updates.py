@@ -157,6 +157,20 @@ def test_a_switch_that_runs_a_while_is_confirmed(tmp_path: Path, keys: tuple[Pat
     assert store.version() == "1.1.0"
 
 
+def test_a_switch_hot_loaded_without_a_restart_is_confirmed_at_the_next_start(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    private, pub = keys
+    store = UpdateStore(tmp_path / "data")
+    store.apply(_bundle(tmp_path, private, "1.0.0"), load_public_keys(pub))
+    store.apply(_bundle(tmp_path, private, "1.1.0"), load_public_keys(pub))
+    switched = json.loads(store.pending.read_text())["switched_at"]
+    assert "confirmed" in store.boot_check(now=switched + CRASH_WINDOW_S + 1)
+    for start in range(CRASH_STARTS + 1):  # a reboot loop weeks later is not the update's
+        store.boot_check(now=switched + 30 * 86400 + start)
+    assert store.version() == "1.1.0"
+
+
 @pytest.mark.slow
 def test_sigkill_during_an_apply_leaves_old_or_new_never_a_mix(
     tmp_path: Path, keys: tuple[Path, Path]

@@ -23,10 +23,11 @@ The switch is one ``rename`` of a symlink, so a power cut or SIGKILL at any
 moment leaves ``current`` at the old or the new version, each verified.
 
 Crash loops: ``boot_check`` runs before every start (``ExecStartPre=`` in
-the unit). After a switch it counts starts that follow the previous one within
-``CRASH_WINDOW_S``; at ``CRASH_STARTS`` it switches back to ``previous``. A start
-more than ``CRASH_WINDOW_S`` after the one before means the new version ran
-that long: the switch is confirmed.
+the unit). After a switch (which the running agent hot-loads) it counts starts
+that follow the switch or the previous start within ``CRASH_WINDOW_S``; at
+``CRASH_STARTS`` it switches back to ``previous``. A start more than
+``CRASH_WINDOW_S`` after the switch or the start before means the new version
+ran that long: the switch is confirmed.
 """
 
 from __future__ import annotations
@@ -338,7 +339,10 @@ class UpdateStore:
             return "nothing pending"
         state = json.loads(self.pending.read_text())
         starts = [float(t) for t in state.get("starts", [])]
-        if starts and now - starts[-1] > CRASH_WINDOW_S:
+        # The agent hot-loads a switched version without a restart: the switch
+        # counts as the start before the first one.
+        last = starts[-1] if starts else float(state.get("switched_at", now))
+        if now - last > CRASH_WINDOW_S:
             self.pending.unlink()
             self._event("confirmed", version=state.get("version"))
             return f"version {state.get('version')} confirmed"

@@ -126,9 +126,9 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:  # type: ig
     from agent.cli.calibrate import add_calibrate_parser
     from agent.cli.doctor import add_doctor_parser
     from agent.cli.init import add_init_parser
-    from agent.cli.update import add_update_parser
     from agent.cli.models import add_models_parser
     from agent.cli.replay import add_replay_parser
+    from agent.cli.update import add_update_parser
     from agent.cli.vision import add_vision_parser
     from agent.cli.web import add_web_parser
     from agent.detect.anomaly.cli import add_anomaly_cli

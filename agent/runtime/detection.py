@@ -77,15 +77,18 @@ class Detection:
                 return self.rules.on_reading(reading)
         ts = reading.source_ts if reading.source_ts is not None else reading.stamp.wall_ts
         ranged = self._value_range
+        engine = self.anomaly
+        sid = reading.sensor_id
         with self._lock:
-            reading.attributes["anomaly"] = {
-                metric: round(self.anomaly.score(
-                    (reading.sensor_id, metric), ts, value,
-                    ranged(reading.firmware, reading.sensor_id, metric) if ranged else None,
-                ), 4)
-                for metric, value in reading.values.items()
-                if metric not in self._skip
-            }
+            scores = {}
+            for metric, value in reading.values.items():
+                if metric in self._skip:
+                    continue
+                key = (sid, metric)
+                # The range is asked once, when the stream is new.
+                rng = ranged(reading.firmware, sid, metric) if ranged and key not in engine else None
+                scores[metric] = round(engine.score(key, ts, value, rng), 4)
+            reading.attributes["anomaly"] = scores
             return self.rules.on_reading(reading)
 
     def on_rejected(self, source: tuple[str, str] | None, err: InvalidPayload) -> list[Alert]:

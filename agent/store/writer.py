@@ -34,7 +34,7 @@ from agent.clock import Clock, boot_id
 from agent.config.model import StoreConfig
 from agent.errors import StorageFault
 from agent.records import Alert, Event, Stamp
-from agent.records.types import stable_id
+from agent.records.types import Quarantined, stable_id
 from agent.store import clockfix, db, migrations, outbox, space
 from agent.store.inserts import Encoded, GroupStats, Item, encode, exists, insert
 
@@ -79,8 +79,9 @@ class StoreWriter:
         self._clock = clock
         self._boot = boot or boot_id()
         self._on_fault = on_fault
-        # Told (on the writer thread) how many items each group committed: the
-        # uploader wakes on it instead of polling.
+        # Told (on the writer thread) how many records for central each group
+        # committed (quarantine entries stay here): the uploader wakes on it
+        # instead of polling.
         self.on_group_commit: Callable[[int], None] | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._slots = threading.Semaphore(config.max_pending_items)
@@ -365,9 +366,10 @@ class StoreWriter:
                 except Exception:
                     log.exception("store: on_commit callback failed")
         listener = self.on_group_commit
-        if listener is not None and admitted:
+        synced = sum(1 for p in admitted if not isinstance(p.item, Quarantined))
+        if listener is not None and synced:
             try:
-                listener(len(admitted))
+                listener(synced)
             except Exception:
                 log.exception("store: on_group_commit callback failed")
         return held

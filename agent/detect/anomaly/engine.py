@@ -88,6 +88,9 @@ class AnomalyEngine:
     def __len__(self) -> int:
         return len(self._detectors)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._detectors
+
     def keys(self) -> list[StreamKey]:
         return list(self._detectors)
 

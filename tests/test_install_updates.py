@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = BUNDLED / "models"
 
 
-def _payload(folder: Path, note: str = "", break_model: bool = False) -> Path:
+def _payload(folder: Path, note: str = "", break_model: bool = False,
+             model_version: str | None = None) -> Path:
     """A models folder with the shipped milk classifier only (small, self-tested)."""
     manifest = json.loads((SHIPPED / "manifest.json").read_text())
     entry = next(e for e in manifest["models"] if e["name"] == "milk_cls")
@@ -45,7 +46,8 @@ def _payload(folder: Path, note: str = "", break_model: bool = False) -> Path:
     shutil.copy2(SHIPPED / entry["self_test"]["file"], folder / entry["self_test"]["file"])
     if break_model:  # signed as it is, but not the model the manifest's hash names
         (folder / entry["file"]).write_bytes(b"\0" * entry["bytes"])
-    entry = {**entry, "source": entry["source"] + note}
+    entry = {**entry, "source": entry["source"] + note,
+             "version": model_version or entry["version"]}
     (folder / "manifest.json").write_text(json.dumps({"models": [entry]}, indent=1))
     return folder
 
@@ -78,6 +80,30 @@ def test_a_good_bundle_switches_and_reports_its_version(
     assert status["current"] == "1.1.0" and status["previous"] == "1.0.0"
     assert status["versions"] == ["1.0.0", "1.1.0"]
     assert [e["event"] for e in _events(store)] == ["switched", "switched"]
+
+
+def test_the_agents_model_registry_picks_up_a_switch(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    """vision.models.dir at updates/models/current: a reload sees the new version."""
+    from agent.config.model import ModelsConfig
+    from agent.models.registry import ModelRegistry
+
+    private, pub = keys
+    store = UpdateStore(tmp_path / "data")
+    store.apply(_bundle(tmp_path, private, "1.0.0", model_version="7.0.0"),
+                load_public_keys(pub))
+    registry = ModelRegistry(ModelsConfig(dir=store.current))
+    try:
+        assert registry.load_all()["milk_cls"]["version"] == "7.0.0"
+        store.apply(_bundle(tmp_path, private, "1.1.0", model_version="7.1.0"),
+                    load_public_keys(pub))
+        status = registry.reload()["milk_cls"]
+        assert (status["state"], status["version"]) == ("active", "7.1.0")
+        store.rollback()
+        assert registry.reload()["milk_cls"]["version"] == "7.0.0"
+    finally:
+        registry.close()
 
 
 @pytest.mark.parametrize("case", ["bad signature", "wrong hash", "older version",

@@ -134,3 +134,40 @@ def test_retention_by_synced_bytes(tmp_path: Path) -> None:
     assert kept_synced[1] > 1  # the oldest went first
     assert query(db, "SELECT COUNT(*) FROM readings WHERE synced = 0") == [(20,)]
     w.close()
+
+
+def test_the_open_batch_is_left_as_sent_when_the_clock_syncs(tmp_path: Path) -> None:
+    # Central may hold the open batch already (its answer lost): a resend must be
+    # byte-for-byte the same records, so the clock fix leaves them alone.
+    db = tmp_path / "b.db"
+    clock = FakeClock(wall=3600.0, mono=500.0, synced=False)
+    w = _writer(db, clock)
+    for i in range(6):
+        w.submit(reading_at(i, clock.stamp()))
+        clock.advance(10)
+    _flush(w)
+    sent = w.call(lambda c: outbox.prepare(c, "gw", "e1", 3, 1 << 20, 0)).result(5)
+    assert sent is not None and len(sent.records) == 3
+    clock.step_wall(SYNC_WALL, synced=True)
+    assert w.clock_synced().result(5) == 3  # only the three not yet sent
+    again = w.call(lambda c: outbox.prepare(c, "gw", "e1", 3, 1 << 20, 0)).result(5)
+    assert again is not None and again.resumed and again.batch_id == sent.batch_id
+    assert again.records == sent.records
+    w.close()
+
+
+def test_an_open_batch_that_lost_records_is_closed_not_resent_changed(tmp_path: Path) -> None:
+    db = tmp_path / "b.db"
+    clock = FakeClock(wall=SYNC_WALL, mono=500.0, synced=True)
+    w = _writer(db, clock)
+    for i in range(6):
+        w.submit(reading_at(i, clock.stamp()))
+    _flush(w)
+    first = w.call(lambda c: outbox.prepare(c, "gw", "e1", 3, 1 << 20, 0)).result(5)
+    assert first is not None
+    gone = first.refs[0][1]
+    w.call(lambda c: c.execute("DELETE FROM readings WHERE record_id = ?", (gone,))).result(5)
+    nxt = w.call(lambda c: outbox.prepare(c, "gw", "e1", 3, 1 << 20, 0)).result(5)
+    assert nxt is not None and not nxt.resumed and nxt.seq == first.seq + 1
+    assert gone not in {r for _, r in nxt.refs}
+    w.close()

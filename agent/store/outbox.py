@@ -81,7 +81,7 @@ def prepare(
     if state is not None:
         refs = [(str(t), str(r)) for t, r in state["refs"]]
         records, size = _load(conn, refs)
-        if records:
+        if records and len(records) == len(refs):
             return PreparedBatch(
                 seq=int(state["seq"]),
                 batch_id=str(state["batch_id"]),
@@ -91,7 +91,9 @@ def prepare(
                 resumed=True,
                 size=size,
             )
-        # Every record of the open batch is gone (retention): close it empty.
+        # Records of the open batch are gone (retention on a full disk): central
+        # takes a batch id again only with the same content, so this one is
+        # closed and what is left goes in a new batch (deduplicated by record id).
         _close(conn, int(state["seq"]))
 
     refs, records, size = _select(conn, max_records, max_bytes)

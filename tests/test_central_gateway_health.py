@@ -105,6 +105,10 @@ def test_agent_with_a_refused_key_is_unhealthy_then_recovers(wrong_key_barn: Bar
         "SELECT 1 FROM alerts WHERE json_extract(body, '$.rule') = 'sync_refused'"
         " AND json_extract(body, '$.state') = 'cleared'")), 10,
         "the sync_refused alert to clear")
+    # One alert: the raise and its clear carry the same alert id.
+    ids = barn.buffer("SELECT json_extract(body, '$.details.alert_id') FROM alerts"
+                      " WHERE json_extract(body, '$.rule') = 'sync_refused'")
+    assert len(ids) == 2 and ids[0][0] and ids[0][0] == ids[1][0], ids
     # And the alerts themselves reach central, stored under this gateway.
     wait_until(lambda: bool(barn.db.query(
         "SELECT 1 FROM alerts WHERE device_id = %s AND rule = 'sync_refused'",

@@ -152,6 +152,7 @@ class Agent:
         if config.homeassistant.enabled:
             self.mqtt.allow_prefix(config.homeassistant.discovery_prefix)
         self.uploader: Uploader | None = None
+        self._sync_alert_id: str | None = None  # the open sync_refused alert
         self.web_access: WebAccess | None = None  # set when the page starts
         self.history = History()
         self.notifier = Notifier()
@@ -367,14 +368,34 @@ class Agent:
         return problems
 
     def _on_sync_refusal(self, reason: str | None) -> None:
-        """Central refused our key or sequence (reason), or accepts us again (None)."""
+        """Central refused our key or sequence (reason), or accepts us again (None).
+
+        The raise and its clear share one ``details.alert_id`` (the alert
+        lifecycle's convention), so central and the page see one alert end."""
         stamp = self._stamp()
+        if reason is not None and self._sync_alert_id is None:
+            self._sync_alert_id = stable_id("sync_refused", self.boot, str(stamp.mono_ns))
+        alert_id = self._sync_alert_id or stable_id("sync_refused", self.boot, "orphan")
+        if reason is None:
+            self._sync_alert_id = None
         rid = stable_id("alert", "sync_refused", self.boot, str(stamp.mono_ns))
         self._submit_alert(Alert(
             record_id=rid, rule="sync_refused", severity="critical" if reason else "info",
             state="raised" if reason else "cleared",
             message=reason or "central accepts this gateway's batches again", stamp=stamp,
+            details={"alert_id": alert_id},
         ))
+
+    def _open_alerts(self) -> list[dict[str, Any]]:
+        """The rules' open alerts, and the gateway's own while central refuses it."""
+        out = self.detection.open_alerts()
+        refusal = self.uploader.refusal if self.uploader is not None else None
+        if refusal and self._sync_alert_id is not None:
+            out.append({"alert_id": self._sync_alert_id, "rule": "sync_refused",
+                        "subject": self.config.gateway.id, "cause": None,
+                        "severity": "critical", "message": refusal, "escalation": 0,
+                        "snoozed": False, "acknowledged": False, "verdict": None})
+        return out
 
     def _report_corrupt_buffer(self) -> None:
         """T21: a corrupt buffer was moved aside at start; say so everywhere."""
@@ -450,7 +471,7 @@ class Agent:
                                        "sensor_id", "animal_id", "wall_ts")}
                 for a in self.reader.recent_alerts(STATUS_ALERTS)
             ],
-            open_alerts=self.detection.open_alerts(),
+            open_alerts=self._open_alerts(),
             history=self.history.snapshot(self.clock.wall()),
             problems=self._problems(),
             cameras=self.vision.camera_status(),

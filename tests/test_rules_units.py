@@ -341,3 +341,39 @@ def test_jump_check_uses_the_device_clock_for_a_stored_backlog() -> None:
     # +0.8 °C per 5 min is plausible; arriving 10 ms apart it would not be.
     assert _climate_burst(with_device_time=True) == []
     assert _climate_burst(with_device_time=False), "without device time it looks erratic"
+
+
+def _milking_day(eng, day: int, stall_at_h: float | None = None) -> list:
+    """A temperature-only tank (no level): the agitator stirs 2 min in 20 in
+    storage; milkings at 06:00 and 18:00 run it 90 min while a working cooler
+    holds the blend flat (+0.7 °C, back after). ``stall_at_h``: the cooler dies at that hour
+    and the agitator runs on without cooling."""
+    out, t0 = [], day * 86400.0
+    for minute in range(24 * 60):
+        t = t0 + minute * 60.0
+        h = minute / 60.0
+        milking = any(m <= h < m + 1.5 for m in (6.0, 18.0))
+        stalled = stall_at_h is not None and h >= stall_at_h
+        temp = 4.3 if milking else 3.6
+        if stalled:
+            temp = 3.6 + 0.2 * (h - stall_at_h)  # ambient heat, slowly
+        stir = 1.0 if milking or stalled or minute % 20 < 2 else 0.0
+        out += _tank(eng, t, round(temp, 2), stir)
+    return out
+
+
+def test_a_temperature_only_tank_learns_its_milking_times() -> None:
+    # Flat blends at the usual milking times are the routine, not a stall...
+    eng, _ = engine()
+    out = []
+    for day in range(6):
+        out += _milking_day(eng, day)
+    raised = [a for a in out if a.rule == "cooling" and a.state == "raised"]
+    first_days = {int(a.stamp.mono_ns / 1e9 // 86400) for a in raised}
+    # Before three days of routine are known the milkings look like stalls.
+    assert first_days <= {0, 1, 2}
+    assert not [a for a in raised if a.stamp.mono_ns / 1e9 >= 3 * 86400]
+    # ...but the cooler dying at an unusual hour still raises.
+    late = _milking_day(eng, 6, stall_at_h=11.0)
+    stall = [a for a in late if a.rule == "cooling" and a.state == "raised"]
+    assert stall and "does not cool" in stall[0].message

@@ -53,6 +53,14 @@ NO_LEVEL_FALL_C = 0.5
 NO_LEVEL_PEAK_STEP_C = 0.3  # the peak moves only on a rise this large (noise, slow drift)
 NO_LEVEL_STALL_FACTOR = 2.0
 NO_LEVEL_STALL_RISE_C = 0.5
+# A temperature-only tank cannot see milk arriving, and a working cooler holds a
+# milking's blend flat: a long agitator run that starts at this barn's usual
+# milking time (within ROUTINE_TOL_S of when long runs started on at least
+# ROUTINE_DAYS of the last ROUTINE_MEMORY_DAYS days) is a milking, not a stall.
+ROUTINE_TOL_S = 2700.0
+ROUTINE_DAYS = 3
+ROUTINE_MEMORY_DAYS = 7
+DAY_S = 86400.0
 
 
 @dataclass(slots=True)
@@ -76,6 +84,24 @@ class _Tank:
     rpeak_t: float = 0.0
     stall_c: float | None = None  # temperature when the stalled cooler was found
     cooler_on: bool = False  # the cooler cause is raised and has not ended
+    # Sensor times at which agitator runs that lasted the stall span began: the
+    # barn's milking routine, learnt (temperature-only tanks).
+    long_runs: list[float] = field(default_factory=list)
+
+    def routine(self, since: float) -> bool:
+        """Did long agitator runs begin near this time of day on enough recent days?"""
+        days = set()
+        for s in self.long_runs:
+            k = round((since - s) / DAY_S)
+            if 1 <= k <= ROUTINE_MEMORY_DAYS and abs(since - s - k * DAY_S) <= ROUTINE_TOL_S:
+                days.add(k)
+        return len(days) >= ROUTINE_DAYS
+
+    def note_long_run(self, since: float) -> None:
+        if not self.long_runs or self.long_runs[-1] != since:
+            self.long_runs.append(since)
+            horizon = since - (ROUTINE_MEMORY_DAYS + 1) * DAY_S
+            self.long_runs = [s for s in self.long_runs if s >= horizon]
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -96,6 +122,7 @@ class _Tank:
             "rpeak_t": self.rpeak_t,
             "stall_c": self.stall_c,
             "cooler_on": self.cooler_on,
+            "long_runs": self.long_runs,
         }
 
     @classmethod
@@ -311,6 +338,11 @@ class CoolingRule:
             span *= NO_LEVEL_STALL_FACTOR
         if t - tank.agitator_since < span:
             return None
+        if not tank.has_level:
+            milking = tank.routine(tank.agitator_since)
+            tank.note_long_run(tank.agitator_since)
+            if milking:
+                return None
         ref = tank.run[0]
         for item in tank.run:  # the last sample at or before t - span
             if item[0] > t - span:

@@ -27,8 +27,10 @@ cannot be read is listed and the others are still scored. Exit status: 0 all
 scored, 1 some rows or files could not be scored, 2 nothing to score.
 
 Example (NAB development set, then its scorer):
-  dairy-edge anomaly score ../shared/data/nab-dev/data -o out/nab/dairy_edge
-  python3 ../shared/tools/nab_score.py --nab-root ../shared/data/nab-dev out/nab/dairy_edge
+  dairy-edge anomaly score NAB/data -o out/nab/dairy_edge
+  python3 NAB_SCORER --nab-root NAB out/nab/dairy_edge
+(NAB: a copy of the Numenta Anomaly Benchmark's data and labels; NAB_SCORER:
+its scoring script.)
 """
 
 

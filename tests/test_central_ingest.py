@@ -24,6 +24,7 @@ from helpers_central import (
 )
 
 from agent.central import CentralHandle, run_central
+from agent.central.keys import GatewayKey
 from agent.central.store import CentralStore, open_store
 from agent.central.store_postgres import PostgresStore
 from agent.records.protocol import (
@@ -353,12 +354,22 @@ async def test_storage_failure_is_503_with_retry_after(
     broken = open_store(database_url)
     await broken.start()
     await broken.close()  # every later call fails like a lost database
-    handle = await run_central(central_config(database_url), KEYS, store=broken)
+    device = unique_device()
+    bound = GatewayKey("bound", b"bound-secret-0123456789", device, "secrets")
+    handle = await run_central(central_config(database_url), {**KEYS, "bound": bound},
+                               store=broken)
     try:
+        status, data, headers = await post(
+            http, handle, *signed(batch_doc(device, 1, [reading(1)]), key=bound.secret,
+                                  key_id="bound")
+        )
+        assert status == 503 and data["error"] == "store_unavailable"
+        assert int(headers["Retry-After"]) > 0
+        # A fleet key is not judged without the key table (in the same database): 503 too.
         status, data, headers = await post(
             http, handle, *signed(batch_doc(unique_device(), 1, [reading(1)]))
         )
-        assert status == 503 and data["error"] == "store_unavailable"
+        assert status == 503 and data["error"] == "keys_unavailable"
         assert int(headers["Retry-After"]) > 0
         async with http.get(handle.base_url + "/healthz") as resp:
             assert resp.status == 503

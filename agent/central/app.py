@@ -53,7 +53,7 @@ from agent.central.intake import (
     read_capped,
     read_signed,
 )
-from agent.central.keys import GatewayKey, Keyring
+from agent.central.keys import GatewayKey, Keyring, KeysUnavailable
 from agent.central.store import BatchMeta, CentralStore, SeqOutcome, StoreUnavailable
 from agent.central.validate import (
     BadEnvelope,
@@ -144,6 +144,8 @@ def make_app(
         Slots(config.max_concurrent_batches, config.max_concurrent_per_gateway),
         asyncio.Semaphore(LEGACY_READERS),
     )
+    app.on_startup.append(_load_keys)
+    app.on_cleanup.append(_close_keys)
     app.router.add_post(BATCH_PATH, _post_batch)
     app.router.add_get(HEALTH_PATH, _health)
     app.router.add_get(STATS_PATH, _stats)
@@ -151,10 +153,23 @@ def make_app(
     return app
 
 
+async def _load_keys(app: web.Application) -> None:
+    # The first load, before the first request; a failure is retried by requests.
+    await app[STATE].keyring.refresh()
+
+
+async def _close_keys(app: web.Application) -> None:
+    await app[STATE].keyring.close()
+
+
 async def _post_batch(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     try:
-        return await _handle_batch(request, state)
+        try:
+            return await _handle_batch(request, state)
+        except KeysUnavailable as err:
+            # Fail closed: a key is not judged without the key table (fleet keys).
+            raise Refused(503, "keys_unavailable", str(err)) from err
     except Refused as err:
         CENTRAL_BATCHES.labels(outcome="refused").inc()
         headers = {}
@@ -470,14 +485,21 @@ def _results(
 async def _health(request: web.Request) -> web.Response:
     state = request.app[STATE]
     cache = "off" if state.cache is None else state.cache.state
+    # "ok", or why the key table is not (or no longer) read: see Keyring.health.
+    keys = state.keyring.health()
     try:
         async with asyncio.timeout(2.0):
             await state.store.ping()
     except Exception as err:  # noqa: BLE001 - any failure means "not healthy", never a crash
         return web.json_response(
-            {"status": "unavailable", "store": str(err)[:200], "cache": cache}, status=503
+            {"status": "unavailable", "store": str(err)[:200], "cache": cache, "keys": keys},
+            status=503,
         )
-    return web.json_response({"status": "ok", "store": "ok", "cache": cache})
+    if not state.keyring.loaded:
+        return web.json_response(
+            {"status": "unavailable", "store": "ok", "cache": cache, "keys": keys}, status=503
+        )
+    return web.json_response({"status": "ok", "store": "ok", "cache": cache, "keys": keys})
 
 
 async def _stats(request: web.Request) -> web.Response:

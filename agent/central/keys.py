@@ -141,13 +141,23 @@ def static_keys(keys: Mapping[str, bytes | GatewayKey]) -> dict[str, GatewayKey]
     return out
 
 
+class KeysUnavailable(Exception):
+    """The database keys were never loaded: a key cannot be judged yet (answer 503)."""
+
+
 class Keyring:
     """The keys a receiver checks against: secrets plus the database, reloaded every few s.
 
-    Lookups never touch the database: an unauthenticated request costs a dict
-    lookup. An unknown key id reloads the keys at most once a second (so a key
-    just added works at once); otherwise they are reloaded every ``REFRESH_S``.
-    If the database cannot be read, the keys last read stay in use.
+    Lookups never wait for the database once the keys were loaded: a stale key
+    set is reloaded in the background while requests go on with the keys they
+    have (a revocation takes at most ``REFRESH_S`` plus one load). An unknown
+    key id waits for a reload at most once a second (so a key just added works
+    at once). If the database cannot be read, the keys last read stay in use.
+
+    Until one load has succeeded the keyring fails closed: a fleet key, or a
+    key id it does not know, raises KeysUnavailable (503), because which
+    gateways have keys of their own is not known yet. Only that first load is
+    waited for by requests.
     """
 
     def __init__(self, static: Mapping[str, bytes | GatewayKey], store: Any | None) -> None:
@@ -155,8 +165,11 @@ class Keyring:
         self._store = store if hasattr(store, "key_rows") else None
         self._db: dict[str, GatewayKey] = {}
         self._bound: frozenset[str] = frozenset()
-        self._loaded_mono = -1e9
-        self._lock = asyncio.Lock()
+        self._loaded_mono = -1e9  # the last load attempt, failed or not
+        self._unknown_mono = -1e9  # the last reload asked for by an unknown key id
+        self.loaded = self._store is None  # whether one load has succeeded
+        self._lock = asyncio.Lock()  # one load at a time
+        self._task: asyncio.Task[None] | None = None  # the background reload, if any
         self.last_error: str | None = None
         self._recompute_bound()
         fleet = sorted(k for k, v in self._static.items() if v.device_id is None)
@@ -166,10 +179,6 @@ class Keyring:
                 "register per-gateway keys with `dairy-edge central keys add`", ", ".join(fleet)
             )
 
-    @property
-    def fleet_key_ids(self) -> list[str]:
-        return sorted(k for k, v in self._static.items() if v.device_id is None)
-
     def __len__(self) -> int:
         return len(self._static) + len(self._db)
 
@@ -178,10 +187,10 @@ class Keyring:
         self._bound = frozenset(bound | db_devices)
 
     async def refresh(self, older_than_s: float = 0.0) -> None:
-        """Reload the database keys (one reload at a time).
+        """Reload the database keys now (one reload at a time); waits for it.
 
         With ``older_than_s``, only when the keys are at least that old once the
-        lock is ours: requests that queued behind one reload do not each run another.
+        lock is ours: callers that queued behind one reload do not each run another.
         """
         if self._store is None:
             return
@@ -194,8 +203,9 @@ class Keyring:
             except Exception as err:  # noqa: BLE001 - keep the keys we have, say why
                 self.last_error = f"{type(err).__name__}: {err}"[:200]
                 self._loaded_mono = time.monotonic()  # do not hammer a failing database
-                log.warning("central: cannot reload gateway keys (%s); using the last ones",
-                            self.last_error)
+                log.warning("central: cannot reload gateway keys (%s); %s", self.last_error,
+                            "using the last ones" if self.loaded
+                            else "fleet keys are refused (503) until the keys load")
                 return
             self.last_error = None
             active: dict[str, GatewayKey] = {}
@@ -208,22 +218,76 @@ class Keyring:
             # Every gateway that ever had a key is closed to fleet keys, even after a revoke.
             self._recompute_bound(frozenset(row.device_id for row in rows))
             self._loaded_mono = time.monotonic()
+            self.loaded = True
+
+    def _reload(self, older_than_s: float) -> asyncio.Task[None]:
+        """The reload in progress, or a new one started in the background."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.refresh(older_than_s),
+                                             name="central-key-reload")
+        return self._task
 
     async def maybe_refresh(self) -> None:
-        if time.monotonic() - self._loaded_mono >= REFRESH_S:
-            await self.refresh(older_than_s=REFRESH_S)
+        """Reload stale keys: in the background, or waited for until the first load succeeded."""
+        if self._store is None:
+            return
+        every = REFRESH_S if self.loaded else UNKNOWN_REFRESH_S
+        if time.monotonic() - self._loaded_mono < every:
+            return
+        task = self._reload(every)
+        if not self.loaded:
+            await asyncio.shield(task)  # a request given up on does not cancel the load
 
     async def lookup(self, key_id: str) -> GatewayKey | None:
-        """The key with this id, or None; reloads first when stale or unknown (rate-limited)."""
+        """The key with this id, or None; reloads first when stale or unknown (rate-limited).
+
+        Raises KeysUnavailable for an unknown key id while no load has succeeded.
+        """
         await self.maybe_refresh()
         key = self._db.get(key_id) or self._static.get(key_id)
-        if key is None and time.monotonic() - self._loaded_mono >= UNKNOWN_REFRESH_S:
-            await self.refresh(older_than_s=UNKNOWN_REFRESH_S)
+        now = time.monotonic()
+        if key is None and self._store is not None and (
+            now - self._unknown_mono >= UNKNOWN_REFRESH_S
+        ):
+            # Rate-limited on its own: a reload in the background (or at start) does not
+            # delay a key added just now.
+            self._unknown_mono = now
+            await asyncio.shield(self._reload(0.0))
             key = self._db.get(key_id) or self._static.get(key_id)
+        if key is None and not self.loaded:
+            raise KeysUnavailable(self._unavailable())
         return key
 
     def may_write(self, key: GatewayKey, device_id: str) -> bool:
-        """Whether ``key`` may store batches as ``device_id``."""
+        """Whether ``key`` may store batches as ``device_id``.
+
+        Raises KeysUnavailable for a fleet key while no load has succeeded: which
+        gateways have keys of their own is not known, so it is refused, not let through.
+        """
         if key.device_id is not None:
             return key.device_id == device_id
+        if not self.loaded:
+            raise KeysUnavailable(self._unavailable())
         return device_id not in self._bound
+
+    def _unavailable(self) -> str:
+        return ("the gateway keys could not be read from the database yet"
+                + (f" ({self.last_error})" if self.last_error else ""))
+
+    def health(self) -> str:
+        """For /healthz: "ok", or why the keys are missing or stale."""
+        if not self.loaded:
+            return "not loaded" + (f": {self.last_error}" if self.last_error else "")
+        if self.last_error:
+            return f"stale (the last reload failed: {self.last_error})"
+        return "ok"
+
+    async def close(self) -> None:
+        """Stop a background reload (at shutdown)."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass

@@ -15,6 +15,7 @@ old one, with mode 0600::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -44,9 +45,14 @@ FIRST_PASSWORD_FILE = "web-initial-password"
 # argon2id with the library's RFC 9106 "low memory" profile: 64 MiB, 3 passes,
 # about 0.1 s a check on this machine (logins are rare and rate-limited).
 _HASHER = PasswordHasher()
-# Verified against when the name is unknown, so a wrong name costs as long as a
-# wrong password (no user enumeration by timing).
-_DUMMY = _HASHER.hash(secrets.token_hex(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the name is unknown, so a wrong name costs as long
+    as a wrong password (no user enumeration by timing). Made on first use, not
+    at import: a hash costs 0.1 s, and every dairy-edge command imports this."""
+    return _HASHER.hash(secrets.token_hex(16))
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +137,7 @@ class UserStore:
         """The user when ``password`` is theirs; slow on purpose (argon2id)."""
         with self._lock:
             entry = self._load().get(name)
-        hashed = entry["hash"] if entry else _DUMMY
+        hashed = entry["hash"] if entry else _dummy_hash()
         try:
             _HASHER.verify(hashed, password[:MAX_PASSWORD])
         except (VerifyMismatchError, VerificationError, InvalidHashError):

@@ -197,7 +197,7 @@ async def test_keys_bound_in_secrets(
     store: CentralStore, database_url: str, http: aiohttp.ClientSession
 ) -> None:
     gw, other = unique_device(), unique_device()
-    keys = {"bound": GatewayKey("bound", b"s3cret-bound", gw, "secrets")}
+    keys = {"bound": GatewayKey("bound", b"s3cret-bound", gw)}
     handle = await run_central(central_config(database_url), keys, store=store)
     try:
         status, _, _ = await post(http, handle, *v2(batch_doc(gw, 1, [reading(1)]), "bound",

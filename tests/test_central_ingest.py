@@ -355,7 +355,7 @@ async def test_storage_failure_is_503_with_retry_after(
     await broken.start()
     await broken.close()  # every later call fails like a lost database
     device = unique_device()
-    bound = GatewayKey("bound", b"bound-secret-0123456789", device, "secrets")
+    bound = GatewayKey("bound", b"bound-secret-0123456789", device)
     handle = await run_central(central_config(database_url), {**KEYS, "bound": bound},
                                store=broken)
     try:

@@ -50,7 +50,6 @@ class GatewayKey:
     key_id: str
     secret: bytes
     device_id: str | None  # None: a fleet key from secrets (see the module docstring)
-    source: str  # "database" or "secrets"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +125,7 @@ def parse_keys(text: str) -> dict[str, GatewayKey]:
                 "central_keys: expected <key id>=<key> or <gateway id>/<key id>=<key> items, "
                 "comma- or newline-separated"
             )
-        keys[key_id] = GatewayKey(key_id, secret.encode(), gateway or None, "secrets")
+        keys[key_id] = GatewayKey(key_id, secret.encode(), gateway or None)
     return keys
 
 
@@ -137,7 +136,7 @@ def static_keys(keys: Mapping[str, bytes | GatewayKey]) -> dict[str, GatewayKey]
         if isinstance(value, GatewayKey):
             out[key_id] = value
         else:
-            out[key_id] = GatewayKey(key_id, bytes(value), None, "secrets")
+            out[key_id] = GatewayKey(key_id, bytes(value), None)
     return out
 
 
@@ -211,9 +210,7 @@ class Keyring:
             active: dict[str, GatewayKey] = {}
             for row in rows:
                 if row.revoked_at is None:
-                    active[row.key_id] = GatewayKey(
-                        row.key_id, row.secret.encode(), row.device_id, "database"
-                    )
+                    active[row.key_id] = GatewayKey(row.key_id, row.secret.encode(), row.device_id)
             self._db = active
             # Every gateway that ever had a key is closed to fleet keys, even after a revoke.
             self._recompute_bound(frozenset(row.device_id for row in rows))

@@ -275,3 +275,33 @@ async def test_a_gateway_syncs_with_its_own_key(
         assert (await counts(store, gw))["reading"] == 30
     finally:
         await rig.close()
+
+
+def test_cli_keys_never_fall_back_to_the_default_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No --config and no DAIRY_EDGE_CENTRAL_DATABASE_URL: refused, ./central.db never made.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DAIRY_EDGE_CENTRAL_DATABASE_URL", raising=False)
+    for argv in (["keys", "add", "gw-x"], ["keys", "list"], ["keys", "revoke", "k"],
+                 ["retention", "--keep-days", "30"]):
+        assert main(["central", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert "--config" in err and "DAIRY_EDGE_CENTRAL_DATABASE_URL" in err, argv
+    assert list(tmp_path.iterdir()) == []
+    # The environment names the database; the command says which one it used.
+    db = tmp_path / "keys.db"
+    monkeypatch.setenv("DAIRY_EDGE_CENTRAL_DATABASE_URL", f"sqlite:///{db}")
+    assert main(["central", "keys", "add", "gw-x", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["gateway"] == "gw-x"  # stdout stays JSON
+    assert f"database: sqlite:///{db} (DAIRY_EDGE_CENTRAL_DATABASE_URL)" in out.err
+    assert main(["central", "keys", "list", "--json"]) == 0
+    assert [k["gateway"] for k in json.loads(capsys.readouterr().out)] == ["gw-x"]
+    # --config wins, and says so (a password in the URL is not printed).
+    config = tmp_path / "central.yaml"
+    config.write_text("central:\n  database_url: postgresql://u:hunter2@127.0.0.1:1/x\n")
+    assert main(["central", "keys", "list", "-c", str(config)]) == 1  # nothing listens there
+    err = capsys.readouterr().err
+    assert "database: postgresql://u:***@127.0.0.1:1/x (central.database_url of" in err
+    assert "hunter2" not in err

@@ -10,12 +10,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from agent.config.loader import load_config
 from agent.config.secrets import read_secret
+from agent.errors import ConfigError
+
+DATABASE_URL_ENV = "DAIRY_EDGE_CENTRAL_DATABASE_URL"
 
 
 def add_central_keys_parser(central: argparse.ArgumentParser) -> None:
@@ -33,7 +37,8 @@ def add_central_keys_parser(central: argparse.ArgumentParser) -> None:
 
     def config_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", "-c", dest="keys_config", type=Path,
-                       help="YAML config whose `central.database_url` names the database")
+                       help="YAML config whose `central.database_url` names the database "
+                       f"(required, unless {DATABASE_URL_ENV} is set)")
 
     add = actions.add_parser(
         "add", help="make a key for a gateway and print it once",
@@ -98,12 +103,34 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def database_url(args: argparse.Namespace) -> str:
+    """The database these commands act on: --config's, else DAIRY_EDGE_CENTRAL_DATABASE_URL.
+
+    Never the default ``sqlite:///central.db``: a key added to a database no
+    receiver reads would be silently lost. Says on stderr which one it is.
+    """
+    from agent.sources.camera.base import redact_uri
+
+    path = getattr(args, "keys_config", None) or getattr(args, "config", None)
+    if path is not None:
+        url = load_config(path).central.database_url
+        where = f"central.database_url of {path}"
+    else:
+        url = os.environ.get(DATABASE_URL_ENV, "").strip()
+        where = DATABASE_URL_ENV
+        if not url:
+            raise ConfigError(
+                "which central database? Pass --config FILE (its central.database_url, the "
+                f"receivers' config) or set {DATABASE_URL_ENV}=postgresql://user@host/db"
+            )
+    print(f"database: {redact_uri(url)} ({where})", file=sys.stderr)
+    return url
+
+
 def _store(args: argparse.Namespace) -> Any:
     from agent.central.store import open_store
 
-    path = getattr(args, "keys_config", None) or getattr(args, "config", None)
-    config = load_config(path)
-    return open_store(config.central.database_url, read_secret("db_password"))
+    return open_store(database_url(args), read_secret("db_password"))
 
 
 async def _with_store(args: argparse.Namespace, fn: Any) -> Any:

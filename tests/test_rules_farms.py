@@ -53,3 +53,15 @@ def test_cooling_failure_found_through_the_replay_path() -> None:
     scores = score_raised(scenario, scenario_alerts(scenario))
     assert scores["cooling"].episodes >= 1
     assert scores["cooling"].recall == 1.0, scores["cooling"]
+
+
+def test_every_spike_to_find_has_its_reading() -> None:
+    # Radio gaps and lost messages swallow some glitches: those labels count
+    # neither way (a detector cannot be blamed for a reading it never got).
+    farm = replace(sample("heldout", 102), climate_gaps=0.05, loss=0.05)
+    sc = generate("mixed", 102, days=6, params=farm)
+    seen = {(r.sensor_id, round(r.stamp.mono_ns / 1e9 - sc.mono0_s, 3)) for r in sc.readings}
+    spikes = [ep for ep in sc.episodes if ep.rule == "sensor.spike"]
+    for ep in spikes:
+        assert ep.ignore == ((ep.subject, round(ep.start, 3)) not in seen), ep
+    assert {ep.ignore for ep in spikes} == {True, False}  # both kinds occur here

@@ -493,5 +493,11 @@ def generate(kind: str, seed: int, days: int = 21, cows: int | None = None,
         lose = random.Random(f"loss:{kind}:{seed}")
         for sensor, items in barn.streams.items():
             barn.streams[sensor] = [i for i in items if lose.random() >= params.loss]
+    # A glitch whose reading never left the sensor (a radio gap) or was lost on
+    # the way is no evidence of anything: its label counts neither way.
+    sent = {(sensor, i.s) for sensor, items in barn.streams.items() for i in items}
+    barn.episodes = [replace(ep, ignore=True)
+                     if ep.rule == "sensor.spike" and (ep.subject, ep.start) not in sent else ep
+                     for ep in barn.episodes]
     return Scenario(f"{kind}-{seed}", seed, barn.readings(), barn.episodes, days * DAY, MONO0,
                     notes={"farm": repr(params)})

@@ -17,11 +17,13 @@ import time
 from typing import Any
 
 import aiohttp
+import pytest
 from helpers_central import KEY, KEY_ID, batch_doc, central_config, post, reading, unique_device
 
 from agent.central import CentralHandle, run_central
+from agent.central import app as central_app
 from agent.central.store import CentralStore
-from agent.records.protocol import BATCH_PATH, sign_auth
+from agent.records.protocol import BATCH_PATH, sign, sign_auth
 from agent.sync.signing import headers_for
 
 pytest_plugins = ("helpers_central_fixtures",)
@@ -180,6 +182,56 @@ async def test_slots_per_gateway_and_overall_answer_at_once_with_retry_after(
         answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert answer.startswith(b"HTTP/1.1 200"), answer
         status, data, _ = await post(http, handle, body_c, signed_headers(c, body_c))
+        assert status == 200, data
+    finally:
+        for w in held:
+            w.close()
+        await handle.stop()
+
+
+def legacy_headers(body: bytes) -> dict[str, str]:
+    """A gateway from before X-Dairy-Auth: the body signature only."""
+    return {"Content-Type": "application/json", "Content-Encoding": "gzip",
+            "X-Dairy-Key-Id": KEY_ID, "X-Dairy-Signature": sign(KEY, body)}
+
+
+async def test_a_body_signed_batch_holds_a_slot_and_a_trickle_is_cut_off(
+    store: CentralStore, database_url: str, http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(central_app, "LEGACY_READ_S", 0.5)
+    config = central_config(database_url, max_concurrent_batches=1)
+    handle = await run_central(config, {KEY_ID: KEY}, store=store)
+    held: list[asyncio.StreamWriter] = []
+    try:
+        a, b = unique_device(), unique_device()
+        body_a = gzip.compress(json.dumps(batch_doc(a, 1, [reading(1)])).encode())
+        body_b = gzip.compress(json.dumps(batch_doc(b, 1, [reading(1)])).encode())
+        # A signed-header batch whose body is still coming holds the only slot ...
+        _, writer = await asyncio.open_connection("127.0.0.1", handle.port)
+        head = f"POST {BATCH_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body_a)}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in signed_headers(a, body_a).items())
+        writer.write(head.encode() + b"\r\n" + body_a[:10])
+        await writer.drain()
+        held.append(writer)
+        await asyncio.sleep(0.2)
+        # ... so a body-signed batch, once verified, finds none either: 503, not stored.
+        status, data, headers = await post(http, handle, body_b, legacy_headers(body_b))
+        assert status == 503 and data["error"] == "busy", data
+        assert int(headers["Retry-After"]) >= 1
+        assert (await store.stats())["devices"].get(b) is None
+        writer.close()
+        held.clear()
+        await asyncio.sleep(0.2)
+
+        # A body-signed batch that trickles is cut off after LEGACY_READ_S: 408, closed.
+        started = time.monotonic()
+        status, _, trickle = await raw_request(handle.port, legacy_headers(body_b),
+                                               len(body_b), body_b[:10], timeout=5)
+        trickle.close()  # (else aiohttp reads and drops the rest for up to 10 s)
+        assert status == 408 and time.monotonic() - started < 3
+        # Its reader and slot are free again: the whole batch is stored.
+        status, data, _ = await post(http, handle, body_b, legacy_headers(body_b))
         assert status == 200, data
     finally:
         for w in held:

@@ -15,8 +15,11 @@ Signed header (X-Dairy-Auth, every gateway since per-gateway keys):
 Body signature only (X-Dairy-Signature; accept_body_signature):
 1. body size (Content-Length, then counted)                      -> 413
 2. key id known                                                  -> 401
-3. read at most LEGACY_READERS bodies at once; HMAC over the body -> 401
-4. gunzip and count as above                                     -> 400 / 413
+3. read at most LEGACY_READERS bodies at once, each within
+   LEGACY_READ_S; HMAC over the body                             -> 503 / 408 / 401
+4. a free slot, held to the answer (overall; per gateway for a
+   key bound to one)                                             -> 429 / 503 + Retry-After
+5. gunzip and count as above                                     -> 400 / 413
 Then, for both:
 7. JSON -> batch envelope; device_id is the key's gateway        -> 400 / 403
 8. sequence: resend (id seen, same content) / replay / conflict
@@ -92,6 +95,8 @@ BUSY_RETRY_AFTER_S = 2  # what a 429 (this gateway's slots taken) asks it to wai
 STORE_TIMEOUT_S = 30.0  # a hung database answers 503 rather than holding the request
 LEGACY_READERS = 2  # body-signed batches read (unauthenticated) at once
 LEGACY_WAIT_S = 30.0  # ...and how long one waits for its turn before a 503
+LEGACY_READ_S = 30.0  # ...and how long its body may take to arrive before a 408
+_FLEET_SLOT = "\x00fleet-key:"  # slot names of body-signed fleet-key batches (no gateway id)
 _THREAD_OVER_BYTES = 16 * 1024  # parse bigger bodies off the event loop
 _SHA256_HEX = frozenset("0123456789abcdef")
 
@@ -212,8 +217,7 @@ async def _handle_batch(request: web.Request, state: _State) -> web.StreamRespon
         finally:
             state.slots.release(gateway)
     if state.config.accept_body_signature:
-        key, data, body_bytes = await _read_body_signed(request, state)
-        return await _store_batch(request, state, key, None, data, body_bytes)
+        return await _handle_body_signed(request, state)
     raise Refused(401, "auth_required",
                   f"sign the header ({HEADER_AUTH}); body-only signatures are off here")
 
@@ -352,8 +356,9 @@ async def _read_signed(request: web.Request, state: _State) -> bytearray:
     )
 
 
-async def _read_body_signed(request: web.Request, state: _State) -> tuple[GatewayKey, Any, int]:
-    """Batches signed over the body only: read (a few at a time), verify, then decode."""
+async def _handle_body_signed(request: web.Request, state: _State) -> web.StreamResponse:
+    """Batches signed over the body only: read (a few at a time, within a deadline),
+    verify, then hold a slot (like a signed header) while decoding and storing."""
     config = state.config
     length = request.content_length
     if length is not None and length > config.max_body_bytes:
@@ -368,30 +373,47 @@ async def _read_body_signed(request: web.Request, state: _State) -> tuple[Gatewa
             await state.legacy.acquire()
     except TimeoutError as err:
         raise Refused(503, "busy", "too many body-signed batches at once") from err
+    slot: str | None = None
     try:
-        body = await read_capped(request.content, config.max_body_bytes, length)
-        signature = request.headers.get(HEADER_SIGNATURE, "")
-        # No copies of the body: hmac and zlib read the bytearray as it is.
-        if not signature.isascii() or not verify(key.secret, body, signature):  # type: ignore[arg-type]
-            raise Refused(401, "bad_signature", f"{HEADER_SIGNATURE} does not match the body")
-        if encoding not in ("gzip", "identity"):
-            raise Refused(415, "unsupported_encoding", "send gzip (or identity)")
-        inflater = Inflater(encoding, config.max_decompressed_bytes, config.max_json_values)
-        size = len(body)
-        if size > _THREAD_OVER_BYTES:
-            await asyncio.to_thread(_feed_in_chunks, inflater, body)
-        else:
-            inflater.feed(body)
-        del body
-        raw = inflater.finish()
+        try:
+            try:
+                # A trickling body may not hold one of the LEGACY_READERS for long.
+                async with asyncio.timeout(LEGACY_READ_S):
+                    body = await read_capped(request.content, config.max_body_bytes, length)
+            except TimeoutError as err:
+                raise Refused(408, "body_timeout",
+                              f"the body did not arrive within {LEGACY_READ_S:g} s") from err
+            signature = request.headers.get(HEADER_SIGNATURE, "")
+            # No copies of the body: hmac and zlib read the bytearray as it is.
+            if not signature.isascii() or not verify(key.secret, body, signature):  # type: ignore[arg-type]
+                raise Refused(401, "bad_signature",
+                              f"{HEADER_SIGNATURE} does not match the body")
+            if encoding not in ("gzip", "identity"):
+                raise Refused(415, "unsupported_encoding", "send gzip (or identity)")
+            # From here on a batch in progress, like a signed-header one: it counts against
+            # max_concurrent_batches (and, for a key bound to a gateway, its gateway's
+            # slots; a fleet key's gateway is known only after parsing) until the answer.
+            name = key.device_id if key.device_id is not None else f"{_FLEET_SLOT}{id(request)}"
+            state.slots.acquire(name)
+            slot = name
+            inflater = Inflater(encoding, config.max_decompressed_bytes, config.max_json_values)
+            size = len(body)
+            if size > _THREAD_OVER_BYTES:
+                await asyncio.to_thread(_feed_in_chunks, inflater, body)
+            else:
+                inflater.feed(body)
+            del body
+            raw = inflater.finish()
+        finally:
+            state.legacy.release()
+        data = await _parse(raw)
+        del raw
+        return await _store_batch(request, state, key, None, data, size)
     except BodyRefused as err:
         raise Refused.from_body(err) from err
     finally:
-        state.legacy.release()
-    try:
-        return key, await _parse(raw), size
-    except BodyRefused as err:
-        raise Refused.from_body(err) from err
+        if slot is not None:
+            state.slots.release(slot)
 
 
 def _feed_in_chunks(inflater: Inflater, body: bytearray) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,52 @@ async def test_postgres_isolates_a_record_the_database_refuses(pg_url: str) -> N
         assert (await store.stats())["devices"][device]["reading"] == 2
     finally:
         await store.close()
+
+
+def gateway_rows(database_url: str, device: str) -> tuple[Any, list[str]]:
+    """(last_key_id, last_batch_id) of the gateway row or None, and its sequences' epochs."""
+    queries = ("SELECT last_key_id, last_batch_id FROM gateways WHERE device_id = {p}",
+               "SELECT epoch FROM sequences WHERE device_id = {p} ORDER BY epoch")
+    if database_url.startswith("sqlite:///"):
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as lite:
+            row = lite.execute(queries[0].format(p="?"), (device,)).fetchone()
+            epochs = [r[0] for r in lite.execute(queries[1].format(p="?"), (device,))]
+        return (tuple(row) if row else None), epochs
+    with psycopg.connect(database_url) as pg:
+        row = pg.execute(queries[0].format(p="%s"), (device,)).fetchone()
+        epochs = [r[0] for r in pg.execute(queries[1].format(p="%s"), (device,))]
+    return (tuple(row) if row else None), epochs
+
+
+async def test_a_refused_batch_leaves_the_gateway_and_its_sequences_alone(
+    store: CentralStore, database_url: str
+) -> None:
+    device = unique_device()
+    first = dataclasses.replace(meta(device, 1), key_id="k-old", content_sha256="a" * 64)
+    assert (await store.ingest(first, valid(reading(1)))).outcome is SeqOutcome.NEW
+    stored = (("k-old", first.batch_id), ["e1"])
+    assert gateway_rows(database_url, device) == stored
+    # Replayed, conflicting and too-far batches, signed with another key: all refused ...
+    refused = [
+        dataclasses.replace(meta(device, 1, batch_id="other"), key_id="k-new"),
+        dataclasses.replace(first, key_id="k-new", content_sha256="b" * 64),
+        dataclasses.replace(meta(device, 10**6), key_id="k-new"),
+        dataclasses.replace(meta(device, 10**6, epoch="e2"), key_id="k-new"),
+    ]
+    for batch in refused:
+        result = await store.ingest(batch, valid(reading(2)), max_seq_advance=100)
+        assert result.outcome in (SeqOutcome.REPLAY, SeqOutcome.CONFLICT,
+                                  SeqOutcome.TOO_FAR), batch
+        # ... and none of them moves last_key_id or opens a sequence (epoch e2).
+        assert gateway_rows(database_url, device) == stored, batch
+    # A gateway never stored gets no row from a refused batch.
+    stranger = unique_device()
+    result = await store.ingest(meta(stranger, 10**6), valid(reading(1)), max_seq_advance=100)
+    assert result.outcome is SeqOutcome.TOO_FAR
+    assert gateway_rows(database_url, stranger) == (None, [])
+    # The next stored batch does (a resend too).
+    second = dataclasses.replace(meta(device, 2), key_id="k-new")
+    assert (await store.ingest(second, valid(reading(3)))).outcome is SeqOutcome.NEW
+    assert gateway_rows(database_url, device) == (("k-new", second.batch_id), ["e1"])
+    assert (await store.ingest(first, valid(reading(1)))).outcome is SeqOutcome.RESEND
+    assert gateway_rows(database_url, device) == (("k-old", first.batch_id), ["e1"])

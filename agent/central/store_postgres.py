@@ -457,18 +457,19 @@ class PostgresStore:
         limit: int | None,
     ) -> IngestResult:
         async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO gateways (device_id, last_key_id, last_batch_id, last_clock_synced)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET"
-                " last_seen = now(), last_key_id = EXCLUDED.last_key_id,"
-                " last_batch_id = EXCLUDED.last_batch_id,"
-                " last_clock_synced = EXCLUDED.last_clock_synced",
-                (meta.device_id, meta.key_id, meta.batch_id, meta.clock_synced),
+            # The rows to lock (a sequence needs its gateway); made here only if missing,
+            # and removed again below if this batch is refused.
+            cur = await conn.execute(
+                "INSERT INTO gateways (device_id) VALUES (%s) ON CONFLICT DO NOTHING RETURNING 1",
+                (meta.device_id,),
             )
-            await conn.execute(
-                "INSERT INTO sequences (device_id, epoch) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            new_gateway = await cur.fetchone() is not None
+            cur = await conn.execute(
+                "INSERT INTO sequences (device_id, epoch) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+                " RETURNING 1",
                 (meta.device_id, meta.epoch),
             )
+            new_sequence = await cur.fetchone() is not None
             # The lock that serialises batches of one (device, epoch): see store.py.
             cur = await conn.execute(
                 "SELECT highest_seq FROM sequences WHERE device_id = %s AND epoch = %s"
@@ -489,7 +490,23 @@ class PostgresStore:
             )
             statuses: list[tuple[RecordStatus, str | None]] = []
             if outcome in (SeqOutcome.NEW, SeqOutcome.RESEND):
+                # Only a stored batch updates the gateway (last_key_id tells an operator
+                # that a rotation took); a refused one is only logged in batches.
+                await conn.execute(
+                    "UPDATE gateways SET last_seen = now(), last_key_id = %s,"
+                    " last_batch_id = %s, last_clock_synced = %s WHERE device_id = %s",
+                    (meta.key_id, meta.batch_id, meta.clock_synced, meta.device_id),
+                )
                 statuses = await self._insert_records(conn, meta, records, isolate)
+            else:
+                if new_sequence:
+                    await conn.execute(
+                        "DELETE FROM sequences WHERE device_id = %s AND epoch = %s",
+                        (meta.device_id, meta.epoch),
+                    )
+                if new_gateway:
+                    await conn.execute("DELETE FROM gateways WHERE device_id = %s",
+                                       (meta.device_id,))
             if outcome is SeqOutcome.NEW:
                 highest = meta.seq
                 await conn.execute(

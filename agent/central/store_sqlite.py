@@ -380,18 +380,6 @@ class SqliteStore:
         limit: int | None = None,
     ) -> IngestResult:
         conn.execute("BEGIN IMMEDIATE")  # takes the write lock: the sequence check is atomic
-        conn.execute(
-            "INSERT INTO gateways (device_id, last_key_id, last_batch_id, last_clock_synced)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET"
-            " last_seen = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),"
-            " last_key_id = excluded.last_key_id, last_batch_id = excluded.last_batch_id,"
-            " last_clock_synced = excluded.last_clock_synced",
-            (meta.device_id, meta.key_id, meta.batch_id, meta.clock_synced),
-        )
-        conn.execute(
-            "INSERT INTO sequences (device_id, epoch) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            (meta.device_id, meta.epoch),
-        )
         row = conn.execute(
             "SELECT highest_seq FROM sequences WHERE device_id = ? AND epoch = ?",
             (meta.device_id, meta.epoch),
@@ -408,6 +396,20 @@ class SqliteStore:
         )
         statuses: list[tuple[RecordStatus, str | None]] = []
         if outcome in (SeqOutcome.NEW, SeqOutcome.RESEND):
+            # Only a stored batch updates the gateway (last_key_id tells an operator that a
+            # rotation took) and opens a sequence; a refused one is only logged in batches.
+            conn.execute(
+                "INSERT INTO gateways (device_id, last_key_id, last_batch_id, last_clock_synced)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET"
+                " last_seen = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),"
+                " last_key_id = excluded.last_key_id, last_batch_id = excluded.last_batch_id,"
+                " last_clock_synced = excluded.last_clock_synced",
+                (meta.device_id, meta.key_id, meta.batch_id, meta.clock_synced),
+            )
+            conn.execute(
+                "INSERT INTO sequences (device_id, epoch) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (meta.device_id, meta.epoch),
+            )
             for record in records:
                 try:
                     cur = conn.execute(self._inserts[record.kind], _params(meta, record))

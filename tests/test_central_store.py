@@ -226,3 +226,21 @@ async def test_a_refused_batch_leaves_the_gateway_and_its_sequences_alone(
     assert gateway_rows(database_url, device) == (("k-new", second.batch_id), ["e1"])
     assert (await store.ingest(first, valid(reading(1)))).outcome is SeqOutcome.RESEND
     assert gateway_rows(database_url, device) == (("k-old", first.batch_id), ["e1"])
+
+
+async def test_a_batch_stored_without_a_digest_takes_no_new_records(store: CentralStore) -> None:
+    # A batch stored before schema 4 has no content digest (NULL in batches).
+    device = unique_device()
+    old = meta(device, 1)  # content_sha256 "": stored as NULL
+    assert (await store.ingest(old, valid(reading(1), reading(2)))).outcome is SeqOutcome.NEW
+    now = dataclasses.replace(old, content_sha256="c" * 64)
+    # Its resend (same record ids): a resend, every record a duplicate.
+    again = await store.ingest(now, valid(reading(1), reading(2)))
+    assert again.outcome is SeqOutcome.RESEND
+    assert [s for s, _ in again.statuses] == [RecordStatus.DUPLICATE] * 2
+    # The same batch id with a record never stored: a conflict, nothing stored.
+    forged = await store.ingest(now, valid(reading(1), reading(2), reading(3)))
+    assert forged.outcome is SeqOutcome.CONFLICT and forged.statuses == []
+    other = await store.ingest(now, valid(reading(9)))
+    assert other.outcome is SeqOutcome.CONFLICT
+    assert (await store.stats())["devices"][device]["reading"] == 2

@@ -156,6 +156,15 @@ def decide(
     return SeqOutcome.NEW
 
 
-def same_content(stored_digest: str | None, digest: str) -> bool:
-    """Whether a resend carries the stored content (unknown on either side: assumed so)."""
-    return not stored_digest or not digest or stored_digest == digest
+def same_content(stored_digest: str | None, digest: str) -> bool | None:
+    """Whether a resend carries the stored content; None when a digest is missing.
+
+    A batch stored before digests (schema 4) has none (NULL). Then the stores
+    accept the resend only if every record in it is stored for the device
+    already (it would store nothing new), else it is a conflict: never "assumed
+    the same", or such a batch id could carry new records.
+    """
+    if not stored_digest or not digest:
+        return None
+    return stored_digest == digest
+

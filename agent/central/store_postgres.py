@@ -484,10 +484,14 @@ class PostgresStore:
                 (meta.device_id, meta.batch_id, list(STORED_OUTCOMES)),
             )
             seen = await cur.fetchone()
-            outcome = decide(
-                seen is not None, meta.seq, highest, max_advance=limit,
-                same_content=seen is None or same_content(seen[0], meta.content_sha256),
-            )
+            same = True
+            if seen is not None:
+                known = same_content(seen[0], meta.content_sha256)
+                if known is None:  # stored before digests: only if it stores nothing new
+                    known = await self._all_stored(conn, meta.device_id, records)
+                same = known
+            outcome = decide(seen is not None, meta.seq, highest, max_advance=limit,
+                             same_content=same)
             statuses: list[tuple[RecordStatus, str | None]] = []
             if outcome in (SeqOutcome.NEW, SeqOutcome.RESEND):
                 # Only a stored batch updates the gateway (last_key_id tells an operator
@@ -527,6 +531,29 @@ class PostgresStore:
                  meta.content_sha256 or None),
             )
         return IngestResult(outcome, highest, statuses)
+
+    async def _all_stored(
+        self, conn: psycopg.AsyncConnection[Any], device_id: str,
+        records: Sequence[ValidRecord],
+    ) -> bool:
+        """Whether every record is stored for ``device_id`` already (see store.same_content)."""
+        by_table: dict[str, set[str]] = {}
+        for record in records:
+            # Readings are claimed in reading_claims (the partitioned table has no unique key).
+            table = (
+                "reading_claims" if record.kind == RecordKind.READING else KINDS[record.kind].table
+            )
+            by_table.setdefault(table, set()).add(record.record_id)
+        for table, ids in by_table.items():
+            cur = await conn.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE device_id = %s AND record_id = ANY(%s)")
+                .format(sql.Identifier(table)),
+                (device_id, list(ids)),
+            )
+            row = await cur.fetchone()
+            if row is None or int(row[0]) != len(ids):
+                return False
+        return True
 
     async def _insert_records(
         self,

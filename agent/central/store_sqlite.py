@@ -390,10 +390,12 @@ class SqliteStore:
             " AND outcome IN (?, ?) ORDER BY id LIMIT 1",
             (meta.device_id, meta.batch_id, *STORED_OUTCOMES),
         ).fetchone()
-        outcome = decide(
-            seen is not None, meta.seq, highest, max_advance=limit,
-            same_content=seen is None or same_content(seen[0], meta.content_sha256),
-        )
+        same = True
+        if seen is not None:
+            known = same_content(seen[0], meta.content_sha256)
+            same = _all_stored(conn, meta.device_id, records) if known is None else known
+        outcome = decide(seen is not None, meta.seq, highest, max_advance=limit,
+                         same_content=same)
         statuses: list[tuple[RecordStatus, str | None]] = []
         if outcome in (SeqOutcome.NEW, SeqOutcome.RESEND):
             # Only a stored batch updates the gateway (last_key_id tells an operator that a
@@ -484,3 +486,22 @@ def _params(meta: BatchMeta, record: ValidRecord) -> list[Any]:
             value = json.dumps(value, allow_nan=False, separators=(",", ":"))
         params.append(value)
     return params
+
+
+def _all_stored(conn: sqlite3.Connection, device_id: str, records: Sequence[ValidRecord]) -> bool:
+    """Whether every record is stored for ``device_id`` already (see store.same_content)."""
+    by_table: dict[str, set[str]] = {}
+    for record in records:
+        by_table.setdefault(KINDS[record.kind].table, set()).add(record.record_id)
+    for table, ids in by_table.items():
+        todo = sorted(ids)
+        for start in range(0, len(todo), 500):  # within SQLite's bound-variable limit
+            chunk = todo[start : start + 500]
+            row = conn.execute(  # the table name comes from KINDS, never from the batch
+                f"SELECT count(*) FROM {table} WHERE device_id = ?"
+                f" AND record_id IN ({', '.join('?' * len(chunk))})",
+                (device_id, *chunk),
+            ).fetchone()
+            if row is None or int(row[0]) != len(chunk):
+                return False
+    return True

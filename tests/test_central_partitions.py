@@ -178,7 +178,7 @@ def test_cli_retention(fresh_pg: str, tmp_path: Path,
     assert main(["central", "retention", "--keep-days", "0", "-c", str(config)]) == 2
 
 
-async def test_a_month_already_in_the_default_partition_stays_there(
+async def test_a_month_in_the_default_partition_moves_into_its_partition(
     fresh_pg: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from agent.central import store_postgres
@@ -187,15 +187,40 @@ async def test_a_month_already_in_the_default_partition_stays_there(
     await store.start()
     device = unique_device()
     later = time.time() + 70 * DAY  # beyond the window: readings_default
+    month = time.strftime("readings_%Y%m", time.gmtime(later))
     try:
-        await store.ingest(meta(device, 1), valid(at(1, later)))
+        await store.ingest(meta(device, 1), valid(at(1, later), at(3, 1000.0)))
         assert partition_of(fresh_pg, device, "r000001") == "readings_default"
-        # The window grows to that month: its partition cannot be made any more (its
-        # rows are in the default one); ingest goes on and the rows stay put.
+        # The window grows to that month: its partition is made, and takes the month's
+        # rows out of the default one (a 1970 stamp stays there); still exactly once.
         monkeypatch.setattr(store_postgres, "PARTITION_AHEAD_DAYS", 120)
-        result = await store.ingest(meta(device, 2), valid(at(2, later + 1)))
+        result = await store.ingest(meta(device, 2), valid(at(2, later + 1), at(1, later)))
+        assert [s for s, _ in result.statuses] == [RecordStatus.ACCEPTED,
+                                                   RecordStatus.DUPLICATE]
+        assert partition_of(fresh_pg, device, "r000002") == month
+        assert partition_of(fresh_pg, device, "r000001") == month
+        assert partition_of(fresh_pg, device, "r000003") == "readings_default"
+        assert (await store.stats())["devices"][device]["reading"] == 3
+        # Dropped by retention in another process (the CLI): this receiver still
+        # believes in the month, so a reading of it goes to the default partition ...
+        cli = PostgresStore(fresh_pg)
+        await cli.start()
+        try:
+            assert month in await cli.drop_readings_before(later + 40 * DAY)
+        finally:
+            await cli.close()
+        result = await store.ingest(meta(device, 3), valid(at(4, later)))
         assert [s for s, _ in result.statuses] == [RecordStatus.ACCEPTED]
-        assert partition_of(fresh_pg, device, "r000002") == "readings_default"
-        assert (await store.stats())["devices"][device]["reading"] == 2
+        assert partition_of(fresh_pg, device, "r000004") == "readings_default"
+        # ... until a receiver that does not know the month makes it again, with that row.
+        other = PostgresStore(fresh_pg)
+        await other.start()
+        try:
+            result = await other.ingest(meta(device, 4), valid(at(5, later)))
+            assert [s for s, _ in result.statuses] == [RecordStatus.ACCEPTED]
+            assert partition_of(fresh_pg, device, "r000005") == month
+            assert partition_of(fresh_pg, device, "r000004") == month
+        finally:
+            await other.close()
     finally:
         await store.close()

@@ -329,6 +329,41 @@ SELECT r.device_id, r.record_id, r.sensor_id, r.firmware, r.animal_id,
 FROM readings r CROSS JOIN LATERAL jsonb_each(r."values") AS v;
 """,
     ),
+    (
+        6,
+        "a month's new readings partition takes its rows from readings_default",
+        """
+CREATE OR REPLACE FUNCTION dairy_reading_partition(month date) RETURNS text
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    name text := format('readings_%s', to_char(month, 'YYYYMM'));
+    lo double precision := extract(epoch FROM month::timestamp AT TIME ZONE 'UTC');
+    hi double precision :=
+        extract(epoch FROM (month + interval '1 month')::timestamp AT TIME ZONE 'UTC');
+BEGIN
+    IF to_regclass(name) IS NOT NULL THEN
+        RETURN name;
+    END IF;
+    -- Rows of this month may be in readings_default (stamped outside the window when
+    -- they came, or their partition was dropped); a partition cannot be made over
+    -- them, so they move into it: made detached, filled, then attached.
+    LOCK TABLE readings_default IN EXCLUSIVE MODE;
+    IF EXISTS (SELECT 1 FROM readings_default WHERE wall_ts >= lo AND wall_ts < hi) THEN
+        EXECUTE format('CREATE TABLE %I (LIKE readings INCLUDING DEFAULTS)', name);
+        EXECUTE format('WITH moved AS (DELETE FROM readings_default'
+                       ' WHERE wall_ts >= %s AND wall_ts < %s RETURNING *)'
+                       ' INSERT INTO %I SELECT * FROM moved', lo, hi, name);
+        EXECUTE format('ALTER TABLE readings ATTACH PARTITION %I FOR VALUES FROM (%s) TO (%s)',
+                       name, lo, hi);
+    ELSE
+        EXECUTE format('CREATE TABLE %I PARTITION OF readings FOR VALUES FROM (%s) TO (%s)',
+                       name, lo, hi);
+    END IF;
+    RETURN name;
+END
+$fn$;
+""",
+    ),
 ]
 
 # Readings go to a partition per month of their wall_ts. Partitions are made for
@@ -601,8 +636,8 @@ class PostgresStore:
         """Make the readings partitions of these months ("YYYY-MM") if they are missing.
 
         Each in a short transaction of its own, before the batch's, under an
-        advisory lock (receivers may race for the same month). A month whose rows
-        already went to readings_default stays there.
+        advisory lock (receivers may race for the same month). Rows of the month
+        that went to readings_default move into the new partition (schema 6).
         """
         for month in sorted(months - self._months):
             try:
@@ -611,8 +646,10 @@ class PostgresStore:
                     await conn.execute("SELECT dairy_reading_partition(%s::date)",
                                        (f"{month}-01",))
             except psycopg.errors.CheckViolation:
-                log.warning("readings of %s are in readings_default already; no partition "
-                            "made for that month", month)
+                # Should not happen since schema 6 (the rows are moved); the month's rows
+                # then stay in readings_default, which is correct, only not partitioned.
+                log.warning("readings of %s are in readings_default; no partition made for "
+                            "that month", month)
             self._months.add(month)
 
     async def reading_partitions(self) -> list[tuple[str, float | None, float | None]]:

@@ -61,6 +61,35 @@ EXAMPLE_CAMERAS: list[dict[str, Any]] = [
      "roi": [0.2, 0.2, 0.6, 0.6]},
 ]
 
+# Runtime profiles are off by default (none); these are shown commented out after
+# the empty default: a copied example must not start switching a farm's modes.
+EXAMPLE_PROFILES: dict[str, Any] = {
+    "milking": {
+        "description": "milking: the lane and cup cameras sample faster",
+        "cameras": {"lane1": {"infer_fps": 4.0}, "cup1": {"infer_fps": 4.0}},
+    },
+    "washing": {
+        "description": "tank wash: hot water is a wash, and a cooling alert needs an hour",
+        "rules": {"cooling": {"wash_detect_c": 30.0, "alerts": {"min_duration_s": 3600}}},
+    },
+    "night": {
+        "description": "night: no cows at the lanes, their cameras rest",
+        "cameras": {"lane1": {"enabled": False}, "exit1": {"enabled": False}},
+    },
+    "heat_wave": {
+        "description": "heat wave: heat stress from THI 68, critical after 40 THI-hours",
+        "rules": {"heat_stress": {"profile": "high_yield",
+                                  "profiles": {"high_yield": {"load_critical_thi_h": 40.0}}}},
+    },
+}
+EXAMPLE_SCHEDULE: list[dict[str, str]] = [
+    {"at": "05:00", "profile": "milking"}, {"at": "07:30", "profile": "normal"},
+    {"at": "16:00", "profile": "milking"}, {"at": "18:30", "profile": "normal"},
+    {"at": "22:00", "profile": "night"},
+]
+COMMENTED: dict[str, Any] = {"profiles": EXAMPLE_PROFILES,
+                             "profile_schedule": EXAMPLE_SCHEDULE}
+
 
 def render_example(examples: dict[str, Any] | None = None,
                    cameras: list[dict[str, Any]] | None = None,
@@ -137,6 +166,10 @@ def _model(obj: BaseModel, prefix: str, indent: int, lines: list[str],
         else:
             _comment(description, indent, lines)
             lines.append(f"{pad}{name}: {_scalar(dumped[name])}")
+            if key in COMMENTED:
+                lines.append(f"{pad}# Example (uncomment to use):")
+                text = yaml.safe_dump({name: COMMENTED[key]}, sort_keys=False, width=WIDTH)
+                lines.extend(f"{pad}# {line}" for line in text.splitlines())
 
 
 def _camera(camera: CameraConfig, given: dict[str, Any], every_key: bool, indent: int,

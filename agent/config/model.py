@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from agent.config.base import Section
+from agent.config.profiles import ProfileClock, ProfileConfig, ScheduleEntry, check_profiles
 from agent.config.rules import RulesConfig
 
 SAFE_ID = r"^[A-Za-z0-9_-]{1,64}$"
@@ -603,12 +604,30 @@ class Config(Section):
     )
     vision: VisionConfig = Field(default_factory=VisionConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    profiles: dict[str, ProfileConfig] = Field(
+        default_factory=dict,
+        description="Runtime profiles by name (milking, washing, night, heat_wave...): "
+        "overrides of detect.rules and camera sampling, switched without a restart by "
+        "profile_schedule, the MQTT topic <mqtt.status_prefix>/<gateway id>/profile/set or "
+        "the status page (docs/profiles.md). 'normal' is the base config.",
+    )
+    profile_schedule: list[ScheduleEntry] = Field(
+        default_factory=list,
+        description="Daily switches: each entry's profile starts at its time and lasts "
+        "until the next entry; a switch by MQTT or the page lasts until the next entry. "
+        "Empty: 'normal' unless switched.",
+    )
+    profile_clock: ProfileClock = Field(
+        "local", description="The clock of profile_schedule times: local (the gateway's "
+        "time zone) or utc."
+    )
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> Config:
         ids = [c.id for c in self.cameras]
         if len(ids) != len(set(ids)):
             raise ValueError("camera ids must be unique")
+        check_profiles(self.detect.rules, self.profiles, self.profile_schedule, set(ids))
         return self
 
     @property

@@ -52,10 +52,13 @@ from agent.runtime.detection import (
 )
 from agent.runtime.notify import Notifier
 from agent.runtime.preflight import check_config, raise_for_failures
+from agent.runtime.profiles import STATE_KEY as PROFILE_STATE_KEY
+from agent.runtime.profiles import Profile, ProfileManager, Switch, UnknownProfile
 from agent.runtime.review import ReviewItems
 from agent.runtime.vision import Vision
 from agent.sources.mqtt import MqttSource
 from agent.store.reader import StoreReader
+from agent.store.state import load_states, save_states
 from agent.store.writer import StoreWriter
 from agent.sync.transport import AiohttpTransport
 from agent.sync.uploader import Uploader
@@ -136,12 +139,23 @@ class Agent:
             value_range=self.ingestor.value_range,
         )
         self._farm_topic = farm_events_topic(config)
+        # Runtime profiles (agent/runtime/profiles.py): switched by schedule, by the
+        # command topic below (the broker's ACL decides who may publish there) or
+        # from the page; with none configured, nothing is subscribed.
+        self.profiles = ProfileManager(config, self.clock, self._apply_profile,
+                                       self._on_profile_switch, self._on_profile_refused)
+        mqtt_config = config.mqtt
+        self._profile_topic: str | None = None
+        if self.profiles.enabled:
+            self._profile_topic = f"{config.mqtt.status_prefix}/{config.gateway.id}/profile/set"
+            mqtt_config = config.mqtt.model_copy(
+                update={"topics": [*config.mqtt.topics, self._profile_topic]})
         self._handoff: queue.Queue[Any] = queue.Queue(maxsize=HANDOFF_CAPACITY)
         self._processor = threading.Thread(
             target=self._process_loop, name="dairy-edge-process", daemon=True
         )
         self.mqtt = MqttSource(
-            config.mqtt,
+            mqtt_config,
             client_id=config.mqtt_client_id,
             gateway_id=config.gateway.id,
             handler=self._on_message,
@@ -194,6 +208,9 @@ class Agent:
         if topic == self._farm_topic:
             self._farm_event(topic, payload, ack)
             return
+        if topic == self._profile_topic:
+            self._profile_command(payload, ack)
+            return
         try:
             reading = self.ingestor.parse(topic, payload)
         except Exception as err:  # InvalidPayload, or a bug: quarantine either way
@@ -225,6 +242,17 @@ class Agent:
         self._store(farm_event_record(event, self._stamp()), ack)
         for alert in alerts:
             self._store(alert, partial(self._publish_alert, alert))
+
+    def _profile_command(self, payload: bytes, ack: Callable[[], None]) -> None:
+        """The profile command topic: the payload is a profile name. Acknowledged
+        once handled (applied, or refused with an event): a command redelivered
+        after a restart would undo later switches."""
+        name = payload.decode("utf-8", "replace").strip()
+        try:
+            self.profiles.request(name, "mqtt")
+        except UnknownProfile:
+            pass  # logged and stored as a profile_refused event
+        ack()
 
     def _store(self, item: Record | Quarantined, on_commit: Callable[[], None]) -> None:
         """Hand ``item`` to the writer, waiting as long as the store refuses (full
@@ -279,6 +307,55 @@ class Agent:
         if self.state.storage_fault is None:
             log.error("storage fault (%s): acknowledging nothing until it clears", fault)
         self.state.storage_fault = fault
+
+    # -- runtime profiles ------------------------------------------------------
+    def _apply_profile(self, profile: Profile) -> None:
+        """Thresholds to the rule engine (learnt state stays), sampling to the cameras."""
+        self.detection.reconfigure_rules(profile.rules)
+        if self.vision.enabled:
+            for cam in self.config.cameras:
+                over = profile.cameras.get(cam.id)
+                self.vision.scheduler.set_budget(
+                    cam.id, over.infer_fps or cam.infer_fps if over else cam.infer_fps,
+                    enabled=over.enabled if over else True)
+
+    def _on_profile_switch(self, switch: Switch) -> None:
+        self.writer.submit(
+            self._event("profile_switch", switch.detail(),
+                        **{"from": switch.old, "to": switch.new, "by": switch.by}),
+            timeout=0.5)
+        state = {PROFILE_STATE_KEY: self.profiles.to_state()}
+        mono_ns = self.clock.monotonic_ns()
+        self.writer.call(lambda conn: save_states(conn, state, mono_ns, self.boot))
+        if self.mqtt.connected:  # retained: a farm system sees the mode it is in
+            try:
+                self.mqtt.publish(self.mqtt.status_topic("profile"), switch.new.encode(),
+                                  qos=1, retain=True)
+            except Exception:
+                log.warning("could not publish the active profile", exc_info=True)
+
+    def _on_profile_refused(self, name: str, by: str, reason: str) -> None:
+        self.writer.submit(
+            self._event("profile_refused", f"profile {name!r} by {by} refused",
+                        requested=name, by=by, reason=reason),
+            timeout=0.5)
+
+    def profile_status(self) -> dict[str, Any]:
+        return self.profiles.status()
+
+    def switch_profile(self, name: str, by: str) -> dict[str, Any]:
+        """The page's switch (a worker thread); KeyError for an unknown name."""
+        try:
+            self.profiles.request(name, by)
+        except UnknownProfile as err:
+            raise KeyError(str(err)) from None
+        return self.profiles.status()
+
+    def _restore_profile(self) -> None:
+        state = load_states(self.config.store_path, PROFILE_STATE_KEY).get(PROFILE_STATE_KEY)
+        if isinstance(state, dict):
+            self.profiles.from_state(state)
+        self.profiles.tick()
 
     # -- alert feedback (the web API's backend) -------------------------------
     def recent_alerts(self, n: int) -> list[dict[str, Any]]:
@@ -482,6 +559,7 @@ class Agent:
             ),
             body_conditions=self._aged(self.reader.recent_body_conditions(STATUS_IDENTIFICATIONS)
                                        if self.vision.enabled else []),
+            profile=self.profiles.status() if self.profiles.enabled else None,
             milk_checks=self._aged(self.reader.recent_milk_checks(STATUS_IDENTIFICATIONS)
                                    if self.vision.enabled else []),
         )
@@ -491,6 +569,8 @@ class Agent:
         self.writer.start()
         self._processor.start()
         self.detection.restore(self.config.store_path)
+        if self.profiles.enabled:
+            self._restore_profile()
         self.writer.submit(self._event("agent_started", f"dairy-edge {__version__} started"))
         threading.Thread(target=self._backfill_history, args=(self.clock.wall(),),
                          name="dairy-edge-history", daemon=True).start()
@@ -509,7 +589,8 @@ class Agent:
                           if any(c.role == "eartag" for c in self.config.cameras) else None)
                 app = make_web_app(self.status, alerts=self, access=self.web_access,
                                    gateway=self.config.gateway.id,
-                                   sensor_history=self.sensor_history, review=review)
+                                   sensor_history=self.sensor_history, review=review,
+                                   profiles=self if self.profiles.enabled else None)
                 web_runner, self.state.web_port = await start_web(
                     app, self.config.web.host, self.config.web.port,
                     tls_context(self.config.web),
@@ -575,6 +656,8 @@ class Agent:
             if not clock_synced and self.clock.synced():
                 clock_synced = True
                 self._on_clock_synced()
+            if self.profiles.enabled:
+                self.profiles.tick()  # the schedule
             if not ready:
                 continue  # time-driven rules start with ingest
             for alert in self.detection.tick(self.clock.monotonic()):

@@ -18,6 +18,7 @@ from typing import Any
 
 from agent.clock import Clock
 from agent.config.model import Config, DetectConfig
+from agent.config.rules import RulesConfig
 from agent.detect.anomaly.engine import AnomalyEngine
 from agent.detect.farm_events import FarmEvent
 from agent.detect.rules.base import Finding
@@ -116,6 +117,11 @@ class Detection:
         late = self.clock.wall() - event.ts if self.clock.synced() else 0.0
         with self._lock:
             return self.rules.on_farm_event(event, late_s=late)
+
+    def reconfigure_rules(self, cfg: RulesConfig) -> None:
+        """New rule thresholds (a runtime profile); learnt state and open alerts stay."""
+        with self._lock:
+            self.rules.reconfigure(cfg)
 
     def configure_vision(self, bcs: BcsLossParams, milk: MilkParams) -> None:
         """The camera rules' thresholds (from the vision section of the config)."""

@@ -76,6 +76,7 @@ class _Camera(Generic[F]):
     gate: Gate
     waiting: F | None = None
     last_inferred_ns: int | None = None
+    paused: bool = False  # a runtime profile turned its inference off
     counts: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(("offered", "inferred", *REASONS), 0)
     )
@@ -131,6 +132,18 @@ class InferenceScheduler(Generic[F]):
         self._tick = callback
         self._tick_interval_s = interval_s
 
+    def set_budget(self, camera_id: str, infer_fps: float, enabled: bool = True) -> None:
+        """A new inference budget for one camera, at once (a runtime profile);
+        ``enabled=False`` drops all its frames as 'budget' until enabled again."""
+        if infer_fps <= 0:
+            raise ValueError("infer_fps must be positive")
+        with self._cond:
+            cam = self._cams[camera_id]
+            cam.period_ns = int(1e9 / infer_fps * (1 - BUDGET_SLACK))
+            cam.paused = not enabled
+            if cam.paused:
+                cam.waiting = None
+
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("scheduler already started")
@@ -167,7 +180,7 @@ class InferenceScheduler(Generic[F]):
             period = cam.period_ns
             if self._ingest_busy is not None and self._ingest_busy():
                 period = int(period * self._busy_factor)
-            if last is not None and 0 <= frame.mono_ns - last < period:
+            if cam.paused or (last is not None and 0 <= frame.mono_ns - last < period):
                 self._drop(cam, "budget")
                 return False
             if cam.waiting is not None:

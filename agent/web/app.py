@@ -4,6 +4,7 @@
     /api/view         the page's live part alone, with an ETag (304 when unchanged)
     /api/status       the status as JSON
     /api/alerts ...   alert list and technician actions (agent/web/alerts_api.py)
+    /api/profile      runtime profile: show, switch (agent/web/profiles_api.py)
     /healthz          ok / unhealthy and why (no login: liveness checks)
     /metrics          Prometheus (login, or open read-only with web.metrics_open)
     /login, /logout   (agent/web/guard.py), /static/*, /favicon.ico
@@ -33,6 +34,7 @@ from agent.web.alerts_api import AlertsBackend, add_alert_routes
 from agent.web.guard import session_of
 from agent.web.history import Trend
 from agent.web.page import render_page, render_sensor_page, vision_sections
+from agent.web.profiles_api import ProfilesBackend, add_profile_routes
 from agent.web.review import _REVIEW_KEY as _REVIEW_ON
 from agent.web.review import ReviewBackend, add_review_routes
 from agent.web.status import StatusSnapshot, health_reasons, jsonable
@@ -80,6 +82,7 @@ def make_web_app(
     poll_s: float = 15.0,
     sensor_history: SensorHistory | None = None,
     review: ReviewBackend | None = None,
+    profiles: ProfilesBackend | None = None,
 ) -> web.Application:
     """The status web app.
 
@@ -93,6 +96,7 @@ def make_web_app(
     :param sensor_history: one sensor's last 24 h from the buffer, field -> 15-minute
         means (called in a worker thread): the ``/sensor?id=`` page.
     :param review: the ear-tag review queue (``/review``), when there are tag cameras.
+    :param profiles: runtime profiles (``/api/profile``), when any are configured.
     """
     if access is None:
         access = WebAccess(users=UserStore(None))
@@ -117,6 +121,8 @@ def make_web_app(
         add_alert_routes(app, alerts)
     if review is not None:
         add_review_routes(app, review)
+    if profiles is not None:
+        add_profile_routes(app, profiles)
     return app
 
 

@@ -71,6 +71,8 @@ class StatusSnapshot:
     # Sparklines: "sensor_id:field" -> values, oldest first (tanks and climate).
     history: dict[str, list[float]] = field(default_factory=dict)
     safe_mode: bool = False
+    # The runtime profile (ProfileManager.status()); None: no profiles configured.
+    profile: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)  # extra reasons for /healthz 503
 
     def to_dict(self) -> dict[str, Any]:

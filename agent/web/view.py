@@ -433,6 +433,33 @@ def _problems(reasons: list[str]) -> str:
             f"<ul>{items}</ul></section>")
 
 
+def _profile(status: Mapping[str, Any], can_change: bool, csrf: str) -> str:
+    """The active runtime profile, and (technicians) buttons to switch it."""
+    prof = status.get("profile")
+    if not isinstance(prof, Mapping) or not prof.get("active"):
+        return ""
+    active = str(prof["active"])
+    by = str(prof.get("by") or "")
+    nxt = prof.get("next")
+    after = ""
+    if isinstance(nxt, Mapping) and nxt.get("profile"):
+        after = f' <span class="muted">{_e(_("next"))}: {_e(nxt["profile"])} {_e(nxt.get("at"))}</span>'
+    buttons = ""
+    if can_change:
+        others = [p for p in prof.get("available") or []
+                  if isinstance(p, Mapping) and p.get("name") != active]
+        buttons = (
+            f'<form class="profile" method="post" action="/api/profile">'
+            f'<input type="hidden" name="csrf" value="{_e(csrf)}">'
+            + "".join(f'<button name="profile" value="{_e(p["name"])}" '
+                      f'title="{_e(p.get("description"))}">{_e(p["name"])}</button>'
+                      for p in others)
+            + "</form>"
+        ) if others else ""
+    return (f'<section id="profile"><p>{_e(_("Profile"))}: <b>{_e(active)}</b> '
+            f'<span class="muted">({_e(by)})</span>{after}</p>{buttons}</section>')
+
+
 def render_view(status: Mapping[str, Any], reasons: list[str], *, can_change: bool = False,
                 query: str = "", extra: str = "", csrf: str = "") -> str:
     """The inside of ``<main>`` for one status dict (``StatusSnapshot.to_dict()``)."""
@@ -440,6 +467,7 @@ def render_view(status: Mapping[str, Any], reasons: list[str], *, can_change: bo
     history = status.get("history") or {}
     return (
         _problems(reasons)
+        + _profile(status, can_change, csrf)
         + _alerts(status, can_change, csrf)
         + _tanks_climate(sensors, history if isinstance(history, Mapping) else {})
         + _animals(sensors, query)
@@ -476,4 +504,6 @@ _MARKED = (
     N_("Buffer and sync"),
     N_("Gateway healthy"),
     N_("Problems"),
+    N_("Profile"),
+    N_("next"),
 )

@@ -80,9 +80,10 @@ class RuleEngine:
         self.rumination = RuminationRule(cfg.rumination, m)
         self.mastitis = MastitisRule(cfg.mastitis, m)
         self.estrus = EstrusRule(cfg.estrus, m)
+        self.cooling = CoolingRule(cfg.cooling, m)
+        self.heat_stress = HeatStressRule(cfg.heat_stress, m)
         self.rules: list[_Rule] = [
-            CoolingRule(cfg.cooling, m), HeatStressRule(cfg.heat_stress, m),
-            self.mastitis, self.estrus, self.rumination,
+            self.cooling, self.heat_stress, self.mastitis, self.estrus, self.rumination,
         ]
         self.farm = FarmContext()
         self.sensors = PlausibilityRule(cfg.plausibility, calibration, m)
@@ -91,12 +92,8 @@ class RuleEngine:
             for role in rule.roles:
                 self.by_role[role].append(rule)
         self._firmware = {fw: role for role in ROLES for fw in getattr(m, role)}
-        self._policies: dict[str, AlertPolicy] = {
-            "cooling": cfg.cooling.alerts, "heat_stress": cfg.heat_stress.alerts,
-            "mastitis": cfg.mastitis.alerts, "estrus": cfg.estrus.alerts,
-            "rumination": cfg.rumination.alerts,
-        }
-        self._policies.update(VISION_POLICIES)  # bcs_loss, milk_abnormal
+        self._policies: dict[str, AlertPolicy] = {}
+        self._set_policies(cfg)
         self.alerts = AlertManager(self._policy, self._stamp, list(cfg.escalation_channels))
         self.alerts.rules_seen.update(self.rule_names())
         self.offset = 0.0
@@ -106,6 +103,24 @@ class RuleEngine:
         self._sensor_t: dict[str, float] = {}  # per sensor: the latest rule time
 
     # -- public API ---------------------------------------------------------
+    def reconfigure(self, cfg: RulesConfig) -> None:
+        """New thresholds and alert policies (a runtime profile), keeping every
+        rule's learnt state and the open alerts. The role mapping and the
+        escalation channels are the farm's wiring: they cannot change here."""
+        if cfg.mapping != self.cfg.mapping or cfg.escalation_channels != \
+                self.cfg.escalation_channels:
+            raise ValueError("a reconfigure cannot change the mapping or escalation_channels")
+        self.cfg = cfg
+        self.cooling.cfg = cfg.cooling
+        self.cooling.profile = cfg.cooling.profiles[cfg.cooling.profile]
+        self.heat_stress.cfg = cfg.heat_stress
+        self.heat_stress.profile = cfg.heat_stress.profiles[cfg.heat_stress.profile]
+        self.mastitis.cfg = cfg.mastitis
+        self.estrus.cfg = cfg.estrus
+        self.rumination.cfg = cfg.rumination
+        self.sensors.reconfigure(cfg.plausibility)
+        self._set_policies(cfg)
+
     def rule_names(self) -> list[str]:
         return [r.name for r in self.rules] + list(SENSOR_RULES)
 
@@ -283,6 +298,15 @@ class RuleEngine:
         t = mono_s + self.offset
         self.last_t = max(self.last_t, t)
         return t
+
+    def _set_policies(self, cfg: RulesConfig) -> None:
+        self._policies.clear()
+        self._policies.update({
+            "cooling": cfg.cooling.alerts, "heat_stress": cfg.heat_stress.alerts,
+            "mastitis": cfg.mastitis.alerts, "estrus": cfg.estrus.alerts,
+            "rumination": cfg.rumination.alerts,
+        })
+        self._policies.update(VISION_POLICIES)  # bcs_loss, milk_abnormal
 
     def _policy(self, rule: str) -> AlertPolicy:
         return self._policies.get(rule, self.cfg.plausibility.alerts)

@@ -140,6 +140,13 @@ class PlausibilityRule:
         self._heard_t = NEVER  # latest arrival from any sensor
         self._calib_t = NEVER
 
+    def reconfigure(self, config: PlausibilityConfig) -> None:
+        """New limits and health settings (a runtime profile); learnt state stays."""
+        self.cfg = config
+        self.health = config.health
+        self._group_of = {sid: name for name, sids in self.health.drift_groups.items()
+                          for sid in sids}
+
     # -- queries -------------------------------------------------------------
     def faulty(self, sensor_id: str) -> bool:
         """Stuck, drifting, out of range or erratic: its data must not drive other rules."""

@@ -409,3 +409,71 @@ def test_the_example_profiles_validate_and_an_unquoted_time_is_read_right() -> N
                             "profiles: {night: {}}\n")
     assert loaded["profile_schedule"][0]["at"] == 960  # what YAML 1.1 makes of it
     assert Config.model_validate(loaded).profile_schedule[0].at == "16:00"
+
+
+# -- camera sampling -----------------------------------------------------------------------
+
+
+class _Gate:
+    def check(self, image: Any, mono_ns: int) -> Any:
+        from agent.vision.gate import GateResult
+
+        return GateResult(True, 1.0, "test")
+
+
+class _Frame:
+    def __init__(self, camera_id: str, mono_ns: int) -> None:
+        import numpy as np
+
+        self.camera_id, self.mono_ns = camera_id, mono_ns
+        self.image = np.zeros((4, 4, 3), dtype=np.uint8)
+
+
+def test_a_profile_changes_a_cameras_budget_and_pauses_it() -> None:
+    from agent.config.model import CameraConfig
+    from agent.vision.scheduler import InferenceScheduler
+
+    cam = CameraConfig(id="lane1", source="synthetic", infer_fps=1.0)
+    sched: InferenceScheduler[Any] = InferenceScheduler([cam], lambda cid, f: None,
+                                                        gates={"lane1": _Gate()})
+    sched.start()
+    try:
+        def offered(fps_frames: int, start_s: float) -> int:
+            """Frames at 10 fps for one second (spaced past the worker): how many taken."""
+            taken = 0
+            for i in range(fps_frames):
+                if sched.offer(_Frame("lane1", int((start_s + i / 10) * 1e9))):
+                    taken += 1
+                    done = sched.stats()["lane1"]["offered"] - sched.stats()["lane1"]["budget"]
+                    assert wait_for(lambda d=done: sched.stats()["lane1"]["inferred"] >= d, 2)
+            return taken
+
+        assert offered(10, 0.0) == 1  # 1 frame/s
+        sched.set_budget("lane1", 5.0)
+        assert offered(10, 10.0) == 5
+        sched.set_budget("lane1", 5.0, enabled=False)
+        assert offered(10, 20.0) == 0
+        sched.set_budget("lane1", 1.0)
+        assert offered(10, 30.0) == 1
+        assert sched.stats()["lane1"]["budget"] == 9 + 5 + 10 + 9
+    finally:
+        sched.stop()
+
+
+def test_the_agent_applies_a_profiles_camera_sampling(tmp_path: Path) -> None:
+    config = load_config(overrides={
+        "gateway": {"data_dir": str(tmp_path)}, "sync": {"enabled": False},
+        "web": {"enabled": False},
+        "cameras": [{"id": "lane1", "source": "synthetic", "infer_fps": 2.0}],
+        "profiles": {"night": {"cameras": {"lane1": {"enabled": False}}},
+                     "milking": {"cameras": {"lane1": {"infer_fps": 8.0}}}},
+    })
+    agent = Agent(config, hmac_key=b"k" * 32)
+    cams = agent.vision.scheduler._cams
+    agent.profiles.request("night", "test")
+    assert cams["lane1"].paused
+    agent.profiles.request("milking", "test")
+    assert not cams["lane1"].paused and cams["lane1"].period_ns == int(1e9 / 8 * 0.95)
+    agent.profiles.request("normal", "test")
+    assert cams["lane1"].period_ns == int(1e9 / 2 * 0.95)
+    agent.writer.close()

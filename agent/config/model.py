@@ -11,10 +11,16 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from agent.config.base import Section
-from agent.config.profiles import ProfileClock, ProfileConfig, ScheduleEntry, check_profiles
+from agent.config.profiles import (
+    ProfileClock,
+    ProfileConfig,
+    ScheduleEntry,
+    check_profiles,
+    check_schedule,
+)
 from agent.config.rules import RulesConfig
 
 SAFE_ID = r"^[A-Za-z0-9_-]{1,64}$"
@@ -627,8 +633,26 @@ class Config(Section):
         ids = [c.id for c in self.cameras]
         if len(ids) != len(set(ids)):
             raise ValueError("camera ids must be unique")
-        check_profiles(self.detect.rules, self.profiles, self.profile_schedule, set(ids))
         return self
+
+    # Field validators, not the model's: an error then shows only its own section.
+    @field_validator("profiles")
+    @classmethod
+    def _profiles_merge(cls, value: dict[str, ProfileConfig],
+                        info: ValidationInfo) -> dict[str, ProfileConfig]:
+        detect, cameras = info.data.get("detect"), info.data.get("cameras")
+        if detect is not None and cameras is not None:  # else their own error shows
+            check_profiles(detect.rules, value, {c.id for c in cameras})
+        return value
+
+    @field_validator("profile_schedule")
+    @classmethod
+    def _schedule_names(cls, value: list[ScheduleEntry],
+                        info: ValidationInfo) -> list[ScheduleEntry]:
+        profiles = info.data.get("profiles")
+        if profiles is not None:
+            check_schedule(value, set(profiles))
+        return value
 
     @property
     def store_path(self) -> Path:

@@ -100,9 +100,9 @@ def merged_rules(base: RulesConfig, profile: ProfileConfig, name: str) -> RulesC
 
 
 def check_profiles(rules: RulesConfig, profiles: dict[str, ProfileConfig],
-                   schedule: list[ScheduleEntry], camera_ids: set[str]) -> None:
-    """Every profile merges and validates, names only known cameras, and the
-    schedule names only known profiles: ValueError naming the first bad key."""
+                   camera_ids: set[str]) -> None:
+    """Every profile merges and validates and names only known cameras:
+    ValueError naming the first bad key."""
     for name, profile in profiles.items():
         if name == NORMAL:
             raise ValueError(f"profiles.{NORMAL}: '{NORMAL}' is the base config; "
@@ -114,9 +114,13 @@ def check_profiles(rules: RulesConfig, profiles: dict[str, ProfileConfig],
             if cam not in camera_ids:
                 raise ValueError(f"profiles.{name}.cameras.{cam}: no camera with that id "
                                  "in cameras")
+
+
+def check_schedule(schedule: list[ScheduleEntry], names: set[str]) -> None:
+    """The schedule names only known profiles, each time once."""
     seen: set[str] = set()
     for i, entry in enumerate(schedule):
-        if entry.profile != NORMAL and entry.profile not in profiles:
+        if entry.profile != NORMAL and entry.profile not in names:
             raise ValueError(f"profile_schedule.{i}.profile: {entry.profile!r} is not "
                              f"'{NORMAL}' or a name in profiles")
         if entry.at in seen:

@@ -283,6 +283,9 @@ async def test_a_technician_switches_from_the_page_and_a_viewer_cannot(tmp_path:
         tmp_path, provider=lambda: {"version": "t", "uptime_s": 1.0,
                                     "profile": mgr.status()}, profiles=backend)
     try:
+        assert (await client.get("/api/profile")).status == 401  # no session: nothing
+        assert (await client.post("/api/profile", json={"profile": "heat_wave"})).status \
+            in (401, 403)
         csrf = await logged_in(client, "view")
         page = await (await client.get("/")).text()
         assert "<b>normal</b>" in page and 'class="profile"' not in page
@@ -355,6 +358,9 @@ async def test_the_mqtt_command_topic_switches_and_refuses(tmp_path: Path) -> No
     try:
         assert await _until(lambda: command in agent.mqtt.subscriptions(), 20)
         watcher.subscribe(f"{prefix}/gw-prof/profile")
+        # the active profile is announced (retained) on connect, then on every switch
+        assert await asyncio.to_thread(wait_for, lambda: any(
+            m.payload == b"normal" for m in watcher.received), 5)
         heat = agent.detection.rules.heat_stress
         barns = heat.barns
         assert heat.profile.raise_thi == 72.0

@@ -327,12 +327,17 @@ class Agent:
         state = {PROFILE_STATE_KEY: self.profiles.to_state()}
         mono_ns = self.clock.monotonic_ns()
         self.writer.call(lambda conn: save_states(conn, state, mono_ns, self.boot))
-        if self.mqtt.connected:  # retained: a farm system sees the mode it is in
-            try:
-                self.mqtt.publish(self.mqtt.status_topic("profile"), switch.new.encode(),
-                                  qos=1, retain=True)
-            except Exception:
-                log.warning("could not publish the active profile", exc_info=True)
+        self._publish_profile(switch.new)
+
+    def _publish_profile(self, name: str) -> None:
+        """Retained on <prefix>/<gateway id>/profile: a farm system sees the mode."""
+        if not self.mqtt.connected:
+            return  # announced again on the next connect (the tick loop)
+        try:
+            self.mqtt.publish(self.mqtt.status_topic("profile"), name.encode(), qos=1,
+                              retain=True)
+        except Exception:
+            log.warning("could not publish the active profile", exc_info=True)
 
     def _on_profile_refused(self, name: str, by: str, reason: str) -> None:
         self.writer.submit(
@@ -631,6 +636,7 @@ class Agent:
         last_save = last_ping = last_extend = self.clock.monotonic()
         ready = False
         clock_synced = False
+        profile_announced = -1  # the connection the active profile was published on
         ping_every = self.notifier.watchdog_interval_s or WATCHDOG_PROBE_S
         while not stop.is_set():
             try:
@@ -658,6 +664,9 @@ class Agent:
                 self._on_clock_synced()
             if self.profiles.enabled:
                 self.profiles.tick()  # the schedule
+                if self.mqtt.connected and self.mqtt.stats.connects != profile_announced:
+                    profile_announced = self.mqtt.stats.connects
+                    self._publish_profile(self.profiles.active)
             if not ready:
                 continue  # time-driven rules start with ingest
             for alert in self.detection.tick(self.clock.monotonic()):

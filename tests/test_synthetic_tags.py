@@ -120,16 +120,28 @@ def test_heavy_occlusion_makes_a_tag_illegible() -> None:
     assert not blurred["legible"] and "blur" in blurred["why"]
 
 
-def test_a_rail_drawn_after_the_tags_counts_as_cover() -> None:
-    """Dev scene 500205: a bar drawn for the other tag crosses tag 697's digits.
-    Only that tag's own decorations used to count, so it was labelled legible
-    with covered 0.0."""
-    img, label = render_scene(500205, DEV)
-    tag = next(t for t in label["tags"] if t["number"] == "697")  # type: ignore[attr-defined]
-    assert tag["covered"] > 0.6 and not tag["legible"] and "covered" in tag["why"]
-    # black ink shows at the top of the number's box; the lower half is grey steel
-    x, y, w, h = tag["number_box"]
-    assert img[y:y + h // 3, x:x + w].min() < 40 < img[y + h // 2:y + h, x:x + w].min()
+def test_whatever_is_drawn_over_a_tag_counts_as_cover() -> None:
+    """Bars, rails and later cows drawn over a tag's digits count as cover (only
+    the tag's own decorations used to count: dev scene 500205 had a bar across
+    tag 697 labelled legible, covered 0.0). Judged by the pixels, over many dev
+    scenes rather than one seed: the exact layout of a seed can differ between
+    machines (numpy's vectorised maths), the rule may not."""
+    hidden = []
+    for seed in range(500000, 500200):
+        img, label = render_scene(seed, DEV)
+        for tag in label["tags"]:  # type: ignore[attr-defined]
+            x, y, w, h = tag["number_box"]
+            top, low = img[y:y + h // 3, x:x + w], img[y + h // 2:y + h, x:x + w]
+            if x < 0 or y < 0 or top.size == 0 or low.size == 0:
+                continue
+            # Ink at the top of the number, none in its lower half, and not
+            # because the digits are tiny or blurred: something covers them.
+            if top.min() < 40 and low.min() > 60 and not {"small", "blur"} & set(tag["why"]):
+                hidden.append((seed, tag))
+    assert len(hidden) >= 2, hidden
+    for seed, tag in hidden:
+        assert tag["covered"] > 0.6 and not tag["legible"], (seed, tag)
+        assert "covered" in tag["why"], (seed, tag)
 
 
 def _clean_tag(frame: np.ndarray, seed: int, centre: tuple[float, float]):  # type: ignore[no-untyped-def]

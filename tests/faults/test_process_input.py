@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -293,7 +294,10 @@ def test_t15_topic_and_id_injection(farm: Barn, tmp_path: Path) -> None:
 
     # The status page: hostile text never reaches it raw.
     status, _headers, page = farm.http_get("/")
-    assert status == 200 and "<script" not in page.lower()
+    # The page's own two scripts (its strings, its code) and nothing else.
+    scripts = re.findall(r"<script[^>]*>", page, flags=re.IGNORECASE)
+    assert status == 200 and len(scripts) == 2, scripts
+    assert all('id="i18n"' in t or 'src="/static/app.js' in t for t in scripts), scripts
     _, api_headers, api = farm.http_get("/api/status")
     assert api_headers["Content-Type"].startswith("application/json")
     assert "<script" not in json.dumps(json.loads(api)).lower()

@@ -79,6 +79,8 @@ def test_a_good_config_passes_and_the_agent_accepts_it(
         ("missing TLS CA file", "mqtt.tls: cannot load certificates or key"),
         ("missing sync CA file", "sync.ca_file: cannot load"),
         ("missing HMAC key", "no HMAC key was given"),
+        ("missing web TLS files", "web.tls: cannot load"),
+        ("unreadable web users file", "web.users_file: cannot read"),
     ],
 )
 def test_check_and_run_refuse_the_same_broken_configs(
@@ -104,6 +106,11 @@ def test_check_and_run_refuse_the_same_broken_configs(
         extra = f"sync:\n  ca_file: {farm}/central-ca.pem\n"
     elif case == "missing HMAC key":
         monkeypatch.delenv("DAIRY_EDGE_HMAC_KEY")
+    elif case == "missing web TLS files":
+        extra = f"web:\n  tls_cert: {farm}/web.pem\n  tls_key: {farm}/web.key\n"
+    elif case == "unreadable web users file":
+        (farm / "users.json").mkdir()  # read as root too: a folder cannot be read as a file
+        extra = f"web:\n  users_file: {farm}/users.json\n"
     path = _write(farm, extra)
     code, out = _check(path, capsys)
     assert code == 2, out
@@ -157,3 +164,17 @@ def test_a_yaml_error_names_the_file_line_and_column(
     assert code == 2
     assert f"{path}:3:5: not valid YAML" in out
     assert "<unicode string>" not in out
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+def test_a_good_web_certificate_passes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    farm = _farm(tmp_path)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(farm / "web.key"), "-out", str(farm / "web.pem"), "-days", "2",
+                    "-subj", "/CN=gateway"], check=True, capture_output=True)
+    path = _write(farm, f"web:\n  tls_cert: {farm}/web.pem\n  tls_key: {farm}/web.key\n")
+    code, out = _check(path, capsys)
+    assert code == 0, out
+    assert f"OK   web.tls: loaded {farm}/web.pem" in out

@@ -11,6 +11,7 @@ calibration overdue, a broker user without a password).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import ssl
 import time
@@ -220,6 +221,46 @@ def _tls(config: Config) -> list[Finding]:
         out.append(Finding("sync.url", "warning",
                            f"{config.sync.url} is plain HTTP: batches are signed but readable "
                            "on the way", "use https:// for a central outside this network"))
+    out += _web(config)
+    return out
+
+
+def _web(config: Config) -> list[Finding]:
+    """The status page's certificate and key (loaded at start: a missing file
+    stops the agent) and its users file (unreadable: nobody can log in)."""
+    web = config.web
+    if not web.enabled:
+        return []
+    out = []
+    if web.tls_cert is not None and web.tls_key is not None:
+        try:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(str(web.tls_cert), str(web.tls_key), password="")
+        except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+            out.append(Finding("web.tls", "failure",
+                               f"cannot load {web.tls_cert} and {web.tls_key}: {err}",
+                               "check web.tls_cert and web.tls_key (readable by the service "
+                               "user; the key unencrypted and matching the certificate), or "
+                               "remove both to serve plain HTTP"))
+        else:
+            out.append(Finding("web.tls", "ok", f"loaded {web.tls_cert}, {web.tls_key}"))
+    if web.login:
+        users = web.users_file or config.gateway.data_dir / "web-users.json"
+        if users.exists():
+            try:
+                json.loads(users.read_text(encoding="utf-8"))["users"].items()
+            except OSError as err:
+                out.append(Finding("web.users_file", "failure",
+                                   f"cannot read {users}: {err.strerror or err}",
+                                   f"make it readable by the service user (chown dairy-edge "
+                                   f"{users}), or set web.users_file"))
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
+                out.append(Finding("web.users_file", "warning",
+                                   f"{users} is damaged ({err!r}): nobody can log in to the "
+                                   "status page", "`dairy-edge web user add NAME --role "
+                                   "technician` rewrites it"))
+            else:
+                out.append(Finding("web.users_file", "ok", f"{users} is readable"))
     return out
 
 

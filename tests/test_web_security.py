@@ -281,3 +281,67 @@ async def test_one_time_login_link(tmp_path: Path) -> None:
         assert actions.items[0]["action"] == "login" and actions.items[0]["method"] == "link"
     finally:
         await client.close()
+
+
+async def test_concurrent_logins_cannot_pass_the_rate_limit(tmp_path: Path) -> None:
+    """Attempts count from the moment they start: 20 wrong passwords at once get at
+    most the limit checked (argon2id, 64 MiB each), the rest 429."""
+    import asyncio
+
+    from agent.web.access import LOGIN_FAILURES
+
+    client, access, _ = await web_client(tmp_path)
+    users = access.users
+    assert users is not None
+    checked: list[str] = []
+    verify = users.verify
+
+    def counting(name: str, password: str) -> Any:
+        checked.append(name)
+        return verify(name, password)
+
+    users.verify = counting  # type: ignore[method-assign]
+    try:
+        form = await client.get("/login")
+        token = csrf_of(await form.text())
+        answers = await asyncio.gather(*[
+            client.post("/login", data={"csrf": token, "user": "tech",
+                                        "password": f"wrong-{i}"}, allow_redirects=False)
+            for i in range(20)])
+        statuses = sorted(r.status for r in answers)
+        assert len(checked) <= LOGIN_FAILURES, statuses
+        assert statuses.count(401) == len(checked)
+        assert statuses.count(429) == 20 - len(checked)
+        assert (await login(client, "tech")).status == 429  # still locked
+    finally:
+        await client.close()
+
+
+async def test_password_checks_are_bounded() -> None:
+    """At most workers + queue checks at a time; the next is refused, not queued."""
+    import asyncio
+    import threading
+
+    from agent.web.access import PasswordChecks
+
+    checks = PasswordChecks(workers=1, queue=1)
+    gate = threading.Event()
+    running: list[str] = []
+
+    def slow(name: str) -> str:
+        running.append(threading.current_thread().name)
+        gate.wait(5)
+        return name
+
+    try:
+        first = asyncio.ensure_future(checks.run(slow, "a"))
+        second = asyncio.ensure_future(checks.run(slow, "b"))
+        await asyncio.sleep(0.05)
+        assert await checks.run(slow, "c") == (False, None)
+        assert checks.busy == 2 and len(running) == 1  # one worker: the second waits
+        gate.set()
+        assert await first == (True, "a") and await second == (True, "b")
+        assert running[0].startswith("web-login")
+    finally:
+        gate.set()
+        checks.close()

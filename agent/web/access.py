@@ -4,12 +4,14 @@ on the monotonic clock."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import secrets
 import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,10 @@ LINK_TTL_S = 15 * 60.0
 # Failed logins allowed per client address and per user name in the window.
 LOGIN_FAILURES = 5
 LOGIN_WINDOW_S = 300.0
+# Password checks (argon2id, 64 MiB each) run at most this many at once, on their
+# own threads; at most LOGIN_QUEUE more wait, the rest are answered 429 at once.
+LOGIN_WORKERS = 2
+LOGIN_QUEUE = 4
 
 Clock = Callable[[], float]
 ActionLog = Callable[[dict[str, Any]], None]
@@ -107,6 +113,8 @@ class RateLimit:
                  clock: Clock = time.monotonic, max_keys: int = 10_000) -> None:
         self.limit, self.window_s, self.clock, self.max_keys = limit, window_s, clock, max_keys
         self._fails: OrderedDict[str, deque[float]] = OrderedDict()
+        # Attempts begun and not yet judged: they count as failures until they are.
+        self._pending: dict[str, int] = {}
 
     def _recent(self, key: str) -> deque[float]:
         times = self._fails.get(key)
@@ -124,7 +132,25 @@ class RateLimit:
             times = self._recent(key)
             if len(times) >= self.limit:
                 wait = max(wait, times[0] + self.window_s - self.clock())
+            elif len(times) + self._pending.get(key, 0) >= self.limit:
+                wait = max(wait, 1.0)  # the checks under way decide: try again shortly
         return max(0.0, wait)
+
+    def begin(self, *keys: str) -> None:
+        """An attempt is being checked: count it against the limit until :meth:`end`."""
+        for key in keys:
+            self._pending[key] = self._pending.get(key, 0) + 1
+
+    def end(self, *keys: str, failed: bool) -> None:
+        """The attempt begun for ``keys`` was judged: a failure is recorded."""
+        for key in keys:
+            left = self._pending.get(key, 0) - 1
+            if left > 0:
+                self._pending[key] = left
+            else:
+                self._pending.pop(key, None)
+        if failed:
+            self.fail(*keys)
 
     def fail(self, *keys: str) -> None:
         now = self.clock()
@@ -138,6 +164,42 @@ class RateLimit:
     def clear(self, *keys: str) -> None:
         for key in keys:
             self._fails.pop(key, None)
+
+
+class PasswordChecks:
+    """Slow password checks off the event loop, a few at a time.
+
+    Each argon2id check takes 64 MiB for about 0.1 s: unbounded, concurrent logins
+    would take the agent past its memory limit. ``run`` answers None at once when
+    ``workers`` checks run and ``queue`` more wait (the caller answers 429).
+    """
+
+    def __init__(self, workers: int = LOGIN_WORKERS, queue: int = LOGIN_QUEUE) -> None:
+        self.workers, self.queue = workers, queue
+        self._executor: ThreadPoolExecutor | None = None
+        self._in = 0  # running and waiting
+
+    @property
+    def busy(self) -> int:
+        return self._in
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+        """(True, fn(*args)) run on the checks' threads, or (False, None) when full."""
+        if self._in >= self.workers + self.queue:
+            return False, None
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="web-login")
+        self._in += 1
+        try:
+            return True, await asyncio.get_running_loop().run_in_executor(
+                self._executor, fn, *args)
+        finally:
+            self._in -= 1
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
 
 def default_hosts() -> list[str]:
@@ -204,11 +266,13 @@ class WebAccess:
     sessions: Sessions = field(init=False)
     links: LoginLinks = field(init=False)
     limits: RateLimit = field(init=False)
+    checks: PasswordChecks = field(init=False)
 
     def __post_init__(self) -> None:
         self.sessions = Sessions(self.session_idle_s, self.clock)
         self.links = LoginLinks(self.clock)
         self.limits = RateLimit(clock=self.clock)
+        self.checks = PasswordChecks()
 
     @property
     def login(self) -> bool:

@@ -11,7 +11,6 @@ field ``csrf``), and a cross-origin ``Origin`` is refused outright.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import secrets
@@ -226,9 +225,20 @@ async def login_post(request: web.Request) -> web.StreamResponse:
             request, _("Too many failed logins: wait {n} min.").format(
                 n=i18n.number(max(1.0, wait / 60), 0)), 429,
             {"Retry-After": str(int(wait) + 1)})
-    user = await asyncio.to_thread(access.users.verify, name, password)
+    # Counted before the (slow) check, so concurrent attempts cannot pass the limit.
+    access.limits.begin(*keys)
+    ran, user, failed = False, None, True  # a check that raises counts as a failure
+    try:
+        ran, user = await access.checks.run(access.users.verify, name, password)
+        failed = ran and user is None
+    finally:
+        access.limits.end(*keys, failed=failed)
+    if not ran:
+        access.record(None, "login_refused", user=name, client=peer, reason="busy")
+        return await _login_form(
+            request, _("Too many logins at once: try again in a few seconds."), 429,
+            {"Retry-After": "2"})
     if user is None:
-        access.limits.fail(*keys)
         access.record(None, "login_failed", user=name, client=peer)
         return await _login_form(request, _("Wrong name or password."), 401)
     access.limits.clear(f"user:{name}")
@@ -282,12 +292,17 @@ async def choose_language(request: web.Request) -> web.StreamResponse:
     return out
 
 
+async def _close_checks(app: web.Application) -> None:
+    app[ACCESS_KEY].checks.close()
+
+
 def install(app: web.Application, access: WebAccess) -> None:
     """Add the middlewares' state and the login routes to ``app``."""
     app[ACCESS_KEY] = access
     app[_OPEN_KEY] = Session("local", "local", "technician", "open-bench", 0.0, 0.0)
     if not access.login:
         app[_OPEN_KEY].csrf = secrets.token_urlsafe(32)
+    app.on_cleanup.append(_close_checks)
     app.router.add_get("/login", login_get)
     app.router.add_post("/login", login_post)
     app.router.add_get("/login/link/{token}", login_link)

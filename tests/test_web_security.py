@@ -345,3 +345,28 @@ async def test_password_checks_are_bounded() -> None:
     finally:
         gate.set()
         checks.close()
+
+
+async def test_a_new_password_or_role_ends_the_users_sessions(tmp_path: Path) -> None:
+    """Sessions carry a stamp of the user's hash and role: a change made by another
+    process (``dairy-edge web user add``, a second UserStore on the same file)
+    ends them at the next request; other users stay logged in."""
+    from agent.web.users import UserStore
+
+    client, _, _ = await web_client(tmp_path)
+    other = UserStore(tmp_path / "web-users.json")  # as the CLI would
+    try:
+        await logged_in(client, "tech")
+        assert (await client.get("/api/status")).status == 200
+        other.add("tech", "technician", "a-new-password-1")
+        assert (await client.get("/api/status")).status == 401
+        await logged_in(client, "view")
+        assert (await client.get("/api/status")).status == 200
+        other.add("view", "technician", PASSWORDS["view"])  # promoted: log in again
+        assert (await client.get("/api/status")).status == 401
+        assert (await login(client, "view")).status == 303
+        assert (await client.get("/api/status")).status == 200
+        other.add("tech", "viewer", "a-new-password-1")  # someone else: no effect
+        assert (await client.get("/api/status")).status == 200
+    finally:
+        await client.close()

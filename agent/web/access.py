@@ -41,6 +41,7 @@ class Session:
     csrf: str
     created: float
     seen: float
+    stamp: str = ""  # the user's stamp at login (User.stamp)
 
     @property
     def can_change(self) -> bool:
@@ -55,10 +56,10 @@ class Sessions:
         self.clock = clock
         self._by_token: OrderedDict[str, Session] = OrderedDict()
 
-    def create(self, user: str, role: str) -> Session:
+    def create(self, user: str, role: str, stamp: str = "") -> Session:
         now = self.clock()
         token = secrets.token_urlsafe(32)
-        session = Session(token, user, role, secrets.token_urlsafe(32), now, now)
+        session = Session(token, user, role, secrets.token_urlsafe(32), now, now, stamp)
         self._by_token[token] = session
         while len(self._by_token) > MAX_SESSIONS:
             self._by_token.popitem(last=False)  # the least recently used goes

@@ -130,12 +130,11 @@ async def require_session(request: web.Request, handler: Handler) -> web.StreamR
     if access.login:
         session = access.sessions.get(request.cookies.get(SESSION_COOKIE))
         if session is not None and access.users is not None:
-            user = access.users.get(session.user)  # removed or demoted: at once
-            if user is None:
+            # Removed, or a new password or role (by anyone, in any process): at once.
+            user = access.users.get(session.user)
+            if user is None or user.stamp != session.stamp:
                 access.sessions.drop(session.token)
                 session = None
-            else:
-                session.role = user.role
     else:
         session = _open_session(request)
     if _public(request, access):
@@ -242,13 +241,13 @@ async def login_post(request: web.Request) -> web.StreamResponse:
         access.record(None, "login_failed", user=name, client=peer)
         return await _login_form(request, _("Wrong name or password."), 401)
     access.limits.clear(f"user:{name}")
-    return _start_session(request, access, user.name, user.role, "password")
+    return _start_session(request, access, user.name, user.role, user.stamp, "password")
 
 
 def _start_session(request: web.Request, access: WebAccess, name: str, role: str,
-                   how: str) -> web.StreamResponse:
+                   stamp: str, how: str) -> web.StreamResponse:
     access.sessions.drop(request.cookies.get(SESSION_COOKIE))  # no session fixation
-    session = access.sessions.create(name, role)
+    session = access.sessions.create(name, role, stamp)
     access.record(session, "login", method=how, client=request.remote)
     resp = web.HTTPSeeOther("/")
     out = _as_response(resp)
@@ -266,7 +265,7 @@ async def login_link(request: web.Request) -> web.StreamResponse:
     user = access.users.get(name) if name else None
     if user is None:
         return await _login_form(request, _("That login link was used or has expired."), 403)
-    return _start_session(request, access, user.name, user.role, "link")
+    return _start_session(request, access, user.name, user.role, user.stamp, "link")
 
 
 async def logout(request: web.Request) -> web.StreamResponse:

@@ -16,6 +16,7 @@ old one, with mode 0600::
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -59,6 +60,14 @@ def _dummy_hash() -> str:
 class User:
     name: str
     role: str
+    # A digest of the role and password hash: sessions carry it and end when it
+    # changes (a new password or role logs the user out everywhere, in every process).
+    stamp: str = ""
+
+
+def _user(name: str, entry: dict[str, str]) -> User:
+    digest = hashlib.sha256(f"{entry['role']}\0{entry['hash']}".encode()).hexdigest()[:24]
+    return User(name, entry["role"], digest)
 
 
 def check_name(name: str) -> str:
@@ -92,7 +101,7 @@ class UserStore:
         self.path = path
         self._lock = threading.Lock()
         self._users: dict[str, dict[str, str]] = {}
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
 
     # -- reading ----------------------------------------------------------------
     def _load(self) -> dict[str, dict[str, str]]:
@@ -103,7 +112,7 @@ class UserStore:
         except FileNotFoundError:
             self._users, self._stamp = {}, None
             return self._users
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)  # every write is a new inode
         if stamp == self._stamp:
             return self._users
         try:
@@ -126,12 +135,12 @@ class UserStore:
 
     def users(self) -> list[User]:
         with self._lock:
-            return [User(n, u["role"]) for n, u in sorted(self._load().items())]
+            return [_user(n, u) for n, u in sorted(self._load().items())]
 
     def get(self, name: str) -> User | None:
         with self._lock:
             entry = self._load().get(name)
-        return None if entry is None else User(name, entry["role"])
+        return None if entry is None else _user(name, entry)
 
     def verify(self, name: str, password: str) -> User | None:
         """The user when ``password`` is theirs; slow on purpose (argon2id)."""
@@ -146,7 +155,8 @@ class UserStore:
             return None
         if _HASHER.check_needs_rehash(hashed):
             self.add(name, entry["role"], password)
-        return User(name, entry["role"])
+            return self.get(name)
+        return _user(name, entry)
 
     # -- writing ----------------------------------------------------------------
     def add(self, name: str, role: str, password: str) -> bool:

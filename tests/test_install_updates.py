@@ -27,6 +27,7 @@ from agent.runtime.updates import (
     UpdateStore,
     load_public_keys,
     make_keypair,
+    mark_clean_stop,
     models_self_test,
     sign_bundle,
 )
@@ -244,3 +245,114 @@ def test_the_cli_signs_applies_and_reports(
     assert "not newer" in capsys.readouterr().err
     assert main(["update", "rollback", *data]) == 1  # nothing to go back to
     assert main(["update", "boot-check", *data]) == 0
+
+
+# -- the trial after a switch: pending.json and unclean exits ---------------------------
+
+
+def _on_trial(tmp_path: Path, keys: tuple[Path, Path]) -> UpdateStore:
+    """1.0.0 confirmed, then 1.1.0 switched to and on trial."""
+    private, pub = keys
+    store = UpdateStore(tmp_path / "data")
+    store.apply(_bundle(tmp_path, private, "1.0.0"), load_public_keys(pub))
+    store.pending.unlink()
+    store.apply(_bundle(tmp_path, private, "1.1.0"), load_public_keys(pub))
+    return store
+
+
+@pytest.mark.parametrize("damage", ["", "{\"version\": \"1.1", "[1, 2]",
+                                    "{\"version\": \"1.1.0\", \"starts\": \"x\"}"])
+def test_a_damaged_pending_file_is_on_trial_never_an_error(
+    damage: str, tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    store = _on_trial(tmp_path, keys)
+    store.pending.write_text(damage)
+    assert "on trial" in store.boot_check(now=10_000.0)
+    assert _events(store)[-1]["event"] == "pending_damaged"
+    assert store.status()["pending"]["version"] == "1.1.0"
+    # the crash-loop rollback still works after the damage
+    for start in range(2, CRASH_STARTS + 1):
+        result = store.boot_check(now=10_000.0 + start * 30)
+    assert "rolled back to 1.0.0" in result and store.version() == "1.0.0"
+
+
+def test_status_shows_a_damaged_pending_file(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    store = _on_trial(tmp_path, keys)
+    store.pending.write_text("")
+    assert "damaged" in store.status()["pending"]
+
+
+def test_pending_is_written_before_the_switch(
+    tmp_path: Path, keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An apply that stops between the two (power cut: here the switch fails)
+    leaves a pending version that is not current; the boot check drops it."""
+    private, pub = keys
+    store = UpdateStore(tmp_path / "data")
+    store.apply(_bundle(tmp_path, private, "1.0.0"), load_public_keys(pub))
+    store.pending.unlink()
+    seen: list[object] = []
+
+    def cut(target: Path) -> None:
+        seen.append(json.loads(store.pending.read_text())["version"])
+        raise OSError("power cut")
+
+    monkeypatch.setattr(store, "_switch", cut)
+    with pytest.raises(OSError):
+        store.apply(_bundle(tmp_path, private, "1.1.0"), load_public_keys(pub))
+    assert seen == ["1.1.0"] and store.version() == "1.0.0"
+    assert not list(store.root.glob(".pending.json.*"))  # written whole, then renamed
+    assert "never switched to" in store.boot_check(now=time.time())
+    assert not store.pending.exists() and store.version() == "1.0.0"
+
+
+def test_clean_restarts_do_not_roll_back(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    """Config edits and reboots stop the agent gracefully: not a crash loop."""
+    store = _on_trial(tmp_path, keys)
+    t = json.loads(store.pending.read_text())["switched_at"]
+    for start in range(1, CRASH_STARTS * 3):
+        mark_clean_stop(tmp_path / "data")
+        assert "after a clean stop" in store.boot_check(now=t + start * 30)
+    assert store.version() == "1.1.0"
+    # unclean exits among them still count, up to the limit
+    for crash in range(1, CRASH_STARTS + 1):
+        result = store.boot_check(now=t + 300 + crash * 30)
+        if crash < CRASH_STARTS:
+            mark_clean_stop(tmp_path / "data")
+            store.boot_check(now=t + 300 + crash * 30 + 5)
+    assert "rolled back to 1.0.0" in result and store.version() == "1.0.0"
+
+
+def test_a_crash_loop_on_the_first_version_ever_is_reported_not_raised(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    private, pub = keys
+    store = UpdateStore(tmp_path / "data")
+    store.apply(_bundle(tmp_path, private, "1.0.0"), load_public_keys(pub))
+    for start in range(1, CRASH_STARTS + 1):
+        result = store.boot_check(now=time.time() + start)
+    assert "nothing to go back to" in result or "no previous" in result
+    assert store.version() == "1.0.0" and not store.pending.exists()
+
+
+async def test_the_agent_marks_a_graceful_stop(tmp_path: Path) -> None:
+    import asyncio
+
+    from agent.config.loader import load_config
+    from agent.runtime.daemon import Agent
+    from agent.runtime.updates import CLEAN_STOP
+
+    config = load_config(overrides={
+        "gateway": {"id": "gw-clean", "data_dir": str(tmp_path)},
+        "sync": {"enabled": False}, "web": {"enabled": False},
+    })
+    mark = tmp_path / "updates" / CLEAN_STOP
+    agent = Agent(config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    await asyncio.sleep(0.5)
+    assert not mark.exists()
+    stop.set()
+    await asyncio.wait_for(task, 60)
+    assert mark.is_file()
+    assert UpdateStore(tmp_path)._take_clean_stop() and not mark.exists()

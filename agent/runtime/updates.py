@@ -13,7 +13,8 @@ On the gateway (``<data_dir>/updates/models``)::
     versions/1.4.0/
     current  -> versions/1.4.0     vision.models.dir points here
     previous -> versions/1.3.0
-    pending.json                   set at a switch, cleared once it ran a while
+    pending.json                   written (atomically) just before a switch,
+                                   cleared once the new version ran a while
     events.jsonl                   every switch, refusal and rollback, one JSON a line
 
 ``apply`` refuses (UpdateRefused, nothing changed) a bundle whose signature no
@@ -23,11 +24,17 @@ The switch is one ``rename`` of a symlink, so a power cut or SIGKILL at any
 moment leaves ``current`` at the old or the new version, each verified.
 
 Crash loops: ``boot_check`` runs before every start (``ExecStartPre=`` in
-the unit). After a switch (which the running agent hot-loads) it counts starts
-that follow the switch or the previous start within ``CRASH_WINDOW_S``; at
-``CRASH_STARTS`` it switches back to ``previous``. A start more than
-``CRASH_WINDOW_S`` after the switch or the start before means the new version
-ran that long: the switch is confirmed.
+the unit). After a switch (which the running agent hot-loads) it counts the
+starts that follow the switch or the previous start within ``CRASH_WINDOW_S``
+and, among them, those after an unclean exit: the agent leaves
+``<data_dir>/updates/clean-stop`` when it stops gracefully (``mark_clean_stop``)
+and each boot check takes it away, so a start without it followed a crash, a
+kill by the watchdog or a power cut. At ``CRASH_STARTS`` such starts it switches
+back to ``previous``; restarts for a config edit or a reboot do not count. A
+start more than ``CRASH_WINDOW_S`` after the switch or the start before means
+the new version ran that long: the switch is confirmed. A damaged
+``pending.json`` is logged and read as "on trial since now"; one naming a
+version that is not current (the apply stopped before its switch) is dropped.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tarfile
@@ -55,11 +63,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from agent.config.model import ModelsConfig
 from agent.errors import EdgeAgentError
 
+log = logging.getLogger(__name__)
+
 FORMAT = 1
 KINDS = ("models",)
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024
 CRASH_WINDOW_S = 600.0
 CRASH_STARTS = 3
+CLEAN_STOP = "clean-stop"  # under <data_dir>/updates: the agent's last exit was graceful
 
 SelfTest = Callable[[Path], str | None]  # staged folder -> problem, or None when it passes
 
@@ -307,12 +318,14 @@ class UpdateStore:
             os.replace(staging / "payload", target)
             _fsync_dir(target.parent)
             old = self.version()
+            # pending.json first: a stop between the two leaves a pending version that
+            # is not current, which boot_check drops; never a switch without a trial.
+            _write_json(self.pending, {"version": info.version, "previous": old,
+                                       "starts": [], "crashes": [],
+                                       "switched_at": time.time()})
             self._switch(target)
             if old is not None:
                 self._link(self.previous, self.root / "versions" / old)
-            self.pending.write_text(json.dumps(
-                {"version": info.version, "previous": old, "starts": [],
-                 "switched_at": time.time()}))
             self._event("switched", version=info.version, previous=old)
             return info
         except UpdateRefused as err:
@@ -333,37 +346,92 @@ class UpdateStore:
         return old
 
     def boot_check(self, now: float | None = None) -> str:
-        """Before each start: confirm a switch that ran, roll back a crash loop."""
+        """Before each start: confirm a switch that ran, roll back a crash loop.
+        Never raises for a damaged state: a boot check must not stop a start."""
         now = time.time() if now is None else now
+        clean = self._take_clean_stop()
         if not self.pending.exists():
             return "nothing pending"
-        state = json.loads(self.pending.read_text())
+        current = self.version()
+        state = self._read_pending(now, current)
+        version = state.get("version")
+        if version is None or version != current:
+            # The apply stopped between writing pending.json and its switch, or
+            # someone switched by hand: what runs is not on trial.
+            self.pending.unlink(missing_ok=True)
+            self._event("pending_dropped", version=version, current=current)
+            return f"version {version} was never switched to (running {current}): " \
+                   "nothing on trial"
         starts = [float(t) for t in state.get("starts", [])]
+        crashes = [float(t) for t in state.get("crashes", [])]
         # The agent hot-loads a switched version without a restart: the switch
         # counts as the start before the first one.
         last = starts[-1] if starts else float(state.get("switched_at", now))
         if now - last > CRASH_WINDOW_S:
             self.pending.unlink()
-            self._event("confirmed", version=state.get("version"))
-            return f"version {state.get('version')} confirmed"
+            self._event("confirmed", version=version)
+            return f"version {version} confirmed"
         starts.append(now)
-        if len(starts) >= CRASH_STARTS:
-            old = self.rollback(f"{len(starts)} starts within {CRASH_WINDOW_S:g} s of each "
-                                "other after the switch")
+        if not clean:
+            crashes.append(now)
+        if len(crashes) >= CRASH_STARTS:
+            why = (f"{len(crashes)} starts after an unclean exit within "
+                   f"{CRASH_WINDOW_S:g} s of each other after the switch")
+            try:
+                old = self.rollback(why)
+            except UpdateRefused as err:  # the first version ever: nothing to go back to
+                self.pending.unlink(missing_ok=True)
+                self._event("crash_loop", version=version, detail=f"{why}; {err.detail}")
+                return f"crash loop on version {version}, and {err.detail}"
             return f"crash loop: rolled back to {old}"
-        state["starts"] = starts
-        tmp = self.pending.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.pending)
-        return f"version {state.get('version')} on trial (start {len(starts)})"
+        state.update(starts=starts, crashes=crashes)
+        _write_json(self.pending, state)
+        how = "a clean stop" if clean else "an unclean exit"
+        return (f"version {version} on trial (start {len(starts)} after the switch, "
+                f"this one after {how}; {len(crashes)} of {CRASH_STARTS} unclean)")
+
+    def _take_clean_stop(self) -> bool:
+        """Whether the agent's last exit was graceful; the mark is used up."""
+        mark = self.root.parent / CLEAN_STOP
+        try:
+            mark.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as err:
+            log.warning("cannot remove %s (%s): counting this start as after a crash",
+                        mark, err)
+            return False
+        return True
+
+    def _read_pending(self, now: float, current: str | None) -> dict[str, Any]:
+        """pending.json; a damaged one is logged and read as "on trial since now"."""
+        try:
+            state = json.loads(self.pending.read_text(encoding="utf-8"))
+            if not isinstance(state, dict):
+                raise TypeError("not a JSON object")
+            for key in ("starts", "crashes"):
+                if not all(isinstance(t, int | float) for t in state.get(key, [])):
+                    raise TypeError(f"{key} is not a list of times")
+            return state
+        except (OSError, ValueError, TypeError) as err:
+            log.warning("%s is damaged (%s): version %s is on trial from now", self.pending,
+                        err, current)
+            self._event("pending_damaged", version=current, detail=str(err))
+            return {"version": current, "previous": self.version(self.previous),
+                    "starts": [], "crashes": [], "switched_at": now}
 
     def status(self) -> dict[str, Any]:
         versions = sorted((p.name for p in (self.root / "versions").iterdir()),
                           key=version_key) if (self.root / "versions").is_dir() else []
+        pending: Any = None
+        if self.pending.exists():
+            try:
+                pending = json.loads(self.pending.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                pending = {"damaged": str(err)}
         return {"kind": self.kind, "current": self.version(),
                 "previous": self.version(self.previous), "versions": versions,
-                "pending": json.loads(self.pending.read_text()) if self.pending.exists()
-                else None}
+                "pending": pending}
 
     def _switch(self, target: Path) -> None:
         self._link(self.current, target)
@@ -384,6 +452,28 @@ class UpdateStore:
             fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def mark_clean_stop(data_dir: Path) -> None:
+    """Called by the agent when it stops gracefully: the next ``boot_check``
+    does not count that start as one after a crash. Never raises."""
+    mark = data_dir / "updates" / CLEAN_STOP
+    try:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.write_text(dt.datetime.now(dt.UTC).isoformat(timespec="seconds") + "\n")
+    except OSError as err:
+        log.warning("cannot write %s (%s): the next start counts as after a crash", mark, err)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Whole or not at all: a temporary file, fsynced, renamed over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(json.dumps(data))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -629,6 +629,11 @@ class Agent:
             await self._shutdown(tasks, web_runner)
             if transport is not None:
                 await transport.close()
+        # Only a graceful stop gets here (not an exception): the update boot check
+        # does not count the next start as one after a crash.
+        from agent.runtime.updates import mark_clean_stop
+
+        mark_clean_stop(self.config.gateway.data_dir)
 
     async def _tick_loop(self, stop: asyncio.Event) -> None:
         """Once a second: readiness and watchdog, time-driven rules (silence,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -90,3 +91,20 @@ def test_a_broken_users_file_is_not_replaced(tmp_path: Path) -> None:
     assert path.read_text() == "{not json", "left for a person to fix"
     assert not (tmp_path / "web-initial-password").exists()
     assert access.users is not None and access.users.verify("admin", "anything") is None
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_root_keeps_the_users_files_owner(tmp_path: Path) -> None:
+    """`sudo dairy-edge web user add` must not leave root:root 0600 behind, which
+    the service user (dairy-edge) could not read."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    os.chown(folder, 4242, 4343)
+    store = UserStore(folder / "web-users.json")
+    store.add("anna", "technician", "anna-pass-1")  # a new file: the folder's owner
+    st = (folder / "web-users.json").stat()
+    assert (st.st_uid, st.st_gid) == (4242, 4343)
+    os.chown(folder / "web-users.json", 4444, 4545)
+    store.add("ben", "viewer", "ben-pass-1")  # an old file: its owner
+    st = (folder / "web-users.json").stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (4444, 4545, 0o600)

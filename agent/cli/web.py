@@ -77,8 +77,9 @@ def _cmd_add(args: argparse.Namespace) -> int:
     try:
         new = store.add(args.name, args.role, _password())
     except PermissionError as err:
-        raise ConfigError(f"cannot write {store.path}: {err.strerror}; run as the agent's "
-                          "user (or root)") from err
+        raise ConfigError(f"cannot write {store.path}: {err.strerror}; run it as the "
+                          "agent's user: sudo -u dairy-edge dairy-edge web user add ...") \
+            from err
     print(f"{'added' if new else 'updated'} {args.name} ({args.role}) in {store.path}")
     return 0
 

@@ -8,7 +8,8 @@ the file when it changes, so a user added (or removed) takes effect at once.
 
 The file (``<data_dir>/web-users.json`` unless ``web.users_file`` says
 otherwise) is written whole to a temporary file, fsynced and renamed over the
-old one, with mode 0600::
+old one, with mode 0600 (written by root, it keeps the old file's owner, or its
+folder's)::
 
     {"version": 1, "users": {"anna": {"role": "technician", "hash": "$argon2id$..."}}}
 """
@@ -188,6 +189,12 @@ class UserStore:
         body = json.dumps({"version": 1, "users": users}, indent=1, sort_keys=True).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
+            if os.geteuid() == 0:
+                # root (sudo) writes for the agent's user: keep the old file's owner,
+                # or its folder's, or the agent could no longer read its users.
+                owner = self.path if self.path.exists() else self.path.parent
+                st = owner.stat()
+                os.fchown(fd, st.st_uid, st.st_gid)
             os.write(fd, body)
             os.fsync(fd)
         finally:

@@ -7,6 +7,7 @@ active and verified, never a mix."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -356,3 +357,34 @@ async def test_the_agent_marks_a_graceful_stop(tmp_path: Path) -> None:
     await asyncio.wait_for(task, 60)
     assert mark.is_file()
     assert UpdateStore(tmp_path)._take_clean_stop() and not mark.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (sudo dairy-edge update apply)")
+def test_root_hands_what_it_writes_to_the_data_folders_owner(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    """`sudo dairy-edge update apply` on a data folder owned by the service user:
+    the boot check (User=dairy-edge) must still be able to write pending.json."""
+    private, pub = keys
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, 4321, 4321)
+    store = UpdateStore(data)
+    store.apply(_bundle(tmp_path, private, "1.0.0"), load_public_keys(pub))
+    store.apply(_bundle(tmp_path, private, "1.1.0"), load_public_keys(pub))
+    store.rollback()
+    owners = {(p.lstat().st_uid, p.lstat().st_gid) for p in [data / "updates",
+                                                             *(data / "updates").rglob("*")]}
+    assert owners == {(4321, 4321)}
+
+
+def test_status_skips_a_stray_folder_under_versions(
+    tmp_path: Path, keys: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    private, pub = keys
+    store = UpdateStore(tmp_path / "data")
+    store.apply(_bundle(tmp_path, private, "1.0.0"), load_public_keys(pub))
+    (store.root / "versions" / "backup-old").mkdir()
+    assert main(["update", "status", "--data-dir", str(tmp_path / "data")]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["versions"] == ["1.0.0"] and status["not_versions"] == ["backup-old"]

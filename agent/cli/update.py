@@ -25,7 +25,9 @@ def add_update_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
         "Ed25519 key; the gateway verifies the signature and every file's hash, refuses a "
         "version not newer than the running one, self-tests the models, and switches "
         "<data_dir>/updates/models/current in one rename (point vision.models.dir there). "
-        "Every switch, refusal and rollback goes to <data_dir>/updates/models/events.jsonl.",
+        "Every switch, refusal and rollback goes to <data_dir>/updates/models/events.jsonl. "
+        "Run as root (sudo), what it writes is given to the owner of the data folder, so the "
+        "agent's boot check can still write there.",
     )
     act = update.add_subparsers(dest="update_command", metavar="ACTION", required=True)
 

@@ -333,8 +333,15 @@ class UpdateStore:
             raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            self._hand_over()
 
     def rollback(self, why: str = "requested") -> str:
+        try:
+            return self._rollback(why)
+        finally:
+            self._hand_over()
+
+    def _rollback(self, why: str) -> str:
         old = self.version(self.previous)
         if old is None or not (self.root / "versions" / old).is_dir():
             raise UpdateRefused("no_previous", "no previous version to go back to")
@@ -348,7 +355,12 @@ class UpdateStore:
     def boot_check(self, now: float | None = None) -> str:
         """Before each start: confirm a switch that ran, roll back a crash loop.
         Never raises for a damaged state: a boot check must not stop a start."""
-        now = time.time() if now is None else now
+        try:
+            return self._boot_check(time.time() if now is None else now)
+        finally:
+            self._hand_over()
+
+    def _boot_check(self, now: float) -> str:
         clean = self._take_clean_stop()
         if not self.pending.exists():
             return "nothing pending"
@@ -378,7 +390,7 @@ class UpdateStore:
             why = (f"{len(crashes)} starts after an unclean exit within "
                    f"{CRASH_WINDOW_S:g} s of each other after the switch")
             try:
-                old = self.rollback(why)
+                old = self._rollback(why)
             except UpdateRefused as err:  # the first version ever: nothing to go back to
                 self.pending.unlink(missing_ok=True)
                 self._event("crash_loop", version=version, detail=f"{why}; {err.detail}")
@@ -420,9 +432,25 @@ class UpdateStore:
             return {"version": current, "previous": self.version(self.previous),
                     "starts": [], "crashes": [], "switched_at": now}
 
+    def versions(self) -> tuple[list[str], list[str]]:
+        """The version folders, oldest first, and the other names under versions/
+        (skipped with a warning: a folder someone put there is not a version)."""
+        folder = self.root / "versions"
+        good: list[str] = []
+        other: list[str] = []
+        for path in folder.iterdir() if folder.is_dir() else []:
+            try:
+                version_key(path.name)
+            except UpdateRefused:
+                other.append(path.name)
+            else:
+                (good if path.is_dir() else other).append(path.name)
+        if other:
+            log.warning("%s: skipping %s: not version folders", folder, ", ".join(sorted(other)))
+        return sorted(good, key=version_key), sorted(other)
+
     def status(self) -> dict[str, Any]:
-        versions = sorted((p.name for p in (self.root / "versions").iterdir()),
-                          key=version_key) if (self.root / "versions").is_dir() else []
+        versions, other = self.versions()
         pending: Any = None
         if self.pending.exists():
             try:
@@ -431,7 +459,29 @@ class UpdateStore:
                 pending = {"damaged": str(err)}
         return {"kind": self.kind, "current": self.version(),
                 "previous": self.version(self.previous), "versions": versions,
-                "pending": pending}
+                **({"not_versions": other} if other else {}), "pending": pending}
+
+    def _hand_over(self) -> None:
+        """Run by root (``sudo dairy-edge update ...``) on a data folder another
+        user owns: give what was written under ``updates/`` to that owner, so the
+        agent and its boot check (``User=dairy-edge``) can still write there."""
+        if os.geteuid() != 0:
+            return
+        updates = self.root.parent
+        try:
+            owner = updates.parent.stat()
+        except OSError:
+            return
+        if owner.st_uid == 0:
+            return
+        for top, dirs, files in os.walk(updates):
+            for name in [top, *(os.path.join(top, n) for n in [*dirs, *files])]:
+                try:
+                    st = os.lstat(name)
+                    if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
+                        os.lchown(name, owner.st_uid, owner.st_gid)
+                except OSError as err:
+                    log.warning("cannot give %s to uid %d: %s", name, owner.st_uid, err)
 
     def _switch(self, target: Path) -> None:
         self._link(self.current, target)

@@ -132,3 +132,51 @@ async def test_feedback_rejects_bad_input(tmp_path: Path) -> None:
         assert not [a for a in actions.items if a["action"].startswith("alert_")]
     finally:
         await client.close()
+
+
+class SlowBackend(Backend):
+    """The rule engine's lock held by the ingest thread, SQLite busy: every call
+    waits until ``go`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.go = threading.Event()
+
+    def recent_alerts(self, n: int) -> list[dict[str, Any]]:
+        self.go.wait(5)
+        return super().recent_alerts(n)
+
+    def snooze(self, alert_id: str, seconds: float) -> bool:
+        self.go.wait(5)
+        return super().snooze(alert_id, seconds)
+
+
+async def test_a_slow_backend_does_not_stall_the_page(tmp_path: Path) -> None:
+    """The list and the actions run in worker threads: while the backend waits,
+    other requests are still answered."""
+    import asyncio
+    import time
+
+    backend = SlowBackend()
+    client, _, actions = await web_client(tmp_path, alerts=backend)
+    try:
+        csrf = await logged_in(client)
+        for slow in (client.get("/api/alerts"),
+                     client.post("/api/alerts/a1/action", json={"action": "snooze"},
+                                 headers={"X-CSRF-Token": csrf})):
+            backend.go.clear()
+            pending = asyncio.ensure_future(slow)
+            await asyncio.sleep(0.1)
+            started = time.monotonic()
+            assert (await client.get("/robots.txt")).status == 200
+            assert time.monotonic() - started < 1.0, "the event loop was blocked"
+            assert not pending.done()
+            backend.go.set()
+            assert (await pending).status == 200
+        assert backend.snoozed == {"a1": 3600.0}
+        assert actions.items[-1]["action"] == "alert_snooze"
+    finally:
+        backend.go.set()
+        await client.close()

@@ -192,3 +192,22 @@ async def test_any_sensor_over_24_hours_from_the_buffer(tmp_path: Path) -> None:
         assert (await client.get("/sensor?id=")).status == 400
     finally:
         await client.close()
+
+
+async def test_a_lost_user_action_is_logged_and_never_blocks_the_loop(
+        tmp_path: Path, caplog: Any) -> None:
+    """record_user_action is called on the event loop: it hands the event to a
+    worker thread (the writer may wait up to 0.5 s) and says so when it is lost."""
+    import logging
+    import time
+
+    config = load_config(overrides={"gateway": {"id": "gw-lost", "data_dir": str(tmp_path)},
+                                    "sync": {"enabled": False}})
+    agent = Agent(config)
+    agent.writer.close()
+    caplog.set_level(logging.ERROR, logger="agent.runtime.daemon")
+    started = time.monotonic()
+    agent.record_user_action({"user": "anna", "action": "alert_snooze", "alert_id": "a1"})
+    assert time.monotonic() - started < 0.1
+    assert await _until(lambda: "user action lost" in caplog.text, 5), caplog.text
+    assert "anna alert_snooze a1" in caplog.text

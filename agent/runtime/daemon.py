@@ -384,10 +384,24 @@ class Agent:
         synced as a ``user_action`` event, so central sees who did what when."""
         what = " ".join(str(action.get(k)) for k in ("user", "action", "alert_id")
                         if action.get(k) is not None)
-        self.writer.submit(
-            self._event("user_action", what[:200], **action),
-            timeout=0.5,  # called on the event loop: never block it for long
-        )
+        event = self._event("user_action", what[:200], **action)  # stamped now
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._keep_user_action(event)
+            return
+        # Called on the event loop: a busy writer (up to 0.5 s) must not stall the page.
+        loop.run_in_executor(None, self._keep_user_action, event)
+
+    def _keep_user_action(self, event: Event) -> None:
+        try:
+            kept = self.writer.submit(event, timeout=0.5)
+        except Exception:
+            log.exception("user action lost (not stored, not synced): %s", event.detail)
+            return
+        if not kept:
+            log.error("user action lost: the store is busy or closed, so it is neither "
+                      "stored nor synced: %s", event.detail)
 
     async def _homeassistant_loop(self, stop: asyncio.Event) -> None:
         """Home Assistant MQTT discovery and states (agent/web/homeassistant.py)."""

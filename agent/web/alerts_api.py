@@ -9,10 +9,14 @@
 Every POST needs a session whose role may change things (technician) and its
 CSRF token (checked by ``agent.web.guard``); each change is kept as a
 ``user_action`` event (who, what, when) that syncs to central.
+
+The backend is called in a worker thread: it reads SQLite and takes the rule
+engine's lock, which the ingest thread holds while it evaluates readings.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any, Protocol
 
@@ -60,9 +64,11 @@ async def _list(request: web.Request) -> web.Response:
         limit = min(max(int(request.query.get("limit", "50")), 1), 500)
     except ValueError:
         return web.json_response({"error": "limit must be a number"}, status=400)
-    return web.json_response(
-        {"alerts": backend.recent_alerts(limit), "precision": backend.precision()}
-    )
+
+    def read() -> dict[str, Any]:
+        return {"alerts": backend.recent_alerts(limit), "precision": backend.precision()}
+
+    return web.json_response(await asyncio.to_thread(read))
 
 
 async def _feedback(request: web.Request) -> web.StreamResponse:
@@ -101,23 +107,31 @@ async def _apply(request: web.Request, action: str, minutes: Any,
             {"error": f"action must be one of {', '.join(ACTIONS)}"}, status=400)
     backend: Any = request.app[_BACKEND_KEY]
     detail: dict[str, Any] = {"alert_id": alert_id}
-    try:
+    if action in _VERDICT:
+        detail["verdict"] = _VERDICT[action]
+    elif action == "snooze":
+        try:
+            mins = 60.0 if minutes in (None, "") else float(minutes)
+        except (TypeError, ValueError):
+            return web.json_response({"error": "minutes must be a number"}, status=400)
+        if not 1 <= mins <= MAX_SNOOZE_MIN:
+            return web.json_response(
+                {"error": f"minutes must be 1 to {MAX_SNOOZE_MIN}"}, status=400)
+        detail["minutes"] = mins
+
+    def change() -> dict[str, float | None]:
         if action in _VERDICT:
-            detail["verdict"] = _VERDICT[action]
             backend.feedback(alert_id, detail["verdict"])
         elif action == "snooze":
-            try:
-                mins = 60.0 if minutes in (None, "") else float(minutes)
-            except (TypeError, ValueError):
-                return web.json_response({"error": "minutes must be a number"}, status=400)
-            if not 1 <= mins <= MAX_SNOOZE_MIN:
-                return web.json_response(
-                    {"error": f"minutes must be 1 to {MAX_SNOOZE_MIN}"}, status=400)
-            detail["minutes"] = mins
-            if not backend.snooze(alert_id, mins * 60.0):
+            if not backend.snooze(alert_id, detail["minutes"] * 60.0):
                 raise KeyError(alert_id)
         elif not backend.acknowledge(alert_id):
             raise KeyError(alert_id)
+        precision: dict[str, float | None] = backend.precision()
+        return precision
+
+    try:
+        precision = await asyncio.to_thread(change)
     except KeyError:
         return web.json_response({"error": "no such open alert"}, status=404)
     except ValueError as err:
@@ -127,4 +141,4 @@ async def _apply(request: web.Request, action: str, minutes: Any,
         raise web.HTTPSeeOther(f"/#alert-{alert_id}")
     return web.json_response({"alert_id": alert_id, "action": action,
                               "verdict": detail.get("verdict"),
-                              "precision": backend.precision()})
+                              "precision": precision})

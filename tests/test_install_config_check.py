@@ -178,3 +178,27 @@ def test_a_good_web_certificate_passes(
     code, out = _check(path, capsys)
     assert code == 0, out
     assert f"OK   web.tls: loaded {farm}/web.pem" in out
+
+
+def test_by_default_no_calibration_is_applied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The shipped sample names climate-01 and tank-01: a farm's real sensors of
+    those names must not get its corrections, nor its "overdue" warning."""
+    from agent.clock import SystemClock
+    from agent.config.model import Config
+    from agent.ingest.pipeline import Ingestor
+
+    config = Config()
+    assert not config.gateway.calibration_dir.is_relative_to(BUNDLED)
+    if config.gateway.calibration_dir.exists():
+        pytest.skip(f"{config.gateway.calibration_dir} exists on this machine")
+    gw = config.gateway
+    ingestor = Ingestor(gw.firmware_dir, gw.calibration_dir, config.ingest, SystemClock(), "t")
+    assert ingestor.calibrations.entries() == []
+    path = tmp_path / "dairy-edge.yaml"
+    path.write_text(f"gateway:\n  data_dir: {tmp_path / 'data'}\n")
+    code, out = _check(path, capsys)
+    assert code == 0, out
+    assert "OK   calibration: none" in out and "overdue" not in out
+    Agent(load_config(path)).writer.close()

@@ -163,6 +163,10 @@ def _model(obj: BaseModel, prefix: str, indent: int, lines: list[str],
             _comment(f"{description} Default: the {value.name} shipped inside the package "
                      f"(<package>/{value.relative_to(BUNDLED.parent)}).", indent, lines)
             lines.append(f"{pad}# {name}: /etc/dairy-edge/{value.name}")
+        elif isinstance(value, Path) and key == "gateway.calibration_dir":
+            # Left out, an absent folder is fine; written in, it must exist.
+            _comment(description, indent, lines)
+            lines.append(f"{pad}# {name}: {value}")
         else:
             _comment(description, indent, lines)
             lines.append(f"{pad}{name}: {_scalar(dumped[name])}")

@@ -43,8 +43,10 @@ class GatewayConfig(Section):
         description="Folder of firmware_configs/*.yaml: how each sensor node talks.",
     )
     calibration_dir: Path = Field(
-        BUNDLED / "calibration",
-        description="Folder of calibration/*.yaml: per-device corrections.",
+        Path("/etc/dairy-edge/calibration"),
+        description="Folder of calibration/*.yaml: per-device corrections. Left at its "
+        "default, an absent or empty folder means none (the shipped sample is for the demo "
+        "and `dairy-edge init` only); a folder given here must exist.",
     )
 
 

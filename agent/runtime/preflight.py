@@ -144,7 +144,10 @@ def _ingest(config: Config, now_wall: float) -> list[Finding]:
         out.append(Finding("firmware", "ok",
                            f"{len(specs)} formats in {gw.firmware_dir}"))
     table: CalibrationTable | None = None
-    if not gw.calibration_dir.is_dir():
+    if not gw.calibration_dir.is_dir() and "calibration_dir" not in gw.model_fields_set:
+        out.append(Finding("calibration", "ok",
+                           f"none ({gw.calibration_dir}, the default folder, is absent)"))
+    elif not gw.calibration_dir.is_dir():
         out.append(Finding("calibration", "failure",
                            f"{gw.calibration_dir}: calibration folder does not exist",
                            "create it (it may be empty: no corrections) or point "

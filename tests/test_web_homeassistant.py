@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from helpers_mqtt import Peer, unique
 
@@ -129,3 +130,58 @@ async def test_the_agent_announces_a_tank_it_hears(tmp_path: Path) -> None:
             await asyncio.to_thread(late.publish, topic, b"", 1, True)
     finally:
         late.close()
+
+
+async def test_a_failed_round_is_logged_and_the_loop_goes_on(tmp_path: Path,
+                                                             caplog: Any) -> None:
+    """The status failing once (a busy buffer, a bug) costs one round, not the loop."""
+    import logging
+
+    prefix = unique("haerr")
+    discovery = unique("hadisc")
+    config = load_config(overrides={
+        "gateway": {"id": "gw-haerr", "data_dir": str(tmp_path)},
+        "ingest": {"topic_prefix": prefix},
+        "mqtt": {"topics": [f"{prefix}/#"], "client_id": f"dairy-edge-{prefix}",
+                 "session_expiry_s": 60, "status_prefix": prefix + "-status"},
+        "sync": {"enabled": False}, "web": {"enabled": False},
+        "homeassistant": {"enabled": True, "discovery_prefix": discovery, "interval_s": 5},
+    })
+    watcher = Peer()
+    watcher.subscribe(f"{prefix}-status/gw-haerr/homeassistant")
+    agent = Agent(config)
+    real_status = agent.status
+    calls = [0]
+
+    def failing_once() -> Any:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("database is locked")
+        return real_status()
+
+    agent.status = failing_once  # type: ignore[method-assign]
+    caplog.set_level(logging.WARNING, logger="agent.runtime.daemon")
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        for _ in range(200):
+            if any(m.topic.endswith("/homeassistant") for m in watcher.received):
+                break
+            await asyncio.sleep(0.1)
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        watcher.close()
+    assert calls[0] >= 2
+    assert any(m.topic.endswith("/homeassistant") for m in watcher.received)
+    assert "home assistant: this round failed" in caplog.text
+    assert "database is locked" in caplog.text
+    cleaner = Peer()  # leave the shared broker clean of retained discovery messages
+    try:
+        cleaner.subscribe(f"{discovery}/#")
+        await asyncio.sleep(1.0)
+        for topic in {m.topic for m in cleaner.received if m.retain}:
+            await asyncio.to_thread(cleaner.publish, topic, b"", 1, True)
+    finally:
+        cleaner.close()

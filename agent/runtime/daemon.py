@@ -410,23 +410,30 @@ class Agent:
                        self.mqtt.status_topic("homeassistant"), self.mqtt.availability_topic)
         connects = -1
         while not stop.is_set():
-            if self.mqtt.connected:
-                if self.mqtt.stats.connects != connects:  # a new session: announce again
-                    connects = self.mqtt.stats.connects
-                    ha.forget()
-                snap = (await asyncio.to_thread(self.status)).to_dict()
-                for topic, payload in ha.messages(snap, health_reasons(snap)):
-                    try:
-                        self.mqtt.publish(topic, payload, qos=1, retain=True)
-                    except Exception:  # a full queue or a refused topic: try next round
-                        log.warning("home assistant: could not publish %s", topic,
-                                    exc_info=True)
+            try:
+                if self.mqtt.connected:
+                    if self.mqtt.stats.connects != connects:  # a new session: announce again
+                        connects = self.mqtt.stats.connects
                         ha.forget()
-                        break
+                    await self._homeassistant_round(ha)
+            except Exception:  # the status, a message: this round is lost, not the loop
+                log.warning("home assistant: this round failed; next try in %.0f s",
+                            cfg.interval_s, exc_info=True)
+                ha.forget()  # announce everything again next round
             try:
                 await asyncio.wait_for(stop.wait(), timeout=cfg.interval_s)
             except TimeoutError:
                 pass
+
+    async def _homeassistant_round(self, ha: Discovery) -> None:
+        snap = (await asyncio.to_thread(self.status)).to_dict()
+        for topic, payload in ha.messages(snap, health_reasons(snap)):
+            try:
+                self.mqtt.publish(topic, payload, qos=1, retain=True)
+            except Exception:  # a full queue or a refused topic: try next round
+                log.warning("home assistant: could not publish %s", topic, exc_info=True)
+                ha.forget()
+                break
 
     def sensor_history(self, sensor_id: str) -> dict[str, list[float]]:
         """One sensor's last 24 h from the buffer, field -> 15-minute means (the

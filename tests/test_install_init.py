@@ -79,3 +79,32 @@ def test_a_bad_gateway_id_is_refused_and_leaves_no_config(
     assert code == 2
     assert "gateway.id" in capsys.readouterr().err
     assert not (tmp_path / "farm" / "dairy-edge.yaml").exists()
+    assert not (tmp_path / "farm").exists()  # nothing at all: checked before writing
+
+
+@pytest.mark.parametrize("username", ["gw #1", "gw: one", "'quoted'", "yes", "0123", "null"])
+def test_option_values_read_back_as_given(tmp_path: Path, username: str) -> None:
+    assert _init(tmp_path, "--mqtt-username", username, "--mqtt-host", "broker #2.lan") == 0
+    config = load_config(tmp_path / "farm" / "dairy-edge.yaml")
+    assert config.mqtt.username == username and config.mqtt.host == "broker #2.lan"
+
+
+def test_a_data_dir_with_odd_characters_reads_back(tmp_path: Path) -> None:
+    data = tmp_path / "da ta #1: x"
+    assert main(["init", str(tmp_path / "farm"), "--data-dir", str(data)]) == 0
+    assert load_config(tmp_path / "farm" / "dairy-edge.yaml").gateway.data_dir == data
+
+
+def test_a_failed_init_takes_back_what_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agent.cli.init
+
+    monkeypatch.setattr(agent.cli.init, "EXAMPLES", tmp_path / "no-such-folder")
+    with pytest.raises(FileNotFoundError):
+        _init(tmp_path)
+    assert not (tmp_path / "farm").exists()
+    (tmp_path / "farm").mkdir()  # a folder that was there stays, empty as it was
+    with pytest.raises(FileNotFoundError):
+        _init(tmp_path)
+    assert list((tmp_path / "farm").iterdir()) == []

@@ -15,7 +15,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from agent.config.loader import load_config
 from agent.errors import ConfigError
@@ -91,6 +95,7 @@ def add_init_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def cmd_init(args: argparse.Namespace) -> int:
     folder: Path = args.dir.resolve()
     config = folder / "dairy-edge.yaml"
+    example = folder / "dairy-edge.example.yaml"
     firmware = folder / "firmware_configs"
     calibration = folder / "calibration"
     targets = [config, firmware, calibration]
@@ -99,36 +104,70 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"dairy-edge init: {', '.join(map(str, existing))} already there; nothing "
               "written. Use --force to overwrite (your edits are lost).", file=sys.stderr)
         return 1
-    folder.mkdir(parents=True, exist_ok=True)
-    if args.force:
+    values = {
+        "gateway_id": args.gateway_id, "data_dir": args.data_dir,
+        "firmware_dir": firmware, "calibration_dir": calibration,
+        "mqtt_host": args.mqtt_host, "mqtt_port": args.mqtt_port,
+        "mqtt_username": args.mqtt_username, "sync_enabled": bool(args.central_url),
+        "central_url": args.central_url or "https://central.example.org/api/v1/batches",
+        "key_id": args.key_id or args.gateway_id,
+    }
+    text = CONFIG_TEMPLATE.format(
+        config=config, **{k: _yaml_value(v) for k, v in values.items()})
+    _check_loads(text, config)  # before anything is written (a bad --gateway-id, say)
+    made_folder = not folder.exists()
+    had_example = example.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if args.force:
+            for path in (firmware, calibration):
+                shutil.rmtree(path, ignore_errors=True)
+        written = copy_firmware(firmware)
+        written += _sample_calibration(calibration)
+        config.write_text(text, encoding="utf-8")
+        shutil.copyfile(EXAMPLES / "dairy-edge.yaml", example)
+        written += [config, example]
+    except BaseException:
+        # Half a farm folder is worse than none: take back what this run wrote.
         for path in (firmware, calibration):
             shutil.rmtree(path, ignore_errors=True)
-    written = copy_firmware(firmware)
-    written += _sample_calibration(calibration)
-    text = CONFIG_TEMPLATE.format(
-        gateway_id=args.gateway_id, data_dir=args.data_dir, config=config,
-        firmware_dir=firmware, calibration_dir=calibration,
-        mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port,
-        mqtt_username=args.mqtt_username or "null",
-        sync_enabled="true" if args.central_url else "false",
-        central_url=args.central_url or "https://central.example.org/api/v1/batches",
-        key_id=args.key_id or args.gateway_id,
-    )
-    config.write_text(text, encoding="utf-8")
-    example = folder / "dairy-edge.example.yaml"
-    shutil.copyfile(EXAMPLES / "dairy-edge.yaml", example)
-    written += [config, example]
-    try:
-        load_config(config)  # what we wrote must load (a bad --gateway-id, say)
-    except ConfigError as err:
-        config.unlink()
-        raise ConfigError(f"{err}\n(check the options given to dairy-edge init)") from err
+        config.unlink(missing_ok=True)
+        if not had_example:
+            example.unlink(missing_ok=True)
+        if made_folder:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     for path in written:
         print(f"  wrote {path}")
     print(f"\nNext: edit {config}, put the secrets in place, then\n"
           f"  dairy-edge config check {config}\n"
           f"  dairy-edge doctor --config {config}")
     return 0
+
+
+def _yaml_value(value: Any) -> str:
+    """``value`` as a YAML scalar that reads back as itself: ``gw #1`` stays
+    ``gw #1`` (unquoted, YAML reads ``gw`` and a comment)."""
+    if isinstance(value, Path):
+        value = str(value)
+    text = yaml.safe_dump({"v": value}, width=1 << 20, allow_unicode=True)
+    if "\n" in text.rstrip("\n"):  # a multi-line value: one double-quoted line instead
+        text = yaml.safe_dump({"v": value}, width=1 << 20, default_style='"')
+        return text.split(": ", 1)[1].rstrip("\n")
+    return text[len("v: "):].rstrip("\n")
+
+
+def _check_loads(text: str, config: Path) -> None:
+    """ConfigError, naming ``config``, when ``text`` is not a valid config."""
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / config.name
+        probe.write_text(text, encoding="utf-8")
+        try:
+            load_config(probe)
+        except ConfigError as err:
+            raise ConfigError(str(err).replace(str(probe), str(config))
+                              + "\n(check the options given to dairy-edge init; nothing "
+                              "was written)") from err
 
 
 def _sample_calibration(dest: Path) -> list[Path]:

@@ -108,3 +108,27 @@ def test_root_keeps_the_users_files_owner(tmp_path: Path) -> None:
     store.add("ben", "viewer", "ben-pass-1")  # an old file: its owner
     st = (folder / "web-users.json").stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (4444, 4545, 0o600)
+
+
+def test_commands_do_not_pay_for_the_web_page() -> None:
+    """Building the dairy-edge parser imports neither the page (aiohttp,
+    prometheus_client, Babel) nor the users module (argon2); the names
+    ``agent.web`` exports still work, on first use."""
+    import subprocess
+    import sys
+
+    import agent.cli.web as cli_web
+    import agent.web
+    from agent.web.users import ROLES
+
+    assert cli_web.ROLES == ROLES
+    code = ("import argparse, sys; from agent.cli.main import _add_optional_commands; "
+            "_add_optional_commands(argparse.ArgumentParser().add_subparsers()); "
+            "print(sorted(m for m in ('aiohttp', 'argon2', 'babel', 'agent.web.app', "
+            "'agent.web.users') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    assert agent.web.make_web_app.__module__ == "agent.web.app"
+    with pytest.raises(AttributeError):
+        _ = agent.web.nothing_here  # type: ignore[attr-defined]

@@ -11,11 +11,16 @@ import argparse
 import getpass
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent.config.loader import load_config
 from agent.errors import ConfigError
-from agent.web.users import ROLES, UserStore, check_password
-from agent.web.wiring import users_path
+
+if TYPE_CHECKING:
+    from agent.web.users import UserStore
+
+# Every dairy-edge command builds this parser: the users module (argon2) and the
+# config loader are imported by the commands that use them, not here.
+ROLES = ("viewer", "technician")  # agent.web.users.ROLES (a test checks they agree)
 
 
 def add_web_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -52,6 +57,10 @@ def add_web_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
 
 
 def _store(args: argparse.Namespace) -> UserStore:
+    from agent.config.loader import load_config
+    from agent.web.users import UserStore
+    from agent.web.wiring import users_path
+
     if args.users_file is not None:
         return UserStore(args.users_file)
     config = load_config(args.config)
@@ -59,6 +68,8 @@ def _store(args: argparse.Namespace) -> UserStore:
 
 
 def _password() -> str:
+    from agent.web.users import check_password
+
     if not sys.stdin.isatty():
         line = sys.stdin.readline()
         if not line:

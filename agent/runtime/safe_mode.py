@@ -6,7 +6,8 @@ section of the file when that part is valid, else the defaults), reports the
 configuration error on /healthz (503) and, after a login, on the page, takes no MQTT messages (the
 broker keeps them in our persistent session) and waits for a fixed file and a
 restart. Nothing in the broken file can switch anything *off*: safe mode reads
-only the listen address from it.
+only the page's address, names, TLS and users file from it (``safe_web``); the
+login stays on and /metrics closed whatever the file says.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from agent.config.model import Config, WebConfig
 from agent.runtime.notify import Notifier
 from agent.web.app import make_web_app, start_web
 from agent.web.status import StatusSnapshot
-from agent.web.wiring import build_access
+from agent.web.wiring import build_access, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,18 @@ def salvage_web(path: Path | None) -> WebConfig:
         return WebConfig()
 
 
+def safe_web(path: Path | None) -> WebConfig:
+    """What safe mode takes from the file's ``web`` section: where to listen, the
+    names it answers to, its certificate and its users (so technicians reach it
+    as usual); never ``login: false`` nor ``metrics_open``."""
+    web = salvage_web(path)
+    return WebConfig(host=web.host, port=web.port, allowed_hosts=web.allowed_hosts,
+                     users_file=web.users_file, tls_cert=web.tls_cert, tls_key=web.tls_key,
+                     session_hours=web.session_hours)
+
+
 async def run_safe_mode(error: str, config_path: Path | None, stop: asyncio.Event) -> int:
-    web = salvage_web(config_path)
+    web = safe_web(config_path)
     started = time.monotonic()
     problems = [f"configuration invalid: {line.strip()}" for line in error.splitlines()[1:]]
     problems = problems or [f"configuration invalid: {error}"]
@@ -58,18 +69,25 @@ async def run_safe_mode(error: str, config_path: Path | None, stop: asyncio.Even
             problems=problems,
         )
 
-    # The login stays on and only the listen address comes from the file; users
-    # are those of the default data folder (none made here): /healthz still
-    # tells anyone why the agent idles.
-    access = build_access(WebConfig(host=web.host, port=web.port),
-                          Config().gateway.data_dir, force_login=True, create_first=False)
-    runner, port = await start_web(make_web_app(status, access=access), web.host, web.port)
+    # The login stays on; users are web.users_file's, else the default data
+    # folder's (none made here): /healthz still tells anyone why the agent idles.
+    access = build_access(web, Config().gateway.data_dir, force_login=True,
+                          create_first=False)
+    try:
+        ssl_context = tls_context(web)
+    except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+        log.error("safe mode: cannot load web.tls_cert/tls_key (%s): serving plain HTTP",
+                  err)
+        problems.append(f"TLS certificate unusable: {err}")
+        ssl_context = None
+    runner, port = await start_web(make_web_app(status, access=access), web.host, web.port,
+                                   ssl_context=ssl_context)
     notifier = Notifier()
     # READY so systemd does not restart us in a loop; STATUS says why we idle.
     notifier.ready()
     notifier.status("safe mode: configuration invalid, ingest off")
     log.error("safe mode: ingest is off until the configuration is fixed; status page on "
-              "http://%s:%d/", web.host, port)
+              "http%s://%s:%d/", "s" if ssl_context else "", web.host, port)
     try:
         # Alive, if idle: systemd's watchdog (WatchdogSec=) must not restart us in a loop.
         ping = notifier.watchdog_interval_s

@@ -7,15 +7,19 @@
 #        --central-url https://central.example.org/api/v1/batches \
 #        --key-id barn-7-1a2b3c4d --hmac-key-file ./barn-7.key \
 #        [--mqtt-username gw --mqtt-password-file ./pw] \
+#        [--web-admin-password-file ./web-pw] \
 #        [--cameras v4l2|picamera2] [--wheel dist/dairy_edge-*.whl] [--no-start]
 #
 # What it does, each step safe to repeat (docs/install.md explains every one):
 #   1. apt: python3-venv (and python3-picamera2 for --cameras picamera2)
 #   2. a virtual environment in /opt/dairy-edge/venv (with the system site packages
 #      for --cameras picamera2, so apt's picamera2 and libcamera are seen), the wheel
-#      installed into it
+#      installed into it (reinstalled even when its version is the one installed)
 #   3. the user (sysusers.d) and the folders (tmpfiles.d)
-#   4. /etc/dairy-edge: `dairy-edge init` (kept if there), the credentials (0600 root)
+#   4. /etc/dairy-edge: `dairy-edge init` (kept if there), the credentials (0600 root):
+#      hmac_key, mqtt_password, web_admin_password (the status page's first user,
+#      admin; without it the agent writes a random one to
+#      /var/lib/dairy-edge/web-initial-password at its first start)
 #   5. the units (and the camera drop-in), systemctl enable --now
 #
 # --root DIR stages everything under DIR instead (no apt, no systemctl, users in
@@ -32,6 +36,7 @@ CENTRAL_URL=""
 KEY_ID=""
 HMAC_KEY_FILE=""
 MQTT_PASSWORD_FILE=""
+WEB_ADMIN_PASSWORD_FILE=""
 CAMERAS=""
 WHEEL=""
 PYTHON=python3
@@ -40,7 +45,7 @@ PIP_ARGS=()
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "install_gateway: $*" >&2; exit 1; }
 step() { printf '\n== %s\n' "$*"; }
 
@@ -51,6 +56,7 @@ while [ $# -gt 0 ]; do
     --mqtt-port) MQTT_PORT="$2"; shift 2 ;;
     --mqtt-username) MQTT_USERNAME="$2"; shift 2 ;;
     --mqtt-password-file) MQTT_PASSWORD_FILE="$2"; shift 2 ;;
+    --web-admin-password-file) WEB_ADMIN_PASSWORD_FILE="$2"; shift 2 ;;
     --central-url) CENTRAL_URL="$2"; shift 2 ;;
     --key-id) KEY_ID="$2"; shift 2 ;;
     --hmac-key-file) HMAC_KEY_FILE="$2"; shift 2 ;;
@@ -69,7 +75,7 @@ done
 case "$CAMERAS" in ""|v4l2|picamera2) ;; *) die "--cameras is v4l2 or picamera2" ;; esac
 [ -z "$ROOT" ] && [ "$(id -u)" -ne 0 ] && die "run as root (sudo), or stage with --root DIR"
 [ -d "$here/systemd" ] || die "$here/systemd not found: run this from a dairy-edge checkout"
-for f in "$HMAC_KEY_FILE" "$MQTT_PASSWORD_FILE"; do
+for f in "$HMAC_KEY_FILE" "$MQTT_PASSWORD_FILE" "$WEB_ADMIN_PASSWORD_FILE"; do
   [ -z "$f" ] || [ -r "$f" ] || die "cannot read $f"
 done
 
@@ -105,7 +111,10 @@ if [ -z "$WHEEL" ]; then
   "$venv/bin/pip" wheel -q --no-deps -w "$WHEEL_DIR" "$WHEEL_DIR/src"
   WHEEL="$(ls "$WHEEL_DIR"/dairy_edge-*.whl)"
 fi
+# The dependencies the usual way, then the wheel itself again: pip skips a wheel whose
+# version is already installed, and a rebuilt wheel of the same version must replace it.
 "$venv/bin/pip" install -q --upgrade "${PIP_ARGS[@]}" "$WHEEL"
+"$venv/bin/pip" install -q --force-reinstall --no-deps "${PIP_ARGS[@]}" "$WHEEL"
 "$venv/bin/dairy-edge" --version
 
 step "user and folders (sysusers.d, tmpfiles.d)"
@@ -148,6 +157,8 @@ creds="$etc/credentials"
 install -d -m 0700 "$creds"
 [ -n "$HMAC_KEY_FILE" ] && install -m 0600 "$HMAC_KEY_FILE" "$creds/hmac_key"
 [ -n "$MQTT_PASSWORD_FILE" ] && install -m 0600 "$MQTT_PASSWORD_FILE" "$creds/mqtt_password"
+[ -n "$WEB_ADMIN_PASSWORD_FILE" ] &&
+  install -m 0600 "$WEB_ADMIN_PASSWORD_FILE" "$creds/web_admin_password"
 [ -f "$creds/hmac_key" ] || echo "note: no $creds/hmac_key yet: sync stays refused until it is there" \
   "(get it from central: dairy-edge central keys add $GATEWAY_ID)"
 
@@ -174,3 +185,10 @@ Installed. Check the gateway with:
   sudo CREDENTIALS_DIRECTORY=/etc/dairy-edge/credentials $PREFIX/venv/bin/dairy-edge doctor
 Logs: journalctl -u dairy-edge -f      Status page: http://<this gateway>:8080/
 EOF
+if [ -f "$creds/web_admin_password" ]; then
+  echo "Status page login: admin, with the password in /etc/dairy-edge/credentials/" \
+    "web_admin_password (used at the agent's first start, when no users file exists yet)"
+else
+  echo "Status page login: admin, with the password the agent writes at its first start" \
+    "to /var/lib/dairy-edge/web-initial-password (sudo cat it, then delete it)"
+fi

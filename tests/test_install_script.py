@@ -32,13 +32,17 @@ def test_install_script_staged(tmp_path: Path) -> None:
     wheel = build_wheel(tmp_path / "wheel")  # from a copy: no build/ in the checkout
     key = tmp_path / "gw.key"
     key.write_text("k" * 32 + "\n")
+    web_password = tmp_path / "web.pw"
+    web_password.write_text("first-password-1\n")
     stage = tmp_path / "stage"
     args = [str(SCRIPT), "--root", str(stage), "--gateway-id", "barn-7", "--hmac-key-file",
             str(key), "--central-url", "https://central.example.org/api/v1/batches",
             "--cameras", "v4l2", "--wheel", str(wheel)]
-    result = subprocess.run(args, check=False, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([*args, "--web-admin-password-file", str(web_password)],
+                            check=False, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "dairy-edge 0.1.0" in result.stdout
+    assert "admin, with the password in /etc/dairy-edge/credentials/" in result.stdout
 
     venv = stage / "opt" / "dairy-edge" / "venv"
     assert subprocess.run([str(venv / "bin" / "dairy-edge"), "doctor", "--help"],
@@ -57,16 +61,22 @@ def test_install_script_staged(tmp_path: Path) -> None:
     creds = etc / "credentials"
     assert _mode(creds) == 0o700 and creds.stat().st_gid == 0
     assert _mode(creds / "hmac_key") == 0o600 and (creds / "hmac_key").stat().st_uid == 0
+    assert _mode(creds / "web_admin_password") == 0o600
+    assert (creds / "web_admin_password").read_text() == "first-password-1\n"
     units = stage / "etc" / "systemd" / "system"
     assert (units / "dairy-edge.service").read_text() == (
         ROOT / "systemd" / "dairy-edge.service").read_text()
     assert (units / "dairy-edge.service.d" / "cameras.conf").is_file()
 
-    # run again: the farm's edited config is kept
+    # run again with the same wheel: the farm's edited config is kept, and the wheel is
+    # installed again even though its version is the one installed (a rebuilt wheel)
     (etc / "dairy-edge.yaml").write_text((etc / "dairy-edge.yaml").read_text() + "# edited\n")
+    installed = next(venv.glob("lib/python3*/site-packages/agent/cli/init.py"))
+    installed.unlink()
     again = subprocess.run(args, check=False, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "kept" in again.stdout and (etc / "dairy-edge.yaml").read_text().endswith("# edited\n")
+    assert installed.is_file()
 
 
 def test_install_script_refuses_without_a_gateway_id(tmp_path: Path) -> None:

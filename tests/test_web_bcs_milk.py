@@ -68,5 +68,5 @@ def test_an_age_from_the_runtime_is_shown_instead_of_the_time() -> None:
                               "quarter": "LF", "wall_ts": None}]),
         [],
     )
-    assert "<td>10 min ago</td>" in html
+    assert "<td>10\u00a0min ago</td>" in html  # display.age_text: translated, kept together
     assert '<td class="bad">clots</td><td>0.50</td><td>-</td>' in html

@@ -96,3 +96,36 @@ async def test_switch_language_per_user(tmp_path: Path) -> None:
         assert "পাসওয়ার্ড" in login and '<html lang="bn">' in login
     finally:
         await client.close()
+
+
+def test_camera_sections_in_bangla() -> None:
+    """The vision tables' headers and ages follow the language like the rest."""
+    from agent.web.page import vision_sections
+
+    status = {
+        "cameras": [{"id": "cam-1", "role": "ear_tag", "state": "online", "fps": 2.0}],
+        "models": {"tag": {"version": "1", "state": "active"}},
+        "identifications": [{"tag_number": "1234", "animal_id": "NL-1", "status": "identified",
+                             "confidence": 0.9, "camera_id": "cam-1"}],
+        "body_conditions": [{"animal_id": "NL-1", "bcs": 3.0, "camera_id": "top-1",
+                             "age_s": 600.0}],
+        "milk_checks": [{"animal_id": "NL-1", "quarter": "LF", "result": "normal",
+                         "confidence": 0.8, "age_s": 40.0}],
+    }
+    i18n.use("bn")
+    try:
+        html = vision_sections(status)
+    finally:
+        i18n.use("en")
+    headers = re.findall(r"<th>([^<]*)</th>", html)
+    english = {"Tag", "Animal", "Status", "Conf.", "Camera", "Role", "State", "Error", "Model",
+               "Version", "Cow", "When", "Quarter", "Result"}
+    assert headers and not english & set(headers), headers
+    assert "ট্যাগ" in headers and "কখন" in headers
+    assert "১০\u00a0মিনিট আগে" in html and " ago" not in html
+    i18n.use("bn")
+    try:
+        empty = vision_sections({"cameras": status["cameras"]})
+    finally:
+        i18n.use("en")
+    assert "এখনও কোনো গাভী শনাক্ত হয়নি" in empty

@@ -10,13 +10,14 @@ from collections.abc import Mapping
 from html import escape
 from typing import Any
 
-from agent.web.display import label
+from agent.web.display import age_text, label
 from agent.web.i18n import LANGUAGES, N_, _, script_strings
 from agent.web.sparkline import sparkline_svg
 from agent.web.view import render_view
 
 DESCRIPTION = N_("dairy-edge gateway status: alerts, bulk tanks, barn climate, animals, "
                  "devices and sync.")
+NO_IDENTIFICATIONS = N_("No cows identified yet.")
 ROLE_NAMES = {"viewer": N_("viewer"), "technician": N_("technician")}
 
 
@@ -38,46 +39,9 @@ def _e(value: Any) -> str:
     return escape("-" if value is None else str(value), quote=True)
 
 
-def _age(seconds: Any) -> str:
-    if not isinstance(seconds, int | float):
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _bytes(n: Any) -> str:
-    if not isinstance(n, int | float):
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def _row(label: str, value: str, cls: str = "") -> str:
-    attr = f' class="{cls}"' if cls else ""
-    return f"<tr><th>{escape(label)}</th><td{attr}>{value}</td></tr>"
-
-
-def _alerts(alerts: list[Mapping[str, Any]]) -> str:
-    """Newest first; every field escaped (ids and messages may carry wire text)."""
-    if not alerts:
-        return '<p class="muted">No alerts.</p>'
-    rows = [
-        f'<tr><td class="{"bad" if a.get("severity") == "critical" else ""}">'
-        f"{_e(a.get('severity'))}</td><td>{_e(a.get('rule'))}</td>"
-        f"<td>{_e(a.get('state'))}</td><td>{_e(a.get('message'))}</td></tr>"
-        for a in alerts
-    ]
-    return (
-        "<table><tr><th>Severity</th><th>Rule</th><th>State</th><th>What</th></tr>"
-        + "".join(rows)
-        + "</table>"
-    )
+def _columns(*names: str) -> str:
+    """A table's header row, each name in the page's language (mark them N_)."""
+    return "<tr>" + "".join(f"<th>{_e(_(n))}</th>" for n in names) + "</tr>"
 
 
 def _cameras(cameras: list[Mapping[str, Any]], models: Mapping[str, Any]) -> str:
@@ -102,12 +66,12 @@ def _cameras(cameras: list[Mapping[str, Any]], models: Mapping[str, Any]) -> str
     out = ""
     if rows:
         out += (
-            "<table><tr><th>Camera</th><th>Role</th><th>State</th><th>fps</th><th>Error</th>"
-            "</tr>" + "".join(rows) + "</table>"
+            "<table>" + _columns(N_("Camera"), N_("Role"), N_("State"), "fps", N_("Error"))
+            + "".join(rows) + "</table>"
         )
     if model_rows:
         out += (
-            "<table><tr><th>Model</th><th>Version</th><th>State</th><th>Error</th></tr>"
+            "<table>" + _columns(N_("Model"), N_("Version"), N_("State"), N_("Error"))
             + "".join(model_rows)
             + "</table>"
         )
@@ -117,7 +81,7 @@ def _cameras(cameras: list[Mapping[str, Any]], models: Mapping[str, Any]) -> str
 def _identifications(items: list[Mapping[str, Any]]) -> str:
     """Latest ear-tag visits; numbers and ids are escaped like any wire text."""
     if not items:
-        return '<p class="muted">No cows identified yet.</p>'
+        return f'<p class="muted">{_e(_(NO_IDENTIFICATIONS))}</p>'
     rows = []
     for ident in items:
         status = ident.get("status")
@@ -131,8 +95,8 @@ def _identifications(items: list[Mapping[str, Any]]) -> str:
             f"<td>{_e(ident.get('camera_id'))}</td></tr>"
         )
     return (
-        "<table><tr><th>Tag</th><th>Animal</th><th>Status</th><th>Conf.</th><th>Camera</th>"
-        "</tr>" + "".join(rows) + "</table>"
+        "<table>" + _columns(N_("Tag"), N_("Animal"), N_("Status"), N_("Conf."), N_("Camera"))
+        + "".join(rows) + "</table>"
     )
 
 
@@ -141,7 +105,7 @@ def _when(item: Mapping[str, Any]) -> str:
     gateway's local time (its clock may be off before it is synced)."""
     age = item.get("age_s")
     if isinstance(age, int | float):
-        return f"{_age(age)} ago"
+        return age_text(age)
     ts = item.get("wall_ts")
     if isinstance(ts, int | float) and math.isfinite(ts):
         try:
@@ -167,7 +131,7 @@ def _body_conditions(items: list[Mapping[str, Any]]) -> str:
             f"<td>{_e(_when(bc))}</td><td>{_e(bc.get('camera_id'))}</td></tr>"
         )
     return (
-        "<table><tr><th>Cow</th><th>BCS</th><th>When</th><th>Camera</th></tr>"
+        "<table>" + _columns(N_("Cow"), "BCS", N_("When"), N_("Camera"))
         + "".join(rows) + "</table>"
     )
 
@@ -183,8 +147,8 @@ def _milk_checks(items: list[Mapping[str, Any]]) -> str:
             f"<td>{_e(_num(mc.get('confidence')))}</td><td>{_e(_when(mc))}</td></tr>"
         )
     return (
-        "<table><tr><th>Cow</th><th>Quarter</th><th>Result</th><th>Conf.</th><th>When</th>"
-        "</tr>" + "".join(rows) + "</table>"
+        "<table>" + _columns(N_("Cow"), N_("Quarter"), N_("Result"), N_("Conf."), N_("When"))
+        + "".join(rows) + "</table>"
     )
 
 

@@ -370,3 +370,37 @@ async def test_a_new_password_or_role_ends_the_users_sessions(tmp_path: Path) ->
         assert (await client.get("/api/status")).status == 200
     finally:
         await client.close()
+
+
+async def test_headers_and_a_log_line_on_an_unexpected_error(tmp_path: Path,
+                                                             caplog: Any) -> None:
+    """A handler that raises (a bug) still answers with the security headers, and
+    the error is logged with its traceback."""
+    import logging
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+    from helpers_web import user_store
+
+    from agent.web import WebAccess, make_web_app
+
+    async def boom(request: web.Request) -> web.Response:
+        raise RuntimeError("a bug in a handler")
+
+    app = make_web_app(lambda: {"version": "t", "uptime_s": 1.0},
+                       access=WebAccess(users=user_store(tmp_path)))
+    app.router.add_get("/api/boom", boom)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    caplog.set_level(logging.ERROR, logger="agent.web.guard")
+    try:
+        await logged_in(client)
+        resp = await client.get("/api/boom")
+        assert resp.status == 500
+        assert "a bug in a handler" not in await resp.text()  # no internals to the client
+        for name, value in SECURITY_HEADERS.items():
+            assert resp.headers.get(name) == value, name
+        assert resp.headers["Cache-Control"] == "no-store"
+        assert "GET /api/boom failed" in caplog.text and "a bug in a handler" in caplog.text
+    finally:
+        await client.close()

@@ -75,6 +75,9 @@ async def finish(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except web.HTTPException as exc:
         response = _as_response(exc)
+    except Exception:  # a bug: logged, and answered with the headers like any other
+        log.exception("%s %s failed", request.method, request.path)
+        response = web.Response(status=500, text="internal error: see the agent's log\n")
     response.headers.update(SECURITY_HEADERS)
     response.headers.setdefault("Cache-Control", "no-store")
     access = request.app[ACCESS_KEY]

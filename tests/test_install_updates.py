@@ -388,3 +388,97 @@ def test_status_skips_a_stray_folder_under_versions(
     assert main(["update", "status", "--data-dir", str(tmp_path / "data")]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["versions"] == ["1.0.0"] and status["not_versions"] == ["backup-old"]
+
+
+# -- extraction limits, stale staging, versions rolled back ----------------------------
+
+
+def test_a_file_over_the_member_cap_is_refused_while_extracting(
+    tmp_path: Path, keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.runtime import updates
+
+    private, pub = keys
+    bundle = _bundle(tmp_path, private, "1.0.0")
+    monkeypatch.setattr(updates, "MAX_MEMBER_BYTES", 4096)  # the model is larger
+    store = UpdateStore(tmp_path / "data")
+    with pytest.raises(UpdateRefused) as err:
+        store.apply(bundle, load_public_keys(pub))
+    assert err.value.reason == "too_large" and store.version() is None
+    assert not list(store.root.glob(".staging-*"))
+
+
+def test_a_wrong_hash_stops_the_extraction_at_that_file(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    """Hashed while extracted: the files after a bad one are never written."""
+    import io
+
+    private, pub = keys
+    good = _bundle(tmp_path, private, "1.0.0")
+    bundle = tmp_path / "tampered.tar"
+    with tarfile.open(good) as src, tarfile.open(bundle, "w") as out:
+        members = src.getmembers()
+        first = next(m for m in members if m.name.startswith("files/"))
+        for member in members:
+            data = src.extractfile(member)
+            body = data.read() if data else b""
+            if member is first:
+                body = bytes([body[0] ^ 0xFF]) + body[1:]
+            out.addfile(member, io.BytesIO(body))
+    into = tmp_path / "into"
+    from agent.runtime import updates
+
+    with pytest.raises(UpdateRefused) as err:
+        updates.verify_bundle(bundle, load_public_keys(pub), into)
+    assert err.value.reason == "bad_hash" and first.name.removeprefix("files/") in str(err.value)
+    written = [p.name for p in into.rglob("*") if p.is_file()]
+    assert written == [Path(first.name).name]  # nothing after it
+
+
+def test_staging_left_by_a_killed_apply_goes_at_the_next_one(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    private, pub = keys
+    store = UpdateStore(tmp_path / "data")
+    stale = store.root / ".staging-killed"
+    (stale / "payload").mkdir(parents=True)
+    (stale / "payload" / "big.onnx").write_bytes(b"\0" * 1000)
+    store.apply(_bundle(tmp_path, private, "1.0.0"), load_public_keys(pub))
+    assert not list(store.root.glob(".staging-*"))
+
+
+def test_a_rolled_back_version_is_refused_unless_forced(
+    tmp_path: Path, keys: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    private, pub = keys
+    store = UpdateStore(tmp_path / "data")
+    store.apply(_bundle(tmp_path, private, "1.0.0"), load_public_keys(pub))
+    bad = _bundle(tmp_path, private, "1.1.0")
+    store.apply(bad, load_public_keys(pub))
+    t = json.loads(store.pending.read_text())["switched_at"]
+    for start in range(1, CRASH_STARTS + 1):
+        store.boot_check(now=t + start)
+    assert store.version() == "1.0.0"
+    assert "1.1.0" in store.status()["rolled_back"]
+    data = ["--data-dir", str(tmp_path / "data")]
+    assert main(["update", "apply", str(bad), "--keys", str(pub), *data]) == 1
+    err = capsys.readouterr().err
+    assert "was rolled back" in err and "--force" in err and store.version() == "1.0.0"
+    assert _events(store)[-1]["reason"] == "rolled_back"
+    assert main(["update", "apply", str(bad), "--keys", str(pub), "--force", *data]) == 0
+    assert store.version() == "1.1.0" and store.status()["rolled_back"] == {}
+    assert _events(store)[-1]["forced"] is True
+
+
+def test_one_apply_at_a_time(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    import fcntl
+
+    private, pub = keys
+    store = UpdateStore(tmp_path / "data")
+    store.root.mkdir(parents=True)
+    with (store.root / ".lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(UpdateRefused) as err:
+            store.apply(_bundle(tmp_path, private, "1.0.0"), load_public_keys(pub))
+    assert err.value.reason == "busy" and store.version() is None

@@ -52,6 +52,9 @@ def add_update_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
             cmd.add_argument("bundle", type=Path, help="the bundle file")
             cmd.add_argument("--keys", type=Path, default=KEYS_DIR,
                              help=f"folder of trusted *.pub keys (default {KEYS_DIR})")
+            cmd.add_argument("--force", action="store_true",
+                             help="apply a version that was rolled back before (it is "
+                             "refused otherwise)")
         cmd.add_argument("--config", "-c", type=Path, default=None,
                          help=f"the agent's config, for gateway.data_dir (default "
                          f"{DEFAULT_CONFIG} when it exists)")
@@ -93,7 +96,7 @@ def _apply(args: argparse.Namespace) -> int:
 
     store = _store(args)
     try:
-        info = store.apply(args.bundle, load_public_keys(args.keys))
+        info = store.apply(args.bundle, load_public_keys(args.keys), force=args.force)
     except UpdateRefused as err:
         print(f"dairy-edge update: {err}; nothing changed "
               f"(running {store.version() or 'no bundle'})", file=sys.stderr)

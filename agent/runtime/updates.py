@@ -15,11 +15,18 @@ On the gateway (``<data_dir>/updates/models``)::
     previous -> versions/1.3.0
     pending.json                   written (atomically) just before a switch,
                                    cleared once the new version ran a while
+    rolled_back.json               versions rolled back: not applied again
+                                   without ``force``
+    .lock                          held while an apply runs (one at a time)
     events.jsonl                   every switch, refusal and rollback, one JSON a line
 
 ``apply`` refuses (UpdateRefused, nothing changed) a bundle whose signature no
 trusted key verifies, a file whose hash differs or that the signed list lacks,
-a version not newer than the running one, and models that fail their self-test.
+a file over ``MAX_MEMBER_BYTES`` (each is hashed and counted while it is
+extracted: a lying or sparse member stops at once), a version not newer than
+the running one, a version rolled back before (unless ``force``), and models
+that fail their self-test. Staging folders left by an apply that was killed are
+removed by the next one.
 The switch is one ``rename`` of a symlink, so a power cut or SIGKILL at any
 moment leaves ``current`` at the old or the new version, each verified.
 
@@ -39,7 +46,9 @@ version that is not current (the apply stopped before its switch) is dropped.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import logging
@@ -48,7 +57,7 @@ import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -68,6 +77,7 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 KINDS = ("models",)
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024
+MAX_MEMBER_BYTES = 256 * 1024 * 1024  # one file of the payload (a model is tens of MB)
 CRASH_WINDOW_S = 600.0
 CRASH_STARTS = 3
 CLEAN_STOP = "clean-stop"  # under <data_dir>/updates: the agent's last exit was graceful
@@ -199,27 +209,42 @@ def _verify_tar(bundle: Path, tar: tarfile.TarFile, keys: list[Ed25519PublicKey]
         raise UpdateRefused("bad_signature", f"{bundle.name}: no trusted key signed it")
     info = _parse_meta(meta)
     into.mkdir(parents=True)
+    extracted: set[str] = set()
     for name, member in members.items():
         if name in ("bundle.json", "bundle.sig"):
             continue
         rel = _payload_name(name)
         if rel not in info.files:
             raise UpdateRefused("unlisted_file", f"{name} is not in the signed list")
-        if not member.isfile():
+        if not member.isfile() or member.issparse():
             raise UpdateRefused("bad_member", f"{name} is not a plain file")
+        if member.size > MAX_MEMBER_BYTES:
+            raise UpdateRefused("too_large", f"{name} is {member.size} bytes, over "
+                                f"{MAX_MEMBER_BYTES}")
         target = into / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         source = tar.extractfile(member)
         assert source is not None
         with source, target.open("wb") as out:
-            shutil.copyfileobj(source, out)
-    for rel, digest in info.files.items():
-        path = into / rel
-        if not path.is_file():
-            raise UpdateRefused("missing_file", f"{rel} is signed but not in the bundle")
-        if _sha256(path) != digest:
-            raise UpdateRefused("bad_hash", f"{rel} does not hash to its signed SHA-256")
+            if _copy_hashed(source, out) != info.files[rel]:
+                raise UpdateRefused("bad_hash", f"{rel} does not hash to its signed SHA-256")
+        extracted.add(rel)
+    for rel in info.files.keys() - extracted:
+        raise UpdateRefused("missing_file", f"{rel} is signed but not in the bundle")
     return info
+
+
+def _copy_hashed(source: Any, out: Any) -> str:
+    """Copy at most ``MAX_MEMBER_BYTES``; the SHA-256 of what was copied."""
+    digest = hashlib.sha256()
+    copied = 0
+    for chunk in iter(lambda: source.read(1 << 20), b""):
+        copied += len(chunk)
+        if copied > MAX_MEMBER_BYTES:
+            raise UpdateRefused("too_large", f"a file is over {MAX_MEMBER_BYTES} bytes")
+        digest.update(chunk)
+        out.write(chunk)
+    return digest.hexdigest()
 
 
 def _member(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str) -> bytes:
@@ -288,6 +313,7 @@ class UpdateStore:
         self.current = self.root / "current"
         self.previous = self.root / "previous"
         self.pending = self.root / "pending.json"
+        self.rolled_back = self.root / "rolled_back.json"
         self.events = self.root / "events.jsonl"
 
     def version(self, link: Path | None = None) -> str | None:
@@ -296,10 +322,25 @@ class UpdateStore:
             return None
         return Path(os.readlink(link)).name
 
-    def apply(self, bundle: Path, keys: Iterable[Ed25519PublicKey]) -> BundleInfo:
-        """Verify, stage, self-test, switch. UpdateRefused (and an event) when not."""
+    def apply(self, bundle: Path, keys: Iterable[Ed25519PublicKey],
+              force: bool = False) -> BundleInfo:
+        """Verify, stage, self-test, switch. UpdateRefused (and an event) when not.
+
+        :param force: apply a version that was rolled back before."""
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "versions").mkdir(exist_ok=True)
+        try:
+            with self._apply_lock():
+                self._remove_stale_staging()
+                return self._apply(bundle, keys, force)
+        except UpdateRefused as err:
+            self._event("refused", bundle=bundle.name, reason=err.reason, detail=err.detail)
+            raise
+        finally:
+            self._hand_over()
+
+    def _apply(self, bundle: Path, keys: Iterable[Ed25519PublicKey],
+               force: bool) -> BundleInfo:
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
         try:
             info = verify_bundle(bundle, keys, staging / "payload")
@@ -309,6 +350,10 @@ class UpdateStore:
             if running is not None and info.key <= version_key(running):
                 raise UpdateRefused("not_newer",
                                     f"version {info.version} is not newer than {running}")
+            bad = self._rolled_back().get(info.version)
+            if bad is not None and not force:
+                raise UpdateRefused("rolled_back", f"version {info.version} was rolled back "
+                                    f"({bad}); apply it again with --force")
             problem = self.self_test(staging / "payload")
             if problem:
                 raise UpdateRefused("self_test", problem)
@@ -326,14 +371,52 @@ class UpdateStore:
             self._switch(target)
             if old is not None:
                 self._link(self.previous, self.root / "versions" / old)
-            self._event("switched", version=info.version, previous=old)
+            if bad is not None:
+                self._remember_rolled_back(info.version, None)
+            self._event("switched", version=info.version, previous=old,
+                        **({"forced": True} if bad is not None else {}))
             return info
-        except UpdateRefused as err:
-            self._event("refused", bundle=bundle.name, reason=err.reason, detail=err.detail)
-            raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-            self._hand_over()
+
+    @contextlib.contextmanager
+    def _apply_lock(self) -> Iterator[None]:
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UpdateRefused("busy", "another update is being applied") from None
+            yield
+        finally:
+            os.close(fd)
+
+    def _remove_stale_staging(self) -> None:
+        """Staging folders of an apply that was killed (we hold the lock: none is live)."""
+        for stale in self.root.glob(".staging-*"):
+            log.info("removing %s, left by an apply that did not finish", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def _rolled_back(self) -> dict[str, str]:
+        """Versions rolled back, with why; a damaged file is read as none (logged)."""
+        if not self.rolled_back.exists():
+            return {}
+        try:
+            data = json.loads(self.rolled_back.read_text(encoding="utf-8"))
+            return {str(k): str(v) for k, v in dict(data).items()}
+        except (OSError, ValueError, TypeError) as err:
+            log.warning("%s is damaged (%s): no version is held back", self.rolled_back, err)
+            return {}
+
+    def _remember_rolled_back(self, version: str | None, why: str | None) -> None:
+        if version is None:
+            return
+        held = self._rolled_back()
+        if why is None:
+            held.pop(version, None)
+        else:
+            held[version] = why
+        _write_json(self.rolled_back, held)
 
     def rollback(self, why: str = "requested") -> str:
         try:
@@ -349,6 +432,7 @@ class UpdateStore:
         self._switch(self.root / "versions" / old)
         self.previous.unlink(missing_ok=True)
         self.pending.unlink(missing_ok=True)
+        self._remember_rolled_back(bad, why)
         self._event("rolled_back", version=old, from_version=bad, why=why)
         return old
 
@@ -459,7 +543,8 @@ class UpdateStore:
                 pending = {"damaged": str(err)}
         return {"kind": self.kind, "current": self.version(),
                 "previous": self.version(self.previous), "versions": versions,
-                **({"not_versions": other} if other else {}), "pending": pending}
+                **({"not_versions": other} if other else {}), "pending": pending,
+                "rolled_back": self._rolled_back()}
 
     def _hand_over(self) -> None:
         """Run by root (``sudo dairy-edge update ...``) on a data folder another

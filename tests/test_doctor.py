@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers_mqtt import PrivateMosquitto, free_port
@@ -192,3 +194,42 @@ def test_cli_json_and_exit_status(broker: PrivateMosquitto, tmp_path: Path) -> N
                           check=False, capture_output=True, text=True, env=env, timeout=120)
     assert "FAIL central reachable" in text.stdout and "fix: check sync.url" in text.stdout
     assert text.returncode == 1
+
+
+def _as_nobody(call: Any) -> Any:
+    """``call()`` in a forked child that dropped root for uid/gid 65534 (nobody):
+    a real EACCES, not a mock. The child returns its result as JSON."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest machinery from here on
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write, json.dumps(call()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        body = pipe.read()
+    os.waitpid(pid, 0)
+    return json.loads(body)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="needs root, to drop to a user who may not enter the data folder")
+def test_a_data_folder_the_user_may_not_enter_is_a_failure_with_the_fix(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    config = load_config(overrides={"gateway": {"data_dir": str(data)}})
+    make_writer(config.store_path).close()
+
+    def checks() -> list[list[str]]:
+        return [[f.check, f.level, f.detail, f.fix]
+                for f in [check_disk(config), *check_buffer(config)]]
+
+    disk, buffer = _as_nobody(checks)
+    for check, level, detail, fix in (disk, buffer):
+        assert level == "failure" and "cannot look at" in detail, (check, detail)
+        assert "Permission denied" in detail and "sudo" in fix

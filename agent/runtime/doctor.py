@@ -298,12 +298,22 @@ def check_clock() -> Finding:
                    "out of the barn network")
 
 
+def _cannot_look(check: str, path: Path, err: OSError) -> Finding:
+    """A folder this user may not enter (the data folder is 0750 dairy-edge)."""
+    return Finding(check, "failure", f"cannot look at {path}: {err.strerror or err}",
+                   "run the doctor as root (sudo) or as the service user (sudo -u "
+                   "dairy-edge dairy-edge doctor ...), or fix the folder's owner")
+
+
 def check_disk(config: Config) -> Finding:
     folder = config.store_path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    usage = shutil.disk_usage(folder)
-    used = config.store_path.stat().st_size if config.store_path.exists() else 0
+    try:
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        usage = shutil.disk_usage(folder)
+        used = config.store_path.stat().st_size if config.store_path.exists() else 0
+    except OSError as err:
+        return _cannot_look("disk space", config.store_path, err)
     want = config.store.max_buffer_bytes - used
     text = (f"{usage.free / 2**20:,.0f} MiB free on {folder} ({usage.free / usage.total:.0%}); "
             f"the buffer uses {used / 2**20:,.1f} MiB of its {config.store.max_buffer_bytes / 2**20:,.0f} MiB cap")
@@ -319,7 +329,11 @@ def check_disk(config: Config) -> Finding:
 
 def check_buffer(config: Config) -> list[Finding]:
     path = config.store_path
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as err:
+        return [_cannot_look("buffer", path, err)]
+    if not exists:
         return [Finding("buffer", "ok", f"{path} does not exist yet (made at the first run)")]
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)

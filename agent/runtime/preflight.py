@@ -249,21 +249,22 @@ def _web(config: Config) -> list[Finding]:
             out.append(Finding("web.tls", "ok", f"loaded {web.tls_cert}, {web.tls_key}"))
     if web.login:
         users = web.users_file or config.gateway.data_dir / "web-users.json"
-        if users.exists():
-            try:
-                json.loads(users.read_text(encoding="utf-8"))["users"].items()
-            except OSError as err:
-                out.append(Finding("web.users_file", "failure",
-                                   f"cannot read {users}: {err.strerror or err}",
-                                   f"make it readable by the service user (chown dairy-edge "
-                                   f"{users}), or set web.users_file"))
-            except (ValueError, KeyError, TypeError, AttributeError) as err:
-                out.append(Finding("web.users_file", "warning",
-                                   f"{users} is damaged ({err!r}): nobody can log in to the "
-                                   "status page", "`dairy-edge web user add NAME --role "
-                                   "technician` rewrites it"))
-            else:
-                out.append(Finding("web.users_file", "ok", f"{users} is readable"))
+        try:
+            json.loads(users.read_text(encoding="utf-8"))["users"].items()
+        except FileNotFoundError:
+            pass  # made at the first start, with the first user
+        except OSError as err:  # a folder, or not this user's to read
+            out.append(Finding("web.users_file", "failure",
+                               f"cannot read {users}: {err.strerror or err}",
+                               f"make it readable by the service user (chown dairy-edge "
+                               f"{users}), or set web.users_file"))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            out.append(Finding("web.users_file", "warning",
+                               f"{users} is damaged ({err!r}): nobody can log in to the "
+                               "status page", "`dairy-edge web user add NAME --role "
+                               "technician` rewrites it"))
+        else:
+            out.append(Finding("web.users_file", "ok", f"{users} is readable"))
     return out
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import shutil
 import socket
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from agent.central.server import run_central
 from agent.config.loader import load_config
+from agent.config.secrets import ENV_PREFIX, read_secret
 from agent.errors import EdgeAgentError
 from agent.runtime.daemon import Agent
 from agent.runtime.sample_data import copy_calibration
@@ -46,6 +48,25 @@ class DemoInfo:
     broker_embedded: bool
     data_dir: Path
     login_url: str = ""  # a one-time login link to the status page (15 min)
+    password_from: str = ""  # where the admin password is (password_source)
+
+
+def password_source(data_dir: Path, had_users: bool) -> str:
+    """Where the demo's ``admin`` password is, in the agent's own order: the
+    ``web_admin_password`` secret (environment, then credentials) when there are
+    no users yet, else a random one written to ``web-initial-password``.
+
+    :param had_users: the users file was there before the agent started: the
+        agent created nobody, the password is the one already set."""
+    users = data_dir / "web-users.json"
+    if had_users:
+        return f"the one already set in {users}"
+    env = ENV_PREFIX + "WEB_ADMIN_PASSWORD"
+    if os.environ.get(env):
+        return f"${env}"
+    if read_secret("web_admin_password"):
+        return "$CREDENTIALS_DIRECTORY/web_admin_password"
+    return f"{data_dir}/web-initial-password"
 
 
 def _free_port(preferred: int) -> int:
@@ -188,6 +209,7 @@ async def _run_with_broker(
                                   "review_dir": str(data_dir / "review")}},
         }
     )
+    had_users = (data_dir / "web-users.json").exists()
     try:
         agent = Agent(config, hmac_key=key)
     except BaseException:
@@ -224,14 +246,15 @@ async def _run_with_broker(
         # The demo's first user (admin, password in the data folder); the link
         # logs a browser in once, within 15 minutes.
         link = base + agent.web_access.login_link("admin") if agent.web_access else base + "/"
+        password_from = password_source(data_dir, had_users)
         if on_ready is not None:
             on_ready(DemoInfo(agent.state.web_port, central.url, broker.port, broker.embedded,
-                              data_dir, link))
+                              data_dir, link, password_from))
         print(
             f"\n  dairy-edge demo running\n"
             f"  status page:   {link}\n"
-            f"                 (one-time login link; user admin, password in "
-            f"{data_dir}/web-initial-password)\n"
+            f"                 (one-time login link; user admin, password: "
+            f"{password_from})\n"
             f"  JSON status:   http://127.0.0.1:{agent.state.web_port}/api/status\n"
             f"  central:       {central.url} (SQLite at {data_dir}/central.db)\n"
             f"  broker:        127.0.0.1:{broker.port} "

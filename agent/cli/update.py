@@ -2,7 +2,7 @@
 
     dairy-edge update keygen DIR                       # the publisher's key pair
     dairy-edge update sign MODELS_DIR --version V --key KEY -o BUNDLE
-    dairy-edge update apply BUNDLE [--config FILE]     # on the gateway
+    dairy-edge update apply BUNDLE [--config FILE] [--force]   # on the gateway
     dairy-edge update status | rollback | boot-check [--config FILE]
 """
 

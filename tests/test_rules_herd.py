@@ -55,6 +55,22 @@ def test_a_single_low_rumination_day_raises_nothing() -> None:
     assert not [a for a in out if a.rule == "rumination"]
 
 
+def test_after_hot_days_a_cow_is_judged_against_the_recovered_herd() -> None:
+    # A week with four hot days (the whole herd chews 15 % less) pulls every
+    # baseline down; when it cools the herd chews above its baselines again. A
+    # cow that then falls 28 % below her usual is only 15 % below her baseline.
+    eng, _ = engine()
+    r = random.Random(4)
+    herd = [f"cow-{n}" for n in range(10)]
+    hot = lambda cow, t: 0.85 if (t // 86400) % 7 in (2, 3, 4, 5) else 1.0  # noqa: E731
+    _herd(eng, r, 0, 7 * 86400, herd, rum=hot)
+    t0 = 7 * 86400
+    out = _herd(eng, r, t0, t0 + 4 * 86400, herd,
+                rum=lambda cow, t: 0.72 if cow == "cow-5" and t > t0 + 86400 else 1.0)
+    rum = [a for a in out if a.rule == "rumination" and a.state == "raised"]
+    assert [a.animal_id for a in rum] == ["cow-5"]
+
+
 # -- estrus: a new cow against the herd, a herd-wide rise is no heat ----------
 
 def _heat(cow: str, start: float, level: float, hours: float = 14.0):  # type: ignore[no-untyped-def]

@@ -10,7 +10,9 @@ baseline from the days that follow.
 The herd's same-day change is taken out: when most cows ruminate less at once
 (a hot day, a feed delay), her baseline is scaled by the herd's median ratio
 of last-24-h to baseline, so a herd-wide dip raises nothing while a cow falling
-well below the herd still does.
+well below the herd still does. The scaling works both ways: after hot days
+have pulled every baseline down, the herd chews above its baselines again and
+she is judged against that.
 """
 
 from __future__ import annotations
@@ -106,7 +108,9 @@ class RuminationRule:
                     if len(cow.daily) >= cfg.min_baseline_days else None)
         if baseline is not None and baseline > 0:
             cow.ratio, cow.ratio_t = estimate / baseline, t
-        herd = min(1.0, self._herd_ratio(t))
+        # Both ways: after hot days have pulled every baseline down, the herd
+        # chews more than its baselines again, and so should she.
+        herd = self._herd_ratio(t)
         drop = baseline - estimate if baseline is not None else 0.0
         limit = max(cfg.drop_min, cfg.drop_frac * baseline) if baseline is not None else 0.0
         # Judged against what the herd does today: the herd's dip is not hers.

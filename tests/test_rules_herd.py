@@ -62,7 +62,7 @@ def test_after_hot_days_a_cow_is_judged_against_the_recovered_herd() -> None:
     eng, _ = engine()
     r = random.Random(4)
     herd = [f"cow-{n}" for n in range(10)]
-    hot = lambda cow, t: 0.85 if (t // 86400) % 7 in (2, 3, 4, 5) else 1.0  # noqa: E731
+    hot = lambda cow, t: 0.85 if (t // 86400) % 7 in (2, 3, 4, 5) else 1.0
     _herd(eng, r, 0, 7 * 86400, herd, rum=hot)
     t0 = 7 * 86400
     out = _herd(eng, r, t0, t0 + 4 * 86400, herd,

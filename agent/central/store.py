@@ -120,7 +120,13 @@ def open_store(database_url: str, password: str | None = None) -> CentralStore:
     from agent.errors import ConfigError
 
     if database_url.startswith(("postgresql://", "postgres://")):
-        from agent.central.store_postgres import PostgresStore
+        try:
+            from agent.central.store_postgres import PostgresStore
+        except ImportError as err:  # a gateway's install leaves the PostgreSQL driver out
+            raise ConfigError(
+                f"central.database_url is PostgreSQL but its driver is missing ({err}): "
+                "pip install 'dairy-edge[central]'"
+            ) from err
 
         return PostgresStore(database_url, password)
     if database_url.startswith("sqlite:///"):

@@ -32,7 +32,9 @@ def interpreter_class() -> Any:
 
         return Interpreter
     except ImportError as err:
-        raise ModelRefused("litert", "no TFLite runtime: pip install ai-edge-litert") from err
+        raise ModelRefused(
+            "litert", "no TFLite runtime: pip install 'dairy-edge[litert]' (or ai-edge-litert)"
+        ) from err
 
 
 def _actual(details: list[dict[str, Any]]) -> tuple[TensorSpec, ...]:

@@ -31,6 +31,7 @@ from agent.runtime.updates import (
     mark_clean_stop,
     models_self_test,
     sign_bundle,
+    take_clean_stop,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,7 +242,7 @@ def test_the_cli_signs_applies_and_reports(
     assert main(["update", "apply", str(bundle), "--keys", str(tmp_path / "k"), *data]) == 0
     capsys.readouterr()
     assert main(["update", "status", *data]) == 0
-    assert json.loads(capsys.readouterr().out)["current"] == "3.0.0"
+    assert json.loads(capsys.readouterr().out)["models"]["current"] == "3.0.0"
     assert main(["update", "apply", str(bundle), "--keys", str(tmp_path / "k"), *data]) == 1
     assert "not newer" in capsys.readouterr().err
     assert main(["update", "rollback", *data]) == 1  # nothing to go back to
@@ -356,7 +357,7 @@ async def test_the_agent_marks_a_graceful_stop(tmp_path: Path) -> None:
     stop.set()
     await asyncio.wait_for(task, 60)
     assert mark.is_file()
-    assert UpdateStore(tmp_path)._take_clean_stop() and not mark.exists()
+    assert take_clean_stop(tmp_path) and not mark.exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (sudo dairy-edge update apply)")
@@ -385,7 +386,8 @@ def test_status_skips_a_stray_folder_under_versions(
     store = UpdateStore(tmp_path / "data")
     store.apply(_bundle(tmp_path, private, "1.0.0"), load_public_keys(pub))
     (store.root / "versions" / "backup-old").mkdir()
-    assert main(["update", "status", "--data-dir", str(tmp_path / "data")]) == 0
+    assert main(["update", "status", "--kind", "models", "--data-dir",
+                 str(tmp_path / "data")]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["versions"] == ["1.0.0"] and status["not_versions"] == ["backup-old"]
 

@@ -1,9 +1,10 @@
-"""``dairy-edge update``: signed model bundles (agent/runtime/updates.py).
+"""``dairy-edge update``: signed model and config bundles (agent/runtime/updates.py).
 
     dairy-edge update keygen DIR                       # the publisher's key pair
     dairy-edge update sign MODELS_DIR --version V --key KEY -o BUNDLE
+    dairy-edge update sign dairy-edge.yaml --kind config --version V --key KEY -o BUNDLE
     dairy-edge update apply BUNDLE [--config FILE] [--force]   # on the gateway
-    dairy-edge update status | rollback | boot-check [--config FILE]
+    dairy-edge update status | rollback [--kind K] | boot-check [--config FILE]
 """
 
 from __future__ import annotations
@@ -20,12 +21,17 @@ DEFAULT_CONFIG = Path("/etc/dairy-edge/dairy-edge.yaml")
 def add_update_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     update = sub.add_parser(
         "update",
-        help="signed model bundles: sign, apply (verify, self-test, switch), roll back",
-        description="Signed model bundles. The publisher signs a models folder with an "
-        "Ed25519 key; the gateway verifies the signature and every file's hash, refuses a "
-        "version not newer than the running one, self-tests the models, and switches "
-        "<data_dir>/updates/models/current in one rename (point vision.models.dir there). "
-        "Every switch, refusal and rollback goes to <data_dir>/updates/models/events.jsonl. "
+        help="signed model and config bundles: sign, apply (verify, self-test, switch), "
+        "roll back",
+        description="Signed model and config bundles. The publisher signs a models folder "
+        "or a dairy-edge.yaml with an Ed25519 key; the gateway verifies the signature and "
+        "every file's hash, refuses a version not newer than the running one, self-tests "
+        "the models (or loads and preflight-checks the config), and switches "
+        "<data_dir>/updates/KIND/current in one rename (point vision.models.dir at "
+        "updates/models/current; run the agent with --config "
+        "<data_dir>/updates/config/current/dairy-edge.yaml). Every switch, refusal and "
+        "rollback goes to <data_dir>/updates/KIND/events.jsonl; the running agent sends "
+        "them to central as events. "
         "Run as root (sudo), what it writes is given to the owner of the data folder, so the "
         "agent's boot check can still write there.",
     )
@@ -35,8 +41,12 @@ def add_update_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     keygen.add_argument("dir", type=Path, help="writes update-signing.key (0600) and .pub")
     keygen.set_defaults(func=_keygen)
 
-    sign = act.add_parser("sign", help="pack and sign a models folder into a bundle")
-    sign.add_argument("payload", type=Path, help="a models folder (manifest.json and files)")
+    sign = act.add_parser("sign", help="pack and sign a models folder or a config file "
+                          "into a bundle")
+    sign.add_argument("payload", type=Path, help="a models folder (manifest.json and files), "
+                      "or with --kind config a dairy-edge.yaml")
+    sign.add_argument("--kind", choices=("models", "config"), default="models",
+                      help="what the bundle carries (default models)")
     sign.add_argument("--version", required=True, help="bundle version, dotted numbers")
     sign.add_argument("--key", type=Path, required=True, help="the private key (PEM)")
     sign.add_argument("--out", "-o", type=Path, required=True, help="the bundle file to write")
@@ -48,6 +58,10 @@ def add_update_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
                        ("boot-check", ("before a start: confirm a switch or undo a crash "
                                        "loop (ExecStartPre= in the unit)"))):
         cmd = act.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        if name in ("status", "rollback"):
+            cmd.add_argument("--kind", choices=("models", "config"),
+                             default=None if name == "status" else "models",
+                             help="which store (rollback: default models; status: both)")
         if name == "apply":
             cmd.add_argument("bundle", type=Path, help="the bundle file")
             cmd.add_argument("--keys", type=Path, default=KEYS_DIR,
@@ -63,15 +77,19 @@ def add_update_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
         cmd.set_defaults(func=_ACTIONS[name])
 
 
-def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _data_dir(args: argparse.Namespace) -> Path:
     from agent.config.loader import load_config
+
+    if args.data_dir is not None:
+        return Path(args.data_dir)
+    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    return load_config(path).gateway.data_dir
+
+
+def _store(args: argparse.Namespace, kind: str = "models"):  # type: ignore[no-untyped-def]
     from agent.runtime.updates import UpdateStore
 
-    data_dir = args.data_dir
-    if data_dir is None:
-        path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-        data_dir = load_config(path).gateway.data_dir
-    return UpdateStore(data_dir)
+    return UpdateStore(_data_dir(args), kind)
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -86,27 +104,43 @@ def _keygen(args: argparse.Namespace) -> int:
 def _sign(args: argparse.Namespace) -> int:
     from agent.runtime.updates import sign_bundle
 
-    out = sign_bundle(args.payload, "models", args.version, args.key, args.out)
-    print(f"wrote {out} (models {args.version})")
+    try:
+        out = sign_bundle(args.payload, args.kind, args.version, args.key, args.out)
+    except (ValueError, OSError) as err:
+        print(f"dairy-edge update sign: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} ({args.kind} {args.version})")
     return 0
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from agent.runtime.updates import UpdateRefused, load_public_keys
+    from agent.runtime.updates import UpdateRefused, load_public_keys, peek_kind
 
-    store = _store(args)
+    try:
+        kind = peek_kind(args.bundle)
+    except UpdateRefused as err:
+        print(f"dairy-edge update: {err}; nothing changed", file=sys.stderr)
+        return 1
+    store = _store(args, kind)
     try:
         info = store.apply(args.bundle, load_public_keys(args.keys), force=args.force)
     except UpdateRefused as err:
         print(f"dairy-edge update: {err}; nothing changed "
-              f"(running {store.version() or 'no bundle'})", file=sys.stderr)
+              f"(running {kind} {store.version() or 'no bundle'})", file=sys.stderr)
         return 1
-    print(f"switched to models {info.version}; the agent loads it at its next manifest check")
+    if kind == "config":
+        print(f"switched to config {info.version}; restart the agent to run it "
+              "(systemctl restart dairy-edge); a crash loop after it rolls it back")
+    else:
+        print(f"switched to models {info.version}; the agent loads it at its next "
+              "manifest check")
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    print(json.dumps(_store(args).status(), indent=2))
+    kinds = [args.kind] if args.kind else ["models", "config"]
+    out = {kind: _store(args, kind).status() for kind in kinds}
+    print(json.dumps(out[args.kind] if args.kind else out, indent=2))
     return 0
 
 
@@ -114,7 +148,7 @@ def _rollback(args: argparse.Namespace) -> int:
     from agent.runtime.updates import UpdateRefused
 
     try:
-        print(f"back to models {_store(args).rollback()}")
+        print(f"back to {args.kind} {_store(args, args.kind).rollback()}")
     except UpdateRefused as err:
         print(f"dairy-edge update: {err}", file=sys.stderr)
         return 1
@@ -122,7 +156,10 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _boot_check(args: argparse.Namespace) -> int:
-    print(f"dairy-edge update boot-check: {_store(args).boot_check()}")
+    from agent.runtime.updates import boot_check_all
+
+    for kind, outcome in boot_check_all(_data_dir(args)).items():
+        print(f"dairy-edge update boot-check ({kind}): {outcome}")
     return 0  # never keep the agent from starting
 
 

@@ -1,4 +1,11 @@
-"""Signed model updates: verified, staged, self-tested, switched atomically, rolled back.
+"""Signed model and config updates: verified, staged, self-tested, switched
+atomically, rolled back.
+
+Two kinds, each in its own store: ``models`` (a models folder: its self-test
+loads and self-tests every model) and ``config`` (``dairy-edge.yaml``: it must
+load with the agent's loader, pass the preflight checks and keep
+``gateway.data_dir``; the agent runs ``--config
+<data_dir>/updates/config/current/dairy-edge.yaml`` and reads it at its next start).
 
 A bundle is a tar file:
 
@@ -75,7 +82,8 @@ from agent.errors import EdgeAgentError
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-KINDS = ("models",)
+KINDS = ("models", "config")
+CONFIG_FILE = "dairy-edge.yaml"  # what a config bundle carries
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024
 MAX_MEMBER_BYTES = 256 * 1024 * 1024  # one file of the payload (a model is tens of MB)
 CRASH_WINDOW_S = 600.0
@@ -143,15 +151,22 @@ def _sha256(path: Path) -> str:
 
 
 def sign_bundle(payload: Path, kind: str, version: str, private_key: Path, out: Path) -> Path:
-    """Pack ``payload`` (a folder) into a signed bundle at ``out``."""
+    """Pack ``payload`` (a folder, or for ``config`` a YAML file) into a signed
+    bundle at ``out``."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     version_key(version)
     key = serialization.load_pem_private_key(private_key.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise TypeError(f"{private_key} is not an Ed25519 private key")
-    files = {p.relative_to(payload).as_posix(): _sha256(p)
-             for p in sorted(payload.rglob("*")) if p.is_file()}
+    if payload.is_file():  # a config file: carried as dairy-edge.yaml
+        if kind != "config":
+            raise ValueError(f"a {kind} bundle is made from a folder, not a file")
+        sources = {CONFIG_FILE: payload}
+    else:
+        sources = {p.relative_to(payload).as_posix(): p
+                   for p in sorted(payload.rglob("*")) if p.is_file()}
+    files = {rel: _sha256(path) for rel, path in sources.items()}
     meta = json.dumps({"format": FORMAT, "kind": kind, "version": version,
                        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                        "files": files}, indent=1, sort_keys=True).encode()
@@ -165,7 +180,7 @@ def sign_bundle(payload: Path, kind: str, version: str, private_key: Path, out: 
                 tmp.seek(0)
                 tar.addfile(info, tmp)
         for rel in files:
-            tar.add(payload / rel, arcname=f"files/{rel}", recursive=False)
+            tar.add(sources[rel], arcname=f"files/{rel}", recursive=False)
     return out
 
 
@@ -300,16 +315,64 @@ def models_self_test(folder: Path) -> str | None:
         registry.close()
 
 
+def config_self_test(data_dir: Path | None = None) -> SelfTest:
+    """A staged config bundle: ``dairy-edge.yaml`` loads with the agent's own
+    loader and passes its preflight checks (folders, firmware, calibration, TLS,
+    vision), and keeps ``gateway.data_dir`` (the updates live there). Secrets are
+    not in a bundle and the CLI may not see the unit's credentials: their
+    findings are left to the agent's start (a failure there is a crash loop,
+    rolled back)."""
+
+    def test(folder: Path) -> str | None:
+        from agent.config.loader import load_config
+        from agent.errors import ConfigError
+        from agent.runtime.preflight import check_config, failures
+
+        path = folder / CONFIG_FILE
+        if not path.is_file():
+            return f"the bundle has no {CONFIG_FILE}"
+        try:
+            config = load_config(path)
+            bad = [f for f in failures(check_config(config))
+                   if not f.check.startswith("secret ")]
+        except ConfigError as err:
+            return f"{CONFIG_FILE} does not validate: {err}"
+        if bad:
+            return "; ".join(f"{f.check}: {f.detail}" for f in bad)
+        if data_dir is not None and config.gateway.data_dir.resolve() != data_dir.resolve():
+            return (f"gateway.data_dir is {config.gateway.data_dir}, not {data_dir}: a config "
+                    "bundle cannot move the data folder (its updates live there)")
+        return None
+
+    return test
+
+
+def self_test_for(kind: str, data_dir: Path) -> SelfTest:
+    return config_self_test(data_dir) if kind == "config" else models_self_test
+
+
+def peek_kind(bundle: Path) -> str:
+    """The kind a bundle says it is, unverified: only to pick the store, which
+    verifies everything and refuses a kind it does not hold."""
+    try:
+        with tarfile.open(bundle, "r:") as tar:
+            members = {m.name: m for m in tar.getmembers()}
+            kind = json.loads(_member(tar, members, "bundle.json")).get("kind")
+    except (OSError, tarfile.TarError, ValueError, AttributeError) as err:
+        raise UpdateRefused("unreadable", f"{bundle}: {err}") from err
+    return str(kind) if kind in KINDS else "models"
+
+
 # -- the gateway's store of versions --------------------------------------------------
 
 class UpdateStore:
     """``<data_dir>/updates/<kind>``: versions, the current and previous links."""
 
     def __init__(self, data_dir: Path, kind: str = "models",
-                 self_test: SelfTest = models_self_test) -> None:
+                 self_test: SelfTest | None = None) -> None:
         self.root = data_dir / "updates" / kind
         self.kind = kind
-        self.self_test = self_test
+        self.self_test = self_test or self_test_for(kind, data_dir)
         self.current = self.root / "current"
         self.previous = self.root / "previous"
         self.pending = self.root / "pending.json"
@@ -436,16 +499,20 @@ class UpdateStore:
         self._event("rolled_back", version=old, from_version=bad, why=why)
         return old
 
-    def boot_check(self, now: float | None = None) -> str:
+    def boot_check(self, now: float | None = None, clean: bool | None = None) -> str:
         """Before each start: confirm a switch that ran, roll back a crash loop.
-        Never raises for a damaged state: a boot check must not stop a start."""
+        Never raises for a damaged state: a boot check must not stop a start.
+
+        :param clean: whether the last exit was graceful, when the caller took
+            the mark already (``boot_check_all``: one mark for every kind)."""
         try:
-            return self._boot_check(time.time() if now is None else now)
+            if clean is None:
+                clean = take_clean_stop(self.root.parent.parent)
+            return self._boot_check(time.time() if now is None else now, clean)
         finally:
             self._hand_over()
 
-    def _boot_check(self, now: float) -> str:
-        clean = self._take_clean_stop()
+    def _boot_check(self, now: float, clean: bool) -> str:
         if not self.pending.exists():
             return "nothing pending"
         current = self.version()
@@ -485,19 +552,6 @@ class UpdateStore:
         how = "a clean stop" if clean else "an unclean exit"
         return (f"version {version} on trial (start {len(starts)} after the switch, "
                 f"this one after {how}; {len(crashes)} of {CRASH_STARTS} unclean)")
-
-    def _take_clean_stop(self) -> bool:
-        """Whether the agent's last exit was graceful; the mark is used up."""
-        mark = self.root.parent / CLEAN_STOP
-        try:
-            mark.unlink()
-        except FileNotFoundError:
-            return False
-        except OSError as err:
-            log.warning("cannot remove %s (%s): counting this start as after a crash",
-                        mark, err)
-            return False
-        return True
 
     def _read_pending(self, now: float, current: str | None) -> dict[str, Any]:
         """pending.json; a damaged one is logged and read as "on trial since now"."""
@@ -587,6 +641,26 @@ class UpdateStore:
             fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def take_clean_stop(data_dir: Path) -> bool:
+    """Whether the agent's last exit was graceful; the mark is used up."""
+    mark = data_dir / "updates" / CLEAN_STOP
+    try:
+        mark.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as err:
+        log.warning("cannot remove %s (%s): counting this start as after a crash", mark, err)
+        return False
+    return True
+
+
+def boot_check_all(data_dir: Path, now: float | None = None) -> dict[str, str]:
+    """The boot check of every kind, with the one clean-stop mark read once."""
+    clean = take_clean_stop(data_dir)
+    return {kind: UpdateStore(data_dir, kind, self_test_for(kind, data_dir)).boot_check(
+        now, clean) for kind in KINDS}
 
 
 def mark_clean_stop(data_dir: Path) -> None:

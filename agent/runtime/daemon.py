@@ -89,6 +89,7 @@ STATUS_IDENTIFICATIONS = 10
 WATCHDOG_PROBE_S = 10.0
 # Until ready (subscribed), ask systemd for more start time this often.
 START_EXTEND_EVERY_S = 10.0
+UPDATES_EVERY_S = 60.0  # import update events the CLI wrote; report versions when changed
 _STOP = object()
 
 
@@ -171,6 +172,7 @@ class Agent:
         self.history = History()
         self.notifier = Notifier()
         self._stopping = threading.Event()
+        self._versions_sent: dict[str, Any] | None = None
         self.vision = Vision(config, self.clock, self.boot, self._store_vision,
                              self._stamp, ingest_busy=self._ingest_busy)
         self.detection.configure_vision(
@@ -297,6 +299,33 @@ class Agent:
         stamp = self._stamp()
         rid = stable_id("event", name, self.boot, str(stamp.mono_ns))
         return Event(record_id=rid, event=name, detail=detail, stamp=stamp, data=data)
+
+    def _report_updates(self) -> None:
+        """Update switches, refusals and rollbacks the CLI wrote to events.jsonl
+        become stored (so synced) events, and a "versions" event tells central
+        which model and config versions run whenever they change. Never raises."""
+        from agent.runtime.updates import mark_sent, unsent_events, versions_report
+
+        data_dir = self.config.gateway.data_dir
+        try:
+            for item in unsent_events(data_dir):
+                fields = item.fields
+                detail = " ".join(str(fields[k]) for k in ("kind", "event", "version",
+                                                           "reason", "detail", "why")
+                                  if fields.get(k) is not None)
+                event = Event(record_id=stable_id("update-event", item.kind, item.line),
+                              event=item.name, detail=detail[:1000], stamp=self._stamp(),
+                              data=fields)
+                self.writer.submit(event, on_commit=partial(
+                    mark_sent, data_dir, item.kind, item.end))
+            report = versions_report(data_dir, self.config.vision.models.dir)
+            if report != self._versions_sent:
+                self._versions_sent = report
+                self.writer.submit(self._event(
+                    "versions", f"models {report['models_bundle'] or 'shipped'}, config "
+                    f"{report['config_bundle'] or 'local'}", **report))
+        except Exception:
+            log.warning("could not report update events and versions", exc_info=True)
 
     def _on_session_gap(self) -> None:
         self.writer.submit(
@@ -598,6 +627,7 @@ class Agent:
         if self.profiles.enabled:
             self._restore_profile()
         self.writer.submit(self._event("agent_started", f"dairy-edge {__version__} started"))
+        self._report_updates()
         threading.Thread(target=self._backfill_history, args=(self.clock.wall(),),
                          name="dairy-edge-history", daemon=True).start()
         self._report_corrupt_buffer()
@@ -659,7 +689,7 @@ class Agent:
     async def _tick_loop(self, stop: asyncio.Event) -> None:
         """Once a second: readiness and watchdog, time-driven rules (silence,
         dropouts), and periodic detector checkpoints."""
-        last_save = last_ping = last_extend = self.clock.monotonic()
+        last_save = last_ping = last_extend = last_updates = self.clock.monotonic()
         ready = False
         clock_synced = False
         profile_announced = -1  # the connection the active profile was published on
@@ -693,6 +723,9 @@ class Agent:
                 if self.mqtt.connected and self.mqtt.stats.connects != profile_announced:
                     profile_announced = self.mqtt.stats.connects
                     self._publish_profile(self.profiles.active)
+            if self.clock.monotonic() - last_updates >= UPDATES_EVERY_S:
+                last_updates = self.clock.monotonic()
+                await asyncio.to_thread(self._report_updates)
             if not ready:
                 continue  # time-driven rules start with ingest
             for alert in self.detection.tick(self.clock.monotonic()):

@@ -691,3 +691,101 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# -- to central: the events the CLI wrote, and the versions that run ---------------------
+
+SENT = "events.sent"  # under each kind's folder: bytes of events.jsonl the agent stored
+EVENT_NAMES = {"switched": "update_switch", "refused": "update_refused",
+               "rolled_back": "update_rollback"}
+
+
+@dataclass(frozen=True)
+class UpdateEvent:
+    """One line of a kind's events.jsonl not yet stored by the agent."""
+
+    kind: str
+    name: str  # the agent's Event name: update_switch, update_refused, ...
+    line: str  # the JSON line as written (its hash is the record id: a re-import dedups)
+    fields: dict[str, Any]
+    end: int  # the byte offset after this line, for ``mark_sent``
+
+
+def unsent_events(data_dir: Path, limit: int = 1000) -> list[UpdateEvent]:
+    """Complete lines of every kind's events.jsonl after the offset in events.sent.
+
+    The CLI (often run by root while the agent runs) only appends to events.jsonl;
+    the agent imports new lines at its start and once a minute, and moves the
+    offset after its store committed them. A file shorter than the offset (it
+    was replaced) is read from its start; a damaged line is sent as it is."""
+    out: list[UpdateEvent] = []
+    for kind in KINDS:
+        root = data_dir / "updates" / kind
+        offset = _sent_offset(root)
+        try:
+            with (root / "events.jsonl").open("rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if offset > size:
+                    offset = 0
+                fh.seek(offset)
+                data = fh.read(1 << 20)
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            log.warning("cannot read %s/events.jsonl: %s", root, err)
+            continue
+        end = offset
+        for raw in data.splitlines(keepends=True):
+            if not raw.endswith(b"\n") or len(out) >= limit:
+                break  # a line being written: the next import takes it
+            end += len(raw)
+            line = raw.decode("utf-8", "replace").strip()
+            try:
+                fields = json.loads(line)
+                if not isinstance(fields, dict):
+                    raise TypeError("not a JSON object")
+            except (ValueError, TypeError) as err:
+                fields = {"event": "damaged", "line": line[:500], "error": str(err)}
+            what = str(fields.get("event", ""))
+            out.append(UpdateEvent(kind, EVENT_NAMES.get(what, f"update_{what}"), line,
+                                   fields, end))
+    return out
+
+
+def mark_sent(data_dir: Path, kind: str, end: int) -> None:
+    """Remember that events.jsonl of ``kind`` is stored up to byte ``end``."""
+    root = data_dir / "updates" / kind
+    if end <= _sent_offset(root):
+        return
+    try:
+        _write_json(root / SENT, {"offset": end})
+    except OSError as err:
+        log.warning("cannot write %s/%s (%s): those events are imported again (same "
+                    "record ids: the store keeps one)", root, SENT, err)
+
+
+def _sent_offset(root: Path) -> int:
+    try:
+        return int(json.loads((root / SENT).read_text(encoding="utf-8"))["offset"])
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        log.warning("%s/%s is damaged (%s): importing events from the start", root, SENT, err)
+        return 0
+
+
+def versions_report(data_dir: Path, models_dir: Path) -> dict[str, Any]:
+    """What this gateway runs: the model and config bundle versions (None when not
+    from a bundle) and each model of the manifest in use, with its version and
+    the metrics its manifest entry reports."""
+    models: dict[str, Any] = {}
+    try:
+        manifest = json.loads((models_dir / "manifest.json").read_text(encoding="utf-8"))
+        for entry in manifest.get("models", []):
+            models[str(entry["name"])] = {"version": entry.get("version"),
+                                          "metrics": entry.get("metrics") or {}}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        models = {"error": f"{models_dir}/manifest.json: {err}"}
+    return {"models_bundle": UpdateStore(data_dir, "models").version(),
+            "config_bundle": UpdateStore(data_dir, "config").version(),
+            "models": models}

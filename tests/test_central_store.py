@@ -104,7 +104,7 @@ async def test_postgres_schema_is_readable_by_an_erp(pg_url: str) -> None:
         ).fetchone()
         assert gateway == ("k1",)
         versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
-        assert versions == [(1,), (2,), (3,), (4,), (5,), (6,)]
+        assert versions == [(1,), (2,), (3,), (4,), (5,), (6,), (7,)]
 
 
 async def test_postgres_concurrent_first_start_is_safe(pg_url: str) -> None:

@@ -364,6 +364,46 @@ END
 $fn$;
 """,
     ),
+    (
+        7,
+        "versions each gateway runs, signed bundles published",
+        """
+CREATE TABLE gateway_versions (
+    device_id text PRIMARY KEY,
+    record_id text NOT NULL,
+    models_bundle text,
+    config_bundle text,
+    models jsonb NOT NULL DEFAULT '{}'::jsonb,
+    reported_wall_ts double precision NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE FUNCTION dairy_gateway_versions() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    INSERT INTO gateway_versions AS g (device_id, record_id, models_bundle, config_bundle,
+                                       models, reported_wall_ts)
+    VALUES (NEW.device_id, NEW.record_id, NEW.data->>'models_bundle',
+            NEW.data->>'config_bundle', COALESCE(NEW.data->'models', '{}'::jsonb), NEW.wall_ts)
+    ON CONFLICT (device_id) DO UPDATE SET record_id = excluded.record_id,
+        models_bundle = excluded.models_bundle, config_bundle = excluded.config_bundle,
+        models = excluded.models, reported_wall_ts = excluded.reported_wall_ts,
+        received_at = now()
+    WHERE excluded.reported_wall_ts >= g.reported_wall_ts;
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER events_versions AFTER INSERT ON events FOR EACH ROW
+    WHEN (NEW.event = 'versions') EXECUTE FUNCTION dairy_gateway_versions();
+CREATE TABLE bundles (
+    sha256 text PRIMARY KEY,
+    kind text NOT NULL,
+    version text NOT NULL,
+    created text NOT NULL DEFAULT '',
+    files jsonb NOT NULL DEFAULT '{}'::jsonb,
+    added_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (kind, version)
+);
+""",
+    ),
 ]
 
 # Readings go to a partition per month of their wall_ts. Partitions are made for
@@ -697,6 +737,43 @@ class PostgresStore:
                                  + name.removeprefix("readings_")[4:])
             log.info("dropped readings partition %s", name)
         return dropped
+
+    async def gateway_versions(self) -> list[dict[str, Any]]:
+        """The latest "versions" event of each gateway (kept by a trigger on events)."""
+        query = ("SELECT v.device_id, v.models_bundle, v.config_bundle, v.models,"
+                 " v.reported_wall_ts, v.received_at::text, g.last_seen::text"
+                 " FROM gateway_versions v LEFT JOIN gateways g USING (device_id)"
+                 " ORDER BY v.device_id")
+        names = ("device_id", "models_bundle", "config_bundle", "models", "reported_wall_ts",
+                 "received_at", "last_seen")
+        return [dict(zip(names, row, strict=True)) for row in await self._fetch(query)]
+
+    async def add_bundle(self, sha256: str, kind: str, version: str, created: str,
+                         files: dict[str, str]) -> bool:
+        """Record a verified bundle; False when that kind and version (or file) is known."""
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "INSERT INTO bundles (sha256, kind, version, created, files)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (sha256, kind, version, created, json.dumps(files, sort_keys=True)))
+                return cur.rowcount == 1
+        except psycopg.Error as err:
+            raise StoreUnavailable(f"PostgreSQL: {err}") from err
+
+    async def bundles(self) -> list[dict[str, Any]]:
+        query = ("SELECT sha256, kind, version, created, added_at::text FROM bundles"
+                 " ORDER BY kind, added_at, version")
+        names = ("sha256", "kind", "version", "created", "added_at")
+        return [dict(zip(names, row, strict=True)) for row in await self._fetch(query)]
+
+    async def _fetch(self, query: str) -> list[tuple[Any, ...]]:
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(query)
+                return list(await cur.fetchall())
+        except psycopg.Error as err:
+            raise StoreUnavailable(f"PostgreSQL: {err}") from err
 
     async def key_rows(self, include_revoked: bool = False) -> list[KeyRow]:
         query = (

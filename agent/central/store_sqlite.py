@@ -236,6 +236,43 @@ CREATE INDEX gateway_keys_device ON gateway_keys (device_id);
 ALTER TABLE batches ADD COLUMN content_sha256 TEXT;
 """,
     ),
+    (
+        5,
+        "versions each gateway runs, signed bundles published",
+        """
+CREATE TABLE gateway_versions (
+    device_id TEXT PRIMARY KEY,
+    record_id TEXT NOT NULL,
+    models_bundle TEXT,
+    config_bundle TEXT,
+    models TEXT NOT NULL DEFAULT '{}',
+    reported_wall_ts REAL NOT NULL,
+    received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE TRIGGER events_versions AFTER INSERT ON events WHEN NEW.event = 'versions'
+BEGIN
+    INSERT INTO gateway_versions (device_id, record_id, models_bundle, config_bundle, models,
+                                  reported_wall_ts)
+    VALUES (NEW.device_id, NEW.record_id, json_extract(NEW.data, '$.models_bundle'),
+            json_extract(NEW.data, '$.config_bundle'),
+            COALESCE(json_extract(NEW.data, '$.models'), '{}'), NEW.wall_ts)
+    ON CONFLICT (device_id) DO UPDATE SET record_id = excluded.record_id,
+        models_bundle = excluded.models_bundle, config_bundle = excluded.config_bundle,
+        models = excluded.models, reported_wall_ts = excluded.reported_wall_ts,
+        received_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    WHERE excluded.reported_wall_ts >= gateway_versions.reported_wall_ts;
+END;
+CREATE TABLE bundles (
+    sha256 TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    version TEXT NOT NULL,
+    created TEXT NOT NULL DEFAULT '',
+    files TEXT NOT NULL DEFAULT '{}',
+    added_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    UNIQUE (kind, version)
+);
+""",
+    ),
 ]
 
 
@@ -355,6 +392,43 @@ class SqliteStore:
     async def stats(self) -> dict[str, Any]:
         return await asyncio.to_thread(self._run, self._stats)
 
+    async def gateway_versions(self) -> list[dict[str, Any]]:
+        """The latest "versions" event of each gateway (kept by a trigger on events)."""
+        def fetch(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT v.device_id, v.models_bundle, v.config_bundle, v.models,"
+                " v.reported_wall_ts, v.received_at, g.last_seen FROM gateway_versions v"
+                " LEFT JOIN gateways g USING (device_id) ORDER BY v.device_id").fetchall()
+            return [{"device_id": r[0], "models_bundle": r[1], "config_bundle": r[2],
+                     "models": json.loads(r[3]), "reported_wall_ts": r[4],
+                     "received_at": r[5], "last_seen": r[6]} for r in rows]
+
+        result: list[dict[str, Any]] = await asyncio.to_thread(self._run, fetch)
+        return result
+
+    async def add_bundle(self, sha256: str, kind: str, version: str, created: str,
+                         files: dict[str, str]) -> bool:
+        """Record a verified bundle; False when that kind and version (or file) is known."""
+        def add(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT INTO bundles (sha256, kind, version, created, files)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (sha256, kind, version, created, json.dumps(files, sort_keys=True)))
+            return cur.rowcount == 1
+
+        done: bool = await asyncio.to_thread(self._run, add)
+        return done
+
+    async def bundles(self) -> list[dict[str, Any]]:
+        def fetch(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute("SELECT sha256, kind, version, created, added_at FROM bundles"
+                                " ORDER BY kind, added_at, version").fetchall()
+            return [dict(zip(("sha256", "kind", "version", "created", "added_at"), r,
+                             strict=True)) for r in rows]
+
+        result: list[dict[str, Any]] = await asyncio.to_thread(self._run, fetch)
+        return result
+
     def _run(self, fn: Any, *args: Any) -> Any:
         with self._lock:
             if self._conn is None:
@@ -462,8 +536,18 @@ def _zero() -> dict[str, int]:
 
 
 def _statements(script: str) -> list[str]:
-    # The DDL holds no semicolons inside literals, so a plain split is safe here.
-    return [part.strip() for part in script.split(";") if part.strip()]
+    """The DDL's statements; a trigger's body (semicolons inside) stays whole."""
+    out: list[str] = []
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                out.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n;"):
+        out.append(pending.strip())
+    return out
 
 
 def _insert_sql(kind: str) -> str:

@@ -97,6 +97,10 @@ def add_central_keys_parser(central: argparse.ArgumentParser) -> None:
     config_option(retention)
     retention.set_defaults(func=cmd_retention)
 
+    from agent.cli.central_updates import add_central_updates_parsers
+
+    add_central_updates_parsers(sub, config_option)  # `central versions`, `central bundles`
+
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)

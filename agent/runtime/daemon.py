@@ -313,7 +313,8 @@ class Agent:
                 detail = " ".join(str(fields[k]) for k in ("kind", "event", "version",
                                                            "reason", "detail", "why")
                                   if fields.get(k) is not None)
-                event = Event(record_id=stable_id("update-event", item.kind, item.line),
+                rid = stable_id("update-event", item.kind, str(item.end), item.line)
+                event = Event(record_id=rid,
                               event=item.name, detail=detail[:1000], stamp=self._stamp(),
                               data=fields)
                 self.writer.submit(event, on_commit=partial(

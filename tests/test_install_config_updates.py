@@ -160,3 +160,22 @@ def test_the_cli_signs_and_applies_a_config(
     assert "nothing changed (running config 1)" in capsys.readouterr().err
     assert main(["update", "boot-check", *data]) == 0
     assert "(config)" in capsys.readouterr().out
+
+
+def test_a_drop_folder_is_applied_oldest_first(
+    tmp_path: Path, keys: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    private, pub = keys
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for version, body in (("3", ""), ("1", ""), ("2", "mqtt:\n  port: x\n")):
+        _bundle(tmp_path, private, version, body).rename(inbox / f"z-{version}.tar")
+    (inbox / "junk.tar").write_bytes(b"not a tar")
+    data = ["--data-dir", str(tmp_path / "data")]
+    assert main(["update", "apply", str(inbox), "--keys", str(pub), *data]) == 1
+    store = UpdateStore(tmp_path / "data", "config")
+    assert store.version() == "3" and store.status()["versions"] == ["1", "3"]
+    assert sorted(p.name for p in (inbox / "applied").iterdir()) == ["z-1.tar", "z-3.tar"]
+    assert sorted(p.name for p in (inbox / "refused").iterdir()) == ["junk.tar", "z-2.tar"]
+    assert not list(inbox.glob("*.tar"))
+    assert main(["update", "apply", str(inbox), "--keys", str(pub), *data]) == 0  # empty now

@@ -63,7 +63,9 @@ def add_update_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
                              default=None if name == "status" else "models",
                              help="which store (rollback: default models; status: both)")
         if name == "apply":
-            cmd.add_argument("bundle", type=Path, help="the bundle file")
+            cmd.add_argument("bundle", type=Path,
+                             help="the bundle file, or a drop folder: its *.tar bundles are "
+                             "applied oldest version first and moved to applied/ or refused/")
             cmd.add_argument("--keys", type=Path, default=KEYS_DIR,
                              help=f"folder of trusted *.pub keys (default {KEYS_DIR})")
             cmd.add_argument("--force", action="store_true",
@@ -114,20 +116,53 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
+    if args.bundle.is_dir():
+        return _apply_folder(args)
+    return min(_apply_one(args, args.bundle), 1)
+
+
+def _apply_folder(args: argparse.Namespace) -> int:
+    """Every *.tar of a drop folder, oldest version first; each goes to applied/
+    or refused/ beside it (one refused as busy stays for the next run)."""
+    from agent.runtime.updates import UpdateRefused, peek
+
+    order = []
+    for path in sorted(args.bundle.glob("*.tar")):
+        try:
+            order.append((peek(path), path))
+        except UpdateRefused:
+            order.append((("models", ()), path))
+    if not order:
+        print(f"dairy-edge update: no *.tar bundle in {args.bundle}")
+        return 0
+    worst = 0
+    for _key, path in sorted(order):
+        outcome = _apply_one(args, path)
+        if outcome == 3:  # busy: try again next time
+            worst = max(worst, 1)
+            continue
+        done = args.bundle / ("applied" if outcome == 0 else "refused")
+        done.mkdir(exist_ok=True)
+        path.replace(done / path.name)
+        worst = max(worst, outcome)
+    return worst
+
+
+def _apply_one(args: argparse.Namespace, bundle: Path) -> int:
     from agent.runtime.updates import UpdateRefused, load_public_keys, peek_kind
 
     try:
-        kind = peek_kind(args.bundle)
+        kind = peek_kind(bundle)
     except UpdateRefused as err:
         print(f"dairy-edge update: {err}; nothing changed", file=sys.stderr)
         return 1
     store = _store(args, kind)
     try:
-        info = store.apply(args.bundle, load_public_keys(args.keys), force=args.force)
+        info = store.apply(bundle, load_public_keys(args.keys), force=args.force)
     except UpdateRefused as err:
         print(f"dairy-edge update: {err}; nothing changed "
               f"(running {kind} {store.version() or 'no bundle'})", file=sys.stderr)
-        return 1
+        return 3 if err.reason == "busy" else 1
     if kind == "config":
         print(f"switched to config {info.version}; restart the agent to run it "
               "(systemctl restart dairy-edge); a crash loop after it rolls it back")

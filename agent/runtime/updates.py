@@ -354,13 +354,24 @@ def self_test_for(kind: str, data_dir: Path) -> SelfTest:
 def peek_kind(bundle: Path) -> str:
     """The kind a bundle says it is, unverified: only to pick the store, which
     verifies everything and refuses a kind it does not hold."""
+    return peek(bundle)[0]
+
+
+def peek(bundle: Path) -> tuple[str, tuple[int, ...]]:
+    """The kind and version key a bundle says it has, unverified (to pick the
+    store and the order of a folder's bundles); an odd version sorts first."""
     try:
         with tarfile.open(bundle, "r:") as tar:
             members = {m.name: m for m in tar.getmembers()}
-            kind = json.loads(_member(tar, members, "bundle.json")).get("kind")
+            meta = json.loads(_member(tar, members, "bundle.json"))
+            kind, version = meta.get("kind"), str(meta.get("version"))
     except (OSError, tarfile.TarError, ValueError, AttributeError) as err:
         raise UpdateRefused("unreadable", f"{bundle}: {err}") from err
-    return str(kind) if kind in KINDS else "models"
+    try:
+        key = version_key(version)
+    except UpdateRefused:
+        key = ()
+    return (str(kind) if kind in KINDS else "models"), key
 
 
 # -- the gateway's store of versions --------------------------------------------------

@@ -310,10 +310,10 @@ async def test_existing_central_databases_gain_both_tables(
         finally:
             await opened.close()
     assert [v for (v,) in sqlite3.connect(path).execute(
-        "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3, 4]
+        "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3, 4, 5]
     with psycopg.connect(pg_admin_db) as pg:
         versions = pg.execute("SELECT version FROM schema_migrations ORDER BY version")
-        assert [v for (v,) in versions.fetchall()] == [1, 2, 3, 4, 5, 6]
+        assert [v for (v,) in versions.fetchall()] == [1, 2, 3, 4, 5, 6, 7]
         for table in ("body_conditions", "milk_checks"):
             uniques = pg.execute(
                 "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c JOIN pg_class t"

@@ -12,12 +12,12 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from e2e_harness import NotifySocket
 from helpers_mqtt import free_port
 
 from agent.config.loader import load_config
@@ -142,24 +142,8 @@ def test_sysusers_and_tmpfiles_make_the_users_and_folders(tmp_path: Path) -> Non
 
 # -- the agent's side of Type=notify -------------------------------------------------
 
-class _NotifySocket:
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.setblocking(False)
-        self.messages: list[str] = []
-
-    def drain(self) -> list[str]:
-        while True:
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except BlockingIOError:
-                return self.messages
-
-
 async def _run_agent(tmp_path: Path, port: int, seconds: float) -> list[str]:
-    notify = _NotifySocket(tmp_path / "notify.sock")
+    notify = NotifySocket(tmp_path / "notify.sock")
     os.environ["NOTIFY_SOCKET"] = notify.path
     os.environ["WATCHDOG_USEC"] = "1000000"  # ping every 0.5 s
     try:
@@ -200,7 +184,7 @@ def test_a_receiver_that_does_not_read_never_blocks_the_agent(
     from agent.runtime.notify import Notifier
 
     monkeypatch.setattr(notify_module, "SEND_TIMEOUT_S", 0.2)
-    notify = _NotifySocket(tmp_path / "full.sock")  # never drained
+    notify = NotifySocket(tmp_path / "full.sock")  # never drained
     notifier = Notifier(notify.path)
     started = time.monotonic()
     for _ in range(15):  # beyond the kernel's queue of about ten datagrams
@@ -226,7 +210,7 @@ async def test_safe_mode_keeps_the_watchdog_fed(tmp_path: Path) -> None:
     WatchdogSec= does not turn safe mode into a restart loop."""
     from agent.runtime.safe_mode import run_safe_mode
 
-    notify = _NotifySocket(tmp_path / "safe.sock")
+    notify = NotifySocket(tmp_path / "safe.sock")
     config = tmp_path / "broken.yaml"
     config.write_text("web:\n  port: 0\n  host: 127.0.0.1\nmqtt:\n  prot: 1\n")
     os.environ["NOTIFY_SOCKET"] = notify.path

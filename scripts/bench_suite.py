@@ -400,6 +400,8 @@ def micro(count: int) -> None:
         ("Reading.to_dict", lambda: [r.to_dict() for r in readings]),
         ("store encode (to_dict + JSON)", lambda: [encode(r) for r in readings]),
     ]
+    stored = [encode(r).body or "" for r in readings]
+    stages.append(("sync batch body (per record)", lambda: sync_bodies(stored)))
     decode = mqtt_source._paho_decode_publish
     if decode is not None:
         fast = mqtt_source._decode_publish_fast
@@ -409,6 +411,21 @@ def micro(count: int) -> None:
         ]
     for name, fn in stages:
         print(f"  {name:32} {best(fn):7.1f}")
+
+
+def sync_bodies(stored: list[str], per_batch: int = 500) -> None:
+    """What sync does per batch between the stored bodies and the gzipped request
+    body (outbox.wire_text, the envelope, splicing, gzip); the SELECT not included."""
+    from agent.records.protocol import PROTOCOL_VERSION, Batch
+    from agent.store.outbox import wire_text
+    from agent.sync.signing import splice_body
+
+    for i in range(0, len(stored), per_batch):
+        envelope = Batch.model_validate({
+            "protocol": PROTOCOL_VERSION, "device_id": "gw", "epoch": "e", "seq": 1 + i,
+            "batch_id": f"gw:e:{1 + i}", "created_mono_ns": 0, "sent_wall_ts": 0.0,
+            "clock_synced": True, "records": []}).model_dump(mode="json")
+        splice_body(envelope, [wire_text(b) for b in stored[i:i + per_batch]])
 
 
 def main() -> int:

@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent import metrics
-from agent.records.protocol import BatchResponse, RecordStatus, batch_id_for
+from agent.records.protocol import (
+    ID_PATTERN,
+    BatchRecord,
+    BatchResponse,
+    RecordStatus,
+    batch_id_for,
+    dump_record,
+)
 from agent.store.migrations import KIND_TABLE, SYNC_TABLES, SYNCED_DEAD
 
 log = logging.getLogger(__name__)
@@ -29,15 +37,20 @@ SEQ_KEY = "seq"
 
 @dataclass(slots=True)
 class PreparedBatch:
-    """A batch ready to send: ``records`` are the stored bodies, in lane order."""
+    """A batch ready to send: ``wire`` holds each record's JSON text, in lane order."""
 
     seq: int
     batch_id: str
     created_mono_ns: int
     refs: list[tuple[str, str]]  # (table, record_id)
-    records: list[dict[str, Any]]
+    wire: list[str]  # spliced into the batch body as they are (``wire_text``)
     resumed: bool  # True when this batch was open before (a resend)
     size: int = 0  # stored bytes of the records
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """The records as objects (for tests and tools; sync sends ``wire``)."""
+        return [json.loads(text) for text in self.wire]
 
 
 @dataclass(slots=True)
@@ -87,7 +100,7 @@ def prepare(
                 batch_id=str(state["batch_id"]),
                 created_mono_ns=int(state["created_mono_ns"]),
                 refs=refs,
-                records=records,
+                wire=records,
                 resumed=True,
                 size=size,
             )
@@ -105,7 +118,7 @@ def prepare(
         batch_id=batch_id_for(device_id, epoch, seq),
         created_mono_ns=mono_ns,
         refs=refs,
-        records=records,
+        wire=records,
         resumed=False,
         size=size,
     )
@@ -128,9 +141,9 @@ def prepare(
 
 def _select(
     conn: sqlite3.Connection, max_records: int, max_bytes: int
-) -> tuple[list[tuple[str, str]], list[dict[str, Any]], int]:
+) -> tuple[list[tuple[str, str]], list[str], int]:
     refs: list[tuple[str, str]] = []
-    records: list[dict[str, Any]] = []
+    records: list[str] = []
     used = 0
     # Priority lanes: alerts, events, identifications, milk checks, body conditions,
     # inferences, readings (migrations.SYNC_TABLES says why).
@@ -147,14 +160,14 @@ def _select(
             if refs and used + size > max_bytes:
                 return refs, records, used
             refs.append((table, record_id))
-            records.append(_wire(body))
+            records.append(wire_text(body))
             used += size
     return refs, records, used
 
 
 def _load(
     conn: sqlite3.Connection, refs: list[tuple[str, str]]
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[str], int]:
     records = []
     size = 0
     for table, record_id in refs:
@@ -164,13 +177,76 @@ def _load(
             f"SELECT body FROM {table} WHERE record_id = ?", (record_id,)
         ).fetchone()
         if row is not None:
-            records.append(_wire(row[0]))
+            records.append(wire_text(row[0]))
             size += len(row[0].encode())
     return records, size
 
 
-def _wire(body: str) -> dict[str, Any]:
-    return {k: v for k, v in json.loads(body).items() if v is not None}
+# The batch encoder's settings (agent.sync.signing), which are also the store's
+# (agent.store.inserts): compact, ASCII, no NaN.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_ID = re.compile(ID_PATTERN)
+# Types a BatchRecord field must already have for its validation to change nothing.
+_ENVELOPE = (("record_id", str), ("kind", str), ("wall_ts", float), ("mono_ns", int),
+             ("boot_id", str), ("clock_synced", bool))
+
+
+def wire_text(body: str) -> str:
+    """A stored body as it goes into a batch: top-level nulls dropped
+    (``dump_record``), everything else as stored.
+
+    The stored text is spliced into the batch as it is when nothing would change
+    it: no top-level null, envelope fields of their exact types, no NaN or
+    infinity. Decoding it costs a few microseconds in C; validating it with the
+    pydantic model and encoding it again cost several times that for every
+    record. A body with top-level nulls is re-encoded without them (the same
+    encoder settings give the same text for the rest); anything odd takes the
+    model's path (``BatchRecord`` validation and JSON-mode dump), as all records
+    did before. Keys keep the stored order; the receiver reads JSON objects, and
+    its resend check hashes them with sorted keys.
+    """
+    data = json.loads(body)
+    if "NaN" in body or "Infinity" in body or not _plain_envelope(data):
+        return _encode(BatchRecord.model_validate(dump_record(data)).model_dump(mode="json"))
+    if None in data.values():
+        return _without_nulls(body, data)
+    return body
+
+
+def _without_nulls(body: str, data: dict[str, Any]) -> str:
+    """``body`` less its top-level ``"key":null`` members, cut out of the text.
+
+    A member is cut only where its text occurs once in the body (then it is the
+    top-level one, which must be there): a nested object may hold the same key
+    with a null too. Otherwise the body is encoded again without the nulls.
+    """
+    text = body
+    for key, value in data.items():
+        if value is not None:
+            continue
+        member = _encode(key) + ":null"
+        at = text.find(member)
+        if at <= 0 or text.find(member, at + 1) != -1:
+            return _encode(dump_record(data))
+        end = at + len(member)
+        if text[at - 1] == ",":  # ...,"key":null -> ...
+            text = text[:at - 1] + text[end:]
+        elif text[at - 1] == "{" and text[end:end + 1] == ",":  # {"key":null,... -> {...
+            text = text[:at] + text[end + 1:]
+        elif text[at - 1] == "{":  # {"key":null} -> {}
+            text = text[:at] + text[end:]
+        else:
+            return _encode(dump_record(data))
+    return text
+
+
+def _plain_envelope(data: Any) -> bool:
+    if type(data) is not dict:
+        return False
+    for name, kind in _ENVELOPE:
+        if type(data.get(name)) is not kind:
+            return False
+    return _ID.fullmatch(data["record_id"]) is not None
 
 
 def apply(

@@ -18,9 +18,29 @@ from agent.records.protocol import (
     sign_auth,
 )
 
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
 
 def encode_body(batch: dict[str, Any]) -> bytes:
-    raw = json.dumps(batch, separators=(",", ":"), allow_nan=False).encode()
+    return _gzip(_encode(batch).encode())
+
+
+def splice_body(envelope: dict[str, Any], records: list[str]) -> bytes:
+    """The batch body with each record's JSON text spliced in as it is.
+
+    ``envelope`` is the batch without its records (``records`` last and empty);
+    ``records`` are JSON objects already in the batch's encoding (compact, ASCII,
+    no NaN: ``agent.store.outbox.wire_text``), so they need not be decoded and
+    encoded again.
+    """
+    head = _encode(envelope)
+    if not head.endswith('"records":[]}'):
+        raise ValueError("the envelope must end with an empty records list")
+    raw = "".join((head[:-3], "[", ",".join(records), "]}"))
+    return _gzip(raw.encode())
+
+
+def _gzip(raw: bytes) -> bytes:
     # mtime=0: the same batch compresses to the same bytes (easier to debug).
     return gzip.compress(raw, compresslevel=6, mtime=0)
 

@@ -31,7 +31,7 @@ from agent.store import outbox
 from agent.store.outbox import ApplyResult, PreparedBatch
 from agent.store.writer import StoreWriter
 from agent.sync.backoff import Backoff, parse_retry_after
-from agent.sync.signing import encode_body, headers_for
+from agent.sync.signing import headers_for, splice_body
 from agent.sync.transport import SyncTransport
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,9 @@ class Uploader:
             metrics.SYNC_ATTEMPTS.labels(outcome="idle").inc()
             return SyncOutcome(Outcome.IDLE)
 
-        wire = Batch.model_validate(
+        # The envelope is validated by the model; the records are the stored
+        # bodies spliced in as they are (outbox.wire_text checked each one).
+        envelope = Batch.model_validate(
             {
                 "protocol": PROTOCOL_VERSION,
                 "device_id": self._device_id,
@@ -308,10 +310,10 @@ class Uploader:
                 "created_mono_ns": batch.created_mono_ns,
                 "sent_wall_ts": self._clock.wall(),
                 "clock_synced": self._clock.synced(),
-                "records": batch.records,
+                "records": [],
             }
         )
-        body = encode_body(wire.model_dump(mode="json"))
+        body = splice_body(envelope.model_dump(mode="json"), batch.wire)
         headers = headers_for(cfg.key_id, self._key, batch.batch_id, body, self._device_id)
         self.in_flight += 1
         try:

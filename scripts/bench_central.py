@@ -13,6 +13,15 @@ i mod R, as a connection-level load balancer would spread them), for R = 1 and
 then R; it prints records/s in all and per receiver, and the receivers' CPU.
 
     .venv/bin/python scripts/bench_central.py --receivers 3 --gateways 12
+
+With ``--backlog N`` it measures issue 10's central row: one `dairy-edge central`
+process on a scratch PostgreSQL database takes a backlog of N readings from G
+gateways (``--gateways``, default 1), each posting its batches of ``--records``
+one at a time as the agent's uploader does; it prints rows/s, the receiver's CPU
+per row, and the limit measured beside it in the same run: the same rows COPYed
+(binary, one transaction) into an empty table made LIKE readings INCLUDING ALL.
+
+    .venv/bin/python scripts/bench_central.py --backlog 100000 --gateways 1
 """
 
 from __future__ import annotations
@@ -100,8 +109,12 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def scale(receivers: int, gateways: int, batches: int, records: int) -> dict[str, Any]:
-    """R receiver processes on one fresh PostgreSQL database; G gateways posting at once."""
+async def scale(receivers: int, gateways: int, batches: int, records: int,
+                copy: bool = False) -> dict[str, Any]:
+    """R receiver processes on one fresh PostgreSQL database; G gateways posting at once.
+
+    With ``copy``, also the COPY limit of the rows stored (see copy_limit).
+    """
     from agent.central.store_postgres import PostgresStore
 
     name = pg_database()
@@ -156,6 +169,7 @@ async def scale(receivers: int, gateways: int, batches: int, records: int) -> di
             await asyncio.gather(*(gateway(http, port, bodies) for port, bodies in plans))
             total = time.perf_counter() - started
         cpu = [_cpu_s(p.pid) - before for p, before in zip(procs, cpu_before, strict=True)]
+        copy_rate = copy_limit(url) if copy else float("nan")
     finally:
         for p in procs:
             p.terminate()
@@ -166,7 +180,30 @@ async def scale(receivers: int, gateways: int, batches: int, records: int) -> di
         "rate": gateways * batches * records / total,
         "per_receiver": [done[p] / total for p in ports],
         "cpu_s": cpu,
+        "copy_rate": copy_rate,
     }
+
+
+def copy_limit(url: str) -> float:
+    """Rows/s of a binary COPY of every stored reading into an empty table of the same
+    definition (LIKE readings INCLUDING ALL: same columns, defaults and indexes), one
+    transaction: the fastest PostgreSQL takes these rows on this machine."""
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE copy_probe (LIKE readings INCLUDING ALL)")
+        conn.commit()
+        buf = bytearray()
+        with conn.cursor().copy("COPY (SELECT * FROM readings) TO STDOUT (FORMAT binary)") as cp:
+            for chunk in cp:
+                buf += chunk
+        row = conn.execute("SELECT count(*) FROM readings").fetchone()
+        rows = int(row[0]) if row else 0
+        conn.commit()
+        t0 = time.perf_counter()
+        with conn.transaction(), conn.cursor().copy(
+                "COPY copy_probe FROM STDIN (FORMAT binary)") as cp:
+            for i in range(0, len(buf), 1 << 20):
+                cp.write(bytes(buf[i:i + (1 << 20)]))
+        return rows / (time.perf_counter() - t0)
 
 
 def pg_database() -> str | None:
@@ -185,9 +222,29 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=500, help="records per batch (500)")
     parser.add_argument("--receivers", type=int, default=0,
                         help="scale-out: compare 1 receiver process with this many")
-    parser.add_argument("--gateways", type=int, default=12, help="scale-out: gateways (12)")
+    parser.add_argument("--gateways", type=int, default=None,
+                        help="gateways posting at once (scale-out: 12, backlog: 1)")
+    parser.add_argument("--backlog", type=int, default=0,
+                        help="issue 10's central row: this many readings into one receiver "
+                        "process, with the COPY limit beside it")
+    parser.add_argument("--rounds", type=int, default=1, help="backlog: rounds (1)")
     args = parser.parse_args()
+    if args.backlog:
+        gateways = args.gateways or 1
+        per_gateway = max(1, args.backlog // (gateways * args.records))
+        rows = gateways * per_gateway * args.records
+        print(f"backlog {rows:,} readings from {gateways} gateway(s), {per_gateway} batches of "
+              f"{args.records} each, posted one at a time per gateway; 1 receiver process; "
+              f"load average {os.getloadavg()[0]:.1f}")
+        for n in range(args.rounds):
+            r = asyncio.run(scale(1, gateways, per_gateway, args.records, copy=True))
+            cpu_us = r["cpu_s"][0] / rows * 1e6
+            print(f"  round {n + 1}: central {r['rate']:,.0f} rows/s, {cpu_us:.0f} us CPU/row; "
+                  f"COPY {r['copy_rate']:,.0f} rows/s; ratio {r['rate'] / r['copy_rate']:.3f}",
+                  flush=True)
+        return
     if args.receivers:
+        args.gateways = args.gateways or 12
         per_gateway = max(1, args.batches // args.gateways * 2)
         for count in sorted({1, args.receivers}):
             r = asyncio.run(scale(count, args.gateways, per_gateway, args.records))

@@ -372,6 +372,15 @@ def record_id_of(index: int, data: Any) -> str:
 def validate_record(index: int, data: Any) -> ValidRecord | InvalidRecord:
     """Check one record; never raises for bad record content (only for a bad envelope)."""
     record_id = record_id_of(index, data)
+    if data.get("kind") == RecordKind.READING:
+        row = _plain_reading(data)
+        if row is not None:
+            return ValidRecord(index, record_id, RecordKind.READING.value, row)
+    return validate_with_model(index, record_id, data)
+
+
+def validate_with_model(index: int, record_id: str, data: dict[str, Any]) -> ValidRecord | InvalidRecord:
+    """The general path: the JSON walk, then the kind's pydantic model."""
     problem = json_problem(data)
     if problem:
         return InvalidRecord(index, record_id, problem)
@@ -394,6 +403,97 @@ def validate_record(index: int, data: Any) -> ValidRecord | InvalidRecord:
     if spec.to_row is not None:
         spec.to_row(row)
     return ValidRecord(index, record_id, str(spec.kind), {c: row.get(c) for c in spec.columns})
+
+
+# -- readings without pydantic ---------------------------------------------------
+# Nearly every record is a reading, and pydantic (validate, dump, then the JSON
+# walk above) was most of the receiver's CPU per record. A reading made only of
+# the plain shapes a gateway sends (no extra keys, exact types) is checked here
+# by hand to the same rules; anything else, valid or not, takes the path below,
+# so reasons for refusals are pydantic's as before. tests/test_central_validate_fast.py
+# holds the two paths to the same answers.
+_READING_KEYS = frozenset(ReadingIn.model_fields)
+
+
+def _text(value: Any, low: int, high: int) -> bool:
+    return type(value) is str and low <= len(value) <= high and _clean(value)
+
+
+def _clean(value: Any) -> bool:
+    """A str PostgreSQL and SQLite take (no NUL, no lone surrogate)."""
+    return (type(value) is str and "\x00" not in value
+            and (value.isascii() or _text_problem(value) is None))
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as FiniteFloat takes it (an int becomes a float), or None."""
+    if type(value) is float:
+        return value if math.isfinite(value) else None
+    if type(value) is int and INT64_MIN <= value <= INT64_MAX:
+        return float(value)
+    return None
+
+
+def _numbers(value: Any) -> dict[str, float] | None:
+    if type(value) is not dict:
+        return None
+    out: dict[str, float] = {}
+    for key, item in value.items():
+        number = _finite(item)
+        if number is None or not _clean(key):
+            return None
+        out[key] = number
+    return out
+
+
+def _plain_reading(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The row of a plain, valid reading, exactly as the pydantic path makes it; else None."""
+    if not data.keys() <= _READING_KEYS:
+        return None  # extra fields: the general path keeps them in "extra"
+    get = data.get
+    record_id = get("record_id")
+    wall_ts = _finite(get("wall_ts"))
+    mono_ns = get("mono_ns")
+    boot_id = get("boot_id")
+    clock_synced = get("clock_synced")
+    sensor_id = get("sensor_id")
+    firmware = get("firmware")
+    topic = get("topic", "")
+    values = _numbers(get("values"))
+    raw = _numbers(get("raw", {}))
+    units = get("units", {})
+    animal_id = get("animal_id")
+    source_ts = get("source_ts")
+    msg_id = get("msg_id")
+    attributes = get("attributes", {})
+    if (
+        type(record_id) is not str or _ID.fullmatch(record_id) is None
+        or wall_ts is None or values is None or raw is None
+        or type(mono_ns) is not int or not INT64_MIN <= mono_ns <= INT64_MAX
+        or type(clock_synced) is not bool
+        or not _text(boot_id, 0, 128) or not _text(sensor_id, 1, 128)
+        or not _text(firmware, 1, 128) or not _text(topic, 0, 1024)
+        or (animal_id is not None and not _text(animal_id, 0, 128))
+        or (msg_id is not None and not _text(msg_id, 0, 256))
+        or type(units) is not dict or type(attributes) is not dict
+    ):
+        return None
+    if source_ts is not None:
+        source_ts = _finite(source_ts)
+        if source_ts is None:
+            return None
+    for key, unit in units.items():
+        if not _clean(key) or not _clean(unit):
+            return None
+    if attributes and json_problem(attributes, 1) is not None:
+        return None
+    return {
+        "record_id": record_id, "sensor_id": sensor_id, "firmware": firmware, "topic": topic,
+        "animal_id": animal_id, "wall_ts": wall_ts, "mono_ns": mono_ns, "boot_id": boot_id,
+        "clock_synced": clock_synced, "source_ts": source_ts, "msg_id": msg_id,
+        "values": values, "raw": raw, "units": dict(units), "attributes": attributes,
+        "extra": {},
+    }
 
 
 def json_problem(value: Any, depth: int = 0) -> str | None:

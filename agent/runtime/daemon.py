@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY
 
@@ -51,11 +51,11 @@ from agent.runtime.detection import (
     farm_events_topic,
 )
 from agent.runtime.notify import Notifier
+from agent.runtime.novision import NoVision
 from agent.runtime.preflight import check_config, raise_for_failures
 from agent.runtime.profiles import STATE_KEY as PROFILE_STATE_KEY
 from agent.runtime.profiles import Profile, ProfileManager, Switch, UnknownProfile
 from agent.runtime.review import ReviewItems
-from agent.runtime.vision import Vision
 from agent.sources.mqtt import MqttSource
 from agent.store.reader import StoreReader
 from agent.store.state import load_states, save_states
@@ -75,6 +75,9 @@ from agent.web.status import (
     health_reasons,
 )
 from agent.web.wiring import build_access, tls_context
+
+if TYPE_CHECKING:
+    from agent.runtime.vision import Vision
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +176,13 @@ class Agent:
         self.notifier = Notifier()
         self._stopping = threading.Event()
         self._versions_sent: dict[str, Any] | None = None
-        self.vision = Vision(config, self.clock, self.boot, self._store_vision,
-                             self._stamp, ingest_busy=self._ingest_busy)
+        self.vision: Vision | NoVision = NoVision()
+        if config.vision.enabled and config.cameras:
+            # Imported only here: OpenCV and the models cost ~34 MiB resident.
+            from agent.runtime.vision import Vision
+
+            self.vision = Vision(config, self.clock, self.boot, self._store_vision,
+                                 self._stamp, ingest_busy=self._ingest_busy)
         self.detection.configure_vision(
             BcsLossParams(loss=config.vision.bcs.loss_alert,
                           window_days=config.vision.bcs.loss_window_days),
@@ -342,7 +350,7 @@ class Agent:
     def _apply_profile(self, profile: Profile) -> None:
         """Thresholds to the rule engine (learnt state stays), sampling to the cameras."""
         self.detection.reconfigure_rules(profile.rules)
-        if self.vision.enabled:
+        if not isinstance(self.vision, NoVision):
             for cam in self.config.cameras:
                 over = profile.cameras.get(cam.id)
                 self.vision.scheduler.set_budget(

@@ -6,6 +6,7 @@
     .venv/bin/python scripts/bench_detect.py --no-context  # without the context channel
     .venv/bin/python scripts/bench_detect.py --cad      # context crossing instead (cad.py)
     .venv/bin/python scripts/bench_detect.py --cad-ose  # CAD OSE (cad_ose.py), daemon settings
+    .venv/bin/python scripts/bench_detect.py --seq-lik  # sequence likelihood (seq_lik.py), daemon settings
 
 CPU time is process CPU time (time.process_time) for scoring N readings of
 one stream after its windows are full, divided by N; run it pinned to one
@@ -48,10 +49,14 @@ def main() -> int:
     ap.add_argument("--cad", action="store_true", help="context channel in crossing mode")
     ap.add_argument("--cad-ose", action="store_true",
                     help="CAD OSE as the daemon runs it (firmware range, capped memory)")
+    ap.add_argument("--seq-lik", action="store_true",
+                    help="the sequence likelihood detector as the daemon runs it")
     ap.add_argument("--readings", type=int, default=50_000)
     args = ap.parse_args()
     if args.cad_ose:
         return _bench_cad_ose(args.readings)
+    if args.seq_lik:
+        return _bench_seq_lik(args.readings)
     cfg = DetectorConfig(w_model=1.0 if args.model else 0.0,
                          w_ctx=0.0 if args.no_context else DetectorConfig().w_ctx,
                          context=ContextConfig(mode="cad" if args.cad else "kgram"))
@@ -139,6 +144,50 @@ def _bench_cad_ose(readings: int) -> int:
         "contexts_tank_stream": len(eng._detectors[key].cad.memory.contexts),  # type: ignore[union-attr]
         "memory_bytes_per_sensor_at_cap": full_bytes,
         "readings_to_fill_cap_noisy_stream": n,
+        "python": sys.version.split()[0],
+    }, indent=2))
+    return 0
+
+
+def _bench_seq_lik(readings: int) -> int:
+    """seq_lik through the engine with the daemon's settings (bulk tank range
+    -5..90 degC, probation 750, rest 150), after 20,000 readings (every ring
+    buffer full); memory: 100 streams after 10,000 readings of a noisy
+    stream on a tight range (every transition bin used), state as JSON."""
+    data = _stream(20_000 + readings, 1)
+    eng = AnomalyEngine(detector="seq_lik")
+    key = ("tank", "milk_temp_c")
+    for ts, v in data[:20_000]:
+        eng.score(key, ts, v, value_range=(-5.0, 90.0))
+    t0 = time.process_time()
+    for ts, v in data[20_000:]:
+        eng.score(key, ts, v, value_range=(-5.0, 90.0))
+    per_reading_us = (time.process_time() - t0) / readings * 1e6
+    learn = AnomalyEngine(detector="seq_lik")  # no range: learnt, bins remapped as it grows
+    for ts, v in data[:20_000]:
+        learn.score(key, ts, v)
+    t0 = time.process_time()
+    for ts, v in data[20_000:]:
+        learn.score(key, ts, v)
+    learn_us = (time.process_time() - t0) / readings * 1e6
+    rng = random.Random(2)
+    noisy = [rng.random() for _ in range(10_000)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    many = AnomalyEngine(detector="seq_lik")
+    for i in range(100):
+        for j, v in enumerate(noisy):
+            many.score((f"s{i}", "v"), float(j), v, value_range=(0.0, 1.0))
+    per_stream = (tracemalloc.get_traced_memory()[0] - before) / 100
+    tracemalloc.stop()
+    state = many.export_state(("s0", "v"))
+    print(json.dumps({
+        "detector_set": "seq_lik (daemon: firmware range, probation 750, rest 150)",
+        "readings": readings,
+        "cpu_us_per_reading_tank_stream": round(per_reading_us, 2),
+        "cpu_us_per_reading_learnt_range": round(learn_us, 2),
+        "memory_bytes_per_stream_noisy": int(per_stream),
+        "state_json_bytes_per_stream": len(json.dumps(state)),
         "python": sys.version.split()[0],
     }, indent=2))
     return 0

@@ -57,7 +57,7 @@ def test_folder_goes_on_past_a_bad_file_and_exits_1(
     assert not list((tmp_path / "out").glob(".*part"))
 
 
-@pytest.mark.parametrize("detector", ["default", "cad_ose"])
+@pytest.mark.parametrize("detector", ["default", "cad_ose", "seq_lik"])
 @pytest.mark.parametrize("value_range", ["auto", "learn", "-10,20"])
 def test_detectors_and_value_ranges(tmp_path: Path, detector: str, value_range: str) -> None:
     write_csv(tmp_path / "a.csv", series(600, seed=4, spike_at=500))

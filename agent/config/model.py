@@ -279,12 +279,14 @@ class DetectConfig(Section):
         "About 160 kB per scored stream per save, so longer spares the SD card; shorter "
         "loses less learning to a power cut.",
     )
-    anomaly_detector: Literal["default", "cad_ose"] = Field(
+    anomaly_detector: Literal["default", "cad_ose", "seq_lik"] = Field(
         "default",
         description="Anomaly detector of every stream. default: multi-channel, learns each "
         "stream's range, 30-45 us a reading, state kept across restarts. cad_ose: CAD OSE on "
         "8 bins of the field's valid range after calibration (learnt where the firmware "
-        "gives none); 100-1000 us a reading in pure Python, relearns after a restart "
+        "gives none); 100-1000 us a reading in pure Python, relearns after a restart. "
+        "seq_lik: a transition memory over 48 bins of that range with HTM's anomaly "
+        "likelihood (the best NAB score here), state kept across restarts "
         "(docs/anomaly.md).",
     )
     anomaly_skip: list[str] = Field(

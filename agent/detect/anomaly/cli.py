@@ -17,8 +17,10 @@ CSVs with columns timestamp,value,anomaly_score (score in [0, 1], row i uses
 only rows 0..i). A folder's layout is mirrored under OUTPUT. Every file gets
 the same configuration; any label column is ignored.
 
-Detectors: "default" (multi-channel, learns each stream's range itself) and
-"cad_ose" (CAD OSE, which bins values into 8 equal bins of the value range).
+Detectors: "default" (multi-channel, learns each stream's range itself),
+"cad_ose" (CAD OSE, which bins values into 8 equal bins of the value range)
+and "seq_lik" (a transition memory over 48 bins of the value range, HTM's
+anomaly likelihood, a new-extreme check and rest after an alarm).
 --value-range auto gives each file its own minimum and maximum before it is
 scored: NAB's convention, and what a gateway knows from a sensor's configured
 valid range; "learn" gives none. Rows whose timestamp or value cannot be read

@@ -144,11 +144,14 @@ def score_file(
         (warn or _stderr)(msg)
     # NAB's rest after an alarm: a fifth of the probationary period (15 % of
     # the file, at most 750 rows); the same rule for every file.
-    rest = min(math.floor(0.15 * len(series.rows)), 750) / 5.0
+    # seq_lik's likelihood learns during that probationary period.
+    probation = min(math.floor(0.15 * len(series.rows)), 750)
+    rest = probation / 5.0
     if detector == "cad_ose" and rest < 1:
         (warn or _stderr)(f"{src}: {len(series.rows)} rows: too short for CAD OSE's rest "
                           "period (NAB's convention silences such a file entirely)")
-    engine = AnomalyEngine(config, detector=detector, rest=rest, cad_max_contexts=None)
+    engine = AnomalyEngine(config, detector=detector, rest=rest, cad_max_contexts=None,
+                           probation=probation)
     rng = _range_for(series, value_range)
     key = ("file", "value")
     dst.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 """Reproduce the NAB figures of docs/anomaly.md.
 
 Scores every CSV of the NAB development set through the live code path
-(``agent.detect.anomaly.evaluate.score_file``, the default configuration),
+(``agent.detect.anomaly.evaluate.score_file``, the product configuration),
 then runs the shared NAB scorer on the result:
 
     .venv/bin/python scripts/nab_eval.py                      # default paths
@@ -14,7 +14,8 @@ this script only runs the files in parallel. ``--config JSON`` overrides
 DetectorConfig fields (development experiments only; the figures use none).
 
 ``--detector`` and ``--value-range`` are those of ``dairy-edge anomaly score``
-(defaults: the default detector, ``auto``).
+(defaults: ``seq_lik``, ``auto``; ``--detector default`` is the older
+multi-channel detector, which ``--config`` configures).
 
 ``--cv`` also scores four halves of the development set, each with its own
 optimised threshold (standard profile), used to guard design decisions
@@ -42,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.detect.anomaly.detector import DetectorConfig
-from agent.detect.anomaly.engine import DETECTOR_KINDS
+from agent.detect.anomaly.engine import DETECTOR_KINDS, PRODUCT_DETECTOR
 from agent.detect.anomaly.evaluate import (
     VALUE_RANGE_HELP,
     input_files,
@@ -87,7 +88,7 @@ def main() -> int:
     ap.add_argument("--nab-root", type=Path, default=ROOT.parent / "shared/data/nab-dev")
     ap.add_argument("--out", type=Path, default=ROOT / "out/nab/dairy_edge")
     ap.add_argument("--config", default="{}", help="JSON overrides of DetectorConfig")
-    ap.add_argument("--detector", choices=DETECTOR_KINDS, default="default")
+    ap.add_argument("--detector", choices=DETECTOR_KINDS, default=PRODUCT_DETECTOR)
     ap.add_argument("--value-range", default="auto", help=VALUE_RANGE_HELP)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", type=Path, help="write the scorer's JSON report here")

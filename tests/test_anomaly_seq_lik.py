@@ -74,7 +74,8 @@ def test_a_new_extreme_is_a_spatial_anomaly() -> None:
 
 
 def test_learnt_range_moves_the_memory_with_the_bins() -> None:
-    det = SeqLik(None, rest=10, learning=100, estimation=100)
+    det = SeqLik(None, rest=10, learning=100, estimation=100,
+                 config=SeqLikConfig(learn_margin=0.0))
     for v in CYCLE * 40:
         det.score(v)
     assert (det.lo, det.hi) == (0.0, 7.0)
@@ -90,6 +91,16 @@ def test_learnt_range_moves_the_memory_with_the_bins() -> None:
     assert raws[0] == (0.0, 1.0)
     off = [i for i, (_, r) in enumerate(raws[1:], 1) if r > 0.0]
     assert off == [7, 8] and raws[7][0] == 7.0
+
+
+def test_learnt_range_grows_by_a_margin() -> None:
+    det = SeqLik(None, rest=10, learning=100, estimation=100)
+    for v in (1.0, 3.0, 2.0, 0.0):
+        det.score(v)
+    # 3 widened [1, 1] to [1, 3.5] (a quarter of the span beyond the new
+    # maximum); 0 widened it to [0 - 0.875, 3.5].
+    assert (det.lo, det.hi) == (-0.875, 3.5)
+    assert all(0.0 <= det.score(v) <= 1.0 for v in CYCLE * 50)
 
 
 def test_transition_memory_tolerance_and_bound() -> None:

@@ -280,13 +280,14 @@ class DetectConfig(Section):
         "loses less learning to a power cut.",
     )
     anomaly_detector: Literal["default", "cad_ose", "seq_lik"] = Field(
-        "default",
-        description="Anomaly detector of every stream. default: multi-channel, learns each "
-        "stream's range, 30-45 us a reading, state kept across restarts. cad_ose: CAD OSE on "
-        "8 bins of the field's valid range after calibration (learnt where the firmware "
-        "gives none); 100-1000 us a reading in pure Python, relearns after a restart. "
-        "seq_lik: a transition memory over 48 bins of that range with HTM's anomaly "
-        "likelihood (the best NAB score here), state kept across restarts "
+        "seq_lik",
+        description="Anomaly detector of every stream. seq_lik: a transition memory over 48 "
+        "bins of the field's valid range after calibration (learnt where the firmware gives "
+        "none) with HTM's anomaly likelihood, 3-5 us a reading, about 75 kB per stream, "
+        "state kept across restarts (the best NAB score here). default: the older "
+        "multi-channel detector (its name predates seq_lik), learns each stream's range, "
+        "30-45 us a reading, state kept across restarts. cad_ose: CAD OSE on 8 bins of the "
+        "valid range, 100-1000 us a reading in pure Python, relearns after a restart "
         "(docs/anomaly.md).",
     )
     anomaly_skip: list[str] = Field(

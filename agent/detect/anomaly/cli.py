@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent.detect.anomaly.engine import DETECTOR_KINDS
+from agent.detect.anomaly.engine import DETECTOR_KINDS, PRODUCT_DETECTOR
 from agent.detect.anomaly.evaluate import VALUE_RANGE_HELP, parse_value_range, score_path
 
 _SCORE_HELP = """\
@@ -17,10 +17,11 @@ CSVs with columns timestamp,value,anomaly_score (score in [0, 1], row i uses
 only rows 0..i). A folder's layout is mirrored under OUTPUT. Every file gets
 the same configuration; any label column is ignored.
 
-Detectors: "default" (multi-channel, learns each stream's range itself),
-"cad_ose" (CAD OSE, which bins values into 8 equal bins of the value range)
-and "seq_lik" (a transition memory over 48 bins of the value range, HTM's
-anomaly likelihood, a new-extreme check and rest after an alarm).
+Detectors: "seq_lik" (the default: a transition memory over 48 bins of the
+value range, HTM's anomaly likelihood, a new-extreme check and rest after an
+alarm), "default" (the older multi-channel detector, which learns each
+stream's range itself; the name predates seq_lik) and "cad_ose" (CAD OSE,
+which bins values into 8 equal bins of the value range).
 --value-range auto gives each file its own minimum and maximum before it is
 scored: NAB's convention, and what a gateway knows from a sensor's configured
 valid range; "learn" gives none. Rows whose timestamp or value cannot be read
@@ -73,7 +74,7 @@ def add_anomaly_cli(subparsers: argparse._SubParsersAction) -> argparse.Argument
     score.add_argument("input", type=Path, metavar="INPUT", help="a CSV file or a folder of CSVs")
     score.add_argument("-o", "--output", type=Path, required=True, metavar="OUTPUT",
                        help="output CSV (for a file) or folder (mirrors INPUT's layout)")
-    score.add_argument("--detector", choices=DETECTOR_KINDS, default="default",
+    score.add_argument("--detector", choices=DETECTOR_KINDS, default=PRODUCT_DETECTOR,
                        help="which detector scores (default: %(default)s)")
     score.add_argument("--value-range", default="auto", metavar="RANGE",
                        help=f"{VALUE_RANGE_HELP} (default: %(default)s; a negative MIN "

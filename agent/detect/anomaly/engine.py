@@ -34,6 +34,10 @@ StreamKey = tuple[str, str]
 ValueRange = tuple[float, float]
 DetectorKind = Literal["default", "cad_ose", "seq_lik"]
 DETECTOR_KINDS: tuple[DetectorKind, ...] = ("default", "cad_ose", "seq_lik")
+# What the daemon (detect.anomaly_detector) and ``dairy-edge anomaly score``
+# use unless told otherwise; "default" names the older multi-channel detector
+# (the name predates seq_lik and is kept so existing configs keep their meaning).
+PRODUCT_DETECTOR: DetectorKind = "seq_lik"
 # CAD OSE's rest after an alarm is NAB's probationary period / 5; a live
 # stream has no file length, so it rests for 150 readings (NAB's cap, 750 / 5).
 CAD_OSE_REST = 150

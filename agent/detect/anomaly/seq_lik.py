@@ -51,6 +51,7 @@ class SeqLikConfig:
     spatial_tol: float = 0.05  # share of the seen span a new extreme may exceed freely
     alarm: float = 0.5  # a reported score >= this starts a rest
     max_contexts: int = 4096  # memory bound (order 1: at most ``bins`` contexts)
+    learn_margin: float = 0.25  # a learnt range grows past a new extreme by this x its span
 
 
 class TransitionMemory:
@@ -159,13 +160,19 @@ class SeqLik:
         return min(max(b, 0), self.cfg.bins - 1)  # outside the range: edge bin
 
     def _widen(self, value: float) -> None:
-        """Grow the learnt range to ``value``; what was learnt moves with its
-        values (each old bin to the new bin of its centre)."""
+        """Grow the learnt range to ``value`` (and a margin beyond); what was
+        learnt moves with its values (each old bin to the new bin of its
+        centre)."""
         old_lo, old_hi = self.lo, self.hi
         if math.isnan(old_lo):
             self.lo = self.hi = value
             return
-        self.lo, self.hi = min(old_lo, value), max(old_hi, value)
+        lo, hi = min(old_lo, value), max(old_hi, value)
+        # Widen past the new extreme by a margin: fewer moves of every bin
+        # while the range is still being learnt (measured: docs/anomaly.md).
+        margin = self.cfg.learn_margin * (hi - lo)
+        self.lo = lo - margin if value < old_lo else lo
+        self.hi = hi + margin if value > old_hi else hi
         width = (old_hi - old_lo) / self.cfg.bins
         if width > 0.0:
             self.memory.remap([self.bin(old_lo + (i + 0.5) * width)
@@ -176,6 +183,8 @@ class SeqLik:
             self._widen(value)
         raw = self.memory.step(self.bin(value))
         out = self.likelihood.update(value, raw)
+        if self.likelihood.n <= self.likelihood.probation:
+            out = 0.0  # still learning: no judgement (NAB does not score these rows)
         # Spatial anomaly: outside the span seen so far, beyond a margin.
         lo, hi = self.seen_lo, self.seen_hi
         if hi > lo:

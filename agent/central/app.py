@@ -98,7 +98,6 @@ LEGACY_READ_S = 30.0  # ...and how long its body may take to arrive before a 408
 _FLEET_SLOT = "\x00fleet-key:"  # slot names of body-signed fleet-key batches (no gateway id)
 _THREAD_OVER_BYTES = 16 * 1024  # parse bigger bodies off the event loop
 _SHA256_HEX = frozenset("0123456789abcdef")
-_THREAD_OVER_RECORDS = 50  # check the records of bigger batches off the event loop
 # The answer's JSON, made once (json.dumps with options makes an encoder per call);
 # ASCII, so any record id a gateway sent comes back escaped, never unencodable.
 _RESPONSE_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
@@ -211,12 +210,11 @@ async def _handle_batch(request: web.Request, state: _State) -> web.StreamRespon
         try:
             try:
                 raw = await _read_signed(request, state)
-                data = await _parse(raw)
-                del raw
             except BodyRefused as err:
                 raise Refused.from_body(err) from err
-            return await _store_batch(request, state, key, gateway, data,
-                                      request.content_length or 0)
+            stored = _store_batch(request, state, key, gateway, raw, request.content_length or 0)
+            del raw  # held by _store_batch alone, which lets go of it once decoded
+            return await stored
         finally:
             state.slots.release(gateway)
     if state.config.accept_body_signature:
@@ -230,30 +228,23 @@ async def _store_batch(
     state: _State,
     key: GatewayKey,
     gateway: str | None,
-    data: Any,
+    raw: bytearray,
     body_bytes: int,
 ) -> web.StreamResponse:
     config = state.config
-    batch, raw_records = _envelope(data)
-    if gateway is not None and batch.device_id != gateway:
-        raise Refused(403, "wrong_gateway",
-                      f"the body's device_id is not {HEADER_GATEWAY} {gateway!r}")
-    if not state.keyring.may_write(key, batch.device_id):
-        raise Refused(403, "wrong_gateway",
-                      f"key {key.key_id} may not write as gateway {batch.device_id}")
     header_batch_id = request.headers.get(HEADER_BATCH_ID)
-    if header_batch_id is not None and header_batch_id != batch.batch_id:
-        raise Refused(400, "batch_id_mismatch", f"{HEADER_BATCH_ID} differs from the body")
-    if len(raw_records) > config.max_records:
-        raise Refused(413, "too_many_records", f"at most {config.max_records} records a batch")
-    digest = await _content_digest(batch, raw_records)
-
-    if len(raw_records) > _THREAD_OVER_RECORDS:
-        # Off the event loop, with the digest's: other requests (health, the next
-        # batch's header and body) go on meanwhile.
-        checked = await asyncio.to_thread(_check_records, raw_records)
+    if len(raw) > _THREAD_OVER_BYTES:
+        # Decoding, the envelope, the content digest and every record's check in one
+        # go on a worker thread: the event loop goes on with other requests (health,
+        # other gateways' headers and bodies, their database round trips) meanwhile.
+        decoded = asyncio.to_thread(_decode, raw, state, key, gateway, header_batch_id)
+        del raw
+        batch, raw_records, digest, checked = await decoded
+        del decoded
     else:
-        checked = _check_records(raw_records)
+        batch, raw_records, digest, checked = _decode(raw, state, key, gateway,
+                                                      header_batch_id)
+        del raw
     valid = [c for c in checked if isinstance(c, ValidRecord)]
     meta = BatchMeta(
         device_id=batch.device_id,
@@ -414,9 +405,9 @@ async def _handle_body_signed(request: web.Request, state: _State) -> web.Stream
             raw = inflater.finish()
         finally:
             state.legacy.release()
-        data = await _parse(raw)
-        del raw
-        return await _store_batch(request, state, key, None, data, size)
+        stored = _store_batch(request, state, key, None, raw, size)
+        del raw  # held by _store_batch alone, which lets go of it once decoded
+        return await stored
     except BodyRefused as err:
         raise Refused.from_body(err) from err
     finally:
@@ -434,10 +425,32 @@ def _feed_in_chunks(inflater: Inflater, body: bytearray) -> None:
         view.release()
 
 
-async def _parse(raw: bytearray) -> Any:
-    if len(raw) > _THREAD_OVER_BYTES:
-        return await asyncio.to_thread(_loads, raw)
-    return _loads(raw)
+def _decode(
+    raw: bytearray, state: _State, key: GatewayKey, gateway: str | None,
+    header_batch_id: str | None,
+) -> tuple[Batch, list[Any], str, list[ValidRecord | InvalidRecord]]:
+    """The batch, its raw records, its content digest and each record checked.
+
+    The refusals come in the order of the module docstring: JSON, envelope, gateway,
+    batch id, size; only then the digest and the records.
+    """
+    try:
+        data = _loads(raw)
+    except BodyRefused as err:
+        raise Refused.from_body(err) from err
+    batch, raw_records = _envelope(data)
+    if gateway is not None and batch.device_id != gateway:
+        raise Refused(403, "wrong_gateway",
+                      f"the body's device_id is not {HEADER_GATEWAY} {gateway!r}")
+    if not state.keyring.may_write(key, batch.device_id):
+        raise Refused(403, "wrong_gateway",
+                      f"key {key.key_id} may not write as gateway {batch.device_id}")
+    if header_batch_id is not None and header_batch_id != batch.batch_id:
+        raise Refused(400, "batch_id_mismatch", f"{HEADER_BATCH_ID} differs from the body")
+    if len(raw_records) > state.config.max_records:
+        raise Refused(413, "too_many_records",
+                      f"at most {state.config.max_records} records a batch")
+    return batch, raw_records, _content_digest(batch, raw_records), _check_records(raw_records)
 
 
 def _loads(raw: bytearray) -> Any:
@@ -447,16 +460,11 @@ def _loads(raw: bytearray) -> Any:
         raise BodyRefused(400, "bad_json", str(err)[:200]) from err
 
 
-async def _content_digest(batch: Batch, raw_records: list[Any]) -> str:
+def _content_digest(batch: Batch, raw_records: list[Any]) -> str:
     """SHA-256 of what a resend must repeat: epoch, seq and the records, canonical JSON."""
-    def digest() -> str:
-        text = json.dumps([batch.epoch, batch.seq, raw_records], sort_keys=True,
-                          separators=(",", ":"), allow_nan=True)
-        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-    if len(raw_records) > 50:
-        return await asyncio.to_thread(digest)
-    return digest()
+    text = json.dumps([batch.epoch, batch.seq, raw_records], sort_keys=True,
+                      separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _envelope(data: Any) -> tuple[Batch, list[Any]]:

@@ -941,21 +941,23 @@ def _insert_reading_sql() -> sql.Composed:
     )
 
 
-# The readings staging table: the reading columns of the batch (device_id and
-# batch_id are the batch's, given once) and each row's position in the batch.
-# Temporary (per session, so receivers and connections never share one) and
-# emptied at every commit or rollback of the batch's transaction.
-_STAGE_COLUMNS = KINDS[RecordKind.READING].columns
+# The readings staging table: each row's position in the batch, the plain
+# reading columns, and the JSON ones as one array (one encoding per row, not
+# five); device_id and batch_id are the batch's, given once. Temporary (per
+# session, so receivers and connections never share one) and emptied at every
+# commit or rollback of the batch's transaction.
+_READING_COLUMNS = KINDS[RecordKind.READING].columns
+_STAGE_JSON = tuple(c for c in _READING_COLUMNS if c in KINDS[RecordKind.READING].json_columns)
+_STAGE_PLAIN = tuple(c for c in _READING_COLUMNS if c not in _STAGE_JSON)
 _STAGE_DDL = sql.SQL(
-    "CREATE TEMPORARY TABLE IF NOT EXISTS dairy_reading_stage (pos integer NOT NULL, {})"
-    " ON COMMIT DELETE ROWS"
+    "CREATE TEMPORARY TABLE IF NOT EXISTS dairy_reading_stage"
+    " (pos integer NOT NULL, {}, docs jsonb NOT NULL) ON COMMIT DELETE ROWS"
 ).format(sql.SQL(", ").join(
-    sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_READING_TYPES[c])) for c in _STAGE_COLUMNS
+    sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_READING_TYPES[c])) for c in _STAGE_PLAIN
 ))
-_STAGE_COPY = sql.SQL("COPY dairy_reading_stage (pos, {}) FROM STDIN").format(
-    sql.SQL(", ").join(sql.Identifier(c) for c in _STAGE_COLUMNS)
+_STAGE_COPY = sql.SQL("COPY dairy_reading_stage (pos, {}, docs) FROM STDIN").format(
+    sql.SQL(", ").join(sql.Identifier(c) for c in _STAGE_PLAIN)
 )
-_STAGE_JSON = frozenset(KINDS[RecordKind.READING].json_columns)
 # Claims in record-id order (two transactions claiming overlapping ids take their
 # locks in the same order); a record id twice in one batch: the first one counts,
 # as with one INSERT per row. A data-modifying WITH runs whether or not its
@@ -972,19 +974,19 @@ _STAGE_INSERT = sql.SQL(
     " ORDER BY s.pos RETURNING 1)"
     " SELECT pos FROM firsts"
 ).format(
-    columns=sql.SQL(", ").join(sql.Identifier(c) for c in _STAGE_COLUMNS),
-    values=sql.SQL(", ").join(sql.Identifier("s", c) for c in _STAGE_COLUMNS),
+    columns=sql.SQL(", ").join(sql.Identifier(c) for c in (*_STAGE_PLAIN, *_STAGE_JSON)),
+    values=sql.SQL(", ").join([
+        *(sql.Identifier("s", c) for c in _STAGE_PLAIN),
+        *(sql.SQL("s.docs -> {}").format(sql.Literal(i)) for i in range(len(_STAGE_JSON))),
+    ]),
 )
 
 
 def _stage_row(pos: int, row: dict[str, Any]) -> list[Any]:
-    """One COPY row: the position, then the reading's columns (JSON ones as text)."""
+    """One COPY row: the position, the plain columns, then the JSON ones in one array."""
     out: list[Any] = [pos]
-    for column in _STAGE_COLUMNS:
-        value = row[column]
-        if column in _STAGE_JSON:
-            value = _dumps(value) if value else "{}"
-        out.append(value)
+    out.extend(row[c] for c in _STAGE_PLAIN)
+    out.append(_dumps([row[c] for c in _STAGE_JSON]))
     return out
 
 

@@ -415,10 +415,6 @@ def validate_with_model(index: int, record_id: str, data: dict[str, Any]) -> Val
 _READING_KEYS = frozenset(ReadingIn.model_fields)
 
 
-def _text(value: Any, low: int, high: int) -> bool:
-    return type(value) is str and low <= len(value) <= high and _clean(value)
-
-
 def _clean(value: Any) -> bool:
     """A str PostgreSQL and SQLite take (no NUL, no lone surrogate)."""
     return (type(value) is str and "\x00" not in value
@@ -437,6 +433,14 @@ def _finite(value: Any) -> float | None:
 def _numbers(value: Any) -> dict[str, float] | None:
     if type(value) is not dict:
         return None
+    # The usual case, taken as it is: every value a finite float, every key ASCII.
+    if all(type(item) is float and math.isfinite(item) for item in value.values()):
+        try:
+            keys = "".join(value)
+        except TypeError:
+            return None  # a key that is not a str (never from JSON)
+        if keys.isascii() and "\x00" not in keys:
+            return value
     out: dict[str, float] = {}
     for key, item in value.items():
         number = _finite(item)
@@ -471,10 +475,12 @@ def _plain_reading(data: dict[str, Any]) -> dict[str, Any] | None:
         or wall_ts is None or values is None or raw is None
         or type(mono_ns) is not int or not INT64_MIN <= mono_ns <= INT64_MAX
         or type(clock_synced) is not bool
-        or not _text(boot_id, 0, 128) or not _text(sensor_id, 1, 128)
-        or not _text(firmware, 1, 128) or not _text(topic, 0, 1024)
-        or (animal_id is not None and not _text(animal_id, 0, 128))
-        or (msg_id is not None and not _text(msg_id, 0, 256))
+        or type(boot_id) is not str or len(boot_id) > 128
+        or type(sensor_id) is not str or not 0 < len(sensor_id) <= 128
+        or type(firmware) is not str or not 0 < len(firmware) <= 128
+        or type(topic) is not str or len(topic) > 1024
+        or (animal_id is not None and (type(animal_id) is not str or len(animal_id) > 128))
+        or (msg_id is not None and (type(msg_id) is not str or len(msg_id) > 256))
         or type(units) is not dict or type(attributes) is not dict
     ):
         return None
@@ -482,9 +488,14 @@ def _plain_reading(data: dict[str, Any]) -> dict[str, Any] | None:
         source_ts = _finite(source_ts)
         if source_ts is None:
             return None
-    for key, unit in units.items():
-        if not _clean(key) or not _clean(unit):
-            return None
+    try:
+        # Every text at once: a NUL or a lone surrogate in any is one in the whole.
+        text = "".join((boot_id, sensor_id, firmware, topic, animal_id or "", msg_id or "",
+                        *units, *units.values()))
+    except TypeError:
+        return None  # a unit that is not a str
+    if not _clean(text):
+        return None
     if attributes and json_problem(attributes, 1) is not None:
         return None
     return {

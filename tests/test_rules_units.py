@@ -377,3 +377,53 @@ def test_a_temperature_only_tank_learns_its_milking_times() -> None:
     late = _milking_day(eng, 6, stall_at_h=11.0)
     stall = [a for a in late if a.rule == "cooling" and a.state == "raised"]
     assert stall and "does not cool" in stall[0].message
+
+
+def _wash_then_first_milk(eng, t0: float, cooling_starts_min: float | None) -> list:
+    """A temperature-only tank (no level, no agitator) washed, rinsed towards
+    the air, then a robot's trickle of warm milk. A working cooler starts once
+    the milk covers its evaporator (``cooling_starts_min`` after the first milk,
+    then -0.4 °C/min down to 3.5 °C); None: the compressor never starts."""
+    out = []
+
+    def send(t: float, temp: float, wash: float = 0.0) -> None:
+        out.extend(eng.on_reading(reading("tank-r", "bulk-tank", t,
+                                          {"milk_temp_c": round(temp, 2), "wash": wash})))
+
+    for minute in range(40):  # the hot wash
+        send(t0 + minute * 60, 58.0, 1.0)
+    t = t0 + 40 * 60
+    for minute in range(10):  # rinsed towards the air
+        send(t + minute * 60, 22.0)
+    t += 10 * 60
+    for minute in range(240):
+        temp = 33.0
+        if cooling_starts_min is not None and minute >= cooling_starts_min:
+            temp = max(3.5, 33.0 - 0.4 * (minute - cooling_starts_min))
+        send(t + minute * 60, temp)
+    return [a for a in out if a.rule == "cooling" and a.state == "raised"]
+
+
+def test_a_temperature_only_first_milking_may_take_the_tank_its_own_time_to_cool() -> None:
+    # A slow start (25 min, a robot's trickle) is no failure, even the first time.
+    eng, _ = engine()
+    assert _wash_then_first_milk(eng, 0.0, cooling_starts_min=25) == []
+    # A tank whose first milkings cool 2 °C within 15 min (10 min to start,
+    # 5 min to drop 2 °C), five times: a dead compressor is raised after 2 x that
+    # (plus the alert's own few minutes of confirmation), before the unlearnt 45 min.
+    eng, _ = engine()
+    day = 86400.0
+    for k in range(5):
+        assert _wash_then_first_milk(eng, k * day, cooling_starts_min=10) == [], k
+    raised = _wash_then_first_milk(eng, 5 * day, cooling_starts_min=None)
+    assert raised and "first milking" in raised[0].message
+    delay = raised[0].stamp.mono_ns / 1e9 - (5 * day + 50 * 60)
+    assert 15 * 60 < delay <= 2 * 15 * 60 + 300 < 45 * 60
+
+
+def test_a_new_temperature_only_tank_whose_first_milking_never_cools_is_raised() -> None:
+    eng, _ = engine()
+    raised = _wash_then_first_milk(eng, 0.0, cooling_starts_min=None)
+    assert raised, "a first milking that never cools must raise"
+    delay = raised[0].stamp.mono_ns / 1e9 - 50 * 60
+    assert 30 * 60 <= delay <= 50 * 60

@@ -61,6 +61,18 @@ ROUTINE_TOL_S = 2700.0
 ROUTINE_DAYS = 3
 ROUTINE_MEMORY_DAYS = 7
 DAY_S = 86400.0
+# A first milking into an empty tank: the cooler starts once enough milk covers
+# its evaporator, minutes at a parlour but up to half an hour on a robot's
+# trickle (and a robot that held milk back during the wash fills fast: the same
+# tank varies day to day). A tank with a level starts the episode at
+# empty_level_l, when there is milk to cool; a temperature-only tank starts it
+# at the first warm milk, so "not cooling" waits FIRST_GRACE_UNLEARNT_S, or,
+# once FIRST_MEMORY first milkings have cooled in time, FIRST_GRACE_FACTOR x
+# the slowest of them when that is shorter (never below hot_grace_s). A first
+# milking that was alerted teaches nothing.
+FIRST_GRACE_UNLEARNT_S = 2700.0
+FIRST_GRACE_FACTOR = 2.0
+FIRST_MEMORY = 5
 
 
 @dataclass(slots=True)
@@ -87,6 +99,18 @@ class _Tank:
     # Sensor times at which agitator runs that lasted the stall span began: the
     # barn's milking routine, learnt (temperature-only tanks).
     long_runs: list[float] = field(default_factory=list)
+    # How long this tank's first milkings took to cool first_drop_c below their
+    # peak (not alerted ones only), and whether this episode has done so yet.
+    first_delays: list[float] = field(default_factory=list)
+    first_cooled: bool = False
+
+    def first_grace(self, floor: float) -> float:
+        if self.has_level:  # the episode began at empty_level_l: enough milk to cool
+            return floor
+        grace = FIRST_GRACE_UNLEARNT_S
+        if len(self.first_delays) >= FIRST_MEMORY:
+            grace = min(grace, FIRST_GRACE_FACTOR * max(self.first_delays))
+        return max(floor, grace)
 
     def routine(self, since: float) -> bool:
         """Did long agitator runs begin near this time of day on enough recent days?"""
@@ -123,6 +147,8 @@ class _Tank:
             "stall_c": self.stall_c,
             "cooler_on": self.cooler_on,
             "long_runs": self.long_runs,
+            "first_delays": self.first_delays,
+            "first_cooled": self.first_cooled,
         }
 
     @classmethod
@@ -231,7 +257,13 @@ class CoolingRule:
             elif tank.blend:
                 failing += self._uncooled_blend(tank, t, temp, rise)
             drop = tank.peak_c - temp
-            if not tank.blend and not in_grace and temp > p.target_c and drop < cfg.first_drop_c:
+            first_grace = tank.first_grace(cfg.hot_grace_s)
+            if not tank.blend and not tank.first_cooled and drop >= cfg.first_drop_c:
+                tank.first_cooled = True
+                if t - tank.start <= first_grace:
+                    tank.first_delays = (tank.first_delays + [t - tank.start])[-FIRST_MEMORY:]
+            if (not tank.blend and t - tank.start >= first_grace and temp > p.target_c
+                    and drop < cfg.first_drop_c):
                 failing.append(Signal(
                     "milk temperature", temp, baseline=tank.peak_c, unit=" °C",
                     note=f"first milking cooled only {drop:.1f} °C from its peak in "
@@ -372,6 +404,7 @@ class CoolingRule:
 
     def _start(self, tank: _Tank, t: float, blend: bool) -> None:
         tank.phase, tank.start, tank.blend = "episode", t, blend
+        tank.first_cooled = False
         tank.drift_level = None
         tank.peak_t, tank.peak_c = t, -99.0
         tank.rpeak_t, tank.rpeak_c = t, -99.0

@@ -20,7 +20,9 @@ from agent.runtime.logging_setup import setup_logging
 log = logging.getLogger("dairy-edge")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(optional: bool = True) -> argparse.ArgumentParser:
+    """The command line; without ``optional``, only the core commands (``run`` and
+    the others defined here, not the tools in ``_add_optional_commands``)."""
     parser = argparse.ArgumentParser(
         prog="dairy-edge",
         description="Edge agent for dairy barns: MQTT sensors in, a durable buffer, "
@@ -118,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     sch = cfg_sub.add_parser("schema", help="print the JSON Schema of the config")
     sch.set_defaults(func=cmd_config_schema)
 
-    _add_optional_commands(sub)
+    if optional:
+        _add_optional_commands(sub)
     return parser
 
 
@@ -250,7 +253,10 @@ def _run_until_signal(main) -> int:  # type: ignore[no-untyped-def]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The tools' parsers import their modules, and the vision tools import OpenCV:
+    # about 34 MiB that `run`, the long-lived service, would then hold for good.
+    parser = build_parser(optional=argv[:1] != ["run"])
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -106,6 +106,47 @@ async def _latencies(http: aiohttp.ClientSession, handle: CentralHandle,
     return out
 
 
+async def test_a_batch_out_of_order_leaves_its_newest_reading_and_streams_them_all(
+    sqlite_store: CentralStore,
+    http: aiohttp.ClientSession,
+    redis_client: aioredis.Redis,
+    prefix: str,
+) -> None:
+    """One script call per batch: the hash holds the newest reading by wall_ts (not the
+    last sent), the stream every reading oldest first, text kept as sent."""
+    cache = Cache(REDIS_URL, prefix=prefix, timeout_s=1.0)
+    handle = await start(sqlite_store, cache)
+    device = unique_device()
+    try:
+        order = [3, 7, 1, 5, 2]
+        records = [reading(n, animal="cow-\u00e9") for n in order]
+        records.append(reading(8, sensor="collar-2", animal=None))
+        status, data, _ = await post(http, handle, *signed(batch_doc(device, 1, records)))
+        assert status == 200 and statuses(data) == ["accepted"] * 6
+        await cache.drain()
+        sensor = await redis_client.hgetall(f"{prefix}:sensor:{device}:collar-1")
+        assert sensor["record_id"] == "r000007" and sensor["wall_ts"] == repr(1_750_000_007.0)
+        assert sensor["animal_id"] == "cow-\u00e9" and sensor["units"] == (
+            '{"temp_c":"degC","activity":"steps"}')
+        other = await redis_client.hgetall(f"{prefix}:sensor:{device}:collar-2")
+        assert other["record_id"] == "r000008" and other["animal_id"] == ""
+        entries = await redis_client.xrange(f"{prefix}:readings")
+        assert [e[1]["record_id"] for e in entries] == [
+            "r000001", "r000002", "r000003", "r000005", "r000007", "r000008"]
+        assert entries[0][1]["animal_id"] == "cow-\u00e9"
+        assert entries[0][1]["values"] == '{"temp_c":38.51,"activity":1.0}'
+        # A later batch with an older reading of the same sensor changes no hash.
+        status, _, _ = await post(http, handle, *signed(batch_doc(device, 2, [reading(4)])))
+        assert status == 200
+        await cache.drain()
+        assert await redis_client.hget(f"{prefix}:sensor:{device}:collar-1",
+                                       "record_id") == "r000007"
+        assert await redis_client.xlen(f"{prefix}:readings") == 7
+    finally:
+        await handle.stop()
+        await cache.close()
+
+
 @pytest.mark.parametrize("failure", ["closed-port", "hanging"])
 async def test_redis_down_or_hanging_never_slows_ingest(
     sqlite_store: CentralStore,

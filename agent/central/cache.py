@@ -61,6 +61,30 @@ if current and tonumber(current) > tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 return 1
 """
+# A batch's readings in one script call: every reading onto the stream, and the
+# newest of each sensor and animal into its hash (newer wins, as above). KEYS[1]
+# is the stream, KEYS[2..] the hashes; ARGV[1] MAXLEN; ARGV[2] a JSON list of
+# stream entries (device, sensor, record, animal, wall_ts, values); ARGV[3] a JSON list,
+# one per hash: [time field, time, field, value, ...]. As JSON, the arguments are
+# encoded in C: one command per reading, packed by redis-py, cost the receiver
+# more CPU than storing the reading in PostgreSQL.
+_READINGS = """
+for _, e in ipairs(cjson.decode(ARGV[2])) do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+             'device_id', e[1], 'sensor_id', e[2], 'record_id', e[3],
+             'animal_id', e[4], 'wall_ts', e[5], 'values', e[6])
+end
+for i, h in ipairs(cjson.decode(ARGV[3])) do
+  local current = redis.call('HGET', KEYS[i + 1], h[1])
+  if not (current and tonumber(current) > tonumber(h[2])) then
+    redis.call('HSET', KEYS[i + 1], unpack(h, 3))
+  end
+end
+return 1
+"""
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+# UTF-8 as it is (lone surrogates never pass validation): Lua's cjson keeps the bytes.
+_compact_utf8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 # Identifications that name a cow: a review visit claims no number, so no cow.
 # Only a confirmed identification moves a cow: a flagged visit (not in the register,
 # or contradicted by RFID) is a question for staff, not her location.
@@ -99,6 +123,9 @@ class Cache:
         self._open_until = 0.0  # monotonic instant until which Redis is skipped
         self._down = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # Sent by digest (EVALSHA); the pipeline loads them when Redis lacks them.
+        self._newer_wins = self._redis.register_script(_NEWER_WINS)
+        self._readings = self._redis.register_script(_READINGS)
 
     @property
     def state(self) -> str:
@@ -166,8 +193,8 @@ class Cache:
         try:
             async with asyncio.timeout(self._timeout):
                 pipe = self._redis.pipeline(transaction=False)
-                for record in sorted(readings, key=lambda r: r.row["wall_ts"]):
-                    self._queue(pipe, device_id, record.row)
+                self._queue_readings(pipe, device_id,
+                                     sorted(readings, key=lambda r: r.row["wall_ts"]))
                 for record in sorted(sightings, key=lambda r: r.row["ended_wall_ts"]):
                     self._queue_sighting(pipe, device_id, record.row)
                 for record in sorted(scores, key=lambda r: r.row["wall_ts"]):
@@ -180,31 +207,48 @@ class Cache:
         else:
             self._recovered()
 
-    def _queue(self, pipe: Any, device_id: str, row: dict[str, Any]) -> None:
-        fields = {
-            "device_id": device_id,
-            "sensor_id": row["sensor_id"],
-            "record_id": row["record_id"],
-            "firmware": row["firmware"],
-            "animal_id": row.get("animal_id") or "",
-            "wall_ts": repr(float(row["wall_ts"])),
-            "clock_synced": "1" if row["clock_synced"] else "0",
-            "values": json.dumps(row["values"], separators=(",", ":")),
-            "units": json.dumps(row["units"], separators=(",", ":")),
-            "cached_at": repr(time.time()),
-        }
-        flat = [item for pair in fields.items() for item in pair]
-        keys = []
-        if KEY_ID.fullmatch(row["sensor_id"]):
-            keys.append(self.sensor_key(device_id, row["sensor_id"]))
-        animal = row.get("animal_id")
-        if animal and KEY_ID.fullmatch(animal):
-            keys.append(self.animal_key(device_id, animal))
-        for key in keys:
-            pipe.eval(_NEWER_WINS, 1, key, "wall_ts", fields["wall_ts"], *flat)
-        stream_fields = {k: fields[k] for k in ("device_id", "sensor_id", "record_id",
-                                                 "animal_id", "wall_ts", "values")}
-        pipe.xadd(self.stream_key, stream_fields, maxlen=self._maxlen, approximate=True)
+    def _queue_readings(self, pipe: Any, device_id: str,
+                        readings: Sequence[ValidRecord]) -> None:
+        """Readings, oldest first: each onto the stream, and the newest of each sensor
+        and animal into its hash, in one script call (_READINGS).
+
+        Only the batch's newest reading per key goes to its hash: applying them all
+        in order under "newer wins" leaves the same hash (the last of them, or none
+        when Redis holds a newer one).
+        """
+        if not readings:
+            return
+        latest: dict[str, dict[str, Any]] = {}
+        stream: list[tuple[str, ...]] = []
+        for record in readings:
+            row = record.row
+            if KEY_ID.fullmatch(row["sensor_id"]):
+                latest[self.sensor_key(device_id, row["sensor_id"])] = row
+            animal = row.get("animal_id")
+            if animal and KEY_ID.fullmatch(animal):
+                latest[self.animal_key(device_id, animal)] = row
+            stream.append((device_id, row["sensor_id"], row["record_id"], animal or "",
+                           repr(float(row["wall_ts"])), _compact(row["values"])))
+        cached_at = repr(time.time())
+        hashes: list[list[str]] = []
+        for row in latest.values():
+            wall_ts = repr(float(row["wall_ts"]))
+            hashes.append([
+                "wall_ts", wall_ts,
+                "device_id", device_id,
+                "sensor_id", row["sensor_id"],
+                "record_id", row["record_id"],
+                "firmware", row["firmware"],
+                "animal_id", row.get("animal_id") or "",
+                "wall_ts", wall_ts,
+                "clock_synced", "1" if row["clock_synced"] else "0",
+                "values", _compact(row["values"]),
+                "units", _compact(row["units"]),
+                "cached_at", cached_at,
+            ])
+        pipe.scripts.add(self._readings)
+        pipe.evalsha(self._readings.sha, 1 + len(latest), self.stream_key, *latest,
+                     self._maxlen, _compact_utf8(stream), _compact_utf8(hashes))
 
     def _queue_sighting(self, pipe: Any, device_id: str, row: dict[str, Any]) -> None:
         """Where and when the cow of an identification was last seen (animal hash)."""
@@ -222,7 +266,7 @@ class Cache:
         }
         flat = [item for pair in fields.items() for item in pair]
         key = self.animal_key(device_id, row["animal_id"])
-        pipe.eval(_NEWER_WINS, 1, key, "last_seen_ts", fields["last_seen_ts"], *flat)
+        _queue_script(pipe, self._newer_wins, key, "last_seen_ts", fields["last_seen_ts"], *flat)
 
     def _queue_score(self, pipe: Any, device_id: str, row: dict[str, Any]) -> None:
         """The cow's latest body condition score (animal hash, ``bcs*`` fields)."""
@@ -239,7 +283,7 @@ class Cache:
         }
         flat = [item for pair in fields.items() for item in pair]
         key = self.animal_key(device_id, row["animal_id"])
-        pipe.eval(_NEWER_WINS, 1, key, "bcs_ts", fields["bcs_ts"], *flat)
+        _queue_script(pipe, self._newer_wins, key, "bcs_ts", fields["bcs_ts"], *flat)
 
     def _trip(self, err: BaseException) -> None:
         self._open_until = self._clock() + self._breaker_s
@@ -255,6 +299,13 @@ class Cache:
         if self._down:
             self._down = False
             log.info("Redis cache is back")
+
+
+def _queue_script(pipe: Any, script: Any, key: str, *args: Any) -> None:
+    """EVALSHA ``script`` on one key, queued in ``pipe``; the pipeline loads the
+    script first when Redis does not have it (a restart, another database)."""
+    pipe.scripts.add(script)
+    pipe.evalsha(script.sha, 1, key, *args)
 
 
 def _is_sighting(record: ValidRecord) -> bool:

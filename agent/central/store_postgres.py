@@ -542,31 +542,34 @@ class PostgresStore:
         async with self._pool.connection() as conn, conn.transaction():
             # The rows to lock (a sequence needs its gateway); made here only if missing,
             # and removed again below if this batch is refused.
-            cur = await conn.execute(
-                "INSERT INTO gateways (device_id) VALUES (%s) ON CONFLICT DO NOTHING RETURNING 1",
-                (meta.device_id,),
-            )
-            new_gateway = await cur.fetchone() is not None
-            cur = await conn.execute(
-                "INSERT INTO sequences (device_id, epoch) VALUES (%s, %s) ON CONFLICT DO NOTHING"
-                " RETURNING 1",
-                (meta.device_id, meta.epoch),
-            )
-            new_sequence = await cur.fetchone() is not None
-            # The lock that serialises batches of one (device, epoch): see store.py.
-            cur = await conn.execute(
-                "SELECT highest_seq FROM sequences WHERE device_id = %s AND epoch = %s"
-                " FOR UPDATE",
-                (meta.device_id, meta.epoch),
-            )
-            row = await cur.fetchone()
+            # Four statements, one round trip (pipeline mode); run in this order.
+            async with conn.pipeline():
+                gateway_cur = await conn.execute(
+                    "INSERT INTO gateways (device_id) VALUES (%s) ON CONFLICT DO NOTHING"
+                    " RETURNING 1",
+                    (meta.device_id,),
+                )
+                sequence_cur = await conn.execute(
+                    "INSERT INTO sequences (device_id, epoch) VALUES (%s, %s)"
+                    " ON CONFLICT DO NOTHING RETURNING 1",
+                    (meta.device_id, meta.epoch),
+                )
+                # The lock that serialises batches of one (device, epoch): see store.py.
+                lock_cur = await conn.execute(
+                    "SELECT highest_seq FROM sequences WHERE device_id = %s AND epoch = %s"
+                    " FOR UPDATE",
+                    (meta.device_id, meta.epoch),
+                )
+                seen_cur = await conn.execute(
+                    "SELECT content_sha256 FROM batches WHERE device_id = %s AND batch_id = %s"
+                    " AND outcome = ANY(%s) ORDER BY id LIMIT 1",
+                    (meta.device_id, meta.batch_id, list(STORED_OUTCOMES)),
+                )
+            new_gateway = await gateway_cur.fetchone() is not None
+            new_sequence = await sequence_cur.fetchone() is not None
+            row = await lock_cur.fetchone()
             highest = int(row[0]) if row else 0
-            cur = await conn.execute(
-                "SELECT content_sha256 FROM batches WHERE device_id = %s AND batch_id = %s"
-                " AND outcome = ANY(%s) ORDER BY id LIMIT 1",
-                (meta.device_id, meta.batch_id, list(STORED_OUTCOMES)),
-            )
-            seen = await cur.fetchone()
+            seen = await seen_cur.fetchone()
             same = True
             if seen is not None:
                 known = same_content(seen[0], meta.content_sha256)
@@ -594,25 +597,26 @@ class PostgresStore:
                 if new_gateway:
                     await conn.execute("DELETE FROM gateways WHERE device_id = %s",
                                        (meta.device_id,))
-            if outcome is SeqOutcome.NEW:
-                highest = meta.seq
-                await conn.execute(
-                    "UPDATE sequences SET highest_seq = %s, updated_at = now()"
-                    " WHERE device_id = %s AND epoch = %s",
-                    (highest, meta.device_id, meta.epoch),
-                )
             counts = _count(statuses)
-            await conn.execute(
-                "INSERT INTO batches (device_id, epoch, seq, batch_id, key_id, outcome,"
-                " record_count, accepted, duplicate, rejected, sent_wall_ts, clock_synced,"
-                " body_bytes, content_sha256)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (meta.device_id, meta.epoch, meta.seq, meta.batch_id, meta.key_id,
-                 str(outcome), meta.record_count, counts[RecordStatus.ACCEPTED],
-                 counts[RecordStatus.DUPLICATE], counts[RecordStatus.REJECTED] + rejected,
-                 meta.sent_wall_ts, meta.clock_synced, meta.body_bytes,
-                 meta.content_sha256 or None),
-            )
+            async with conn.pipeline():  # the last two statements, one round trip
+                if outcome is SeqOutcome.NEW:
+                    highest = meta.seq
+                    await conn.execute(
+                        "UPDATE sequences SET highest_seq = %s, updated_at = now()"
+                        " WHERE device_id = %s AND epoch = %s",
+                        (highest, meta.device_id, meta.epoch),
+                    )
+                await conn.execute(
+                    "INSERT INTO batches (device_id, epoch, seq, batch_id, key_id, outcome,"
+                    " record_count, accepted, duplicate, rejected, sent_wall_ts, clock_synced,"
+                    " body_bytes, content_sha256)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (meta.device_id, meta.epoch, meta.seq, meta.batch_id, meta.key_id,
+                     str(outcome), meta.record_count, counts[RecordStatus.ACCEPTED],
+                     counts[RecordStatus.DUPLICATE], counts[RecordStatus.REJECTED] + rejected,
+                     meta.sent_wall_ts, meta.clock_synced, meta.body_bytes,
+                     meta.content_sha256 or None),
+                )
         return IngestResult(outcome, highest, statuses)
 
     async def _all_stored(

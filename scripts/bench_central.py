@@ -110,7 +110,7 @@ def _cpu_s(pid: int) -> float:
 
 
 async def scale(receivers: int, gateways: int, batches: int, records: int,
-                copy: bool = False) -> dict[str, Any]:
+                copy: bool = False, redis: str = "") -> dict[str, Any]:
     """R receiver processes on one fresh PostgreSQL database; G gateways posting at once.
 
     With ``copy``, also the COPY limit of the rows stored (see copy_limit).
@@ -134,8 +134,9 @@ async def scale(receivers: int, gateways: int, batches: int, records: int,
         for r in range(receivers):
             port = _free_port()
             cfg = work / f"central-{r}.yaml"
+            cache = f"  redis_url: {redis}\n  redis_prefix: bench-{name}\n" if redis else ""
             cfg.write_text(f"central:\n  host: 127.0.0.1\n  port: {port}\n"
-                           f"  database_url: {url}\nlogging:\n  level: WARNING\n")
+                           f"  database_url: {url}\n{cache}logging:\n  level: WARNING\n")
             procs.append(await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "agent.cli.main", "central", "--config", str(cfg),
                 env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL))
@@ -176,12 +177,26 @@ async def scale(receivers: int, gateways: int, batches: int, records: int,
             await p.wait()
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if redis:
+            await _drop_redis_keys(redis, f"bench-{name}:")
     return {
         "rate": gateways * batches * records / total,
         "per_receiver": [done[p] / total for p in ports],
         "cpu_s": cpu,
         "copy_rate": copy_rate,
     }
+
+
+async def _drop_redis_keys(url: str, prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 def copy_limit(url: str) -> float:
@@ -228,16 +243,22 @@ def main() -> None:
                         help="issue 10's central row: this many readings into one receiver "
                         "process, with the COPY limit beside it")
     parser.add_argument("--rounds", type=int, default=1, help="backlog: rounds (1)")
+    parser.add_argument("--redis", default="",
+                        help="the receivers' dashboard cache (e.g. redis://127.0.0.1:6379/0, "
+                        "as bench_suite's central has; keys under bench-<db>:, removed after); "
+                        "off by default")
     args = parser.parse_args()
     if args.backlog:
         gateways = args.gateways or 1
         per_gateway = max(1, args.backlog // (gateways * args.records))
         rows = gateways * per_gateway * args.records
         print(f"backlog {rows:,} readings from {gateways} gateway(s), {per_gateway} batches of "
-              f"{args.records} each, posted one at a time per gateway; 1 receiver process; "
+              f"{args.records} each, posted one at a time per gateway; 1 receiver process, "
+              f"Redis cache {'on' if args.redis else 'off'}; "
               f"load average {os.getloadavg()[0]:.1f}")
         for n in range(args.rounds):
-            r = asyncio.run(scale(1, gateways, per_gateway, args.records, copy=True))
+            r = asyncio.run(scale(1, gateways, per_gateway, args.records, copy=True,
+                                  redis=args.redis))
             cpu_us = r["cpu_s"][0] / rows * 1e6
             print(f"  round {n + 1}: central {r['rate']:,.0f} rows/s, {cpu_us:.0f} us CPU/row; "
                   f"COPY {r['copy_rate']:,.0f} rows/s; ratio {r['rate'] / r['copy_rate']:.3f}",

@@ -427,3 +427,33 @@ def test_a_new_temperature_only_tank_whose_first_milking_never_cools_is_raised()
     assert raised, "a first milking that never cools must raise"
     delay = raised[0].stamp.mono_ns / 1e9 - 50 * 60
     assert 30 * 60 <= delay <= 50 * 60
+
+
+def _thermostat(eng, t0: float, hours: float, fail_at_h: float | None = None) -> list:
+    """Cooled milk in storage, temperature only (no level, no agitator): it
+    warms 0.7 °C/h until 4.0 °C calls the compressor, which pulls it to 3.0 °C
+    at 6 °C/h. From ``fail_at_h`` the compressor is called and does not cool."""
+    out, temp, cooling = [], 3.5, False
+    for minute in range(int(hours * 60)):
+        t = t0 + minute * 60.0
+        failed = fail_at_h is not None and minute >= fail_at_h * 60
+        if temp >= 4.0:
+            cooling = True
+        elif temp <= 3.0:
+            cooling = False
+        temp += (-0.1 if cooling and not failed else 0.7 / 60)
+        noise = 0.1 * ((minute * 7) % 3 - 1)  # a probe's jitter, deterministic
+        out += eng.on_reading(reading("tank-s", "bulk-tank", t,
+                                      {"milk_temp_c": round(temp + noise, 2)}))
+    return [a for a in out if a.rule == "cooling" and a.state == "raised"]
+
+
+def test_cooled_milk_warming_above_its_thermostat_band_is_a_cooler_failure() -> None:
+    eng, _ = engine()
+    assert _thermostat(eng, 0.0, 24.0) == [], "a working thermostat's swings raise nothing"
+    raised = _thermostat(eng, 86400.0, 12.0, fail_at_h=2.0)
+    assert raised and "thermostat band" in raised[0].message
+    # Called at 4.0 °C, seen 0.6 °C above the band's top: about an hour at
+    # 0.7 °C/h, hours before the milk reaches the 8 °C limit (6 h).
+    delay = raised[0].stamp.mono_ns / 1e9 - (86400.0 + 2 * 3600)
+    assert 0 < delay <= 2.5 * 3600

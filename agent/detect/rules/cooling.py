@@ -27,6 +27,11 @@ has not cooled ``NO_LEVEL_FALL_C`` from its peak for ``NO_LEVEL_FLAT_S`` (a
 working cooler turns a blend around soon after the milking ends); the stalled
 cooler check needs the agitator running ``NO_LEVEL_STALL_FACTOR`` times as long,
 with the milk neither colder nor warming as a milking would warm it.
+
+Every tank, with or without a level or agitator: cooled milk in storage that
+climbs ``STORE_WARM_C`` above the tops of this tank's own thermostat swings,
+slowly and with no turn, raises ``cooler`` (the compressor was called and does
+not cool), hours before the milk reaches the legal limit.
 """
 
 from __future__ import annotations
@@ -73,6 +78,18 @@ DAY_S = 86400.0
 FIRST_GRACE_UNLEARNT_S = 2700.0
 FIRST_GRACE_FACTOR = 2.0
 FIRST_MEMORY = 5
+# Cooled milk in storage swings inside the thermostat's band: it warms until the
+# compressor starts, then drops. The tops of those swings (turns: a rise then a
+# drop of STORE_HYST_C) are this tank's band; milk that climbs STORE_WARM_C above
+# the highest of the last STORE_TURNS turns, at most STORE_RATE_MAX_C_H (a
+# milking's blend warms faster and is judged as one), with no turn, is a cooler
+# that no longer cools: seen hours before the milk reaches the legal limit.
+STORE_HYST_C = 0.4
+STORE_TURNS = 10
+STORE_MIN_TURNS = 3
+STORE_WARM_C = 0.6
+STORE_RATE_MAX_C_H = 1.5
+STORE_RATE_SPAN_S = 1800.0
 
 
 @dataclass(slots=True)
@@ -103,6 +120,14 @@ class _Tank:
     # peak (not alerted ones only), and whether this episode has done so yet.
     first_delays: list[float] = field(default_factory=list)
     first_cooled: bool = False
+    # The thermostat band in storage: the last turns, and the swing now (rising
+    # from lo_c since rise_t, or falling from hi_c).
+    turns: list[float] = field(default_factory=list)
+    rising: bool = False
+    lo_c: float = 99.0
+    hi_c: float = -99.0
+    rise_t: float = 0.0
+    rise_level: float | None = None
 
     def first_grace(self, floor: float) -> float:
         if self.has_level:  # the episode began at empty_level_l: enough milk to cool
@@ -149,6 +174,12 @@ class _Tank:
             "long_runs": self.long_runs,
             "first_delays": self.first_delays,
             "first_cooled": self.first_cooled,
+            "turns": self.turns,
+            "rising": self.rising,
+            "lo_c": self.lo_c,
+            "hi_c": self.hi_c,
+            "rise_t": self.rise_t,
+            "rise_level": self.rise_level,
         }
 
     @classmethod
@@ -271,7 +302,8 @@ class CoolingRule:
                 ))
             if failing:
                 found["cooler"] = failing
-        stalled = self._stalled(tank, t, temp, level)
+        self._swing(tank, t, temp, level)
+        stalled = self._stalled(tank, t, temp, level) or self._warming(tank, t, temp, level)
         if stalled is not None:
             found.setdefault("cooler", []).append(stalled)
             if tank.stall_c is None:
@@ -401,6 +433,53 @@ class CoolingRule:
                       note=f"agitator running {(t - tank.agitator_since) / 60:.0f} min with no "
                       f"milk arriving{'' if tank.has_level else ' (no level: by temperature)'}, but the milk is not getting colder: the cooler runs "
                       f"and does not cool")
+
+    def _swing(self, tank: _Tank, t: float, temp: float, level: float | None) -> None:
+        """Follow the thermostat's swings in storage; note the top of each."""
+        if tank.phase != "storage":
+            tank.rising, tank.lo_c = False, temp  # judged afresh from the next storage
+            return
+        if tank.rising:
+            if temp > tank.hi_c:
+                tank.hi_c = temp
+            elif tank.hi_c - temp >= STORE_HYST_C:  # the compressor turned it around
+                tank.turns = (tank.turns + [tank.hi_c])[-STORE_TURNS:]
+                tank.rising, tank.lo_c = False, temp
+        elif temp < tank.lo_c:
+            tank.lo_c = temp
+        elif temp - tank.lo_c >= STORE_HYST_C:
+            tank.rising, tank.hi_c = True, temp
+            tank.rise_t, tank.rise_level = t, level
+            for item in reversed(tank.run):  # from the bottom of the swing
+                if item[1] <= tank.lo_c:
+                    tank.rise_t, tank.rise_level = item[0], item[2]
+                    break
+
+    def _warming(self, tank: _Tank, t: float, temp: float,
+                 level: float | None) -> Signal | None:
+        """Cooled milk in storage climbing above this tank's thermostat band, slowly
+        (no milking), with no turn: the compressor was called and did not cool."""
+        if (tank.phase != "storage" or not tank.rising
+                or len(tank.turns) < STORE_MIN_TURNS):
+            return None
+        top = max(tank.turns)
+        recent = sorted(v for tt, v, _ in tank.run if tt >= t - 600)
+        now = recent[len(recent) // 2]  # the median of the last 10 min: noise
+        if now < top + STORE_WARM_C:
+            return None
+        if (level is not None and tank.rise_level is not None
+                and level - tank.rise_level > self.cfg.level_rise_l):
+            return None  # milk arriving: the blend checks judge it
+        past = next((x for x in tank.run if x[0] >= t - STORE_RATE_SPAN_S), None)
+        if past is None or t - past[0] < STORE_RATE_SPAN_S / 2:
+            return None
+        rate = (temp - past[1]) / (t - past[0]) * 3600
+        if rate > STORE_RATE_MAX_C_H:
+            return None  # as fast as a milking's blend
+        return Signal("milk temperature", now, baseline=top, limit=top + STORE_WARM_C,
+                      unit=" °C", note=f"cooled milk warming {(t - tank.rise_t) / 60:.0f} min "
+                      f"without cooling, {now - top:.1f} °C above this tank's thermostat "
+                      "band: the cooler does not cool")
 
     def _start(self, tank: _Tank, t: float, blend: bool) -> None:
         tank.phase, tank.start, tank.blend = "episode", t, blend

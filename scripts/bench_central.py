@@ -22,6 +22,8 @@ per row, and the limit measured beside it in the same run: the same rows COPYed
 (binary, one transaction) into an empty table made LIKE readings INCLUDING ALL.
 
     .venv/bin/python scripts/bench_central.py --backlog 100000 --gateways 1
+
+``--micro``: the receiver's CPU per record of each stage of one batch, in process.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from typing import Any
 
 import aiohttp
 import psycopg
+from psycopg._copy_base import TextFormatter
+from psycopg.adapt import Transformer
 
 from agent.central.server import run_central
 from agent.config.model import CentralConfig
@@ -231,6 +235,52 @@ def pg_database() -> str | None:
         return None
 
 
+def micro(records: int) -> None:
+    """CPU per record of each stage of a batch in the receiver, in process (best of 20)."""
+    from agent.central import app
+    from agent.central.intake import Inflater
+    from agent.central.store_postgres import _stage_row
+    from agent.central.validate import validate_with_model
+    from agent.records.protocol import RecordStatus
+
+    body, _ = batch("gw-micro", 1, records)
+
+    def inflate() -> bytearray:
+        inflater = Inflater("gzip", 64 << 20, 10_000_000)
+        inflater.feed(body)
+        return inflater.finish()
+
+    raw = inflate()
+    data = json.loads(raw)
+    envelope, raw_records = app._envelope(data)
+    checked = app._check_records(raw_records)
+    valid = [c for c in checked if isinstance(c, app.ValidRecord)]
+    rows = [_stage_row(c.index, c.row) for c in valid]
+    formatter = TextFormatter(Transformer())
+    statuses = [(RecordStatus.ACCEPTED, None)] * len(valid)
+    stages: list[tuple[str, Any]] = [
+        ("gunzip + value count", inflate),
+        ("json.loads", lambda: json.loads(raw)),
+        ("content digest", lambda: app._content_digest(envelope, raw_records)),
+        ("record checks", lambda: app._check_records(raw_records)),
+        ("record checks, pydantic path", lambda: [
+            validate_with_model(i, r["record_id"], r) for i, r in enumerate(raw_records)]),
+        ("staging rows", lambda: [_stage_row(c.index, c.row) for c in valid]),
+        ("COPY text format (psycopg)", lambda: [formatter.write_row(r) for r in rows]),
+        ("answer (results JSON)", lambda: app._results("b", checked, valid, statuses)),
+    ]
+    print(f"CPU per record, us (best of 20, a batch of {records} readings):")
+    for name, fn in stages:
+        best = min(_cpu(fn) for _ in range(20))
+        print(f"  {name:28} {best / records * 1e6:6.2f}")
+
+
+def _cpu(fn: Any) -> float:
+    t0 = time.process_time()
+    fn()
+    return time.process_time() - t0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=40, help="batches to post (default 40)")
@@ -247,7 +297,12 @@ def main() -> None:
                         help="the receivers' dashboard cache (e.g. redis://127.0.0.1:6379/0, "
                         "as bench_suite's central has; keys under bench-<db>:, removed after); "
                         "off by default")
+    parser.add_argument("--micro", action="store_true",
+                        help="only the CPU per record of each stage of a batch, in process")
     args = parser.parse_args()
+    if args.micro:
+        micro(args.records)
+        return
     if args.backlog:
         gateways = args.gateways or 1
         per_gateway = max(1, args.backlog // (gateways * args.records))

@@ -22,7 +22,9 @@ Rows of the table:
                           settings (clean_start false, session expiry, manual acks,
                           same broker) draining the same backlog, counting and acking.
   central load            the central receiver started on that buffered backlog:
-                          PostgreSQL rows/s and central CPU per row.
+                          PostgreSQL rows/s and central CPU per row (beside it the
+                          agent's CPU per row while it uploads, one batch at a time,
+                          and the batches' size: which side the rate waits on).
   limit                   COPY of the same rows (same table definition, indexes and
                           unique keys) in one transaction.
   memory                  the agent's resident set idle (after READY) and after the
@@ -261,7 +263,14 @@ def agent_drain(workdir: Path, args: argparse.Namespace, *, detect: bool, centra
                 return int(farm.db.query(
                     "SELECT count(*) FROM readings WHERE device_id = %s", (device,))[0][0])
 
+            agent_cpu = cpu_s(farm.agent.pid)
             out["central"] = watch(central_rows, pid, len(msgs), timeout=900, step=0.25)
+            # The uploader sends one batch at a time: its CPU per row, beside central's,
+            # says which side the rate waits on.
+            out["upload_cpu_us"] = (cpu_s(farm.agent.pid) - agent_cpu) / len(msgs) * 1e6
+            row = farm.db.query("SELECT count(*), avg(record_count) FROM batches"
+                                " WHERE device_id = %s AND outcome = 'new'", (device,))[0]
+            out["batches"], out["batch_records"] = int(row[0]), float(row[1] or 0)
             out["copy"] = copy_limit(farm.db.url, device)
     finally:
         farm.close()
@@ -513,6 +522,10 @@ def main() -> int:
                 c = nodetect[-1]["central"]
                 print(f"  round {r + 1} agent, detection off: {d.rate:,.0f} msg/s, "
                       f"{d.cpu_us:.0f} us/msg; central {c.rate:,.0f} rows/s, "
+                      f"{c.cpu_us:.0f} us CPU/row (the agent uploading: "
+                      f"{nodetect[-1]['upload_cpu_us']:.0f} us/row; "
+                      f"{nodetect[-1]['batches']} batches of "
+                      f"{nodetect[-1]['batch_records']:.0f} readings); "
                       f"COPY {nodetect[-1]['copy'].rate:,.0f} rows/s", flush=True)
             if "latency" in only:
                 (base / "latency").mkdir()
@@ -564,8 +577,10 @@ def report(args: argparse.Namespace, bare: list[Drain], bare_fast: list[Drain],
         rows = [x["central"].rate for x in nodetect]
         cus = [x["central"].cpu_us for x in nodetect]
         copies = [x["copy"].rate for x in nodetect]
+        uploads = [x["upload_cpu_us"] for x in nodetect]
         print(f"| {args.messages:,} buffered readings into PostgreSQL once central is back | "
-              f"{fmt_rounds(rows)} rows/s, central {fmt_rounds(cus, '.0f')} us CPU/row | "
+              f"{fmt_rounds(rows)} rows/s, central {fmt_rounds(cus, '.0f')} us CPU/row "
+              f"(agent uploading {fmt_rounds(uploads, '.0f')} us/row) | "
               f"COPY in one transaction {fmt_rounds(copies)} rows/s | "
               f"{med(rows) / med(copies):.3f} |")
     if default:

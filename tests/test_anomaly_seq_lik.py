@@ -179,7 +179,8 @@ def _reading(i: int) -> Reading:
 
 
 def test_daemon_bins_seq_lik_streams_by_the_firmware_range() -> None:
-    detection = Detection(DetectConfig(anomaly_detector="seq_lik"), SystemClock(),
+    assert DetectConfig().anomaly_detector == "seq_lik"  # the daemon's default
+    detection = Detection(DetectConfig(), SystemClock(),
                           value_range=lambda fw, sid, metric: (2.0, 7.0))
     readings = [_reading(i) for i in range(1000)]
     for r in readings:

@@ -179,6 +179,48 @@ async def test_postgres_isolates_a_record_the_database_refuses(pg_url: str) -> N
         await store.close()
 
 
+async def test_postgres_bulk_load_statuses_order_and_a_lost_staging_table(pg_url: str) -> None:
+    """Readings bulk-loaded (staging COPY, one claims + readings statement): a repeated
+    id is accepted once (its first), ids stored before are duplicates, rows keep the
+    batch's order; and a session whose staging table a rolled-back batch took away,
+    or that never had one, still stores the next batch."""
+    store = PostgresStore(pg_url, pool_size=1)  # one session: the same one every batch
+    await store.start()
+    device = unique_device()
+    poison = valid(reading(11))[0]
+    poison = ValidRecord(poison.index, poison.record_id, poison.kind,
+                         {**poison.row, "topic": "nul\x00inside"})
+    try:
+        # The session's first batch makes the staging table in its transaction, which
+        # the database's refusal rolls back (the isolation retry stores the rest).
+        refused = await store.ingest(meta(device, 1), [poison, *valid(reading(12))])
+        assert [s for s, _ in refused.statuses] == [RecordStatus.REJECTED, RecordStatus.ACCEPTED]
+        first = await store.ingest(meta(device, 2), valid(reading(5), reading(6)))
+        assert [s for s, _ in first.statuses] == [RecordStatus.ACCEPTED] * 2
+        repeat = reading(7)
+        records = valid(reading(9), repeat, reading(6), {**repeat, "wall_ts": 1.0}, reading(8))
+        result = await store.ingest(meta(device, 3), records)
+        assert [s for s, _ in result.statuses] == [
+            RecordStatus.ACCEPTED, RecordStatus.ACCEPTED, RecordStatus.DUPLICATE,
+            RecordStatus.DUPLICATE, RecordStatus.ACCEPTED,
+        ]
+        with psycopg.connect(pg_url) as pg:
+            rows = pg.execute("SELECT r.record_id, r.wall_ts, c.wall_ts FROM readings r"
+                              " JOIN reading_claims c USING (device_id, record_id)"
+                              " WHERE device_id = %s ORDER BY r.id", (device,)).fetchall()
+        assert [r[0] for r in rows] == [
+            "r000012", "r000005", "r000006", "r000009", "r000007", "r000008"]
+        assert all(r[1] == r[2] == 1_750_000_000.0 + int(r[0][1:]) for r in rows)
+        # A pooler handing out another session: the table is missing outright.
+        async with store._pool.connection() as conn:
+            await conn.execute("DROP TABLE IF EXISTS pg_temp.dairy_reading_stage")
+        again = await store.ingest(meta(device, 4), valid(reading(15), reading(9)))
+        assert [s for s, _ in again.statuses] == [RecordStatus.ACCEPTED, RecordStatus.DUPLICATE]
+        assert (await store.stats())["devices"][device]["reading"] == 7
+    finally:
+        await store.close()
+
+
 def gateway_rows(database_url: str, device: str) -> tuple[Any, list[str]]:
     """(last_key_id, last_batch_id) of the gateway row or None, and its sequences' epochs."""
     queries = ("SELECT last_key_id, last_batch_id FROM gateways WHERE device_id = {p}",

@@ -449,17 +449,9 @@ class _Pool:
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         try:
-            conn = await psycopg.AsyncConnection.connect(self._url, **self._kwargs)
+            return await psycopg.AsyncConnection.connect(self._url, **self._kwargs)
         except psycopg.Error as err:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {err}") from err
-        try:
-            # Each session's own staging table, made outside any transaction (made
-            # inside a batch's, a rollback would take it away again).
-            await conn.execute(_STAGE_DDL)
-        except psycopg.Error as err:
-            await conn.close()
-            raise StoreUnavailable(f"cannot prepare a PostgreSQL session: {err}") from err
-        return conn
 
     async def close(self) -> None:
         self._closed = True
@@ -544,6 +536,11 @@ class PostgresStore:
             # and removed again below if this batch is refused.
             # Four statements, one round trip (pipeline mode); run in this order.
             async with conn.pipeline():
+                if any(r.kind == RecordKind.READING for r in records):
+                    # The session's staging table, made in the batch's own transaction
+                    # when missing: a new session, one whose table a rolled-back batch
+                    # took away, or a pooler (pgbouncer) that hands out another session.
+                    await conn.execute(_STAGE_DDL)
                 gateway_cur = await conn.execute(
                     "INSERT INTO gateways (device_id) VALUES (%s) ON CONFLICT DO NOTHING"
                     " RETURNING 1",
@@ -949,7 +946,8 @@ def _insert_reading_sql() -> sql.Composed:
 # reading columns, and the JSON ones as one array (one encoding per row, not
 # five); device_id and batch_id are the batch's, given once. Temporary (per
 # session, so receivers and connections never share one) and emptied at every
-# commit or rollback of the batch's transaction.
+# commit or rollback of the batch's transaction; "IF NOT EXISTS" only looks it up
+# when it is there (and PostgreSQL sends a notice).
 _READING_COLUMNS = KINDS[RecordKind.READING].columns
 _STAGE_JSON = tuple(c for c in _READING_COLUMNS if c in KINDS[RecordKind.READING].json_columns)
 _STAGE_PLAIN = tuple(c for c in _READING_COLUMNS if c not in _STAGE_JSON)

@@ -66,6 +66,7 @@ ROUTINE_TOL_S = 2700.0
 ROUTINE_DAYS = 3
 ROUTINE_MEMORY_DAYS = 7
 DAY_S = 86400.0
+NOTE_GAP_S = 3600.0
 # A first milking into an empty tank: the cooler starts once enough milk covers
 # its evaporator, minutes at a parlour but up to half an hour on a robot's
 # trickle (and a robot that held milk back during the wash fills fast: the same
@@ -84,12 +85,49 @@ FIRST_MEMORY = 5
 # the highest of the last STORE_TURNS turns, at most STORE_RATE_MAX_C_H (a
 # milking's blend warms faster and is judged as one), with no turn, is a cooler
 # that no longer cools: seen hours before the milk reaches the legal limit.
+# Unless a milking began within STORE_BLEND_S: episodes (warm milk arriving),
+# swings that went half as high and turned by themselves (a slow blend), or
+# long agitator runs began at that time of day, within
+# ROUTINE_TOL_S of this time of day on ROUTINE_DAYS of the last days; and not
+# before the tank has been heard for ROUTINE_DAYS (those times are not known).
+# Every swing is kept in ``run``: at least STORE_RATE_SPAN_S of readings.
 STORE_HYST_C = 0.4
 STORE_TURNS = 10
 STORE_MIN_TURNS = 3
 STORE_WARM_C = 0.6
 STORE_RATE_MAX_C_H = 1.5
 STORE_RATE_SPAN_S = 1800.0
+STORE_SMOOTH_S = 600.0  # swings are followed on the median of this span (probe noise)
+STORE_RISE_MIN_S = 3600.0  # a cooler failing in storage warms for hours, not minutes
+STORE_BLEND_S = 7200.0  # a slow blend turns within this long of its milking's start
+
+
+def _routine(starts: list[float], since: float) -> bool:
+    """Did such runs begin near this time of day on enough recent days?"""
+    days = set()
+    for s in starts:
+        k = round((since - s) / DAY_S)
+        if 1 <= k <= ROUTINE_MEMORY_DAYS and abs(since - s - k * DAY_S) <= ROUTINE_TOL_S:
+            days.add(k)
+    return len(days) >= ROUTINE_DAYS
+
+
+def _routine_within(starts: list[float], a: float, b: float) -> bool:
+    """Did such runs begin between these times of day (within ROUTINE_TOL_S) on
+    enough recent days?"""
+    days = set()
+    for s in starts:
+        for k in range(1, ROUTINE_MEMORY_DAYS + 1):
+            if a - ROUTINE_TOL_S <= s + k * DAY_S <= b + ROUTINE_TOL_S:
+                days.add(k)
+    return len(days) >= ROUTINE_DAYS
+
+
+def _note(starts: list[float], since: float) -> list[float]:
+    if starts and since - starts[-1] < NOTE_GAP_S:  # the same run, or the same milking
+        return starts
+    horizon = since - (ROUTINE_MEMORY_DAYS + 1) * DAY_S
+    return [s for s in starts if s >= horizon] + [since]
 
 
 @dataclass(slots=True)
@@ -128,6 +166,13 @@ class _Tank:
     hi_c: float = -99.0
     rise_t: float = 0.0
     rise_level: float | None = None
+    lo_t: float = 0.0
+    lo_level: float | None = None
+    smooth_c: float = 0.0
+    first_t: float | None = None  # the first reading's time
+    # When milkings began: episodes, and swings that climbed STORE_WARM_C / 2
+    # above the band and then turned by themselves (a slow blend).
+    excursions: list[float] = field(default_factory=list)
 
     def first_grace(self, floor: float) -> float:
         if self.has_level:  # the episode began at empty_level_l: enough milk to cool
@@ -139,18 +184,10 @@ class _Tank:
 
     def routine(self, since: float) -> bool:
         """Did long agitator runs begin near this time of day on enough recent days?"""
-        days = set()
-        for s in self.long_runs:
-            k = round((since - s) / DAY_S)
-            if 1 <= k <= ROUTINE_MEMORY_DAYS and abs(since - s - k * DAY_S) <= ROUTINE_TOL_S:
-                days.add(k)
-        return len(days) >= ROUTINE_DAYS
+        return _routine(self.long_runs, since)
 
     def note_long_run(self, since: float) -> None:
-        if not self.long_runs or self.long_runs[-1] != since:
-            self.long_runs.append(since)
-            horizon = since - (ROUTINE_MEMORY_DAYS + 1) * DAY_S
-            self.long_runs = [s for s in self.long_runs if s >= horizon]
+        self.long_runs = _note(self.long_runs, since)
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -180,6 +217,11 @@ class _Tank:
             "hi_c": self.hi_c,
             "rise_t": self.rise_t,
             "rise_level": self.rise_level,
+            "lo_t": self.lo_t,
+            "lo_level": self.lo_level,
+            "smooth_c": self.smooth_c,
+            "first_t": self.first_t,
+            "excursions": self.excursions,
         }
 
     @classmethod
@@ -205,6 +247,8 @@ class CoolingRule:
         if temp is None:
             return []
         tank = self.tanks.setdefault(reading.sensor_id, _Tank())
+        if tank.first_t is None:
+            tank.first_t = t
         agitator = reading.values.get(self.map.agitator_key, tank.agitator)
         washing = reading.values.get(self.map.wash_key, 0.0) >= 0.5
         started_agitator = agitator >= 0.5 and tank.agitator < 0.5
@@ -218,7 +262,7 @@ class CoolingRule:
             tank.has_level = True
         run = tank.run
         run.append((t, temp, level))
-        span = (self.cfg.stalled_run_s or 0.0) * NO_LEVEL_STALL_FACTOR
+        span = max((self.cfg.stalled_run_s or 0.0) * NO_LEVEL_STALL_FACTOR, STORE_RATE_SPAN_S)
         while len(run) > 1 and run[1][0] <= t - span:
             run.popleft()
         window = tank.window
@@ -434,38 +478,42 @@ class CoolingRule:
                       f"milk arriving{'' if tank.has_level else ' (no level: by temperature)'}, but the milk is not getting colder: the cooler runs "
                       f"and does not cool")
 
-    def _swing(self, tank: _Tank, t: float, temp: float, level: float | None) -> None:
-        """Follow the thermostat's swings in storage; note the top of each."""
+    def _swing(self, tank: _Tank, t: float, raw: float, level: float | None) -> None:
+        """Follow the thermostat's swings in storage (on the median of the last
+        STORE_SMOOTH_S: a coarse, noisy probe jitters); note the top of each."""
+        recent = sorted(v for tt, v, _ in tank.run if tt >= t - STORE_SMOOTH_S)
+        temp = recent[len(recent) // 2] if recent else raw
+        tank.smooth_c = temp
         if tank.phase != "storage":
-            tank.rising, tank.lo_c = False, temp  # judged afresh from the next storage
+            # judged afresh from the next storage
+            tank.rising, tank.lo_c, tank.lo_t, tank.lo_level = False, temp, t, level
             return
         if tank.rising:
             if temp > tank.hi_c:
                 tank.hi_c = temp
             elif tank.hi_c - temp >= STORE_HYST_C:  # the compressor turned it around
-                tank.turns = (tank.turns + [tank.hi_c])[-STORE_TURNS:]
-                tank.rising, tank.lo_c = False, temp
+                if tank.turns and tank.hi_c >= max(tank.turns) + STORE_WARM_C / 2:
+                    tank.excursions = _note(tank.excursions, tank.rise_t)  # a blend
+                else:
+                    tank.turns = (tank.turns + [tank.hi_c])[-STORE_TURNS:]
+                tank.rising, tank.lo_c, tank.lo_t, tank.lo_level = False, temp, t, level
         elif temp < tank.lo_c:
-            tank.lo_c = temp
+            tank.lo_c, tank.lo_t, tank.lo_level = temp, t, level
         elif temp - tank.lo_c >= STORE_HYST_C:
             tank.rising, tank.hi_c = True, temp
-            tank.rise_t, tank.rise_level = t, level
-            for item in reversed(tank.run):  # from the bottom of the swing
-                if item[1] <= tank.lo_c:
-                    tank.rise_t, tank.rise_level = item[0], item[2]
-                    break
+            tank.rise_t, tank.rise_level = tank.lo_t, tank.lo_level
 
     def _warming(self, tank: _Tank, t: float, temp: float,
                  level: float | None) -> Signal | None:
         """Cooled milk in storage climbing above this tank's thermostat band, slowly
         (no milking), with no turn: the compressor was called and did not cool."""
-        if (tank.phase != "storage" or not tank.rising
-                or len(tank.turns) < STORE_MIN_TURNS):
+        heard = 0.0 if tank.first_t is None else t - tank.first_t
+        if (tank.phase != "storage" or not tank.rising or len(tank.turns) < STORE_MIN_TURNS
+                or heard < ROUTINE_DAYS * DAY_S):  # its milking times are not known yet
             return None
         top = max(tank.turns)
-        recent = sorted(v for tt, v, _ in tank.run if tt >= t - 600)
-        now = recent[len(recent) // 2]  # the median of the last 10 min: noise
-        if now < top + STORE_WARM_C:
+        now = tank.smooth_c
+        if now < top + STORE_WARM_C or t - tank.rise_t < STORE_RISE_MIN_S:
             return None
         if (level is not None and tank.rise_level is not None
                 and level - tank.rise_level > self.cfg.level_rise_l):
@@ -476,12 +524,16 @@ class CoolingRule:
         rate = (temp - past[1]) / (t - past[0]) * 3600
         if rate > STORE_RATE_MAX_C_H:
             return None  # as fast as a milking's blend
+        if _routine_within(tank.excursions, t - STORE_BLEND_S, t) or (
+                tank.agitator_since is not None and tank.routine(tank.agitator_since)):
+            return None  # a slow blend at this barn's milking time
         return Signal("milk temperature", now, baseline=top, limit=top + STORE_WARM_C,
                       unit=" °C", note=f"cooled milk warming {(t - tank.rise_t) / 60:.0f} min "
                       f"without cooling, {now - top:.1f} °C above this tank's thermostat "
                       "band: the cooler does not cool")
 
     def _start(self, tank: _Tank, t: float, blend: bool) -> None:
+        tank.excursions = _note(tank.excursions, t)  # a milking's time of day
         tank.phase, tank.start, tank.blend = "episode", t, blend
         tank.first_cooled = False
         tank.drift_level = None

@@ -191,3 +191,21 @@ def test_daemon_bins_seq_lik_streams_by_the_firmware_range() -> None:
     scores = [r.attributes["anomaly"]["milk_temp_c"] for r in readings]
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert scores[900] == 1.0  # 10 degC: far beyond every value seen (a spatial anomaly)
+
+
+def test_extreme_finite_values_do_not_break_a_learning_stream() -> None:
+    # A sensor that sends DBL_MAX as an error code: the learnt range stays
+    # finite, every later reading is still scored, and the state round-trips.
+    import json
+
+    from agent.detect.anomaly.engine import AnomalyEngine
+
+    engine = AnomalyEngine(detector="seq_lik")
+    for i, v in enumerate([4.0, 4.1, 1.7e308, -1.7e308, 4.0, 4.2, 3.9, 1.5e308, 0.0]):
+        s = engine.score(("s", "t"), float(i), v)
+        assert 0.0 <= s <= 1.0
+    state = engine.export_state(("s", "t"))
+    assert state is not None
+    again = AnomalyEngine(detector="seq_lik")
+    assert again.restore([(("s", "t"), json.loads(json.dumps(state)))]) == 1
+    assert 0.0 <= again.score(("s", "t"), 10.0, 4.0) <= 1.0

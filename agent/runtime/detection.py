@@ -67,6 +67,7 @@ class Detection:
         self.bcs_loss = BcsLossRule(BcsLossParams())
         self.milk = MilkRule(MilkParams())
         self._skip = frozenset(config.anomaly_skip)
+        self._score_faults: set[tuple[str, str]] = set()  # logged once per stream
         # The processing thread scores; the event loop ticks and saves.
         self._lock = threading.Lock()
 
@@ -88,7 +89,13 @@ class Detection:
                 key = (sid, metric)
                 # The range is asked once, when the stream is new.
                 rng = ranged(reading.firmware, sid, metric) if ranged and key not in engine else None
-                scores[metric] = round(engine.score(key, ts, value, rng), 4)
+                try:
+                    scores[metric] = round(engine.score(key, ts, value, rng), 4)
+                except Exception:  # a detector fault must never cost the reading
+                    if key not in self._score_faults:
+                        self._score_faults.add(key)
+                        log.exception("anomaly score failed for %s/%s; stored without it",
+                                      sid, metric)
             reading.attributes["anomaly"] = scores
             return self.rules.on_reading(reading)
 

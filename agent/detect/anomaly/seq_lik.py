@@ -36,6 +36,7 @@ from agent.detect.anomaly.likelihood import AnomalyLikelihood
 
 STATE_KIND = "seq_lik"
 STATE_VERSION = 1
+RANGE_LIMIT = 1e300  # a learnt range is clamped to this: its span stays finite
 
 
 @dataclass(frozen=True)
@@ -154,16 +155,21 @@ class SeqLik:
 
     def bin(self, value: float) -> int:
         span = self.hi - self.lo
-        if not span > 0.0:
+        if not span > 0.0 or not math.isfinite(span):
             return 0
-        b = int((value - self.lo) / span * self.cfg.bins)
-        return min(max(b, 0), self.cfg.bins - 1)  # outside the range: edge bin
+        x = (value - self.lo) / span * self.cfg.bins
+        if not math.isfinite(x):  # an extreme value: the edge bin
+            return 0 if not x > 0 else self.cfg.bins - 1
+        return min(max(int(x), 0), self.cfg.bins - 1)  # outside the range: edge bin
 
     def _widen(self, value: float) -> None:
         """Grow the learnt range to ``value`` (and a margin beyond); what was
         learnt moves with its values (each old bin to the new bin of its
         centre)."""
         old_lo, old_hi = self.lo, self.hi
+        # A learnt range stays finite: a sensor's error code of 1.7e308 must not
+        # make every later bin inf / inf.
+        value = min(max(value, -RANGE_LIMIT), RANGE_LIMIT)
         if math.isnan(old_lo):
             self.lo = self.hi = value
             return
@@ -171,8 +177,8 @@ class SeqLik:
         # Widen past the new extreme by a margin: fewer moves of every bin
         # while the range is still being learnt (measured: docs/anomaly.md).
         margin = self.cfg.learn_margin * (hi - lo)
-        self.lo = lo - margin if value < old_lo else lo
-        self.hi = hi + margin if value > old_hi else hi
+        self.lo = max(lo - margin if value < old_lo else lo, -RANGE_LIMIT)
+        self.hi = min(hi + margin if value > old_hi else hi, RANGE_LIMIT)
         width = (old_hi - old_lo) / self.cfg.bins
         if width > 0.0:
             self.memory.remap([self.bin(old_lo + (i + 0.5) * width)
@@ -225,6 +231,8 @@ class SeqLik:
         obj.learn_range = bool(st["learn_range"])
         obj.lo = math.nan if lo is None else float(lo)
         obj.hi = math.nan if hi is None else float(hi)
+        if math.isinf(obj.lo) or math.isinf(obj.hi):
+            raise ValueError("a seq_lik state with an infinite range")
         obj.memory.contexts = {int(k): int(m) for k, m in st["contexts"]}
         obj.memory.hist = [int(b) for b in st["hist"]]
         obj.memory.pred = None if st["pred"] is None else int(st["pred"])

@@ -463,3 +463,36 @@ def test_cooled_milk_warming_above_its_thermostat_band_is_a_cooler_failure() -> 
         # 0.7 °C/h, hours before the milk reaches the 8 °C limit (6 h).
         delay = raised[0].stamp.mono_ns / 1e9 - (day3 + 2 * 3600)
         assert 0 < delay <= 2.5 * 3600
+
+
+def _first_milking(eng, t0: float, tau_min: float) -> list:
+    """Washed, then a first milking at 33 °C cooled towards 3.5 °C with time
+    constant ``tau_min`` (51 min: at 7.7 °C in about 100 min)."""
+    import math
+
+    out = []
+
+    def send(t: float, temp: float, wash: float = 0.0) -> None:
+        out.extend(eng.on_reading(reading("tank-w", "bulk-tank", t,
+                                          {"milk_temp_c": round(temp, 2), "wash": wash,
+                                           "level_l": 0.0 if wash else 800.0})))
+
+    for minute in range(30):
+        send(t0 + minute * 60, 58.0, 1.0)
+    t = t0 + 30 * 60
+    for minute in range(8 * 60):
+        send(t + minute * 60, 3.5 + 29.5 * math.exp(-minute / tau_min))
+    return [a for a in out if a.rule == "cooling" and a.state == "raised"]
+
+
+def test_a_cooler_that_cools_too_slowly_is_raised_before_the_time_limit() -> None:
+    eng, _ = engine()
+    day = 86400.0
+    for k in range(3):  # its usual first milking: about 100 min to target
+        assert _first_milking(eng, k * day, tau_min=51) == [], k
+    raised = _first_milking(eng, 3 * day, tau_min=102)  # half the cooling power
+    assert raised and "more slowly than usual" in raised[0].message
+    assert raised[0].severity == "warning"
+    at = raised[0].stamp.mono_ns / 1e9 - (3 * day + 30 * 60)
+    # 1.5 x its usual ~100 min, before the profile's 3 h limit.
+    assert 140 * 60 <= at < 180 * 60

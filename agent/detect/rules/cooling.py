@@ -9,7 +9,8 @@ blend nearly flat, so this is the fast signal of a failed compressor); still
 not cooling down after a first milking began; freezing.
 
 Each cause has its own alert track (``Finding.cause``): ``cooler`` (not
-cooling a milking, or running without cooling in storage), ``time_limit``,
+cooling a milking, or running without cooling in storage), ``slow`` (a first
+milking taking far longer than this tank's usual to reach target), ``time_limit``,
 ``blend`` and ``freezing``. A blend or time-limit alert open when the
 compressor then fails does not hide the failure: ``cooler`` raises its own
 alert. While ``cooler`` is raised, the limits it breaks are the same incident
@@ -41,15 +42,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config.rules import CoolingConfig, RoleMapping
-from agent.detect.rules.base import Finding, Signal, Status
+from agent.detect.rules.base import Finding, Signal, Status, median
 from agent.records import Reading
 
 RULE = "cooling"
 # The cooler failing (not cooling a milking, or running without cooling in
 # storage) is one cause; the compliance limits it leads to later are the same
 # incident while it is alerted, and a cause of their own otherwise.
-CAUSES = ("cooler", "time_limit", "blend", "freezing")
-CONSEQUENCES = ("time_limit", "blend")
+CAUSES = ("cooler", "slow", "time_limit", "blend", "freezing")
+CONSEQUENCES = ("slow", "time_limit", "blend")
 # Temperature-only tanks (no level value): see the module doc.
 NO_LEVEL_BLEND_RISE_C = 6.0
 NO_LEVEL_RISE_FACTOR = 2.0  # x not_cooling_rise_c within rise_window_s: far too steep
@@ -100,6 +101,15 @@ STORE_RATE_SPAN_S = 1800.0
 STORE_SMOOTH_S = 600.0  # swings are followed on the median of this span (probe noise)
 STORE_RISE_MIN_S = 3600.0  # a cooler failing in storage warms for hours, not minutes
 STORE_BLEND_S = 7200.0  # a slow blend turns within this long of its milking's start
+# A cooler that still cools, but slowly (a weak compressor, a refrigerant leak,
+# a fouled condenser): a first milking not yet at target SLOW_FACTOR x (and
+# SLOW_MIN_S past) this tank's usual time for one, once SLOW_LEARNT first
+# milkings have been timed. Learnt, so it needs no profile: it warns before
+# (or without) the legal limit. Slow ones are not learnt.
+SLOW_FACTOR = 1.5
+SLOW_MIN_S = 2700.0
+SLOW_LEARNT = 3
+SLOW_MEMORY = 10
 
 
 def _routine(starts: list[float], since: float) -> bool:
@@ -158,6 +168,7 @@ class _Tank:
     # peak (not alerted ones only), and whether this episode has done so yet.
     first_delays: list[float] = field(default_factory=list)
     first_cooled: bool = False
+    first_ttt: list[float] = field(default_factory=list)  # first milkings' times to target
     # The thermostat band in storage: the last turns, and the swing now (rising
     # from lo_c since rise_t, or falling from hi_c).
     turns: list[float] = field(default_factory=list)
@@ -173,6 +184,13 @@ class _Tank:
     # When milkings began: episodes, and swings that climbed STORE_WARM_C / 2
     # above the band and then turned by themselves (a slow blend).
     excursions: list[float] = field(default_factory=list)
+
+    def slow_after(self) -> float:
+        """How long a first milking may take to reach target before it is slow."""
+        if len(self.first_ttt) < SLOW_LEARNT:
+            return float("inf")
+        usual = median(self.first_ttt)
+        return max(SLOW_FACTOR * usual, usual + SLOW_MIN_S)
 
     def first_grace(self, floor: float) -> float:
         if self.has_level:  # the episode began at empty_level_l: enough milk to cool
@@ -211,6 +229,7 @@ class _Tank:
             "long_runs": self.long_runs,
             "first_delays": self.first_delays,
             "first_cooled": self.first_cooled,
+            "first_ttt": self.first_ttt,
             "turns": self.turns,
             "rising": self.rising,
             "lo_c": self.lo_c,
@@ -295,6 +314,8 @@ class CoolingRule:
             self._start(tank, t, blend=True)
         elif tank.phase == "episode" and temp <= p.target_c - cfg.clear_margin_c:
             tank.times_to_target = (tank.times_to_target + [t - tank.start])[-20:]
+            if not tank.blend and not t - tank.start > tank.slow_after():
+                tank.first_ttt = (tank.first_ttt + [t - tank.start])[-SLOW_MEMORY:]
             tank.phase = "storage"
         if tank.phase == "episode" and temp > tank.peak_c:
             tank.peak_c, tank.peak_t = temp, t
@@ -313,6 +334,14 @@ class CoolingRule:
                     note=f"not cooled {elapsed / 3600:.1f} h after the milking "
                     f"{'peak' if p.anchor == 'peak' else 'start'} (limit "
                     f"{p.time_limit_s / 3600:.1f} h)",
+                )]
+            slow_after = tank.slow_after()
+            if not tank.blend and t - tank.start > slow_after and temp > p.target_c:
+                usual = median(tank.first_ttt)
+                found["slow"] = [Signal(
+                    "milk temperature", temp, limit=p.target_c, unit=" °C",
+                    note=f"not at target {(t - tank.start) / 60:.0f} min after the first milk; "
+                    f"this tank usually takes {usual / 60:.0f} min: the cooler cools too slowly",
                 )]
             if tank.blend and p.blend_max_c is not None and temp > p.blend_max_c:
                 found["blend"] = [Signal("blend temperature", temp, limit=p.blend_max_c,
@@ -364,6 +393,7 @@ class CoolingRule:
             tank.stall_c = None  # cooling again
         ended = {
             "cooler": cooled and tank.stall_c is None,
+            "slow": cooled,
             "time_limit": cooled,
             "blend": cooled or (p.blend_max_c is not None
                                 and temp <= p.blend_max_c - cfg.clear_margin_c),
@@ -383,8 +413,9 @@ class CoolingRule:
                 summary = f"Bulk tank {sid} cooling out of compliance ({p.source})"
             elif signals:
                 status = "raise"
-                severity = "warning" if cause == "freezing" else None
-                summary = f"Bulk tank {sid} cooling out of compliance ({p.source})"
+                severity = "warning" if cause in ("freezing", "slow") else None
+                summary = (f"Bulk tank {sid} cooling more slowly than usual" if cause == "slow"
+                           else f"Bulk tank {sid} cooling out of compliance ({p.source})")
             elif ended[cause]:
                 status, severity, summary = "clear", None, f"Bulk tank {sid} cooled"
             else:

@@ -186,6 +186,9 @@ def _load(
 # (agent.store.inserts): compact, ASCII, no NaN.
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _ID = re.compile(ID_PATTERN)
+# A number whose exponent overflows a float (SQLite's JSON writes infinity as
+# 9e999): it decodes to inf, which only the model's path turns into null.
+_HUGE_NUMBER = re.compile(r"\d[eE]\+?\d{3}")
 # Types a BatchRecord field must already have for its validation to change nothing.
 _ENVELOPE = (("record_id", str), ("kind", str), ("wall_ts", float), ("mono_ns", int),
              ("boot_id", str), ("clock_synced", bool))
@@ -197,7 +200,7 @@ def wire_text(body: str) -> str:
 
     The stored text is spliced into the batch as it is when nothing would change
     it: no top-level null, envelope fields of their exact types, no NaN or
-    infinity. Decoding it costs a few microseconds in C; validating it with the
+    infinity (nor a number that overflows to one). Decoding it costs a few microseconds in C; validating it with the
     pydantic model and encoding it again cost several times that for every
     record. A body with top-level nulls is re-encoded without them (the same
     encoder settings give the same text for the rest); anything odd takes the
@@ -206,7 +209,8 @@ def wire_text(body: str) -> str:
     its resend check hashes them with sorted keys.
     """
     data = json.loads(body)
-    if "NaN" in body or "Infinity" in body or not _plain_envelope(data):
+    if ("NaN" in body or "Infinity" in body or _HUGE_NUMBER.search(body)
+            or not _plain_envelope(data)):
         return _encode(BatchRecord.model_validate(dump_record(data)).model_dump(mode="json"))
     if None in data.values():
         return _without_nulls(body, data)

@@ -496,3 +496,22 @@ def test_a_cooler_that_cools_too_slowly_is_raised_before_the_time_limit() -> Non
     at = raised[0].stamp.mono_ns / 1e9 - (3 * day + 30 * 60)
     # 1.5 x its usual ~100 min, before the profile's 3 h limit.
     assert 140 * 60 <= at < 180 * 60
+
+
+def test_a_collar_burst_keeps_its_window_bounded() -> None:
+    # Collars send no timestamp: a backlog of hours arrives within seconds and is
+    # judged at arrival. The window holds at most one reading a minute of its
+    # span, so each reading of the burst costs the same, not more than the last.
+    from agent.detect.rules.collar import MIN_INTERVAL_S, Window
+
+    w = Window(4 * 3600.0)
+    for i in range(5000):
+        w.add(1000.0 + i * 1e-3, 10.0, 0)
+    cap = int(4 * 3600.0 / MIN_INTERVAL_S)
+    assert len(w.items) == cap
+    assert w.total() == 10.0 * cap
+    # Live, a 15-min collar keeps every reading of its span.
+    live = Window(4 * 3600.0)
+    for i in range(100):
+        live.add(i * 900.0, 10.0, 0)
+    assert len(live.items) == 16

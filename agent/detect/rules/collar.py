@@ -8,6 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_INTERVAL_S = 7200.0  # a reading never stands for more than this
+# A window holds at most one reading a minute of its span. Collars send no
+# timestamp, so after an outage a backlog of hours arrives within seconds and
+# is judged at arrival (the engine's module doc): without a cap every reading
+# of the burst would sit in one window, and each reading would cost more than
+# the last. Live, collars report every 15 min, far under the cap.
+MIN_INTERVAL_S = 60.0
 
 
 @dataclass(slots=True)
@@ -35,7 +41,8 @@ class Window:
         items.append((t, dt, value, hour))
         self._covered += dt
         self._total += value
-        while items and items[0][0] <= t - self.span_s:
+        cap = max(1, int(self.span_s / MIN_INTERVAL_S))
+        while items and (items[0][0] <= t - self.span_s or len(items) > cap):
             old = items.popleft()
             self._covered -= old[1]
             self._total -= old[2]

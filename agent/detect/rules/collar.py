@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_INTERVAL_S = 7200.0  # a reading never stands for more than this
-# A window holds at most one reading a minute of its span. Collars send no
-# timestamp, so after an outage a backlog of hours arrives within seconds and
-# is judged at arrival (the engine's module doc): without a cap every reading
-# of the burst would sit in one window, and each reading would cost more than
-# the last. Live, collars report every 15 min, far under the cap.
-MIN_INTERVAL_S = 60.0
+# Readings closer than this to the window's last item are merged into it (their
+# seconds and values summed): collars send no timestamp, so after an outage a
+# backlog of hours arrives within seconds and is judged at arrival (the
+# engine's module doc); without merging every reading of the burst would sit in
+# one window, and each would cost more than the last. Live, collars report
+# every 15 min (or every minute or two), so nothing is merged.
+MIN_INTERVAL_S = 20.0
 
 
 @dataclass(slots=True)
@@ -38,11 +39,14 @@ class Window:
             return None
         dt = min(t - prev, MAX_INTERVAL_S)
         items = self.items
-        items.append((t, dt, value, hour))
+        if items and t - items[-1][0] < MIN_INTERVAL_S:
+            last_t, last_dt, last_v, last_h = items[-1]
+            items[-1] = (last_t, last_dt + dt, last_v + value, last_h)
+        else:
+            items.append((t, dt, value, hour))
         self._covered += dt
         self._total += value
-        cap = max(1, int(self.span_s / MIN_INTERVAL_S))
-        while items and (items[0][0] <= t - self.span_s or len(items) > cap):
+        while items and items[0][0] <= t - self.span_s:
             old = items.popleft()
             self._covered -= old[1]
             self._total -= old[2]

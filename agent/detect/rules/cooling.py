@@ -80,6 +80,7 @@ NOTE_GAP_S = 3600.0
 FIRST_GRACE_UNLEARNT_S = 2700.0
 FIRST_GRACE_FACTOR = 2.0
 FIRST_MEMORY = 5
+FIRST_GRACE_MIN_S = 1800.0  # learnt, never below: the same tank varies day to day
 # Cooled milk in storage swings inside the thermostat's band: it warms until the
 # compressor starts, then drops. The tops of those swings (turns: a rise then a
 # drop of STORE_HYST_C) are this tank's band; milk that climbs STORE_WARM_C above
@@ -184,6 +185,8 @@ class _Tank:
     # When milkings began: episodes, and swings that climbed STORE_WARM_C / 2
     # above the band and then turned by themselves (a slow blend).
     excursions: list[float] = field(default_factory=list)
+    cross_t: float | None = None  # when this swing left the band (by STORE_WARM_C / 2)
+    high_turns: list[float] = field(default_factory=list)  # high turns in a row
 
     def slow_after(self) -> float:
         """How long a first milking may take to reach target before it is slow."""
@@ -197,7 +200,8 @@ class _Tank:
             return floor
         grace = FIRST_GRACE_UNLEARNT_S
         if len(self.first_delays) >= FIRST_MEMORY:
-            grace = min(grace, FIRST_GRACE_FACTOR * max(self.first_delays))
+            grace = min(grace, max(FIRST_GRACE_MIN_S,
+                                   FIRST_GRACE_FACTOR * max(self.first_delays)))
         return max(floor, grace)
 
     def routine(self, since: float) -> bool:
@@ -241,6 +245,8 @@ class _Tank:
             "smooth_c": self.smooth_c,
             "first_t": self.first_t,
             "excursions": self.excursions,
+            "cross_t": self.cross_t,
+            "high_turns": self.high_turns,
         }
 
     @classmethod
@@ -304,7 +310,7 @@ class CoolingRule:
                 level is not None or started_agitator or rise >= cfg.milking_rise_c):
             self._start(tank, t, blend=False)
         elif tank.phase == "storage" and (temp > p.target_c or rise >= cfg.milking_rise_c):
-            self._start(tank, t, blend=True)
+            self._start(tank, t, blend=True, drift=rise < cfg.milking_rise_c)
             if rise < cfg.milking_rise_c:
                 tank.drift_level = level
         elif (tank.phase == "episode" and tank.drift_level is not None and level is not None
@@ -380,7 +386,7 @@ class CoolingRule:
         if stalled is not None:
             found.setdefault("cooler", []).append(stalled)
             if tank.stall_c is None:
-                tank.stall_c = temp
+                tank.stall_c = tank.smooth_c  # the 10-min median: a coarse probe jitters
         if tank.phase in ("storage", "episode") and temp < p.freeze_c:
             found["freezing"] = [Signal("milk temperature", temp, limit=p.freeze_c, unit=" °C",
                                         note="milk is freezing")]
@@ -389,7 +395,8 @@ class CoolingRule:
                  "level": "yes" if tank.has_level else "none (temperature only)"}
         idle = tank.phase in ("wash", "empty")
         cooled = idle or temp <= p.target_c - cfg.clear_margin_c
-        if tank.stall_c is not None and (idle or temp <= tank.stall_c - 2 * cfg.stalled_min_drop_c):
+        if tank.stall_c is not None and (
+                idle or tank.smooth_c <= tank.stall_c - 2 * cfg.stalled_min_drop_c):
             tank.stall_c = None  # cooling again
         ended = {
             "cooler": cooled and tank.stall_c is None,
@@ -518,21 +525,38 @@ class CoolingRule:
         if tank.phase != "storage":
             # judged afresh from the next storage
             tank.rising, tank.lo_c, tank.lo_t, tank.lo_level = False, temp, t, level
+            tank.cross_t = None
             return
         if tank.rising:
-            if temp > tank.hi_c:
-                tank.hi_c = temp
-            elif tank.hi_c - temp >= STORE_HYST_C:  # the compressor turned it around
-                if tank.turns and tank.hi_c >= max(tank.turns) + STORE_WARM_C / 2:
-                    tank.excursions = _note(tank.excursions, tank.rise_t)  # a blend
-                else:
-                    tank.turns = (tank.turns + [tank.hi_c])[-STORE_TURNS:]
+            tank.hi_c = max(tank.hi_c, temp)
+            high = bool(tank.turns) and temp >= max(tank.turns) + STORE_WARM_C / 2
+            if high and tank.cross_t is None:
+                tank.cross_t = t  # the swing left the band: when a blend shows
+            if tank.hi_c - temp >= STORE_HYST_C:  # the compressor turned it around
+                self._turn(tank)
                 tank.rising, tank.lo_c, tank.lo_t, tank.lo_level = False, temp, t, level
         elif temp < tank.lo_c:
             tank.lo_c, tank.lo_t, tank.lo_level = temp, t, level
         elif temp - tank.lo_c >= STORE_HYST_C:
             tank.rising, tank.hi_c = True, temp
             tank.rise_t, tank.rise_level = tank.lo_t, tank.lo_level
+
+    def _turn(self, tank: _Tank) -> None:
+        """A swing turned by itself at ``hi_c``: a thermostat top, or, well above
+        the band, a milking's slow blend (its time of day is noted, unless the
+        swing was alerted as a failure). Three high turns in a row with no
+        blend between are the band itself, moved (the setpoint was changed)."""
+        top = tank.hi_c
+        if tank.turns and top >= max(tank.turns) + STORE_WARM_C / 2:
+            if tank.stall_c is None and tank.cross_t is not None:
+                tank.excursions = _note(tank.excursions, tank.cross_t)
+            tank.high_turns = (tank.high_turns + [top])[-STORE_MIN_TURNS:]
+            if len(tank.high_turns) >= STORE_MIN_TURNS:
+                tank.turns, tank.high_turns = list(tank.high_turns), []
+        else:
+            tank.turns = (tank.turns + [top])[-STORE_TURNS:]
+            tank.high_turns = []
+        tank.cross_t = None
 
     def _warming(self, tank: _Tank, t: float, temp: float,
                  level: float | None) -> Signal | None:
@@ -555,16 +579,19 @@ class CoolingRule:
         rate = (temp - past[1]) / (t - past[0]) * 3600
         if rate > STORE_RATE_MAX_C_H:
             return None  # as fast as a milking's blend
-        if _routine_within(tank.excursions, t - STORE_BLEND_S, t) or (
-                tank.agitator_since is not None and tank.routine(tank.agitator_since)):
+        cross = tank.cross_t if tank.cross_t is not None else t
+        if (_routine_within(tank.excursions, cross - STORE_BLEND_S, cross)
+                or t - tank.start < STORE_BLEND_S  # warm milk arrived lately: a blend
+                or (tank.agitator_since is not None and tank.routine(tank.agitator_since))):
             return None  # a slow blend at this barn's milking time
         return Signal("milk temperature", now, baseline=top, limit=top + STORE_WARM_C,
                       unit=" °C", note=f"cooled milk warming {(t - tank.rise_t) / 60:.0f} min "
                       f"without cooling, {now - top:.1f} °C above this tank's thermostat "
                       "band: the cooler does not cool")
 
-    def _start(self, tank: _Tank, t: float, blend: bool) -> None:
-        tank.excursions = _note(tank.excursions, t)  # a milking's time of day
+    def _start(self, tank: _Tank, t: float, blend: bool, drift: bool = False) -> None:
+        if not drift:  # cooled milk drifting above target is no milking
+            tank.excursions = _note(tank.excursions, t)  # a milking's time of day
         tank.phase, tank.start, tank.blend = "episode", t, blend
         tank.first_cooled = False
         tank.drift_level = None

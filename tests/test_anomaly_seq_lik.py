@@ -209,3 +209,18 @@ def test_extreme_finite_values_do_not_break_a_learning_stream() -> None:
     again = AnomalyEngine(detector="seq_lik")
     assert again.restore([(("s", "t"), json.loads(json.dumps(state)))]) == 1
     assert 0.0 <= again.score(("s", "t"), 10.0, 4.0) <= 1.0
+
+
+def test_an_error_code_does_not_blind_a_learning_stream() -> None:
+    # One 1.7e308 among readings of 20-21: scored as an anomaly, learnt as
+    # nothing; a later jump 20 -> 40 is still seen (the review's case).
+    from agent.detect.anomaly.engine import AnomalyEngine
+
+    engine = AnomalyEngine(detector="seq_lik", probation=50)
+    key = ("s", "t")
+    for i in range(400):
+        engine.score(key, float(i), 20.0 + (i % 10) / 10)
+    assert engine.score(key, 400.0, 1.7e308) == 1.0
+    for i in range(401, 600):
+        engine.score(key, float(i), 20.0 + (i % 10) / 10)
+    assert engine.score(key, 600.0, 40.0) >= 0.5

@@ -37,6 +37,7 @@ from agent.detect.anomaly.likelihood import AnomalyLikelihood
 STATE_KIND = "seq_lik"
 STATE_VERSION = 1
 RANGE_LIMIT = 1e300  # a learnt range is clamped to this: its span stays finite
+ERROR_CODE_ABS = 1e15  # a learnt range ignores values this large: no barn sensor measures them
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,11 @@ class SeqLik:
 
     def score(self, value: float) -> float:
         if self.learn_range and not self.lo <= value <= self.hi:
+            if abs(value) >= ERROR_CODE_ABS:
+                # An error code (1.7e308), not a measurement: scored as an
+                # anomaly, but the range, memory and extremes learn nothing,
+                # or every later bin would be bin 0.
+                return 1.0
             self._widen(value)
         raw = self.memory.step(self.bin(value))
         out = self.likelihood.update(value, raw)

@@ -186,12 +186,13 @@ class SeqLik:
                                for i in range(self.cfg.bins)])
 
     def score(self, value: float) -> float:
+        if abs(value) >= ERROR_CODE_ABS:
+            # An error code (1.7e308), not a measurement: scored as an anomaly,
+            # but the range, memory and extremes learn nothing (a learnt range
+            # would put every later value in bin 0, and the new-extreme check
+            # would never fire again).
+            return 1.0
         if self.learn_range and not self.lo <= value <= self.hi:
-            if abs(value) >= ERROR_CODE_ABS:
-                # An error code (1.7e308), not a measurement: scored as an
-                # anomaly, but the range, memory and extremes learn nothing,
-                # or every later bin would be bin 0.
-                return 1.0
             self._widen(value)
         raw = self.memory.step(self.bin(value))
         out = self.likelihood.update(value, raw)

@@ -75,8 +75,8 @@ NOTE_GAP_S = 3600.0
 # empty_level_l, when there is milk to cool; a temperature-only tank starts it
 # at the first warm milk, so "not cooling" waits FIRST_GRACE_UNLEARNT_S, or,
 # once FIRST_MEMORY first milkings have cooled in time, FIRST_GRACE_FACTOR x
-# the slowest of them when that is shorter (never below hot_grace_s). A first
-# milking that was alerted teaches nothing.
+# the slowest of them when that is shorter (never below FIRST_GRACE_MIN_S).
+# A first milking that was alerted teaches nothing.
 FIRST_GRACE_UNLEARNT_S = 2700.0
 FIRST_GRACE_FACTOR = 2.0
 FIRST_MEMORY = 5
@@ -87,11 +87,12 @@ FIRST_GRACE_MIN_S = 1800.0  # learnt, never below: the same tank varies day to d
 # the highest of the last STORE_TURNS turns, at most STORE_RATE_MAX_C_H (a
 # milking's blend warms faster and is judged as one), with no turn, is a cooler
 # that no longer cools: seen hours before the milk reaches the legal limit.
-# Unless a milking began within STORE_BLEND_S: episodes (warm milk arriving),
-# swings that went half as high and turned by themselves (a slow blend), or
-# long agitator runs began at that time of day, within
-# ROUTINE_TOL_S of this time of day on ROUTINE_DAYS of the last days; and not
-# before the tank has been heard for ROUTINE_DAYS (those times are not known).
+# Unless warm milk arrived (an episode) within STORE_BLEND_S, or the swing left
+# the band within STORE_BLEND_S after a time of day (ROUTINE_TOL_S either way)
+# at which milkings began on ROUTINE_DAYS of the last days (episodes, and
+# swings that went half as high and turned by themselves: slow blends), or the
+# agitator run going on began at such a time; and not before the tank has been
+# heard for ROUTINE_DAYS (those times are not known).
 # Every swing is kept in ``run``: at least STORE_RATE_SPAN_S of readings.
 STORE_HYST_C = 0.4
 STORE_TURNS = 10

@@ -429,23 +429,26 @@ def test_a_new_temperature_only_tank_whose_first_milking_never_cools_is_raised()
     assert 30 * 60 <= delay <= 50 * 60
 
 
-def _thermostat(eng, t0: float, hours: float, fail_at_h: float | None = None) -> list:
+def _thermostat(eng, t0: float, hours: float, fail_at_h: float | None = None,
+                band: tuple[float, float] = (3.0, 4.0),
+                states: tuple[str, ...] = ("raised",)) -> list:
     """Cooled milk in storage, temperature only (no level, no agitator): it
-    warms 0.7 °C/h until 4.0 °C calls the compressor, which pulls it to 3.0 °C
-    at 6 °C/h. From ``fail_at_h`` the compressor is called and does not cool."""
+    warms 0.7 °C/h until the band's top (4.0 °C) calls the compressor, which
+    pulls it to the bottom (3.0 °C) at 6 °C/h. From ``fail_at_h`` the compressor
+    is called and does not cool. The cooling alerts in ``states``."""
     out, temp, cooling = [], 3.5, False
     for minute in range(int(hours * 60)):
         t = t0 + minute * 60.0
         failed = fail_at_h is not None and minute >= fail_at_h * 60
-        if temp >= 4.0:
+        if temp >= band[1]:
             cooling = True
-        elif temp <= 3.0:
+        elif temp <= band[0]:
             cooling = False
         temp += (-0.1 if cooling and not failed else 0.7 / 60)
         noise = 0.1 * ((minute * 7) % 3 - 1)  # a probe's jitter, deterministic
         out += eng.on_reading(reading("tank-s", "bulk-tank", t,
                                       {"milk_temp_c": round(temp + noise, 2)}))
-    return [a for a in out if a.rule == "cooling" and a.state == "raised"]
+    return [a for a in out if a.rule == "cooling" and a.state in states]
 
 
 def test_cooled_milk_warming_above_its_thermostat_band_is_a_cooler_failure() -> None:
@@ -550,18 +553,8 @@ def test_a_raised_thermostat_setpoint_becomes_the_band() -> None:
     # then three turns in a row at the new top are the band, and all is quiet.
     eng, _ = engine()
     assert _thermostat(eng, 0.0, 72.0) == []
-    temp, cooling, out = 3.5, False, []
-    for minute in range(3 * 24 * 60):
-        t = 3 * 86400.0 + minute * 60.0
-        if temp >= 5.0:
-            cooling = True
-        elif temp <= 4.0:
-            cooling = False
-        temp += -0.1 if cooling else 0.7 / 60
-        noise = 0.1 * ((minute * 7) % 3 - 1)
-        out += eng.on_reading(reading("tank-s", "bulk-tank", t,
-                                      {"milk_temp_c": round(temp + noise, 2)}))
-    cooling_alerts = [a for a in out if a.rule == "cooling"]
+    cooling_alerts = _thermostat(eng, 3 * 86400.0, 72.0, band=(4.0, 5.0),
+                                 states=("raised", "cleared"))
     raised = [a for a in cooling_alerts if a.state == "raised"]
     assert len(raised) <= 3
     assert all(a.stamp.mono_ns / 1e9 < 4 * 86400.0 for a in raised), "quiet after a day"

@@ -39,6 +39,9 @@ async def test_three_receivers_one_killed_twenty_gateways_exactly_once(tmp_path:
     assert report.readings == 3000
     assert (report.missing, report.duplicates, report.unexpected) == (0, 0, 0)
     assert report.dead_letters == 0
-    # The proxy spread the gateways' connections over every receiver.
-    assert all(n > 0 for n in report.connections.values()), report.connections
+    # The proxy spread the gateways' connections over the receivers. Not over
+    # every one: the first is killed 0.2 s into the run, and when the gateways'
+    # first uploads come later than that (kept-alive connections, made while it
+    # is down) it gets none (seen once in CI: [0, 10, 10]).
+    assert sum(n > 0 for n in report.connections.values()) >= 2, report.connections
     assert set(report.batches) <= {"new", "resend", "replay", "conflict", "too_far"}

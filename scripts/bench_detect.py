@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.detect.anomaly.context import ContextConfig
 from agent.detect.anomaly.detector import DetectorConfig, SensorDetector
-from agent.detect.anomaly.engine import AnomalyEngine
+from agent.detect.anomaly.engine import AnomalyEngine, DetectorKind
 
 
 def _stream(n: int, seed: int) -> list[tuple[float, float]]:
@@ -110,21 +110,29 @@ def main() -> int:
     return 0
 
 
+def _time_tank_stream(detector: DetectorKind, key: tuple[str, str], readings: int
+                      ) -> tuple[list[tuple[float, float]], AnomalyEngine, float]:
+    """A tank-like stream through the engine on the bulk tank firmware's range
+    (-5..90 degC): 20,000 readings to fill every buffer, then ``readings``
+    timed; the data, the engine and the process CPU per timed reading (µs)."""
+    data = _stream(20_000 + readings, 1)
+    eng = AnomalyEngine(detector=detector)
+    for ts, v in data[:20_000]:
+        eng.score(key, ts, v, value_range=(-5.0, 90.0))
+    t0 = time.process_time()
+    for ts, v in data[20_000:]:
+        eng.score(key, ts, v, value_range=(-5.0, 90.0))
+    return data, eng, (time.process_time() - t0) / readings * 1e6
+
+
 def _bench_cad_ose(readings: int) -> int:
     """CAD OSE through the engine with the daemon's settings: a tank-like
     stream, the bulk tank firmware's valid range (-5..90 degC), memory capped
     at CAD_OSE_MAX_CONTEXTS. Memory is measured once the cap is reached."""
     from agent.detect.anomaly.engine import CAD_OSE_MAX_CONTEXTS
 
-    data = _stream(20_000 + readings, 1)
-    eng = AnomalyEngine(detector="cad_ose")
     key = ("tank", "milk_temp_c")
-    for ts, v in data[:20_000]:
-        eng.score(key, ts, v, value_range=(-5.0, 90.0))
-    t0 = time.process_time()
-    for ts, v in data[20_000:]:
-        eng.score(key, ts, v, value_range=(-5.0, 90.0))
-    per_reading_us = (time.process_time() - t0) / readings * 1e6
+    _, eng, per_reading_us = _time_tank_stream("cad_ose", key, readings)
     # Worst case for memory: a noisy stream on a tight range fills the cap.
     rng = random.Random(2)
     tracemalloc.start()
@@ -154,15 +162,8 @@ def _bench_seq_lik(readings: int) -> int:
     -5..90 degC, probation 750, rest 150), after 20,000 readings (every ring
     buffer full); memory: 100 streams after 10,000 readings of a noisy
     stream on a tight range (every transition bin used), state as JSON."""
-    data = _stream(20_000 + readings, 1)
-    eng = AnomalyEngine(detector="seq_lik")
     key = ("tank", "milk_temp_c")
-    for ts, v in data[:20_000]:
-        eng.score(key, ts, v, value_range=(-5.0, 90.0))
-    t0 = time.process_time()
-    for ts, v in data[20_000:]:
-        eng.score(key, ts, v, value_range=(-5.0, 90.0))
-    per_reading_us = (time.process_time() - t0) / readings * 1e6
+    data, _, per_reading_us = _time_tank_stream("seq_lik", key, readings)
     learn = AnomalyEngine(detector="seq_lik")  # no range: learnt, bins remapped as it grows
     for ts, v in data[:20_000]:
         learn.score(key, ts, v)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
+import importlib
 import json
 import logging
 import signal
@@ -20,9 +20,10 @@ from agent.runtime.logging_setup import setup_logging
 log = logging.getLogger("dairy-edge")
 
 
-def build_parser(optional: bool = True) -> argparse.ArgumentParser:
+def build_parser(optional: bool | str = True) -> argparse.ArgumentParser:
     """The command line; without ``optional``, only the core commands (``run`` and
-    the others defined here, not the tools in ``_add_optional_commands``)."""
+    the others defined here, not the tools in ``_add_optional_commands``); with a
+    tool's command name, the core commands and that tool."""
     parser = argparse.ArgumentParser(
         prog="dairy-edge",
         description="Edge agent for dairy barns: MQTT sensors in, a durable buffer, "
@@ -121,30 +122,31 @@ def build_parser(optional: bool = True) -> argparse.ArgumentParser:
     sch.set_defaults(func=cmd_config_schema)
 
     if optional:
-        _add_optional_commands(sub)
+        _add_optional_commands(sub, optional if isinstance(optional, str) else None)
     return parser
 
 
-def _add_optional_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from agent.cli.calibrate import add_calibrate_parser
-    from agent.cli.doctor import add_doctor_parser
-    from agent.cli.init import add_init_parser
-    from agent.cli.models import add_models_parser
-    from agent.cli.replay import add_replay_parser
-    from agent.cli.update import add_update_parser
-    from agent.cli.vision import add_vision_parser
-    from agent.cli.web import add_web_parser
-    from agent.detect.anomaly.cli import add_anomaly_cli
+# The tools' top-level commands, in the order of the help, and the function that
+# adds each one's parser (imported only when wanted: some import OpenCV).
+_OPTIONAL = {
+    "anomaly": ("agent.detect.anomaly.cli", "add_anomaly_cli"),
+    "vision": ("agent.cli.vision", "add_vision_parser"),
+    "models": ("agent.cli.models", "add_models_parser"),
+    "calibrate": ("agent.cli.calibrate", "add_calibrate_parser"),
+    "doctor": ("agent.cli.doctor", "add_doctor_parser"),
+    "init": ("agent.cli.init", "add_init_parser"),
+    "update": ("agent.cli.update", "add_update_parser"),
+    "replay": ("agent.cli.replay", "add_replay_parser"),
+    "web": ("agent.cli.web", "add_web_parser"),
+}
 
-    add_anomaly_cli(sub)
-    add_vision_parser(sub)
-    add_models_parser(sub)
-    add_calibrate_parser(sub)
-    add_doctor_parser(sub)
-    add_init_parser(sub)
-    add_update_parser(sub)
-    add_replay_parser(sub)
-    add_web_parser(sub)
+
+def _add_optional_commands(sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+                           only: str | None = None) -> None:
+    """The tools' parsers; with ``only``, that command's alone."""
+    for command, (module, adder) in _OPTIONAL.items():
+        if only is None or command == only:
+            getattr(importlib.import_module(module), adder)(sub)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -240,6 +242,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _run_until_signal(main) -> int:  # type: ignore[no-untyped-def]
     """Run ``main(stop)`` until it returns or SIGINT/SIGTERM sets ``stop``."""
+    import asyncio  # here: the one-shot tools (replay) need no event loop
 
     async def runner() -> int:
         stop = asyncio.Event()
@@ -255,8 +258,11 @@ def _run_until_signal(main) -> int:  # type: ignore[no-untyped-def]
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # The tools' parsers import their modules, and the vision tools import OpenCV:
-    # about 34 MiB that `run`, the long-lived service, would then hold for good.
-    parser = build_parser(optional=argv[:1] != ["run"])
+    # about 34 MiB that `run`, the long-lived service, would then hold for good,
+    # and a third of a second that every tool would wait for (`replay` included).
+    command = argv[0] if argv else ""
+    optional: bool | str = command if command in _OPTIONAL else command != "run"
+    parser = build_parser(optional=optional)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -14,12 +14,11 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.clock import Clock
 from agent.config.model import Config, DetectConfig
 from agent.config.rules import RulesConfig
-from agent.detect.anomaly.engine import AnomalyEngine
 from agent.detect.farm_events import FarmEvent
 from agent.detect.rules.base import Finding
 from agent.detect.rules.body_condition import BcsLossParams, BcsLossRule, MilkParams, MilkRule
@@ -34,8 +33,10 @@ from agent.records.types import (
     Stamp,
     stable_id,
 )
-from agent.store.state import load_states, save_states
-from agent.store.writer import StoreWriter
+
+if TYPE_CHECKING:
+    from agent.detect.anomaly.engine import AnomalyEngine
+    from agent.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,9 @@ class Detection:
         # wants the alerts, which the scores do not feed.
         self.anomaly_scores = anomaly_scores
         self.clock = clock
-        self.anomaly = AnomalyEngine(detector=config.anomaly_detector)
+        # Made now for the daemon (before its threads start); a replay without
+        # scores never needs it, nor numpy, which it imports.
+        self._anomaly: AnomalyEngine | None = self._new_anomaly() if anomaly_scores else None
         self._value_range = value_range if config.anomaly_detector != "default" else None
         self.rules = RuleEngine(config, clock, calibration=calibration)
         self.bcs_loss = BcsLossRule(BcsLossParams())
@@ -70,6 +73,18 @@ class Detection:
         self._score_faults: set[tuple[str, str]] = set()  # logged once per stream
         # The processing thread scores; the event loop ticks and saves.
         self._lock = threading.Lock()
+
+    def _new_anomaly(self) -> AnomalyEngine:
+        from agent.detect.anomaly.engine import AnomalyEngine
+
+        return AnomalyEngine(detector=self.config.anomaly_detector)
+
+    @property
+    def anomaly(self) -> AnomalyEngine:
+        """The anomaly detectors (made on first use when not scoring)."""
+        if self._anomaly is None:
+            self._anomaly = self._new_anomaly()
+        return self._anomaly
 
     def on_reading(self, reading: Reading) -> list[Alert]:
         if not self.config.enabled:
@@ -186,6 +201,8 @@ class Detection:
 
     # -- persistence ---------------------------------------------------------
     def restore(self, store_path: Path) -> None:
+        from agent.store.state import load_states  # the daemon's; a replay has no store
+
         states = load_states(store_path)
         anomaly = [
             (tuple(key[len(ANOMALY_PREFIX):].split(_SEP, 1)), state)
@@ -210,6 +227,8 @@ class Detection:
 
     def save(self, writer: StoreWriter, boot: str) -> None:
         """Queue the changed state on the writer (non-blocking)."""
+        from agent.store.state import save_states
+
         with self._lock:
             states: dict[str, Any] = {
                 f"{ANOMALY_PREFIX}{sensor}{_SEP}{metric}": state

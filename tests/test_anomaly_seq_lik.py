@@ -66,6 +66,25 @@ def test_an_alarm_is_followed_by_rest() -> None:
     assert out[first + 1:first + 11] == [0.0] * 10
 
 
+def test_a_likelihood_alarm_waits_until_the_likelihood_has_settled() -> None:
+    # A learnt cycle breaks for 60 readings: without the re-arm rule (0) it
+    # alarms again at the end of every rest; with it, once. Once the cycle
+    # is back for more than a rest, a new break alarms again.
+    rng = random.Random(1)
+    broken = [rng.choice([0.0, 7.0, 3.0, 5.0, 1.0]) for _ in range(60)]
+    alarms = {}
+    for rearm in (0.0, 1.0):
+        det = SeqLik((0.0, 7.0), rest=10, learning=100, estimation=100,
+                     config=SeqLikConfig(rearm=rearm))
+        for v in CYCLE * 80:
+            det.score(v)
+        alarms[rearm] = sum(det.score(v) >= 0.5 for v in broken)
+        calm = [det.score(v) for v in CYCLE * 5]
+        assert max(calm) < 0.5
+        assert max(det.score(v) for v in (2.0, 6.0, 2.0, 6.0, 4.0, 0.0, 4.0)) >= 0.5
+    assert alarms[0.0] >= 5 and alarms[1.0] == 1
+
+
 def test_a_new_extreme_is_a_spatial_anomaly() -> None:
     det = SeqLik((0.0, 100.0), rest=5, learning=100, estimation=100)
     for x in _noisy(1500, 2):

@@ -21,6 +21,11 @@ descriptions; no third-party code):
    scores 1.
 4. **Rest** (as CAD OSE does): after a reported score of at least
    ``alarm`` the next ``rest`` readings report 0, so one event is one alarm.
+5. **Re-arm**: a likelihood alarm is reported only after ``rearm x rest``
+   readings in a row below the alarm level; an excursion during a rest, or
+   too soon after one, restarts that wait instead of alarming. A noisy
+   stream's bursts of unpredicted transitions then give one alarm, not one
+   per rest. New extremes (3.) alarm whenever no rest is running.
 
 Cost: a dict of at most ``bins ** order`` bit masks and the likelihood's two
 ring buffers of float32 (``history`` readings each).
@@ -52,6 +57,7 @@ class SeqLikConfig:
     reestimation: int = 100  # refit every this many readings
     spatial_tol: float = 0.05  # share of the seen span a new extreme may exceed freely
     alarm: float = 0.5  # a reported score >= this starts a rest
+    rearm: float = 1.0  # calm readings a likelihood alarm needs first, x the rest (0: off)
     max_contexts: int = 4096  # memory bound (order 1: at most ``bins`` contexts)
     learn_margin: float = 0.25  # a learnt range grows past a new extreme by this x its span
 
@@ -153,6 +159,7 @@ class SeqLik:
         self.seen_lo = math.inf
         self.seen_hi = -math.inf
         self.quiet = 0  # readings still to report 0
+        self.calm = 0  # readings in a row whose score stayed below the alarm level
 
     def bin(self, value: float) -> int:
         span = self.hi - self.lo
@@ -200,14 +207,20 @@ class SeqLik:
             out = 0.0  # still learning: no judgement (NAB does not score these rows)
         # Spatial anomaly: outside the span seen so far, beyond a margin.
         lo, hi = self.seen_lo, self.seen_hi
+        spatial = False
         if hi > lo:
             margin = (hi - lo) * self.cfg.spatial_tol
-            if value > hi + margin or value < lo - margin:
+            spatial = value > hi + margin or value < lo - margin
+            if spatial:
                 out = 1.0
         self.seen_lo, self.seen_hi = min(lo, value), max(hi, value)
+        calm = self.calm
+        self.calm = calm + 1 if out < self.cfg.alarm else 0
         if self.quiet > 0:
             self.quiet -= 1
             return 0.0
+        if out >= self.cfg.alarm and not spatial and calm < self.cfg.rearm * self.rest:
+            return 0.0  # the likelihood has not settled since its last excursion
         if out >= self.cfg.alarm:
             self.quiet = self.rest
         return min(max(out, 0.0), 1.0)
@@ -223,7 +236,7 @@ class SeqLik:
             "contexts": [[k, m] for k, m in mem.contexts.items()], "hist": list(mem.hist),
             "pred": mem.pred, "likelihood": self.likelihood.to_state(), "rest": self.rest,
             "seen": [self.seen_lo, self.seen_hi] if self.seen_hi >= self.seen_lo else None,
-            "quiet": self.quiet,
+            "quiet": self.quiet, "calm": self.calm,
         }
 
     @classmethod
@@ -248,4 +261,6 @@ class SeqLik:
         if st["seen"] is not None:
             obj.seen_lo, obj.seen_hi = float(st["seen"][0]), float(st["seen"][1])
         obj.quiet = int(st["quiet"])
+        # A state saved before the re-arm rule has no count: wait a full re-arm.
+        obj.calm = int(st.get("calm", 0))
         return obj

@@ -117,10 +117,11 @@ def main() -> int:
                        "recall": sc.recall, "delays_min": d}
     cooling = scores.get("cooling")
     if cooling:
-        for kind, delays in sorted(cooling.delays_by_kind.items()):
-            d = [x / 60 for x in delays]
-            print(f"\ncooling failure {kind}: {len(d)} detected, first alert median "
-                  f"{statistics.median(d):.0f} min, max {max(d):.0f} min")
+        for kind, n in sorted(cooling.episodes_by_kind.items()):
+            d = [x / 60 for x in cooling.delays_by_kind.get(kind, [])]
+            print(f"\ncooling failure {kind}: {len(d)} of {n} detected" + (
+                f", first alert median {statistics.median(d):.0f} min, max {max(d):.0f} min"
+                if d else ""))
             o = [x / 60 for x in cooling.observable_by_kind.get(kind, [])]
             if o:
                 print(f"  from when it could first be seen (thermostat calls for cooling): "

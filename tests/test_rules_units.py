@@ -559,3 +559,38 @@ def test_a_raised_thermostat_setpoint_becomes_the_band() -> None:
     assert len(raised) <= 3
     assert all(a.stamp.mono_ns / 1e9 < 4 * 86400.0 for a in raised), "quiet after a day"
     assert cooling_alerts and cooling_alerts[-1].state == "cleared"
+
+
+def _robot_tank(eng, t0: float, hours: float, fail_at_h: float | None = None) -> list:
+    """A robot's temperature-only tank that stirs without a break: milk trickles
+    in (110 L/h at 33 °C) and warms the cooled milk ever more slowly as the tank
+    fills, the thermostat cools it from 4.0 back to 3.0 °C (a compressor of
+    100 °C·L/min). From ``fail_at_h``
+    the compressor is called and does not cool. The raised cooling alerts."""
+    out, temp, litres, cooling = [], 3.5, 500.0, False
+    for minute in range(int(hours * 60)):
+        failed = fail_at_h is not None and minute >= fail_at_h * 60
+        if temp >= 4.0:
+            cooling = True
+        elif temp <= 3.0:
+            cooling = False
+        flow = 110.0 / 60
+        temp = (temp * litres + 33.0 * flow) / (litres + flow)
+        litres += flow
+        if cooling and not failed:
+            temp -= 100.0 / litres
+        out += eng.on_reading(reading("tank-r", "bulk-tank", t0 + minute * 60.0,
+                                      {"milk_temp_c": round(temp, 2), "agitator": 1.0}))
+    return [a for a in out if a.rule == "cooling" and a.state == "raised"]
+
+
+def test_a_tank_that_stirs_for_days_is_not_a_stalled_cooler() -> None:
+    eng, _ = engine()
+    # Three days filling: the warm halves of the swings outlast the stalled
+    # check's span once the tank is full, and the agitator never stops.
+    assert _robot_tank(eng, 0.0, 72.0) == []
+    # Past the tank's first three days (the storage-warming check learns its
+    # band first), a compressor that stops cooling while the tank stirs.
+    raised = _robot_tank(eng, 72 * 3600.0, 24.0, fail_at_h=12.0)
+    assert raised and "thermostat band" in raised[0].message
+    assert raised[0].stamp.mono_ns / 1e9 - 84 * 3600 <= 4 * 3600

@@ -59,6 +59,11 @@ NO_LEVEL_FALL_C = 0.5
 NO_LEVEL_PEAK_STEP_C = 0.3  # the peak moves only on a rise this large (noise, slow drift)
 NO_LEVEL_STALL_FACTOR = 2.0
 NO_LEVEL_STALL_RISE_C = 0.5
+# An agitator that has run this long without a break is stirring, not following
+# the compressor (robots stir while milk trickles in for days): a compressor
+# that runs and does not cool is found within stalled_run_s of its start, and
+# warming held milk is the storage-warming check's to judge.
+CONTINUOUS_STIR_S = 6 * 3600.0
 # A temperature-only tank cannot see milk arriving, and a working cooler holds a
 # milking's blend flat: a long agitator run that starts at this barn's usual
 # milking time (within ROUTINE_TOL_S of when long runs started on at least
@@ -483,7 +488,7 @@ class CoolingRule:
             return None
         if not tank.has_level:
             span *= NO_LEVEL_STALL_FACTOR
-        if t - tank.agitator_since < span:
+        if not span <= t - tank.agitator_since <= CONTINUOUS_STIR_S:
             return None
         if not tank.has_level:
             milking = tank.routine(tank.agitator_since)

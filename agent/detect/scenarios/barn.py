@@ -69,6 +69,9 @@ class _Barn:
     herd_events: list[tuple[float, float, float]] = field(default_factory=list)
     # Herd-wide rumination dips (feed delays): (start, end, depth).
     herd_dips: list[tuple[float, float, float]] = field(default_factory=list)
+    # Faults added after the first family of farms (slow cooling, drift) draw
+    # from their own generator, so every earlier seed's farm stays as it was.
+    extra: random.Random = field(default_factory=random.Random)
 
     def add(self, item: _Item) -> None:
         self.streams.setdefault(item.sensor, []).append(item)
@@ -130,8 +133,12 @@ class _Barn:
                 last_glitch = s
                 self.episodes.append(Episode("sensor.spike", sensor, s, s + HOUR))
             # An irregular radio: now and then nothing for 16-25 min (not a dropout).
+            # The first reading after a gap gets through: gaps back to back would
+            # be a silence of up to 50 min, as long as a labelled dropout.
             if p.climate_gaps and s >= skip_until and r.random() < p.climate_gaps:
-                skip_until = s + r.uniform(16, 25) * 60
+                until = s + r.uniform(16, 25) * 60
+                if s - step >= skip_until:
+                    skip_until = until
             if s >= skip_until:
                 self.add(_Item(s, sensor, "barn-climate", vals))
             # Truth with the hysteresis staff expect: heat stress starts at THI 72
@@ -200,6 +207,9 @@ class _Barn:
                     length, kind = r.uniform(12, 16) * HOUR, "in storage"
                 failures.append((start, start + length))
                 eps.append(Episode("cooling", TANK, start, start + length + 3 * HOUR, kind=kind))
+        slow = self._slow_cooling(failures)
+        if slow is not None:
+            eps.append(Episode("cooling", TANK, slow[0], slow[1] + 3 * HOUR, kind="slow"))
         self.episodes += eps
         temp, volume, compressor, wash_until = 3.5, per_milking, False, -1.0
         ci = si = 0
@@ -209,6 +219,7 @@ class _Barn:
             s = i * step
             ambient = self.air(s)[0] + 2
             failed = any(a <= s < b for a, b in failures)
+            weak = slow[2] if slow is not None and slow[0] <= s < slow[1] else 1.0
             while si < len(sessions) and sessions[si][1] <= s:
                 si += 1
             milking = si < len(sessions) and sessions[si][0] <= s < sessions[si][1]
@@ -233,14 +244,15 @@ class _Barn:
                         compressor = True
                     elif temp < 3.0:
                         compressor = False
-                    if compressor and failed:
-                        # The controller calls for cooling that never comes: from
-                        # here on the failure can be seen at all.
+                    if compressor and (failed or (weak < 1.0 and milking)):
+                        # The controller calls for cooling that never comes (or a
+                        # weak compressor meets warm milk): from here on the
+                        # fault can be seen at all.
                         for ep in eps:
                             if ep.start <= s < ep.end and ep.observable_s is None:
                                 ep.observable_s = s
                     if compressor and not failed:
-                        temp -= power * wet / volume * dm
+                        temp -= weak * power * wet / volume * dm
                     temp += leak * (ambient - temp) * dm
                     agitator = 1.0 if milking or compressor or (int(s // 60) % 20) < 2 else 0.0
                 else:
@@ -254,6 +266,21 @@ class _Barn:
             if p.tank_level:
                 vals["level_l"] = round(volume)
             self.add(_Item(s, TANK, "bulk-tank", vals))
+
+    def _slow_cooling(self, failures: list[tuple[float, float]]) -> tuple[float, float, float] | None:
+        """A weak compressor (low refrigerant, a dirty condenser) on a mixed farm:
+        (start, end, share of its power left). It still cools, too slowly, for
+        1.5 to 3 days (it may or may not meet a first milking after a
+        collection), and it keeps clear of the failures (a dead compressor is another fault)."""
+        if self.kind != "mixed" or self.days < 8:
+            return None
+        r = self.extra
+        for _ in range(50):
+            start = r.uniform(3, self.days - 4) * DAY
+            end = start + r.uniform(1.5, 3) * DAY
+            if all(b + 6 * HOUR < start or end + 6 * HOUR < a for a, b in failures):
+                return start, end, r.uniform(0.3, 0.55)
+        return None
 
     # -- cows ------------------------------------------------------------------
     def herd(self, cows: int) -> None:
@@ -425,6 +452,8 @@ class _Barn:
                 if sensor == TANK:
                     self.episodes.append(Episode("cooling", TANK, start, end + 3 * HOUR,
                                                  ignore=True))
+        if self.kind == "mixed":
+            self._drift()
         if self.kind in ("dropout", "mixed"):
             collars = sorted(k for k in self.streams if k.startswith("collar-"))
             # (sensor, dropout timeout, its reporting period): a short silence
@@ -452,6 +481,30 @@ class _Barn:
                 if ep.rule == "sensor.dropout" and ep.subject == TANK:
                     self.episodes.append(Episode("cooling", TANK, ep.start, ep.end + 3 * HOUR,
                                                  ignore=True))
+
+    def _drift(self) -> None:
+        """One climate node's temperature drifts away (0.1-0.3 °C/h, up or down,
+        levelling off 2.5-6 °C out) and stays there: only a barn with three
+        nodes or more can tell which one moved, so only such a farm gets it."""
+        nodes = sorted(k for k in self.streams if k.startswith("climate-") and k != CLIMATE)
+        if len(nodes) < 2:
+            return
+        r = self.extra
+        node = r.choice(nodes)
+        start = r.uniform(4, self.days - 3) * DAY
+        rate, cap, sign = r.uniform(0.1, 0.3) / HOUR, r.uniform(2.5, 6), r.choice((-1, 1))
+        for item in self.streams[node]:
+            if item.s >= start:
+                item.values = dict(item.values)
+                shift = sign * min(cap, rate * (item.s - start))
+                item.values["temperature_c"] = round(item.values["temperature_c"] + shift, 2)
+        end = self.days * DAY
+        self.episodes.append(Episode("sensor.drift", node, start, end))
+        # What a drifted node says of heat is no evidence either way.
+        self.episodes.append(Episode("heat_stress", node, start, end, ignore=True))
+        self.episodes = [replace(ep, ignore=True) if ep.rule == "heat_stress"
+                         and ep.subject == node and ep.end > start else ep
+                         for ep in self.episodes]
 
     def readings(self) -> list[Reading]:
         items = sorted((i for stream in self.streams.values() for i in stream),
@@ -482,7 +535,8 @@ def generate(kind: str, seed: int, days: int = 21, cows: int | None = None,
         params = FarmParams(cows=30 if cows is None else cows)
     elif cows is not None:
         params = replace(params, cows=cows)
-    barn = _Barn(random.Random(f"{kind}:{seed}"), days, kind, params)
+    barn = _Barn(random.Random(f"{kind}:{seed}"), days, kind, params,
+                 extra=random.Random(f"faults:{kind}:{seed}"))
     barn.plan_weather()
     barn.climate()
     barn.tank(params.cows)

@@ -47,6 +47,7 @@ class RuleScore:
     detected: int = 0
     delays: list[float] = field(default_factory=list)
     delays_by_kind: dict[str, list[float]] = field(default_factory=dict)
+    episodes_by_kind: dict[str, int] = field(default_factory=dict)
     # From the moment the fault could first be seen (Episode.observable_s).
     observable_by_kind: dict[str, list[float]] = field(default_factory=dict)
 
@@ -117,6 +118,7 @@ def score_raised(scenario: Scenario, raised: Iterable[tuple[str, str, float]],
             continue
         sc = scores.setdefault(ep.rule, RuleScore())
         sc.episodes += 1
+        sc.episodes_by_kind[ep.kind or "-"] = sc.episodes_by_kind.get(ep.kind or "-", 0) + 1
         if i in first:
             sc.detected += 1
             delay = max(0.0, first[i] - ep.start)

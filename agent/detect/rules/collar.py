@@ -4,6 +4,7 @@ previous one, so sums over a window can be scaled for missing readings."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,10 +28,17 @@ class Window:
     # Running sums of covered seconds and values over ``items``: O(1) per reading.
     _covered: float = 0.0
     _total: float = 0.0
+    # Optionally one value per item, ``derive(covered seconds, value)``, kept in step
+    # with ``items``: a rule that needs it for every item computes it once per item,
+    # not once per item per reading.
+    derive: Callable[[float, float], float] | None = None
+    derived: deque[float] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
         self._covered = sum(x[1] for x in self.items)
         self._total = sum(x[2] for x in self.items)
+        derive = self.derive
+        self.derived = deque(derive(x[1], x[2]) for x in self.items) if derive else deque()
 
     def add(self, t: float, value: float, hour: int) -> float | None:
         """Add a reading; the seconds it covers, or None for the first one."""
@@ -38,16 +46,22 @@ class Window:
         if prev is None or t <= prev:
             return None
         dt = min(t - prev, MAX_INTERVAL_S)
-        items = self.items
+        items, derive = self.items, self.derive
         if items and t - items[-1][0] < MIN_INTERVAL_S:
             last_t, last_dt, last_v, last_h = items[-1]
             items[-1] = (last_t, last_dt + dt, last_v + value, last_h)
+            if derive is not None:
+                self.derived[-1] = derive(last_dt + dt, last_v + value)
         else:
             items.append((t, dt, value, hour))
+            if derive is not None:
+                self.derived.append(derive(dt, value))
         self._covered += dt
         self._total += value
         while items and items[0][0] <= t - self.span_s:
             old = items.popleft()
+            if derive is not None:
+                self.derived.popleft()
             self._covered -= old[1]
             self._total -= old[2]
         if not items:
@@ -65,9 +79,10 @@ class Window:
                 "last_t": self.last_t}
 
     @classmethod
-    def from_state(cls, data: dict[str, Any]) -> Window:
+    def from_state(cls, data: dict[str, Any],
+                   derive: Callable[[float, float], float] | None = None) -> Window:
         return cls(data["span_s"], deque((a, b, c, int(d)) for a, b, c, d in data["items"]),
-                   data["last_t"])
+                   data["last_t"], derive=derive)
 
 
 def hour_of_day(wall_ts: float) -> int:

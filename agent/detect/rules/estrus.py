@@ -73,11 +73,16 @@ class _Cow:
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> _Cow:
-        return cls(Window.from_state(data["window"]), data["first_t"], data["base"],
+        return cls(Window.from_state(data["window"], _log_rate), data["first_t"], data["base"],
                    data["count"], data.get("spread"), data.get("signal", 0.0),
                    data.get("signal_t", 0.0), data.get("high_since"), data.get("rate"),
                    data.get("rate_t", -1e18), data.get("level"), data.get("level_s", 0.0),
                    data.get("place_spread"))
+
+
+def _log_rate(covered_s: float, activity: float) -> float:
+    """Log activity per hour of one window item (kept with the item by the window)."""
+    return math.log((activity + FLOOR) * 3600 / covered_s)
 
 
 class EstrusRule:
@@ -105,14 +110,14 @@ class EstrusRule:
         cfg = self.cfg
         cow = self.cows.get(animal)
         if cow is None:
-            cow = self.cows[animal] = _Cow(Window(cfg.window_s), t)
+            cow = self.cows[animal] = _Cow(Window(cfg.window_s, derive=_log_rate), t)
         hour = hour_of_day(reading.stamp.wall_ts)
         dt = cow.window.add(t, activity, hour)
         if dt is None:
             return []
         items = cow.window.items
         covered = cow.window.covered() >= 0.75 * cfg.window_s
-        cow.rate = median(math.log((v + FLOOR) * 3600 / d) for _, d, v, _ in items)
+        cow.rate = median(cow.window.derived)
         cow.rate_t = t
         self._refresh_young(t)
         young = t - cow.first_t < cfg.warmup_days * 86400

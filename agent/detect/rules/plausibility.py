@@ -91,6 +91,10 @@ class _Sensor:
     drift_note: str = ""
     calib_t: float = NEVER
     deadline: float = 0.0
+    # The silence after which it counts as dropped out, as of its latest message:
+    # the rhythm changes only with its next reading, which uses this before
+    # learning from its gap (None: not known; not saved).
+    timeout: float | None = None
     queued: bool = False
     active: dict[str, int] = field(default_factory=dict)  # rule -> clears left to send
 
@@ -139,6 +143,11 @@ class PlausibilityRule:
         self._silent: dict[str, float | None] = {}  # past its deadline: since when confirmed
         self._heard_t = NEVER  # latest arrival from any sensor
         self._calib_t = NEVER
+        # Per value key, what the checks need of the config, looked up once:
+        # (limits, resolution, max rate, spike min step, stuck key, drift min abs).
+        self._plans: dict[str, tuple[Any, float, float | None, float | None, bool,
+                                     float | None]] = {}
+        self._plans_of: tuple[PlausibilityConfig, Any] | None = None
 
     def reconfigure(self, config: PlausibilityConfig) -> None:
         """New limits and health settings (a runtime profile); learnt state stays."""
@@ -171,6 +180,10 @@ class PlausibilityRule:
         the measurement (the engine's ``sensor_time``; ``arrival`` when omitted).
         """
         cfg, health = self.cfg, self.health
+        if self._plans_of is None or self._plans_of[0] is not cfg \
+                or self._plans_of[1] is not health:
+            self._new_config()
+        plans = self._plans
         if t is None:
             t = arrival
         sid = reading.sensor_id
@@ -178,7 +191,8 @@ class PlausibilityRule:
         if s is None:
             s = self._new(sid, role, arrival, t)
         else:
-            s.rhythm.add(t, self._timeout(s), health.dropout_memory_s)
+            timeout = s.timeout if s.timeout is not None else self._timeout(s)
+            s.rhythm.add(t, timeout, health.dropout_memory_s)
             s.role = role
         if reading.animal_id is not None:
             s.animal_id = reading.animal_id
@@ -201,18 +215,21 @@ class PlausibilityRule:
         spiked: list[Signal] = []
         stuck: list[str] = []
         for key, value in values.items():
-            lim = cfg.limits.get(key)
-            resolution = 0.0
+            plan = plans.get(key)
+            if plan is None:
+                plan = self._plan(key)
+            lim, resolution, max_rate, min_step, in_stuck, drift_abs = plan
+            if group is None:
+                drift_abs = None
             if lim is not None:
-                resolution = lim.resolution
                 if not lim.lo <= value <= lim.hi:
                     bad.add(key)
                     out_of_range.append(Signal(
                         key, value, limit=lim.hi if value > lim.hi else lim.lo,
                         note=f"possible range {lim.lo:g}..{lim.hi:g}"))
                     continue
-                if lim.max_rate_per_s is not None:
-                    size = self._jump(s, key, value, t, reading.source_ts, lim.max_rate_per_s,
+                if max_rate is not None:
+                    size = self._jump(s, key, value, t, reading.source_ts, max_rate,
                                       resolution)
                     if size is None:
                         bad.add(key)
@@ -220,9 +237,6 @@ class PlausibilityRule:
                         spiked.append(Signal(key, value + size, baseline=value,
                                              note="an impossible jump that came back"))
             metric = s.metrics.get(key)
-            min_step = health.spike_min_step.get(key)
-            in_stuck = key in health.stuck_keys
-            drift_abs = health.drift_min_abs.get(key) if group is not None else None
             if metric is None:
                 if min_step is None and not in_stuck and drift_abs is None:
                     continue
@@ -460,6 +474,25 @@ class PlausibilityRule:
             g = self.groups[s.group] = DriftGroup()
         return g
 
+    def _plan(self, key: str) -> tuple[Any, float, float | None, float | None, bool,
+                                       float | None]:
+        cfg, health = self.cfg, self.health
+        lim = cfg.limits.get(key)
+        plan = (lim, lim.resolution if lim is not None else 0.0,
+                lim.max_rate_per_s if lim is not None else None,
+                health.spike_min_step.get(key), key in health.stuck_keys,
+                health.drift_min_abs.get(key))
+        self._plans[key] = plan
+        return plan
+
+    def _new_config(self) -> None:
+        """The config changed (or is new): look the keys up again, and every
+        sensor's dropout timeout is computed afresh."""
+        self._plans_of = (self.cfg, self.health)
+        self._plans = {}
+        for s in self.sensors.values():
+            s.timeout = None
+
     def _timeout(self, s: _Sensor) -> float:
         inactivity = self.cfg.inactivity_s
         default = inactivity.get(s.role, inactivity.get("other", 3600.0))
@@ -468,7 +501,8 @@ class PlausibilityRule:
     def _heard(self, sid: str, s: _Sensor, arrival: float) -> None:
         self._heard_t = max(self._heard_t, arrival)
         s.last_arr = arrival
-        s.deadline = arrival + self._timeout(s)
+        s.timeout = timeout = self._timeout(s)
+        s.deadline = arrival + timeout
         if not s.queued:
             s.queued = True
             heapq.heappush(self._heap, (s.deadline, sid))

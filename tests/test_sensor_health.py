@@ -136,3 +136,26 @@ class _Clock:
 
     def synced(self) -> bool:
         return True
+
+
+def test_a_spike_too_late_to_judge_does_not_look_like_drift() -> None:
+    """A node silent for 40 min whose next value is a glitch (+22 °C) cannot
+    have that value judged a spike (its level is too old); the neighbour
+    comparison must not take one wild value for the node drifting away."""
+    import math
+
+    eng = RuleEngine(RulesConfig(), _Clock())
+    out = []
+    offsets = {"c1": 0.0, "c2": 0.4, "c3": -0.3}
+    for i in range(int(3 * DAY / 600)):  # three days, every 10 min, a daily swing
+        t = i * 600.0
+        for sid, off in offsets.items():
+            if sid == "c2" and 2.5 * DAY - 2400 < t < 2.5 * DAY:
+                continue  # a radio gap
+            temp = 18 + 5 * math.sin(2 * math.pi * t / DAY) + off + 0.2 * ((i * 7) % 3 - 1)
+            if sid == "c2" and t == 2.5 * DAY:
+                temp += 22.0
+            out += eng.on_reading(reading(sid, "barn-climate", t,
+                                          {"temperature_c": round(temp, 2),
+                                           "humidity_pct": 70.0 + (i % 5)}))
+    assert [a for a in out if a.rule == "sensor.drift"] == []

@@ -287,6 +287,11 @@ class Pair:
         if self.n == 0:
             self.smooth = d
         else:
+            # One wild value (a spike after a radio gap, too late to be judged
+            # one) moves the smoothed difference by at most one limit's worth:
+            # drift is slow, so a real one is never held back by this.
+            lim = self.limit(cfg, min_abs)
+            d = min(max(d, self.smooth - lim), self.smooth + lim)
             self.smooth += (1.0 - math.exp(-dt / cfg.drift_smooth_s)) * (d - self.smooth)
         self.n += 1
         age = t - self.t0

@@ -33,12 +33,17 @@ class Window:
     # not once per item per reading.
     derive: Callable[[float, float], float] | None = None
     derived: deque[float] = field(default_factory=deque)
+    # How many items of each hour of day the window holds.
+    hours: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._covered = sum(x[1] for x in self.items)
         self._total = sum(x[2] for x in self.items)
         derive = self.derive
         self.derived = deque(derive(x[1], x[2]) for x in self.items) if derive else deque()
+        self.hours = {}
+        for x in self.items:
+            self.hours[x[3]] = self.hours.get(x[3], 0) + 1
 
     def add(self, t: float, value: float, hour: int) -> float | None:
         """Add a reading; the seconds it covers, or None for the first one."""
@@ -56,12 +61,19 @@ class Window:
             items.append((t, dt, value, hour))
             if derive is not None:
                 self.derived.append(derive(dt, value))
+            hours = self.hours
+            hours[hour] = hours.get(hour, 0) + 1
         self._covered += dt
         self._total += value
         while items and items[0][0] <= t - self.span_s:
             old = items.popleft()
             if derive is not None:
                 self.derived.popleft()
+            left = self.hours[old[3]] - 1
+            if left:
+                self.hours[old[3]] = left
+            else:
+                del self.hours[old[3]]
             self._covered -= old[1]
             self._total -= old[2]
         if not items:

@@ -121,7 +121,9 @@ class EstrusRule:
         cow.rate_t = t
         self._refresh_young(t)
         young = t - cow.first_t < cfg.warmup_days * 86400
-        known = all(cow.count[h] >= cfg.min_samples and cow.base[h] for _, _, _, h in items)
+        # Every hour of day in the window learnt (each hour once, not each item).
+        count, base, least = cow.count, cow.base, cfg.min_samples
+        known = all(count[h] >= least and base[h] for h in cow.window.hours)
         judged = False
         signal = 0.0
         if known:

@@ -7,9 +7,11 @@ for bad input. ``quarantine`` turns any failure into a record and never raises.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.clock import Clock
 from agent.config.model import IngestConfig
@@ -45,6 +47,7 @@ REASONS = (
 """Every reason ``parse`` can give; ``internal`` is added by ``quarantine`` for bugs."""
 
 _MAX_DETAIL = 300
+_MAX_ID_PREFIXES = 4096  # sensors whose record-id hash prefix is kept
 
 
 def record_id_for(kind: str, sensor_id: str, msg_id: str) -> str:
@@ -89,6 +92,9 @@ class Ingestor:
         self._check_calibrations(self.calibrations)
         self._routes: list[_Route] = []
         self._by_head: dict[str, _Route] = {}
+        # Per (kind, sensor id): the SHA-256 state after those two parts of
+        # ``record_id_for``; each message then hashes its message id only.
+        self._id_prefix: dict[tuple[str, str], Any] = {}
         for spec in self.specs:
             pattern = spec.topic_for(config.topic_prefix)
             head, _, tail = pattern.partition(SENSOR_PLACEHOLDER)
@@ -208,7 +214,7 @@ class Ingestor:
         if got.msg_parts:
             device_msg_id = compose_msg_id(got.msg_parts)
             msg_id: str | None = device_msg_id
-            record_id = record_id_for(spec.kind, sensor_id, device_msg_id)
+            record_id = self._record_id(spec.kind, sensor_id, device_msg_id)
         else:
             msg_id = None
             record_id = stable_id(topic, payload)
@@ -231,6 +237,21 @@ class Ingestor:
             msg_id=msg_id,
             attributes=got.attributes,
         )
+
+    def _record_id(self, kind: str, sensor_id: str, msg_id: str) -> str:
+        """``record_id_for(kind, sensor_id, msg_id)``, from the sensor's hashed prefix."""
+        prefix = self._id_prefix.get((kind, sensor_id))
+        if prefix is None:
+            if len(self._id_prefix) >= _MAX_ID_PREFIXES:
+                self._id_prefix.clear()  # bounded, whatever sensor ids arrive
+            prefix = hashlib.sha256()
+            for part in (kind.encode(), sensor_id.encode()):
+                prefix.update(len(part).to_bytes(8, "big") + part)
+            self._id_prefix[(kind, sensor_id)] = prefix
+        h = prefix.copy()
+        data = msg_id.encode()
+        h.update(len(data).to_bytes(8, "big") + data)
+        return h.hexdigest()[:32]
 
     def quarantine(self, topic: str, payload: bytes, error: Exception) -> Quarantined:
         """The quarantine entry for a message ``parse`` refused; never raises.

@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent.errors import ConfigError
-from agent.ingest.firmware import FIELD_NAME, SAFE_ID
+from agent.ingest.firmware import FIELD_NAME, SAFE_ID, safe_load
 
 
 class _Strict(BaseModel):
@@ -133,7 +133,7 @@ def load_calibration_dir(folder: Path) -> CalibrationTable:
         return CalibrationTable([])
     for path in sorted(folder.glob("*.yaml")):
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = safe_load(path.read_text(encoding="utf-8"))
         except OSError as err:
             raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
         except yaml.YAMLError as err:

@@ -8,18 +8,27 @@ need it to check signatures), `list` never shows it.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.config.loader import load_config
 from agent.config.secrets import read_secret
 from agent.errors import ConfigError
 
 DATABASE_URL_ENV = "DAIRY_EDGE_CENTRAL_DATABASE_URL"
+
+
+T = TypeVar("T")
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio  # here: every command's parser imports this module, few need a loop
+
+    return asyncio.run(coro)
 
 
 def add_central_keys_parser(central: argparse.ArgumentParser) -> None:
@@ -152,7 +161,7 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
     gateway = check_gateway(args.gateway)
     key_id = check_key_id(args.key_id) if args.key_id else new_key_id(gateway)
     secret = new_secret()
-    revoked: list[str] = asyncio.run(
+    revoked: list[str] = _run(
         _with_store(args, lambda s: s.add_key(gateway, key_id, secret, rotate=args.rotate))
     )
     if args.json:
@@ -174,7 +183,7 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    done: bool = asyncio.run(_with_store(args, lambda s: s.revoke_key(args.key_id)))
+    done: bool = _run(_with_store(args, lambda s: s.revoke_key(args.key_id)))
     if not done:
         print(f"dairy-edge: no active key {args.key_id!r} (see `dairy-edge central keys "
               "list --all`)", file=sys.stderr)
@@ -184,7 +193,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
-    rows = asyncio.run(_with_store(args, lambda s: s.key_rows(include_revoked=args.all)))
+    rows = _run(_with_store(args, lambda s: s.key_rows(include_revoked=args.all)))
     rows = [r for r in rows if args.gateway is None or r.device_id == args.gateway]
     if args.json:
         print(json.dumps([{"key_id": r.key_id, "gateway": r.device_id,
@@ -214,7 +223,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
         dropped: list[str] = await store.drop_readings_before(cutoff, dry_run=args.dry_run)
         return dropped
 
-    dropped = asyncio.run(_with_store(args, run))
+    dropped = _run(_with_store(args, run))
     if dropped is None:
         print("this central database is SQLite: readings are not partitioned; nothing dropped")
         return 0

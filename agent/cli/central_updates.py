@@ -10,7 +10,6 @@ Central does not push bundles to the gateways: copy the file to a gateway and ru
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -20,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.cli.central_keys import _with_store
+from agent.cli.central_keys import _run, _with_store
 
 KEYS_DIR = Path("/etc/dairy-edge/update-keys")
 
@@ -66,7 +65,7 @@ def add_central_updates_parsers(
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
-    rows: list[dict[str, Any]] = asyncio.run(_with_store(args, _versions))
+    rows: list[dict[str, Any]] = _run(_with_store(args, _versions))
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
@@ -100,7 +99,7 @@ def cmd_bundles_add(args: argparse.Namespace) -> int:
     except (UpdateRefused, OSError) as err:
         print(f"dairy-edge central bundles add: {err}; nothing recorded", file=sys.stderr)
         return 1
-    added: bool = asyncio.run(_with_store(args, lambda s: s.add_bundle(
+    added: bool = _run(_with_store(args, lambda s: s.add_bundle(
         digest, info.kind, info.version, info.created or dt.datetime.now(dt.UTC).isoformat(),
         info.files)))
     if not added:
@@ -112,7 +111,7 @@ def cmd_bundles_add(args: argparse.Namespace) -> int:
 
 
 def cmd_bundles_list(args: argparse.Namespace) -> int:
-    rows: list[dict[str, Any]] = asyncio.run(_with_store(args, lambda s: s.bundles()))
+    rows: list[dict[str, Any]] = _run(_with_store(args, lambda s: s.bundles()))
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0

@@ -169,6 +169,17 @@ def test_state_round_trip_gives_identical_scores() -> None:
         assert [det.score(x) for x in xs[2000:]] == [copy.score(x) for x in xs[2000:]]
 
 
+def test_a_state_from_before_the_re_arm_rule_loads_and_waits_a_re_arm() -> None:
+    det = SeqLik((0.0, 100.0), rest=20, learning=100, estimation=100)
+    for x in _noisy(1500, 4):
+        det.score(x)
+    old = json.loads(json.dumps(det.to_state()))
+    del old["calm"], old["config"]["rearm"]
+    back = SeqLik.from_state(old)
+    assert back.cfg.rearm == 1.0 and back.calm == 0
+    assert back.memory.contexts == det.memory.contexts
+
+
 def test_engine_persists_seq_lik_and_skips_foreign_states() -> None:
     eng = AnomalyEngine(detector="seq_lik")
     for ts, v in series(800, seed=2):

@@ -30,6 +30,9 @@ from typing import Any
 from agent.config.sensor_health import SensorHealthConfig
 
 RING = 32
+# A value's typical change is the median of this many: from 32, a noisy probe's
+# median strays low often enough that its own 3.7-sigma noise passes for a spike.
+DIFF_RING = 128
 RECOMPUTE = 8  # samples between recomputing a ring's median
 MIN_GAP_S = 0.5  # shorter gaps are a burst or a resend, not the rhythm
 MIN_DIFFS = 8  # changes seen before the spike check judges
@@ -183,11 +186,11 @@ class Metric:
 
     def _accept(self, v: float, t: float, diff: float | None) -> None:
         if diff is not None:
-            if len(self.diffs) < RING:
+            if len(self.diffs) < DIFF_RING:
                 self.diffs.append(diff)
             else:
                 self.diffs[self.dpos] = diff
-                self.dpos = (self.dpos + 1) % RING
+                self.dpos = (self.dpos + 1) % DIFF_RING
             self.dn += 1
             if self.dn <= RECOMPUTE or self.dn % RECOMPUTE == 0:
                 self.typical = _ring_median(self.diffs)

@@ -5,6 +5,7 @@ fault raises no sensor alert at all."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -159,3 +160,33 @@ def test_a_spike_too_late_to_judge_does_not_look_like_drift() -> None:
                                           {"temperature_c": round(temp, 2),
                                            "humidity_pct": 70.0 + (i % 5)}))
     assert [a for a in out if a.rule == "sensor.drift"] == []
+
+
+def test_a_robot_milk_meter_that_reports_when_cows_come_is_not_a_dropout() -> None:
+    """A robot's milk meter reports when a cow comes, in clusters, and waits out
+    the tank's wash: its gaps are spread wide. Over 21 days of a generated robot
+    farm (its second robot, 9 cows), no normal gap reaches the timeout; judged
+    on the median alone, a 308-min gap at day 4.6 did (timeout 303 min)."""
+    from agent.config.sensor_health import SensorHealthConfig
+    from agent.detect.rules.sensor_health import Rhythm
+    from agent.detect.scenarios import generate, sample
+
+    cfg = SensorHealthConfig()
+    farm = generate("mixed", 150, days=21, params=sample("heldout", 150))
+    ts = [r.stamp.mono_ns / 1e9 for r in farm.readings if r.sensor_id == "robot-1"]
+    rhythm = Rhythm(ts[0], ts[0])
+    late = []
+    for a, b in itertools.pairwise(ts):
+        timeout = rhythm.timeout(cfg, 16 * HOUR)
+        if b - a > timeout:
+            late.append((a, b - a, timeout))
+        rhythm.add(b, timeout, cfg.dropout_memory_s)
+    assert len(ts) > 400 and late == []
+
+    # A regular device losing a tenth of its messages keeps its median.
+    collar = Rhythm(0.0, 0.0)
+    t = 0.0
+    for k in range(400):
+        t += 900.0 * (2 if k % 10 == 3 else 1)
+        collar.add(t, 1e9, cfg.dropout_memory_s)
+    assert collar.high == collar.median == 900.0

@@ -34,6 +34,11 @@ RING = 32
 # median strays low often enough that its own 3.7-sigma noise passes for a spike.
 DIFF_RING = 128
 RECOMPUTE = 8  # samples between recomputing a ring's median
+# Gaps whose 75th percentile is this many medians look random (exponential: 2).
+# Such a device's timeout counts its 90th percentile gap (exponential: 3.3
+# medians), so e**-(3.5 x 2.3) = 3e-4 of its normal gaps reach it (3.5 medians
+# alone: e**-(3.5 x 0.69) = 9 %).
+RANDOM_SPREAD = 1.5
 MIN_GAP_S = 0.5  # shorter gaps are a burst or a resend, not the rhythm
 MIN_DIFFS = 8  # changes seen before the spike check judges
 SPREAD_S = 86400.0  # time constant of a drift pair's spread
@@ -72,6 +77,11 @@ class Rhythm:
     # readings missing from its gaps and of those expected (missing + 1).
     missed: float = 0.0
     expected: float = 0.0
+    # A device that reports at random (a robot's milk meter, read when a cow
+    # comes) has gaps spread like an exponential's, whose median says little of
+    # how long a normal one gets: for it, the 90th percentile of its recent gaps
+    # stands in for the median (else the median itself).
+    high: float = 0.0
 
     def add(self, t: float, cap: float, memory_s: float) -> None:
         gap = t - self.last_t
@@ -90,7 +100,13 @@ class Rhythm:
             self.pos = (self.pos + 1) % RING
         self.n += 1
         if self.n <= RECOMPUTE or self.n % RECOMPUTE == 0:
-            self.median = _ring_median(self.gaps)
+            data = sorted(self.gaps)
+            n = len(data)
+            self.median = data[n // 2]
+            # Regular devices, even losing a fifth of their messages, have a
+            # 75th percentile gap equal to the median; exponential gaps twice it.
+            random_gaps = data[(3 * n) // 4] >= RANDOM_SPREAD * self.median
+            self.high = data[min(n - 1, (9 * n) // 10)] if random_gaps else self.median
         if gap >= _decayed(self.long, t - self.long_t, memory_s):
             self.long, self.long_t = gap, t
 
@@ -119,7 +135,8 @@ class Rhythm:
         factor = cfg.dropout_early_factor if learning else cfg.dropout_median_factor
         factor = max(factor, self.loss_factor(cfg.dropout_false_per_year))
         long = _decayed(self.long, self.last_t - self.long_t, cfg.dropout_memory_s)
-        out = max(cfg.dropout_floor_s, factor * self.median, cfg.dropout_long_gap_factor * long)
+        out = max(cfg.dropout_floor_s, factor * max(self.median, self.high),
+                  cfg.dropout_long_gap_factor * long)
         return max(out, role_default) if learning else out
 
 

@@ -59,9 +59,15 @@ def _check_id(name: str, value: Any) -> str:
 
 def extract(plan: list[FieldPlan], data: dict[str, Any]) -> Extracted:
     """Check every field of ``plan`` in ``data``; raise InvalidPayload on the first defect."""
-    out = Extracted()
+    # Locals, not the result's attributes, in the loop: it runs for every field.
+    raw: dict[str, float] = {}
+    msg_parts: list[str] = []
+    attributes: dict[str, Any] = {}
+    animal_id: str | None = None
+    source_ts: float | None = None
+    get = data.get
     for name, key, kind, role, scale, lo, hi, required, choices in plan:
-        value = data.get(key, _MISSING)
+        value = get(key, _MISSING)
         if value is _MISSING or value is None:
             if required:
                 raise InvalidPayload("missing_field", f"{key} is missing")
@@ -87,9 +93,9 @@ def extract(plan: list[FieldPlan], data: dict[str, Any]) -> Extracted:
                     raise InvalidPayload("out_of_range", f"{key} is outside [{lo}, {hi}]")
                 text = str(value)
                 if role == "msg_id":
-                    out.msg_parts.append(text)
+                    msg_parts.append(text)
                 else:
-                    out.animal_id = text
+                    animal_id = text
                 continue
             try:
                 number = round(float(value) * scale, 9)
@@ -103,27 +109,27 @@ def extract(plan: list[FieldPlan], data: dict[str, Any]) -> Extracted:
             if type(value) is not str or choices is None or value not in choices:
                 raise InvalidPayload("bad_type", f"{key} is not one of its choices")
             number = choices[value]
-            out.attributes[name] = value
+            attributes[name] = value
         else:  # id
             text = _check_id(key, value)
             if role == "msg_id":
-                out.msg_parts.append(text)
+                msg_parts.append(text)
             elif role == "animal_id":
-                out.animal_id = text
+                animal_id = text
             else:
-                out.attributes[name] = text
+                attributes[name] = text
             continue
         if not lo <= number <= hi:
             raise InvalidPayload("out_of_range", f"{key}={number:g} outside [{lo:g}, {hi:g}]")
         if role == "value":
-            out.raw[name] = number
+            raw[name] = number
         elif role == "source_ts":
-            out.source_ts = number
+            source_ts = number
         elif role == "msg_id":
-            out.msg_parts.append(repr(value))
+            msg_parts.append(repr(value))
         else:
-            out.attributes[name] = value
-    return out
+            attributes[name] = value
+    return Extracted(raw, msg_parts, animal_id, source_ts, attributes)
 
 
 def field_names(spec: FirmwareSpec) -> set[str]:

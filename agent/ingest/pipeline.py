@@ -48,6 +48,7 @@ REASONS = (
 
 _MAX_DETAIL = 300
 _MAX_ID_PREFIXES = 4096  # sensors whose record-id hash prefix is kept
+_MAX_TOPICS = 4096  # topics whose route is kept
 
 
 def record_id_for(kind: str, sensor_id: str, msg_id: str) -> str:
@@ -95,6 +96,9 @@ class Ingestor:
         # Per (kind, sensor id): the SHA-256 state after those two parts of
         # ``record_id_for``; each message then hashes its message id only.
         self._id_prefix: dict[tuple[str, str], Any] = {}
+        # Topics already routed by the sensor's own level (the common case): the
+        # route and the id, without splitting and checking the topic again.
+        self._by_topic: dict[str, tuple[_Route, str]] = {}
         for spec in self.specs:
             pattern = spec.topic_for(config.topic_prefix)
             head, _, tail = pattern.partition(SENSOR_PLACEHOLDER)
@@ -165,9 +169,15 @@ class Ingestor:
         )
 
     def _route(self, topic: str) -> tuple[_Route, str]:
+        known = self._by_topic.get(topic)
+        if known is not None:
+            return known
         head, sep, sensor_id = topic.rpartition("/")
         route = self._by_head.get(head + sep) if sep else None
         if route is not None and SAFE_ID_RE.fullmatch(sensor_id):
+            if len(self._by_topic) >= _MAX_TOPICS:
+                self._by_topic.clear()  # bounded, whatever topics arrive
+            self._by_topic[topic] = (route, sensor_id)
             return route, sensor_id
         for route in self._routes:
             if (
@@ -218,25 +228,18 @@ class Ingestor:
         else:
             msg_id = None
             record_id = stable_id(topic, payload)
-        values = got.raw
+        raw = values = got.raw
         calibration = self.calibrations.get(spec.firmware, sensor_id)
         if calibration is not None:
-            values = {name: calibration.apply(name, raw) for name, raw in got.raw.items()}
+            values = {name: calibration.apply(name, v) for name, v in raw.items()}
             got.attributes["calibration_due_ts"] = calibration.due_ts
-        return Reading(
-            record_id=record_id,
-            sensor_id=sensor_id,
-            firmware=spec.firmware,
-            topic=topic,
-            values=values,
-            raw=got.raw,
-            units={name: route.units[name] for name in got.raw},
-            stamp=self._stamp(),
-            animal_id=got.animal_id,
-            source_ts=got.source_ts,
-            msg_id=msg_id,
-            attributes=got.attributes,
-        )
+        units = route.units
+        # Every value field present (the usual message): the same keys in the same order.
+        units = dict(units) if len(raw) == len(units) else {name: units[name] for name in raw}
+        clock = self._clock
+        stamp = Stamp(clock.wall(), clock.monotonic_ns(), self._boot, clock.synced())
+        return Reading(record_id, sensor_id, spec.firmware, topic, values, raw, units, stamp,
+                       got.animal_id, got.source_ts, msg_id, got.attributes)
 
     def _record_id(self, kind: str, sensor_id: str, msg_id: str) -> str:
         """``record_id_for(kind, sensor_id, msg_id)``, from the sensor's hashed prefix."""

@@ -127,7 +127,8 @@ class EstrusRule:
         judged = False
         signal = 0.0
         if known:
-            ratios = [math.log((v + FLOOR) / ((cow.base[h] or 0.0) * d / 3600 + FLOOR))
+            log = math.log
+            ratios = [log((v + FLOOR) / ((base[h] or 0.0) * d / 3600 + FLOOR))
                       for _, d, v, h in items]
             cow.signal, cow.signal_t = median(ratios), t
             signal = cow.signal - self._herd_shift(t)
@@ -179,7 +180,7 @@ class EstrusRule:
             expected = math.exp((herd_rate or 0.0) + (cow.level or 0.0)) * cow.window.covered() / 3600
             against = "what the herd does now (she is new)"
         else:
-            expected = sum((cow.base[h] or 0.0) * d / 3600 for _, d, _, h in items)
+            expected = sum([(base[h] or 0.0) * d / 3600 for _, d, _, h in items])
             against = "her own baseline"
         summary = (f"Cow {animal}: activity {ratio:.1f}x {against} for "
                    f"{cfg.window_s / 3600:.0f} h, possible heat")

@@ -59,9 +59,10 @@ NO_LEVEL_FALL_C = 0.5
 NO_LEVEL_PEAK_STEP_C = 0.3  # the peak moves only on a rise this large (noise, slow drift)
 NO_LEVEL_STALL_FACTOR = 2.0
 NO_LEVEL_STALL_RISE_C = 0.5
-# An agitator that has run this long without a break is stirring, not following
-# the compressor (robots stir while milk trickles in for days): a compressor
-# that runs and does not cool is found within stalled_run_s of its start, and
+# An agitator that has run this long (or three stalled-check spans, if longer)
+# without a break is stirring, not following the compressor (robots stir while
+# milk trickles in for days): a compressor that runs and does not cool is found
+# within one span of its start (stalled_run_s, twice that without a level), and
 # warming held milk is the storage-warming check's to judge.
 CONTINUOUS_STIR_S = 6 * 3600.0
 # A temperature-only tank cannot see milk arriving, and a working cooler holds a
@@ -488,7 +489,7 @@ class CoolingRule:
             return None
         if not tank.has_level:
             span *= NO_LEVEL_STALL_FACTOR
-        if not span <= t - tank.agitator_since <= CONTINUOUS_STIR_S:
+        if not span <= t - tank.agitator_since <= max(CONTINUOUS_STIR_S, 3 * span):
             return None
         if not tank.has_level:
             milking = tank.routine(tank.agitator_since)

@@ -34,11 +34,13 @@ RING = 32
 # median strays low often enough that its own 3.7-sigma noise passes for a spike.
 DIFF_RING = 128
 RECOMPUTE = 8  # samples between recomputing a ring's median
-# Gaps whose 75th percentile is this many medians look random (exponential: 2).
-# Such a device's timeout counts its 90th percentile gap (exponential: 3.3
-# medians), so e**-(3.5 x 2.3) = 3e-4 of its normal gaps reach it (3.5 medians
-# alone: e**-(3.5 x 0.69) = 9 %).
-RANDOM_SPREAD = 1.5
+# Gaps whose 25th percentile is at most RANDOM_SHORT medians and whose 75th is
+# at least RANDOM_LONG look random (exponential: 0.42 and 2). Such a device's
+# timeout is dropout_median_factor x its 90th percentile gap (exponential: 2.3
+# mean gaps), so e**-(3.5 x 2.3) = 3e-4 of its normal gaps reach it; message
+# loss is not counted on top (random gaps would read as lost messages).
+RANDOM_SHORT = 0.7
+RANDOM_LONG = 1.5
 MIN_GAP_S = 0.5  # shorter gaps are a burst or a resend, not the rhythm
 MIN_DIFFS = 8  # changes seen before the spike check judges
 SPREAD_S = 86400.0  # time constant of a drift pair's spread
@@ -80,8 +82,25 @@ class Rhythm:
     # A device that reports at random (a robot's milk meter, read when a cow
     # comes) has gaps spread like an exponential's, whose median says little of
     # how long a normal one gets: for it, the 90th percentile of its recent gaps
-    # stands in for the median (else the median itself).
-    high: float = 0.0
+    # (0 for a regular device; -1 not known yet).
+    high: float = -1.0
+
+    def __post_init__(self) -> None:
+        if self.high < 0.0:  # new, or a state saved before ``high`` existed
+            self.high = 0.0
+            if self.gaps:
+                self._recompute(self.median)
+
+    def _recompute(self, median: float | None = None) -> None:
+        data = sorted(self.gaps)
+        n = len(data)
+        self.median = data[n // 2] if median is None else median
+        # Gaps of a regular device, however many messages it loses, are never
+        # shorter than its period: its 25th percentile is its median. Random
+        # gaps spread both ways (exponential: 0.42 and 2 medians).
+        spread = (data[n // 4] <= RANDOM_SHORT * self.median
+                  and data[(3 * n) // 4] >= RANDOM_LONG * self.median)
+        self.high = data[min(n - 1, (9 * n) // 10)] if spread else 0.0
 
     def add(self, t: float, cap: float, memory_s: float) -> None:
         gap = t - self.last_t
@@ -100,13 +119,7 @@ class Rhythm:
             self.pos = (self.pos + 1) % RING
         self.n += 1
         if self.n <= RECOMPUTE or self.n % RECOMPUTE == 0:
-            data = sorted(self.gaps)
-            n = len(data)
-            self.median = data[n // 2]
-            # Regular devices, even losing a fifth of their messages, have a
-            # 75th percentile gap equal to the median; exponential gaps twice it.
-            random_gaps = data[(3 * n) // 4] >= RANDOM_SPREAD * self.median
-            self.high = data[min(n - 1, (9 * n) // 10)] if random_gaps else self.median
+            self._recompute()
         if gap >= _decayed(self.long, t - self.long_t, memory_s):
             self.long, self.long_t = gap, t
 
@@ -133,10 +146,12 @@ class Rhythm:
             return max(role_default, cfg.dropout_floor_s, early)
         learning = self.last_t - self.first_t < cfg.dropout_learn_s
         factor = cfg.dropout_early_factor if learning else cfg.dropout_median_factor
-        factor = max(factor, self.loss_factor(cfg.dropout_false_per_year))
+        if self.high:  # random gaps: their own tail, not lost messages, is the measure
+            usual = factor * self.high
+        else:
+            usual = max(factor, self.loss_factor(cfg.dropout_false_per_year)) * self.median
         long = _decayed(self.long, self.last_t - self.long_t, cfg.dropout_memory_s)
-        out = max(cfg.dropout_floor_s, factor * max(self.median, self.high),
-                  cfg.dropout_long_gap_factor * long)
+        out = max(cfg.dropout_floor_s, usual, cfg.dropout_long_gap_factor * long)
         return max(out, role_default) if learning else out
 
 
@@ -307,11 +322,13 @@ class Pair:
         if self.n == 0:
             self.smooth = d
         else:
-            # One wild value (a spike after a radio gap, too late to be judged
-            # one) moves the smoothed difference by at most one limit's worth:
-            # drift is slow, so a real one is never held back by this.
-            lim = self.limit(cfg, min_abs)
-            d = min(max(d, self.smooth - lim), self.smooth + lim)
+            # Once learnt, one wild value (a spike after a radio gap, too late
+            # to be judged one) moves the smoothed difference by at most one
+            # limit's worth: drift is slow, so a real one is never held back.
+            # (While learning there is no limit yet to trust.)
+            if t - self.t0 >= cfg.drift_learn_s:
+                lim = self.limit(cfg, min_abs)
+                d = min(max(d, self.smooth - lim), self.smooth + lim)
             self.smooth += (1.0 - math.exp(-dt / cfg.drift_smooth_s)) * (d - self.smooth)
         self.n += 1
         age = t - self.t0

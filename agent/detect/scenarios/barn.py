@@ -133,8 +133,8 @@ class _Barn:
                 last_glitch = s
                 self.episodes.append(Episode("sensor.spike", sensor, s, s + HOUR))
             # An irregular radio: now and then nothing for 16-25 min (not a dropout).
-            # The first reading after a gap gets through: gaps back to back would
-            # be a silence of up to 50 min, as long as a labelled dropout.
+            # The first reading after a gap gets through: gaps back to back made
+            # silences of 40 min and more, as long as a labelled dropout.
             if p.climate_gaps and s >= skip_until and r.random() < p.climate_gaps:
                 until = s + r.uniform(16, 25) * 60
                 if s - step >= skip_until:

@@ -114,3 +114,21 @@ def test_empty_or_missing_folder(tmp_path: Path) -> None:
         load_firmware_dir(tmp_path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_firmware_dir(tmp_path / "nope")
+
+
+def test_shipped_yaml_parses_the_same_with_and_without_libyaml() -> None:
+    """The ingest parses firmware and calibration YAML with libyaml where PyYAML
+    has it; every shipped file must give the same data as the pure loader."""
+    from pathlib import Path
+
+    import yaml
+
+    from agent.ingest.firmware import safe_load
+
+    root = Path(__file__).resolve().parents[1]
+    files = sorted((root / "firmware_configs").glob("*.yaml")) + sorted(
+        (root / "calibration").glob("*.yaml"))
+    assert files
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        assert safe_load(text) == yaml.load(text, Loader=yaml.SafeLoader), path

@@ -86,6 +86,7 @@ def parse_ts(value: Any) -> float:
 # goes through json.loads, which gives the same object or the error to report.
 _scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _fromiso = datetime.fromisoformat
+_OPEN = (b"{", "{")  # how a recorded line starts: not blank
 
 
 def _json_line(line: str | bytes) -> Any:
@@ -236,7 +237,8 @@ class Replayer:
             out += self.detection.tick(clock.now)
             self.next_tick += self.tick_s
         clock.now = ts
-        out += self._events_until(ts)
+        if self._event_i < len(self.events):
+            out += self._events_until(ts)
         self.stats.last_ts = ts
         return out
 
@@ -304,7 +306,7 @@ def replay_lines(replayer: Replayer, lines: Iterable[bytes | str],
         st.lines = number
         if on_progress is not None and number % progress_every == 0:
             on_progress(number)
-        if not line.strip():
+        if line[:1] not in _OPEN and not line.strip():  # a blank line
             continue
         try:
             ts, topic, payload = decode_line(line)

@@ -72,7 +72,8 @@ def test_parse_only_raises_invalid_payload(topic: str, payload: bytes) -> None:
     except InvalidPayload as err:
         assert err.reason in REASONS
         entry = ING.quarantine(topic, payload, err)
-        assert entry.reason == err.reason and entry.payload == payload
+        # Quarantine keeps an oversized payload only up to the size limit.
+        assert entry.reason == err.reason and entry.payload == payload[:4096]
         return
     assert isinstance(reading, Reading)
     for value in reading.values.values():

@@ -80,6 +80,11 @@ class AlertManager:
         self.rule_of: dict[str, str] = {}  # alert id -> rule, for feedback
 
     # -- findings ---------------------------------------------------------
+    def tracked(self, rule: str, subject: str, cause: str) -> bool:
+        """Whether a track exists: without one, ``process`` drops any finding
+        short of "raise" (the rules use this to skip building it)."""
+        return (rule, subject, cause) in self.tracks
+
     def process(self, f: Finding) -> list[Alert]:
         self.rules_seen.add(f.rule)
         key = (f.rule, f.subject, f.cause)

@@ -9,12 +9,22 @@ between the two thresholds is the hysteresis.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Status = Literal["raise", "hold", "clear"]
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+# tracked(rule, subject, cause): whether the alert lifecycle holds a track (an
+# alert open or pending) for that key. A "hold" or "clear" for a key without
+# one is dropped unread, so a rule asks before building it; the engine gives
+# each rule the lifecycle's answer.
+Tracked = Callable[[str, str, str], bool]
+
+
+def every_key_tracked(rule: str, subject: str, cause: str) -> bool:
+    """A rule used on its own (no lifecycle to ask) builds every finding."""
+    return True
 
 
 @dataclass(slots=True)

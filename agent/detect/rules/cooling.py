@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config.rules import CoolingConfig, RoleMapping
-from agent.detect.rules.base import Finding, Signal, Status, median
+from agent.detect.rules.base import Finding, Signal, Status, Tracked, every_key_tracked, median
 from agent.records import Reading
 
 RULE = "cooling"
@@ -270,6 +270,7 @@ class CoolingRule:
 
     def __init__(self, config: CoolingConfig, mapping: RoleMapping) -> None:
         self.cfg = config
+        self.tracked: Tracked = every_key_tracked
         self.profile = config.profiles[config.profile]
         self.map = mapping
         self.tanks: dict[str, _Tank] = {}
@@ -418,11 +419,16 @@ class CoolingRule:
         elif ended["cooler"]:
             tank.cooler_on = False
         sid = reading.sensor_id
+        subject = f"tank:{sid}"
+        tracked = self.tracked
         out: list[Finding] = []
         for cause in CAUSES:
             signals = found.get(cause)
+            covered = bool(signals) and cause in CONSEQUENCES and tank.cooler_on
+            if (covered or not signals) and not tracked(RULE, subject, cause):
+                continue  # a hold or clear with nothing open or pending: it would be dropped
             status: Status
-            if signals and cause in CONSEQUENCES and tank.cooler_on:
+            if covered:
                 status, severity = "hold", None  # the failure's own alert covers it
                 summary = f"Bulk tank {sid} cooling out of compliance ({p.source})"
             elif signals:
@@ -435,7 +441,7 @@ class CoolingRule:
             else:
                 status, severity, summary = "hold", None, f"Bulk tank {sid} cooling"
             out.append(Finding(
-                rule=RULE, subject=f"tank:{sid}", status=status, at=t, severity=severity,
+                rule=RULE, subject=subject, status=status, at=t, severity=severity,
                 summary=summary, signals=signals or [], sensor_id=sid,
                 extra={**extra, "cause": cause}, cause=cause,
             ))

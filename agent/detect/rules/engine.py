@@ -37,7 +37,7 @@ from agent.clock import Clock, boot_id
 from agent.config.rules import AlertPolicy, RulesConfig
 from agent.detect.alerts import AlertManager
 from agent.detect.farm_events import FarmContext, FarmEvent
-from agent.detect.rules.base import Finding
+from agent.detect.rules.base import Finding, Tracked
 from agent.detect.rules.body_condition import POLICIES as VISION_POLICIES
 from agent.detect.rules.cooling import CoolingRule
 from agent.detect.rules.estrus import EstrusRule
@@ -61,6 +61,8 @@ ROLES = ("climate", "bulk_tank", "milk_meter", "collar", "water", "rfid")
 class _Rule(Protocol):
     name: str
     roles: tuple[str, ...]
+
+    tracked: Tracked
 
     def on_reading(self, reading: Reading, t: float) -> list[Finding]: ...
     def tick(self, t: float) -> list[Finding]: ...
@@ -96,6 +98,8 @@ class RuleEngine:
         self._set_policies(cfg)
         self.alerts = AlertManager(self._policy, self._stamp, list(cfg.escalation_channels))
         self.alerts.rules_seen.update(self.rule_names())
+        for rule in self.rules:  # the lifecycle drops a quiet finding with no track
+            rule.tracked = self.alerts.tracked
         self.offset = 0.0
         self.last_t = 0.0
         self.boot = boot_id()

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config.rules import EstrusConfig, RoleMapping
-from agent.detect.rules.base import Finding, Signal, Status, median
+from agent.detect.rules.base import Finding, Signal, Status, Tracked, every_key_tracked, median
 from agent.detect.rules.collar import Window, hour_of_day
 
 RULE = "estrus"
@@ -101,6 +101,7 @@ class EstrusRule:
         self._herd_rate: float | None = None
         self._herd_spread: float | None = None
         self._young_t = -1e18
+        self.tracked: Tracked = every_key_tracked
 
     def on_reading(self, reading: Any, t: float) -> list[Finding]:
         activity = reading.values.get(self.map.activity_key)
@@ -175,6 +176,9 @@ class EstrusRule:
         disturbed = t < self._disturbed_until
         if disturbed and status == "raise":
             status = "hold"  # the herd is stirred up: wait until it settles
+        subject = f"cow:{animal}"
+        if status != "raise" and not self.tracked(RULE, subject, ""):
+            return []  # nothing open or pending for her: it would be dropped
         ratio = math.exp(signal)
         if young:
             expected = math.exp((herd_rate or 0.0) + (cow.level or 0.0)) * cow.window.covered() / 3600
@@ -187,7 +191,7 @@ class EstrusRule:
         if tied:
             summary += " (tied cow: activity is damped, low confidence)"
         return [Finding(
-            rule=RULE, subject=f"cow:{animal}", status=status, at=t,
+            rule=RULE, subject=subject, status=status, at=t,
             severity="info" if tied else None, summary=summary,
             signals=[Signal(f"activity ({cfg.window_s / 3600:.0f} h)", cow.window.total(),
                             baseline=expected, limit=expected * math.exp(raise_at),

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config.rules import HeatStressConfig, RoleMapping
-from agent.detect.rules.base import Finding, Signal, Status
+from agent.detect.rules.base import Finding, Signal, Status, Tracked, every_key_tracked
 
 RULE = "heat_stress"
 DAY_S = 86400.0
@@ -66,6 +66,7 @@ class HeatStressRule:
 
     def __init__(self, config: HeatStressConfig, mapping: RoleMapping) -> None:
         self.cfg = config
+        self.tracked: Tracked = every_key_tracked
         self.profile = config.profiles[config.profile]
         self.map = mapping
         self.barns: dict[str, _Barn] = {}
@@ -95,12 +96,6 @@ class HeatStressRule:
         load = max(0.0, barn.load_sum)
         relief_h = max(0.0, barn.relief_sum)
 
-        signals = [
-            Signal("THI", value, limit=p.raise_thi,
-                   note=f"air {temp:.1f} °C, RH {rh:.0f} %"),
-            Signal("heat load (24 h)", load, limit=p.load_critical_thi_h, unit=" THI-h",
-                   note=f"{relief_h:.1f} h below THI {p.raise_thi:.0f} (relief)"),
-        ]
         if value >= p.raise_thi:
             if barn.above_since is None or (barn.below_since is not None
                                             and t - barn.below_since > DIP_S):
@@ -117,9 +112,18 @@ class HeatStressRule:
             status = "clear"
         else:
             status = "hold"
+        subject = f"barn:{reading.sensor_id}"
+        if status != "raise" and not self.tracked(RULE, subject, ""):
+            return []  # nothing open or pending for this barn: it would be dropped
         critical = value >= p.critical_thi or load >= p.load_critical_thi_h
+        signals = [
+            Signal("THI", value, limit=p.raise_thi,
+                   note=f"air {temp:.1f} °C, RH {rh:.0f} %"),
+            Signal("heat load (24 h)", load, limit=p.load_critical_thi_h, unit=" THI-h",
+                   note=f"{relief_h:.1f} h below THI {p.raise_thi:.0f} (relief)"),
+        ]
         return [Finding(
-            rule=RULE, subject=f"barn:{reading.sensor_id}", status=status, at=t,
+            rule=RULE, subject=subject, status=status, at=t,
             severity="critical" if critical else None,
             summary=f"Heat stress at {reading.sensor_id}",
             signals=signals, sensor_id=reading.sensor_id,

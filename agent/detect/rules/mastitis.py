@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config.rules import MastitisConfig, RoleMapping
-from agent.detect.rules.base import Finding, Signal, Status, median
+from agent.detect.rules.base import Finding, Signal, Status, Tracked, every_key_tracked, median
 
 RULE = "mastitis"
 DRY_KEY = "\x1fdry"  # in the saved state beside the cows; never a cow id
@@ -47,6 +47,7 @@ class MastitisRule:
 
     def __init__(self, config: MastitisConfig, mapping: RoleMapping) -> None:
         self.cfg = config
+        self.tracked: Tracked = every_key_tracked
         self.map = mapping
         self.cows: dict[str, _Cow] = {}
         self.dry: set[str] = set()
@@ -119,8 +120,11 @@ class MastitisRule:
             status, summary = "hold", f"Cow {animal}: conductivity watch"
         else:
             status, summary = "clear", f"Cow {animal}: udder signals normal"
+        subject = f"cow:{animal}"
+        if status != "raise" and not self.tracked(RULE, subject, ""):
+            return []  # nothing open or pending for her: it would be dropped
         return [Finding(
-            rule=RULE, subject=f"cow:{animal}", status=status, at=t, severity=severity,
+            rule=RULE, subject=subject, status=status, at=t, severity=severity,
             summary=summary, signals=signals, sensor_id=reading.sensor_id, animal_id=animal,
             extra={"quarters": strong, "streak": cow.streak},
         )]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config.rules import RoleMapping, RuminationConfig
-from agent.detect.rules.base import Finding, Signal, Status, median
+from agent.detect.rules.base import Finding, Signal, Status, Tracked, every_key_tracked, median
 from agent.detect.rules.collar import Window, hour_of_day
 
 RULE = "rumination"
@@ -53,6 +53,7 @@ class RuminationRule:
 
     def __init__(self, config: RuminationConfig, mapping: RoleMapping) -> None:
         self.cfg = config
+        self.tracked: Tracked = every_key_tracked
         self.map = mapping
         self.cows: dict[str, _Cow] = {}
         self.calvings: dict[str, float] = {}  # kept for older saved state
@@ -127,8 +128,11 @@ class RuminationRule:
             return []  # explained by a farm event
         status: Status = ("raise" if judged_drop >= limit
                           else "clear" if judged_drop < cfg.clear_min else "hold")
+        subject = f"cow:{animal}"
+        if status != "raise" and not self.tracked(RULE, subject, ""):
+            return []  # nothing open or pending for her: it would be dropped
         return [Finding(
-            rule=RULE, subject=f"cow:{animal}", status=status, at=t,
+            rule=RULE, subject=subject, status=status, at=t,
             summary=f"Cow {animal}: rumination down {drop:.0f} min/day",
             signals=[Signal("rumination (24 h)", estimate, baseline=baseline,
                             limit=baseline - limit, unit=" min")],

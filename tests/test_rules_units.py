@@ -594,3 +594,17 @@ def test_a_tank_that_stirs_for_days_is_not_a_stalled_cooler() -> None:
     raised = _robot_tank(eng, 72 * 3600.0, 24.0, fail_at_h=12.0)
     assert raised and "thermostat band" in raised[0].message
     assert raised[0].stamp.mono_ns / 1e9 - 84 * 3600 <= 4 * 3600
+
+
+def test_a_tank_backlog_judged_on_arrival_keeps_its_windows_bounded() -> None:
+    """Readings without a usable time are judged on arrival; a backlog of them
+    arrives within seconds. The cooling windows keep at most MAX_KEPT readings,
+    so each reading costs the same however long the backlog is."""
+    from agent.detect.rules.cooling import MAX_KEPT
+
+    eng, _ = engine()
+    for i in range(3 * MAX_KEPT):
+        _tank(eng, 100.0 + i * 0.6, 3.5 + 0.1 * (i % 3), agitator=0.0)
+    rule = next(r for r in eng.rules if hasattr(r, "tanks"))
+    tank = rule.tanks["tank-1"]
+    assert len(tank.run) == MAX_KEPT and len(tank.window) == MAX_KEPT

@@ -59,6 +59,12 @@ NO_LEVEL_FALL_C = 0.5
 NO_LEVEL_PEAK_STEP_C = 0.3  # the peak moves only on a rise this large (noise, slow drift)
 NO_LEVEL_STALL_FACTOR = 2.0
 NO_LEVEL_STALL_RISE_C = 0.5
+# Readings kept per tank window, at most. A tank whose readings carry no usable
+# time (no `ts`, or a device clock more than a week off) is judged on arrival,
+# and a backlog then arrives within minutes: its windows would hold all of it
+# and every reading rescan them. 1,024 covers the longest span (40 min) at a
+# reading every 2.3 s; the firmware sends every 30 s.
+MAX_KEPT = 1024
 # An agitator that has run this long (or three stalled-check spans, if longer)
 # without a break is stirring, not following the compressor (robots stir while
 # milk trickles in for days): a compressor that runs and does not cool is found
@@ -296,11 +302,11 @@ class CoolingRule:
         run = tank.run
         run.append((t, temp, level))
         span = max((self.cfg.stalled_run_s or 0.0) * NO_LEVEL_STALL_FACTOR, STORE_RATE_SPAN_S)
-        while len(run) > 1 and run[1][0] <= t - span:
+        while len(run) > 1 and (run[1][0] <= t - span or len(run) > MAX_KEPT):
             run.popleft()
         window = tank.window
         window.append((t, temp))
-        while window and window[0][0] < t - self.cfg.rise_window_s:
+        while window and (window[0][0] < t - self.cfg.rise_window_s or len(window) > MAX_KEPT):
             window.popleft()
         rise = temp - min(v for _, v in window)
         p, cfg = self.profile, self.cfg

@@ -19,9 +19,10 @@ The method, per reading:
      previous left facts; those whose right part came true are *active*;
    - a zero-level context (all previous left facts, all current facts) is
      learnt at every reading; zero-level contexts whose left part was
-     selected but whose right part only partly came true, or whose right
-     part came true but whose left part only partly matched, give
-     *potential new contexts* (the overlaps), which are learnt too.
+     selected but whose right part only partly came true, or whose left
+     part only partly matched and whose right part at least partly came
+     true, give *potential new contexts* (the overlaps: the matched left
+     facts, the matched right facts), which are learnt too.
 4. Raw score = mean of (1 - share of selected contexts that are active) and
    (share of this reading's potential new contexts that were really new).
 5. After any raw score of at least 0.75 the detector reports 0 for the next
@@ -252,7 +253,10 @@ class ContextMemory:
                             active.append((cid, ctx.uses, ctx.left_hash, ctx.right_hash))
                         elif ctx.zero_level and overlap_ok:
                             potential.append((tuple(lsemi.matched), tuple(rsemi.matched)))
-                elif ctx.zero_level and overlap_ok and r_hit == rsemi.size:
+                elif ctx.zero_level and overlap_ok and r_hit > 0:
+                    # left only partly matched: any overlap on the right
+                    # counts (the published outputs need it; requiring the
+                    # whole right part matched 22.8 % of the readings)
                     potential.append((tuple(lsemi.matched), tuple(rsemi.matched)))
         self.new_context_id = None
         return active, selected, potential

@@ -37,8 +37,10 @@ not cool), hours before the milk reaches the legal limit.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from agent.config.rules import CoolingConfig, RoleMapping
@@ -200,6 +202,66 @@ class _Tank:
     excursions: list[float] = field(default_factory=list)
     cross_t: float | None = None  # when this swing left the band (by STORE_WARM_C / 2)
     high_turns: list[float] = field(default_factory=list)  # high turns in a row
+    # Kept from ``window`` and ``run`` so that neither is rescanned at every
+    # reading; not saved (rebuilt after a restore). ``lows``: the running minimum
+    # of ``window``, (count of readings added before it, temperature), rising
+    # from the oldest; ``recent``: the readings of ``run`` from the last
+    # STORE_SMOOTH_S and ``recent_sorted`` their temperatures, sorted (None
+    # while ``run``'s times are not in order: then it is rescanned).
+    lows: deque[tuple[int, float]] | None = field(default=None, compare=False, repr=False)
+    added: int = field(default=0, compare=False, repr=False)
+    recent: deque[tuple[float, float]] | None = field(default=None, compare=False, repr=False)
+    recent_sorted: list[float] = field(default_factory=list, compare=False, repr=False)
+
+    def add_to_window(self, t: float, temp: float, span_s: float) -> float:
+        """Add a reading to the rise window and drop those older than ``span_s``
+        (or beyond MAX_KEPT); the coldest temperature left, as min() gives it."""
+        window = self.window
+        if self.lows is None:
+            self.lows, self.added = deque(), 0
+            for _, v in window:
+                self._add_low(v)
+        window.append((t, temp))
+        self._add_low(temp)
+        while window and (window[0][0] < t - span_s or len(window) > MAX_KEPT):
+            window.popleft()
+        lows, first = self.lows, self.added - len(window)  # the oldest reading left
+        while lows[0][0] < first:
+            lows.popleft()
+        return lows[0][1]
+
+    def _add_low(self, v: float) -> None:
+        lows = self.lows
+        assert lows is not None
+        while lows and lows[-1][1] > v:  # never the minimum again; equal ones stay
+            lows.pop()
+        lows.append((self.added, v))
+        self.added += 1
+
+    def smoothed(self, t: float, raw: float) -> float:
+        """The median (upper) of the temperatures in ``run`` from the last
+        STORE_SMOOTH_S, ``raw`` being the one just added at ``t``."""
+        recent, cutoff = self.recent, t - STORE_SMOOTH_S
+        if recent is None or (recent and recent[-1][0] > t):
+            return self._rescan(cutoff, raw)
+        # Times in order: the readings in the span are the newest ones of ``run``.
+        ordered, kept = self.recent_sorted, len(self.run)
+        recent.append((t, raw))
+        insort(ordered, raw)  # after equal ones: the order sorted() gives
+        while recent[0][0] < cutoff or len(recent) > kept:
+            _, v = recent.popleft()
+            del ordered[bisect_left(ordered, v)]  # the oldest of equal ones
+        return ordered[len(ordered) // 2]
+
+    def _rescan(self, cutoff: float, raw: float) -> float:
+        run = self.run
+        ordered = sorted(v for tt, v, _ in run if tt >= cutoff)
+        if all(a[0] <= b[0] for a, b in pairwise(run)):
+            self.recent = deque((tt, v) for tt, v, _ in run if tt >= cutoff)
+            self.recent_sorted = ordered
+        else:
+            self.recent = None
+        return ordered[len(ordered) // 2] if ordered else raw
 
     def slow_after(self) -> float:
         """How long a first milking may take to reach target before it is slow."""
@@ -305,10 +367,7 @@ class CoolingRule:
         while len(run) > 1 and (run[1][0] <= t - span or len(run) > MAX_KEPT):
             run.popleft()
         window = tank.window
-        window.append((t, temp))
-        while window and (window[0][0] < t - self.cfg.rise_window_s or len(window) > MAX_KEPT):
-            window.popleft()
-        rise = temp - min(v for _, v in window)
+        rise = temp - tank.add_to_window(t, temp, self.cfg.rise_window_s)
         p, cfg = self.profile, self.cfg
 
         # Phase transitions. A level value, where the tank sends one, says directly
@@ -538,8 +597,7 @@ class CoolingRule:
     def _swing(self, tank: _Tank, t: float, raw: float, level: float | None) -> None:
         """Follow the thermostat's swings in storage (on the median of the last
         STORE_SMOOTH_S: a coarse, noisy probe jitters); note the top of each."""
-        recent = sorted(v for tt, v, _ in tank.run if tt >= t - STORE_SMOOTH_S)
-        temp = recent[len(recent) // 2] if recent else raw
+        temp = tank.smoothed(t, raw)
         tank.smooth_c = temp
         if tank.phase != "storage":
             # judged afresh from the next storage

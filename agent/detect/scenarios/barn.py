@@ -70,7 +70,7 @@ class _Barn:
     # Herd-wide rumination dips (feed delays): (start, end, depth).
     herd_dips: list[tuple[float, float, float]] = field(default_factory=list)
     # Faults added after the first family of farms (slow cooling, drift) draw
-    # from their own generator, so every earlier seed's farm stays as it was.
+    # from their own generator, so they move none of the other draws of a seed.
     extra: random.Random = field(default_factory=random.Random)
 
     def add(self, item: _Item) -> None:

@@ -24,7 +24,6 @@ from typing import Any
 
 from agent.config.rules import AlertPolicy
 from agent.detect.rules.base import SEVERITY_RANK, Finding
-from agent.metrics import ALERTS_RAISED
 from agent.records import Alert, Stamp
 from agent.records.types import stable_id
 
@@ -198,6 +197,10 @@ class AlertManager:
                        else stable_id(tr.rule, tr.subject, tr.cause, f"{start:.3f}"))
         tr.escalation, tr.escalated_t, tr.acked, tr.seq = 0, t, False, 0
         self.rule_of[tr.alert_id] = tr.rule
+        # Imported here: prometheus_client brings http.server and ssl, some 30 ms
+        # of CPU that a replay raising no alert need not spend starting up.
+        from agent.metrics import ALERTS_RAISED
+
         ALERTS_RAISED.labels(rule=tr.rule, severity=severity).inc()
         if tr.snoozed_until > t:
             tr.unannounced = True

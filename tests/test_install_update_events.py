@@ -100,3 +100,19 @@ def test_a_line_being_written_waits_and_a_replaced_file_is_read_again(tmp_path: 
 def test_versions_report_names_a_broken_manifest(tmp_path: Path) -> None:
     report = versions_report(tmp_path, tmp_path / "no-models")
     assert report["models_bundle"] is None and "manifest.json" in report["models"]["error"]
+
+
+def test_reporting_versions_does_not_load_cryptography(tmp_path: Path) -> None:
+    # The daemon imports this module to report update events; cryptography (about
+    # 8 MiB resident) is only needed to sign or verify a bundle.
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; "
+            "from agent.runtime.updates import unsent_events, versions_report; "
+            f"unsent_events(Path({str(tmp_path)!r})); "
+            f"versions_report(Path({str(tmp_path)!r}), Path({str(tmp_path / 'm')!r})); "
+            "print('cryptography' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"

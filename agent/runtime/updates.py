@@ -67,14 +67,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+if TYPE_CHECKING:  # cryptography is imported where a key is used: it costs the
+    # daemon about 8 MiB of resident memory, and the daemon only reports versions
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.config.model import ModelsConfig
 from agent.errors import EdgeAgentError
@@ -128,6 +125,9 @@ def version_key(version: str) -> tuple[int, ...]:
 
 def make_keypair(folder: Path, name: str = "update-signing") -> tuple[Path, Path]:
     """Write ``name.key`` (private, 0600) and ``name.pub`` (public) PEM files."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     folder.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     private = folder / f"{name}.key"
@@ -155,6 +155,9 @@ def sign_bundle(payload: Path, kind: str, version: str, private_key: Path, out: 
     bundle at ``out``."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     version_key(version)
     key = serialization.load_pem_private_key(private_key.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
@@ -185,6 +188,9 @@ def sign_bundle(payload: Path, kind: str, version: str, private_key: Path, out: 
 
 
 def load_public_keys(folder: Path) -> list[Ed25519PublicKey]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     keys = []
     for path in sorted(folder.glob("*.pub")) if folder.is_dir() else []:
         key = serialization.load_pem_public_key(path.read_bytes())
@@ -212,6 +218,8 @@ def verify_bundle(bundle: Path, keys: Iterable[Ed25519PublicKey], into: Path) ->
 
 def _verify_tar(bundle: Path, tar: tarfile.TarFile, keys: list[Ed25519PublicKey],
                 into: Path) -> BundleInfo:
+    from cryptography.exceptions import InvalidSignature
+
     members = {m.name: m for m in tar.getmembers()}
     meta, sig = _member(tar, members, "bundle.json"), _member(tar, members, "bundle.sig")
     for key in keys:

@@ -30,8 +30,15 @@ Rows of the table:
   memory                  the agent's resident set idle (after READY) and after the
                           drain; the bare subscriber's.
 
-Not reproduced here (yet): the live sustained-rate and publish-to-PostgreSQL
-latency rows.
+  live                    default config, central up: traffic published at each of
+                          ``--live-rates`` for ``--live-s`` seconds from
+                          ``--live-devices`` devices; a rate is sustained when the
+                          publisher kept it, and at the end neither the agent's
+                          buffer nor central was more than 2 s of traffic behind.
+                          The highest sustained rate, and per rate the lag at the
+                          end and the time to catch up.
+  latency                 live traffic at ``--latency-rate`` msg/s, publish to the
+                          PostgreSQL row.
 """
 
 from __future__ import annotations
@@ -325,6 +332,69 @@ def latency_round(workdir: Path, args: argparse.Namespace, seed: int) -> dict[st
             "p99_s": lat[min(len(lat) - 1, int(0.99 * len(lat)))], "max_s": lat[-1]}
 
 
+def live_messages(prefix: str, count: int, devices: int, seed: int) -> list[Any]:
+    """``count`` messages dated so the last is about now (a live barn's readings are
+    current); generated twice, the first time only to learn the span they cover."""
+    from agent.config.model import GatewayConfig
+    from agent.sources.simulator import BarnSimulator
+
+    def make(start: float) -> list[Any]:
+        return BarnSimulator.from_dir(GatewayConfig().firmware_dir, seed=seed,
+                                      herd_size=devices - 10, sensors_per_kind=2,
+                                      topic_prefix=prefix, start_wall=start).take(count)
+
+    probe = make(time.time())
+    span = probe[-1].sim_ts - probe[0].sim_ts
+    del probe
+    return make(time.time() - span - 60.0)
+
+
+def live_round(workdir: Path, args: argparse.Namespace, rate: float,
+               seed: int) -> dict[str, float]:
+    """Traffic at ``rate`` msg/s for ``args.live_s`` seconds, default config, central
+    up. Sampled once a second: messages sent, readings in the agent's buffer, rows
+    at central."""
+    from e2e_harness import Barn, wait_until
+
+    from agent.sources.publisher import publish
+
+    count = int(rate * args.live_s)
+    farm = Barn(workdir)
+    try:
+        farm.broker.start()
+        farm.central.start()
+        wait_until(lambda: _listening(farm.central_port), 30, "central")
+        msgs = live_messages(farm.prefix, count, args.live_devices, seed)
+        farm.start_agent()
+        time.sleep(2.0)
+        device = farm.gateway_id
+
+        def rows() -> int:
+            return int(farm.db.query(
+                "SELECT count(*) FROM readings WHERE device_id = %s", (device,))[0][0])
+
+        sent = [0]
+        cpu0 = cpu_s(farm.agent.pid)
+        report = publish(msgs, "127.0.0.1", farm.broker.port, qos=1, rate=rate, window=200,
+                         ack_timeout_s=120, progress=lambda s, _a: sent.__setitem__(0, s))
+        buffered, central = stored(farm), rows()  # where they stand as publishing ends
+        cpu_pub = cpu_s(farm.agent.pid) - cpu0
+        t_end = time.monotonic()
+        wait_until(lambda: stored(farm) >= count, 600, "every reading in the buffer")
+        buffer_catch = time.monotonic() - t_end
+        wait_until(lambda: rows() >= count, 600, "every reading at central")
+        central_catch = time.monotonic() - t_end
+    finally:
+        farm.close()
+    kept = report.sent / report.elapsed_s if report.elapsed_s > 0 else 0.0
+    slack = 2.0 * rate
+    return {"rate": rate, "published_rate": kept, "buffer_lag": float(count - buffered),
+            "central_lag": float(count - central), "buffer_catchup_s": buffer_catch,
+            "central_catchup_s": central_catch, "agent_cpu_us": cpu_pub / count * 1e6,
+            "sustained": float(kept >= 0.98 * rate and count - buffered <= slack
+                               and count - central <= slack)}
+
+
 def copy_limit(url: str, device: str) -> Drain:
     """COPY the device's rows into an empty table of the same definition, one transaction."""
     import psycopg
@@ -481,13 +551,22 @@ def main() -> int:
     ap.add_argument("--sim-dates", action="store_true",
                     help="date the backlog June 2025 (the simulator's own start; more than a "
                     "week old, so judged on arrival) instead of the last 6 days")
-    ap.add_argument("--only", default="bare,default,nodetect,latency",
-                    help="comma list of: bare, default, nodetect (nodetect includes central), latency")
+    ap.add_argument("--only", default="bare,default,nodetect,latency,live",
+                    help="comma list of: bare, default, nodetect (nodetect includes central), "
+                    "latency, live")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--latency-rate", type=float, default=500.0,
                     help="live rate of the latency row, msg/s (500)")
     ap.add_argument("--latency-s", type=float, default=60.0,
                     help="seconds of live traffic in the latency row (60)")
+    ap.add_argument("--live-rates", default="1000,2000,4000,8000,10000",
+                    help="rates of the live row, msg/s, tried in order until one is not "
+                    "sustained (1000,2000,4000,8000,10000)")
+    ap.add_argument("--live-s", type=float, default=60.0,
+                    help="seconds of traffic at each live rate (60; the issue's goal: 300)")
+    ap.add_argument("--live-devices", type=int, default=1000,
+                    help="devices of the live row (1000: at 10,000 msg/s for 60 s their "
+                    "readings span about two days, all dated before now)")
     ap.add_argument("--micro", action="store_true",
                     help="only the CPU per message of each hot-path stage, in process")
     args = ap.parse_args()
@@ -510,6 +589,7 @@ def main() -> int:
     default: list[dict[str, Any]] = []
     nodetect: list[dict[str, Any]] = []
     latency: list[dict[str, float]] = []
+    live: list[dict[str, float]] = []
     for r in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="bench_suite-") as tmp:
             base = Path(tmp)
@@ -551,14 +631,34 @@ def main() -> int:
                 print(f"  round {r + 1} latency at {args.latency_rate:,.0f} msg/s, default "
                       f"config: p50 {lat['p50_s']:.3f} s, p99 {lat['p99_s']:.3f} s, max "
                       f"{lat['max_s']:.3f} s (goal: p99 <= 0.5 s)", flush=True)
+            if "live" in only:
+                for rate in (float(x) for x in args.live_rates.split(",")):
+                    (base / f"live-{rate:.0f}").mkdir()
+                    row = live_round(base / f"live-{rate:.0f}", args, rate, seed=r + 1)
+                    row["round"] = r + 1
+                    live.append(row)
+                    print(f"  round {r + 1} live {rate:,.0f} msg/s for {args.live_s:.0f} s: "
+                          f"published {row['published_rate']:,.0f} msg/s; as publishing ended "
+                          f"the buffer was {row['buffer_lag']:,.0f} readings behind, central "
+                          f"{row['central_lag']:,.0f}; caught up in "
+                          f"{row['buffer_catchup_s']:.1f} s / {row['central_catchup_s']:.1f} s; "
+                          f"agent {row['agent_cpu_us']:.0f} us CPU/msg; "
+                          f"{'sustained' if row['sustained'] else 'NOT sustained'}", flush=True)
+                    if not row["sustained"]:
+                        break
     report(args, bare, bare_fast, default, nodetect)
+    if live:
+        best = [max([x["rate"] for x in live if x["round"] == r + 1 and x["sustained"]],
+                    default=0.0) for r in range(args.rounds)]
+        print(f"| live, highest rate sustained for {args.live_s:.0f} s (default config, "
+              f"{args.live_devices} devices) | {fmt_rounds(best)} msg/s | | |")
     print(f"load average at the end {os.getloadavg()[0]:.1f} (other work on this machine "
           "inflates every figure; compare the ratios within one run)")
     if args.json:
         doc = {"messages": args.messages, "rounds": args.rounds,
                "bare": [vars(d) for d in bare], "bare_fast": [vars(d) for d in bare_fast],
                "default": [_plain(x) for x in default],
-               "nodetect": [_plain(x) for x in nodetect], "latency": latency}
+               "nodetect": [_plain(x) for x in nodetect], "latency": latency, "live": live}
         args.json.write_text(json.dumps(doc, indent=1))
     return 0
 

@@ -135,3 +135,22 @@ def test_a_number_that_overflows_to_infinity_takes_the_models_path() -> None:
     wire = json.loads(wire_text(body))
     assert wire["attributes"]["x"] is None
     assert central_view(spliced_body([body]))[0]["records"][0]["attributes"]["x"] is None
+
+
+def test_a_huge_number_in_any_number_position_takes_the_models_path() -> None:
+    stored = next(b for b in bodies() if ":null" not in b and "NaN" not in b)
+    data = json.loads(stored)
+    for spelled in ('{"x":9e999}', '{"x": -1.5E+400}', '{"x":[1,2e308]}'):
+        data["attributes"] = {"x": 0.0}
+        body = json.dumps(data, separators=(",", ":")).replace('{"x":0.0}', spelled)
+        assert "null" in wire_text(body), spelled
+
+
+def test_a_hex_id_that_looks_like_an_exponent_is_spliced_as_stored() -> None:
+    # "...5e712..." inside a string is not a number: the stored text goes as it is
+    # (the model's path re-encodes, which costs several times as much).
+    stored = next(b for b in bodies() if ":null" not in b and "NaN" not in b)
+    data = json.loads(stored)
+    data["record_id"] = "de3cc12b3357182211465e712dc24e02"
+    body = json.dumps(data, separators=(",", ":"))
+    assert wire_text(body) is body

@@ -86,7 +86,8 @@ def test_scorer_counts_a_hand_made_pair() -> None:
          "detectable": day + "00:00:00Z", "optional": True},
     ]
     alerts = [
-        {"ts": day + "12:00:00Z", "rule": "estrus", "subject": "1"},       # true, 2 h
+        {"ts": day + "09:59:30Z", "rule": "estrus", "subject": "1"},       # true: within 60 s
+        {"ts": day + "09:58:00Z", "rule": "estrus", "subject": "2"},       # before onset
         {"ts": "2025-06-02T03:00:00Z", "rule": "estrus", "subject": "1"},  # past end + 6 h grace
         {"ts": day + "12:00:00Z", "rule": "estrus", "subject": "3"},       # no episode
         {"ts": day + "12:01:00Z", "rule": "sensor.spike", "subject": "9"},  # alt subject
@@ -96,13 +97,13 @@ def test_scorer_counts_a_hand_made_pair() -> None:
     res = score.score(labels, alerts)
     _, summary = score.table(res)
     e = summary["estrus"]
-    assert (e["alerts"], e["true"], e["false"], e["episodes"], e["found"]) == (3, 1, 2, 2, 1)
-    assert e["precision"] == pytest.approx(1 / 3) and e["recall"] == 0.5
-    assert e["median_delay_h"] == pytest.approx(2.0)
+    assert (e["alerts"], e["true"], e["false"], e["episodes"], e["found"]) == (4, 1, 3, 2, 1)
+    assert e["precision"] == pytest.approx(1 / 4) and e["recall"] == 0.5
+    assert e["median_delay_h"] == 0.0
     assert summary["sensor.spike"]["precision"] == 1.0 and summary["sensor.spike"]["recall"] == 1.0
     assert summary["mastitis"]["median_after_detectable_h"] == pytest.approx(0.5)
     assert summary["rumination"]["precision"] is None and summary["rumination"]["episodes"] == 0
     overall = summary["OVERALL"]
-    assert overall["precision"] == pytest.approx(3 / 5) and overall["recall"] == pytest.approx(3 / 4)
-    assert sorted(fp["subject"] for fp in res["fp"]) == ["1", "3"]
+    assert overall["precision"] == pytest.approx(3 / 6) and overall["recall"] == pytest.approx(3 / 4)
+    assert sorted(fp["subject"] for fp in res["fp"]) == ["1", "2", "3"]
     assert [m["subject"] for m in res["missed"]] == ["2"]

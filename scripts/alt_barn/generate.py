@@ -717,9 +717,10 @@ def gen_milk(f: Farm, o: Out, cows: list[Cow], sessions: list[tuple[float, float
             o.msg(te + r.uniform(0.5, 3), f"barn/milk/{m}", line)
             flows.append((t, y, d))  # type: ignore[arg-type]
         if abn:
-            ta = active[abn[0]][0] + active[abn[0]][2]
-            t2 = active[abn[1]][0] + active[abn[1]][2] if len(abn) > 1 else ta
-            tz = active[abn[-1]][0] + active[abn[-1]][2]
+            # the meter stamps the record with whole seconds: label on the same clock
+            ta = float(int(active[abn[0]][0] + active[abn[0]][2]))
+            t2 = float(int(active[abn[1]][0] + active[abn[1]][2])) if len(abn) > 1 else ta
+            tz = float(int(active[abn[-1]][0] + active[abn[-1]][2]))
             if len(abn) >= 2:
                 o.label("mastitis", str(cow.id), ta, tz, t2, quarter=["lf", "rf", "lr", "rr"][mq])
             else:

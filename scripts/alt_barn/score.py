@@ -5,7 +5,7 @@
 
 An alert is true when a labelled episode has the same rule, a matching subject
 (the label's subject or one of its `alt_subjects`; an alert subject `cow/quarter`
-matches the cow) and the alert's ts lies in [onset, end + grace(rule)]. An alert
+matches the cow) and the alert's ts lies in [onset - 60 s, end + grace(rule)]. An alert
 that matches only an `optional` episode (a sensor-fault window, a calving, a fault
 the data cannot show) is neither true nor false and is left out. Every other
 alert is a false positive. An episode is found when at least one alert matched
@@ -25,6 +25,9 @@ from typing import Any
 GRACE_S = {"estrus": 6 * 3600.0, "rumination": 12 * 3600.0, "mastitis": 24 * 3600.0,
            "heat_stress": 3600.0, "cooling": 3600.0}
 DEFAULT_GRACE_S = 3600.0
+# an alert is stamped with the reading's sensor time, which the firmware may
+# truncate to the second; allow that much before a labelled onset
+SLACK_S = 60.0
 
 
 def ts(v: Any) -> float:
@@ -60,7 +63,7 @@ def score(labels: list[dict[str, Any]], alerts: list[dict[str, Any]],
     eps = []
     for i, lab in enumerate(labels):
         eps.append({"i": i, "tag": tag, "label": lab, "rule": rule_key(lab), "subj": subjects(lab),
-                    "a": ts(lab["onset"]), "b": ts(lab["end"]) + GRACE_S.get(lab["rule"], DEFAULT_GRACE_S),
+                    "a": ts(lab["onset"]) - SLACK_S, "b": ts(lab["end"]) + GRACE_S.get(lab["rule"], DEFAULT_GRACE_S),
                     "opt": bool(lab.get("optional")), "first": None})
     by_rule: dict[str, list[dict[str, Any]]] = {}
     for e in eps:
@@ -100,14 +103,14 @@ def score(labels: list[dict[str, Any]], alerts: list[dict[str, Any]],
         r["episodes"] += 1
         if e["first"] is not None:
             r["found"] += 1
-            r["delays"].append(e["first"] - e["a"])
+            r["delays"].append(max(0.0, e["first"] - ts(e["label"]["onset"])))
             r["late"].append(e["first"] - ts(e["label"]["detectable"]))
             kind = e["label"].get("kind")
             if kind:
                 k = row(f"{e['rule']}:{kind}")
                 k["episodes"] += 1
                 k["found"] += 1
-                k["delays"].append(e["first"] - e["a"])
+                k["delays"].append(max(0.0, e["first"] - ts(e["label"]["onset"])))
                 k["late"].append(e["first"] - ts(e["label"]["detectable"]))
         else:
             missed.append({"tag": tag, **e["label"]})

@@ -3,14 +3,24 @@
 
 Each variant is a JSON object of ``SeqLikConfig`` fields, plus optionally
 ``"rest_div"`` (the rest after an alarm is NAB's probationary period divided
-by this; the product uses 5) and ``"range"`` (``"auto"`` or ``"learn"``).
+by this; the product uses 5), ``"range"`` (``"auto"`` or ``"learn"``) and
+``"cad"``, a combination with CAD OSE (``cad_ose.CadOse``, run beside
+seq_lik on the same range with NAB's rest, memory unbounded as offline):
+
+* ``{"mode": "max"}``: the larger of the two detectors' reported scores, each
+  with its own rest; ``{"mode": "softor"}``: 1 - (1 - a)(1 - b);
+* ``{"mode": "joint", "level": L}``: one rest for both: a CAD OSE raw score
+  of at least ``L`` is an alarm of the combined detector (reported as
+  0.5 + 0.5 (raw - L) / (1 - L), exempt from the re-arm wait like a new
+  extreme) and starts seq_lik's rest; seq_lik's own alarms as usual.
+
 Every file is scored row by row as ``dairy-edge anomaly score`` does, then
 scored with ../shared/tools/nab_score.py's own functions (same threshold
 optimisation), for the three profiles and the four CV halves of
 ``nab_eval.py --cv``:
 
     .venv/bin/python scripts/seq_lik_sweep.py '{}' '{"bins": 32, "tolerance": 1}' \\
-        '{"range": "learn", "learn_margin": 0}'
+        '{"range": "learn", "learn_margin": 0}' '{"cad": {"mode": "joint", "level": 0.85}}'
 
 The product configuration (``'{}'``) reproduces ``nab_eval.py --cv``.
 Development experiments only (docs/anomaly.md); nothing here reads labels
@@ -33,6 +43,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from nab_eval import cv_halves
 
+from agent.detect.anomaly.cad_ose import BASE_THRESHOLD, CadOse
 from agent.detect.anomaly.evaluate import input_files, read_series
 from agent.detect.anomaly.seq_lik import SeqLik, SeqLikConfig
 
@@ -58,10 +69,61 @@ def _score(job: tuple[str, str, dict[str, Any]]) -> tuple[str, list[str], list[f
     values = [p[1] for p in series.parsed if p is not None]
     probation = min(math.floor(0.15 * len(series.rows)), 750)
     rng = (min(values), max(values)) if value_range == "auto" else None
+    cad = variant.pop("cad", None)
     det = SeqLik(rng, probation / rest_div, probation // 2, probation - probation // 2,
                  SeqLikConfig(**variant))
-    scores = [det.score(p[1]) if p is not None else math.nan for p in series.parsed]
+    if cad is None:
+        scores = [det.score(p[1]) if p is not None else math.nan for p in series.parsed]
+    else:
+        combined = iter(_with_cad(det, CadOse(*(rng or (None, None)), probation / 5),
+                                  values, cad))
+        scores = [next(combined) if p is not None else math.nan for p in series.parsed]
     return key, [ts for ts, _ in series.rows], scores
+
+
+def _with_cad(det: SeqLik, cad: CadOse, values: list[float], how: dict[str, Any]) -> list[float]:
+    """seq_lik combined with CAD OSE (the ``"cad"`` variant key; module doc)."""
+    mode = how["mode"]
+    if mode in ("max", "softor"):
+        out = []
+        for v in values:
+            a, b = det.score(v), cad.score(v)
+            out.append(max(a, b) if mode == "max" else 1.0 - (1.0 - a) * (1.0 - b))
+        return out
+    if mode != "joint":
+        raise ValueError(f"unknown cad mode {mode!r}")
+    level = float(how.get("level", BASE_THRESHOLD))
+    cfg, out = det.cfg, []
+    for i, v in enumerate(values):
+        # SeqLik.score with CAD OSE's raw score as a third source of alarms.
+        if det.learn_range and not det.lo <= v <= det.hi:
+            det._widen(v)
+        o = det.likelihood.update(v, det.memory.step(det.bin(v)))
+        if det.likelihood.n <= det.likelihood.probation:
+            o = 0.0
+        lo, hi = det.seen_lo, det.seen_hi
+        spatial = hi > lo and (v > hi + (hi - lo) * cfg.spatial_tol
+                               or v < lo - (hi - lo) * cfg.spatial_tol)
+        det.seen_lo, det.seen_hi = min(lo, v), max(hi, v)
+        if spatial:
+            o = 1.0
+        c = cad.raw(v)
+        cad_alarm = i > 0 and c >= level
+        if cad_alarm:
+            o = max(o, 0.5 + 0.5 * (c - level) / (1.0 - level))
+        calm = det.calm
+        det.calm = calm + 1 if o < cfg.alarm else 0
+        if det.quiet > 0:
+            det.quiet -= 1
+            out.append(0.0)
+            continue
+        if o >= cfg.alarm and not (spatial or cad_alarm) and calm < cfg.rearm * det.rest:
+            out.append(0.0)
+            continue
+        if o >= cfg.alarm:
+            det.quiet = det.rest
+        out.append(min(max(o, 0.0), 1.0))
+    return out
 
 
 def main() -> int:

@@ -304,15 +304,21 @@ class MastitisConfig(Section):
         0.15, gt=0, description="Quarter EC this far above its own baseline (10-15% in studies)."
     )
     quarter_ratio: float = Field(
-        1.15, gt=1, description="Quarter EC / the cow's lowest quarter (unverified default)."
+        1.15, gt=1, description="Quarter EC / the median of the cow's other quarters at the same "
+        "milking, over this quarter's usual ratio (unverified default)."
     )
     absolute_ms_cm: float = Field(8.0, gt=0, description="EC above this is high (DeLaval).")
     yield_drop: float = Field(
         0.2, gt=0, lt=1, description="Yield this far below the cow's median of recent milkings."
     )
     persist_milkings: int = Field(
-        3, ge=1, description="EC evidence alone must persist over this many milkings (3 as in "
-        "the FutureDairy study)."
+        2, ge=1, description="A quarter's EC evidence alone must persist over this many "
+        "consecutive milkings (the FutureDairy study used 3)."
+    )
+    clinical_at_once: bool = Field(
+        True, description="EC evidence with a yield drop or an absolute level at one milking "
+        "raises 'likely clinical' at once; false: only persisting evidence raises (one abnormal "
+        "milking, e.g. an incomplete milking, then raises nothing)."
     )
     alerts: AlertPolicy = Field(
         default_factory=lambda: AlertPolicy(

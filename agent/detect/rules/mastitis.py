@@ -1,11 +1,18 @@
 """Mastitis from quarter conductivity and yield (dairy-rules.md section 3).
 
 Per milking and quarter: the rise over that quarter's own mean of the previous
-milkings, the ratio to the cow's lowest quarter, and the absolute level; per
-cow the yield against her median of recent milkings. EC evidence on a quarter
-means both a rise and a ratio. An alert needs EC evidence plus a second signal
-(yield drop or absolute level) at the same milking, or EC evidence persisting
-over consecutive milkings. Abnormal milkings do not enter the baselines.
+normal milkings, its ratio to the median of the cow's other quarters at the
+same milking over the ratio it usually has (the inter-quarter comparison:
+what moves the whole udder, a hot day or the time of day cancels out), and the
+absolute level; per cow the yield against her median of recent milkings. EC
+evidence on a quarter means both a rise and a ratio. The same quarter with EC
+evidence at ``persist_milkings`` (2) consecutive milkings raises, at the
+second: critical (likely clinical) with a yield drop or the absolute level,
+a warning otherwise; one abnormal milking raises nothing unless
+``clinical_at_once`` (EC evidence with a yield drop or the absolute level).
+Abnormal milkings do not enter the baselines, also while they are being
+learnt; a quarter that rose then is judged on its normal milkings once the
+cow has been milked ``min_baseline_milkings`` times.
 
 Farm events: a dried-off cow is not judged until she calves again; a calving
 starts her baselines afresh (colostrum and fresh-cow milk differ from her
@@ -14,6 +21,7 @@ previous lactation).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,16 +37,30 @@ DRY_KEY = "\x1fdry"  # in the saved state beside the cows; never a cow id
 class _Cow:
     quarters: dict[str, deque[float]] = field(default_factory=dict)
     yields: deque[float] = field(default_factory=deque)
-    streak: int = 0
+    # Per quarter: log(EC / the median of her other quarters) at normal milkings
+    # (its usual place among its sisters) and its run of abnormal milkings.
+    sisters: dict[str, deque[float]] = field(default_factory=dict)
+    streaks: dict[str, int] = field(default_factory=dict)
+    milkings: int = 0  # milkings seen since her data began (or she calved)
+
+    @property
+    def streak(self) -> int:
+        return max(self.streaks.values(), default=0)
 
     def to_state(self) -> dict[str, Any]:
         return {"quarters": {q: list(v) for q, v in self.quarters.items()},
-                "yields": list(self.yields), "streak": self.streak}
+                "yields": list(self.yields), "streak": self.streak,
+                "sisters": {q: list(v) for q, v in self.sisters.items()},
+                "streaks": dict(self.streaks), "milkings": self.milkings}
 
     @classmethod
     def from_state(cls, data: dict[str, Any], n: int) -> _Cow:
+        # State saved before the sister baselines: they are learnt afresh.
         return cls({q: deque(v, maxlen=n) for q, v in data["quarters"].items()},
-                   deque(data["yields"], maxlen=n), int(data["streak"]))
+                   deque(data["yields"], maxlen=n),
+                   {q: deque(v, maxlen=n) for q, v in data.get("sisters", {}).items()},
+                   {q: int(v) for q, v in data.get("streaks", {}).items()},
+                   int(data.get("milkings", len(data["yields"]))))
 
 
 class MastitisRule:
@@ -71,25 +93,47 @@ class MastitisRule:
         if len(ecs) < 2:
             return []
         cow = self.cows.setdefault(animal, _Cow(yields=deque(maxlen=n)))
-        lowest = min(ecs.values())
+        logs = {q: math.log(ec) for q, ec in ecs.items()}
         signals: list[Signal] = []
         strong: list[str] = []
         partial = False
         for q, ec in ecs.items():
             hist = cow.quarters.setdefault(q, deque(maxlen=n))
-            ready = len(hist) >= cfg.min_baseline_milkings
-            base = sum(hist) / len(hist) if ready else None
+            sis = cow.sisters.setdefault(q, deque(maxlen=n))
+            # Judged once it has its baseline, or (a quarter that rose while
+            # its baseline was being learnt, and whose abnormal milkings were
+            # kept out of it) on the normal milkings it has once the cow has
+            # been milked that often.
+            ready = len(hist) >= cfg.min_baseline_milkings or (
+                len(hist) >= 2 and cow.milkings >= cfg.min_baseline_milkings)
+            base = sum(hist) / len(hist) if hist else None
             rel = ec / base - 1 if base else 0.0
-            ratio = ec / lowest
-            if base is not None and rel >= cfg.rel_rise and ratio >= cfg.quarter_ratio:
+            # Against her other quarters at this milking (what the whole udder
+            # does, a hot day, the time of day, cancels out), relative to where
+            # this quarter usually stands among them.
+            others = sorted(v for k, v in logs.items() if k != q)
+            mid = len(others) // 2
+            sister = logs[q] - (others[mid] if len(others) % 2 else
+                                (others[mid - 1] + others[mid]) / 2)
+            usual = sum(sis) / len(sis) if len(sis) >= cfg.min_baseline_milkings else 0.0
+            ratio = math.exp(sister - usual)
+            abnormal = rel >= cfg.rel_rise and ratio >= cfg.quarter_ratio and len(hist) >= 2
+            if ready and abnormal and base is not None:
                 strong.append(q)
                 signals.append(Signal(f"EC {q}", ec, baseline=base, limit=base * (1 + cfg.rel_rise),
                                       unit=" mS/cm",
                                       note=f"+{rel:.0%} over {len(hist)} milkings, "
-                                      f"{ratio:.2f}x the lowest quarter"))
-            partial = partial or rel >= cfg.rel_rise / 2
-            if not ready or rel < cfg.rel_rise:
+                                      f"{ratio:.2f}x its usual share of the other quarters"))
+            partial = partial or (ready and rel >= cfg.rel_rise / 2)
+            # Abnormal milkings stay out of the baselines: risen over its own
+            # history and standing out from its sisters (a quarter that stood
+            # out from its first milking did not change: that is its baseline).
+            if not abnormal:
                 hist.append(ec)
+                sis.append(sister)
+        cow.milkings += 1
+        for q in ecs:
+            cow.streaks[q] = cow.streaks.get(q, 0) + 1 if q in strong else 0
         abs_hit = [q for q in strong if ecs[q] > cfg.absolute_ms_cm]
         for q in abs_hit:
             signals.append(Signal(f"EC {q} absolute", ecs[q], limit=cfg.absolute_ms_cm,
@@ -105,17 +149,24 @@ class MastitisRule:
                                           limit=expected * (1 - cfg.yield_drop), unit=" kg"))
             if not strong:
                 cow.yields.append(yield_kg)
-        cow.streak = cow.streak + 1 if strong else 0
+        # EC evidence alone: the same quarter abnormal at consecutive milkings
+        # (one abnormal milking, a blip of the meter, is not enough).
+        persisting = [q for q in strong if cow.streaks[q] >= cfg.persist_milkings]
+        streak = max((cow.streaks[q] for q in strong), default=0)
 
         severity = None
         status: Status
-        if strong and (yield_hit or abs_hit):
+        if persisting and (yield_hit or abs_hit):
+            status, severity = "raise", "critical"
+            summary = (f"Cow {animal}: likely clinical mastitis, quarter {', '.join(persisting)}, "
+                       f"{streak} milkings in a row")
+        elif strong and (yield_hit or abs_hit) and cfg.clinical_at_once:
             status, severity = "raise", "critical"
             summary = f"Cow {animal}: likely clinical mastitis, quarter {', '.join(strong)}"
-        elif strong and cow.streak >= cfg.persist_milkings:
+        elif persisting:
             status = "raise"
-            summary = (f"Cow {animal}: raised conductivity, quarter {', '.join(strong)}, "
-                       f"{cow.streak} milkings in a row (subclinical?)")
+            summary = (f"Cow {animal}: raised conductivity, quarter {', '.join(persisting)}, "
+                       f"{streak} milkings in a row (subclinical?)")
         elif strong or partial:
             status, summary = "hold", f"Cow {animal}: conductivity watch"
         else:
@@ -126,7 +177,7 @@ class MastitisRule:
         return [Finding(
             rule=RULE, subject=subject, status=status, at=t, severity=severity,
             summary=summary, signals=signals, sensor_id=reading.sensor_id, animal_id=animal,
-            extra={"quarters": strong, "streak": cow.streak},
+            extra={"quarters": strong, "streak": streak},
         )]
 
     def tick(self, t: float) -> list[Finding]:

@@ -103,11 +103,13 @@ def test_a_compressor_failure_in_storage_is_caught() -> None:
     assert "does not cool" in cooling[0].message
 
 
-def test_a_compressor_failure_at_a_milking_is_caught_within_30_min() -> None:
+def test_a_compressor_failure_at_a_new_tanks_first_milking_is_caught() -> None:
     fail_at = DEFAULT_START + 12 * 3600  # 16:58: the first milking into the empty tank
     # One tank for 30 cows: it passes the rule's 50 L "not empty" level ~11 min in.
+    # A new tank's first milkings get 45 min before "not cooling" (many coolers
+    # wait until the milk covers the evaporator); later, twice this tank's usual.
     run = _Run(days=0.8, herd_size=30, sensors_per_kind=1, compressor_fails_at=fail_at)
     cooling = [a for a in run.raised() if a.rule == "cooling"]
     assert [a.sensor_id for a in cooling] == ["tank-01"]
     delay = DEFAULT_START + cooling[0].stamp.mono_ns / 1e9 - MONO0 - fail_at
-    assert 0 < delay < 30 * 60
+    assert 0 < delay < 75 * 60  # 61.5 min: 11 to 50 L, 45 of grace, the alert policy

@@ -28,7 +28,9 @@ def _drift_min_abs() -> dict[str, float]:
 class SensorHealthConfig(Section):
     # -- dropout: silence against the device's own reporting rhythm --------------
     dropout_floor_s: float = Field(
-        900.0, gt=0, description="Never call a silence shorter than this a dropout."
+        1800.0, gt=0, description="Never call a silence shorter than this a dropout: a "
+        "barn's radio drops fast-reporting nodes for 16 to 25 minutes at a time as a "
+        "matter of course, and a silent sensor is still reported within the hour.",
     )
     dropout_median_factor: float = Field(
         3.5, gt=1, description="Silent for this many median reporting intervals: a dropout."

@@ -37,6 +37,7 @@ FARM_EVENT_TYPES = COW_EVENTS + HERD_EVENTS
 ALIASES = {"move": "pen_move", "group_move": "pen_move", "dryoff": "dry_off"}
 DAY_S = 86400.0
 CYCLE_S = 21 * DAY_S  # an open cow returns to heat about this long after the last
+MILKING_S = 2 * 3600.0  # a recorded milking that does not say how long it took
 
 
 class FarmEventError(ValueError):
@@ -140,22 +141,73 @@ class FarmContext:
     """The latest farm event of each kind per cow (engine time), for the rules."""
 
     last: dict[str, dict[str, float]] = field(default_factory=dict)
-    # Herd-level: the latest milking and collection per tank ("" = any tank) and
-    # the milking schedule as given (kept for the cooling rule; not used yet).
+    # Herd-level, for the cooling rule: the latest milking (its start and length)
+    # and collection per tank ("" = any tank), and the milking schedule as given
+    # ({"times": ["05:00", "17:00"], "tank": ...}; times of day in UTC).
     milkings: dict[str, float] = field(default_factory=dict)
     collections: dict[str, float] = field(default_factory=dict)
     schedule: dict[str, Any] = field(default_factory=dict)
+    milking_s: dict[str, float] = field(default_factory=dict)
 
     def note(self, event: FarmEvent, t: float) -> None:
         if event.animal is not None and event.type in COW_EVENTS:
             cow = self.last.setdefault(event.animal, {})
             cow[event.type] = max(t, cow.get(event.type, -math.inf))
         elif event.type == "milking":
-            self.milkings[str(event.detail.get("tank", ""))] = t
+            tank = str(event.detail.get("tank", ""))
+            self.milkings[tank] = t
+            self.milking_s[tank] = _seconds(event.detail.get("duration_s"), MILKING_S)
         elif event.type == "collection":
             self.collections[str(event.detail.get("tank", ""))] = t
         elif event.type == "milking_schedule":
             self.schedule = dict(event.detail)
+
+    def knows_milkings(self, tank: str, planned: bool = False) -> bool:
+        """Does the herd system tell this tank's milkings: a schedule, or (unless
+        ``planned``) recorded milkings?"""
+        scheduled = bool(self._schedule_times()) and self._schedule_for(tank)
+        return scheduled or (not planned and (tank in self.milkings or "" in self.milkings))
+
+    def milking_near(self, tank: str, lo: float, hi: float, tol_s: float,
+                     planned: bool = False, wall_shift: float | None = 0.0) -> bool:
+        """Did a scheduled (or, unless ``planned``, recorded) milking of this tank
+        run at some time in [lo - tol_s, hi + tol_s]? A milking may be recorded
+        only once it is over: ``planned`` asks only what was known ahead. The
+        schedule's times of day are UTC: ``wall_shift`` turns these (engine)
+        times into wall time; None (the clock is not set) leaves it out."""
+        for key in () if planned else (tank, ""):
+            start = self.milkings.get(key)
+            if start is not None and (start - tol_s <= hi
+                                      and lo - tol_s <= start + self.milking_s.get(key, 0.0)):
+                return True
+        if not self._schedule_for(tank) or wall_shift is None:
+            return False
+        lo, hi = lo + wall_shift, hi + wall_shift
+        for at in self._schedule_times():  # seconds into the day (UTC)
+            # the first scheduled milking still running at lo - tol_s (MILKING_S long)
+            start = math.ceil((lo - tol_s - MILKING_S - at) / DAY_S) * DAY_S + at
+            if start <= hi + tol_s:
+                return True
+        return False
+
+    def collected_since(self, tank: str, t0: float) -> float | None:
+        """When this tank (or any) was last collected, if after ``t0``."""
+        at = max(self.collections.get(tank, -math.inf), self.collections.get("", -math.inf))
+        return at if at > t0 else None
+
+    def _schedule_for(self, tank: str) -> bool:
+        named = self.schedule.get("tank")
+        return named is None or str(named) == tank
+
+    def _schedule_times(self) -> list[float]:
+        out = []
+        for text in self.schedule.get("times", []) or []:
+            try:
+                hh, mm = str(text).split(":")[:2]
+                out.append((int(hh) % 24) * 3600.0 + int(mm) * 60.0)
+            except ValueError:
+                continue  # not HH:MM: ignored (the event is kept as it came)
+        return out
 
     def since(self, animal: str, kind: str, t: float) -> float | None:
         """Seconds since this cow's latest ``kind`` event (None: none recorded)."""
@@ -190,11 +242,20 @@ class FarmContext:
 
     def to_state(self) -> dict[str, Any]:
         return {"last": self.last, "milkings": self.milkings,
-                "collections": self.collections, "schedule": self.schedule}
+                "collections": self.collections, "schedule": self.schedule,
+                "milking_s": self.milking_s}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> FarmContext:
         return cls({str(k): {str(kk): float(vv) for kk, vv in v.items()}
                     for k, v in state.get("last", {}).items()},
                    dict(state.get("milkings", {})), dict(state.get("collections", {})),
-                   dict(state.get("schedule", {})))
+                   dict(state.get("schedule", {})), dict(state.get("milking_s", {})))
+
+
+def _seconds(value: Any, default: float) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return default
+    return out if math.isfinite(out) and out > 0 else default

@@ -37,13 +37,16 @@ not cool), hours before the milk reaches the legal limit.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, insort
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
 from agent.config.rules import CoolingConfig, RoleMapping
+from agent.detect.farm_events import FarmContext
 from agent.detect.rules.base import Finding, Signal, Status, Tracked, every_key_tracked, median
 from agent.records import Reading
 
@@ -126,6 +129,10 @@ SLOW_FACTOR = 1.5
 SLOW_MIN_S = 2700.0
 SLOW_LEARNT = 3
 SLOW_MEMORY = 10
+# After a collection the herd system recorded, a temperature-only tank is empty:
+# a rise within this long is its probe in the air, not milk (unless the agitator
+# starts).
+COLLECT_QUIET_S = 3600.0
 
 
 def _routine(starts: list[float], since: float) -> bool:
@@ -197,6 +204,7 @@ class _Tank:
     lo_level: float | None = None
     smooth_c: float = 0.0
     first_t: float | None = None  # the first reading's time
+    collected_t: float | None = None  # the latest collection the herd system recorded
     # When milkings began: episodes, and swings that climbed STORE_WARM_C / 2
     # above the band and then turned by themselves (a slow blend).
     excursions: list[float] = field(default_factory=list)
@@ -271,12 +279,12 @@ class _Tank:
         return max(SLOW_FACTOR * usual, usual + SLOW_MIN_S)
 
     def first_grace(self, floor: float) -> float:
-        if self.has_level:  # the episode began at empty_level_l: enough milk to cool
-            return floor
         grace = FIRST_GRACE_UNLEARNT_S
         if len(self.first_delays) >= FIRST_MEMORY:
-            grace = min(grace, max(FIRST_GRACE_MIN_S,
-                                   FIRST_GRACE_FACTOR * max(self.first_delays)))
+            # With a level the episode began at empty_level_l, yet the cooler may
+            # wait until the milk covers its evaporator (or the probe): learnt.
+            low = floor if self.has_level else FIRST_GRACE_MIN_S
+            grace = min(grace, max(low, FIRST_GRACE_FACTOR * max(self.first_delays)))
         return max(floor, grace)
 
     def routine(self, since: float) -> bool:
@@ -319,6 +327,7 @@ class _Tank:
             "lo_level": self.lo_level,
             "smooth_c": self.smooth_c,
             "first_t": self.first_t,
+            "collected_t": self.collected_t,
             "excursions": self.excursions,
             "cross_t": self.cross_t,
             "high_turns": self.high_turns,
@@ -342,6 +351,40 @@ class CoolingRule:
         self.profile = config.profiles[config.profile]
         self.map = mapping
         self.tanks: dict[str, _Tank] = {}
+        # What the herd system records (milkings, the schedule, collections): the
+        # engine's, set by it; and wall time minus engine time (None: the clock is
+        # not set), for the schedule's times of day.
+        self.farm: FarmContext | None = None
+        self.wall_shift: Callable[[], float | None] = lambda: None
+
+    def _farm_milking(self, sid: str, lo: float, hi: float,
+                      planned: bool = False) -> bool | None:
+        """Did the herd system record or schedule (``planned``: schedule only) a
+        milking of this tank near [lo, hi]? None when it tells nothing of them."""
+        farm = self.farm
+        if farm is None or not farm.knows_milkings(sid, planned):
+            return None
+        shift = self.wall_shift()
+        if planned and shift is None:
+            return None  # the schedule's times of day cannot be placed
+        return farm.milking_near(sid, lo, hi, ROUTINE_TOL_S, planned, shift)
+
+    def _milk_unseen(self, tank: _Tank, t: float, level: float | None) -> bool:
+        """A first milking filling the tank whose probe has not yet read warm milk
+        (it reads the air of a cold barn until the milk covers it): not over."""
+        if tank.blend or level is None or tank.peak_c > self.profile.target_c:
+            return False
+        old = next((x for x in tank.run if x[0] >= t - self.cfg.rise_window_s), None)
+        return old is not None and old[2] is not None and level - old[2] > self.cfg.level_rise_l
+
+    def _milk_may_arrive(self, tank: _Tank, sid: str, t: float) -> bool:
+        """Can a rise in an empty temperature-only tank be warm milk? Not when the
+        milking schedule says no milking now, nor within COLLECT_QUIET_S of a
+        recorded collection: then it is the probe warming in the air. (A recorded
+        milking may be sent only once it is over: only the schedule says it in time.)"""
+        if tank.collected_t is not None and 0.0 <= t - tank.collected_t < COLLECT_QUIET_S:
+            return False
+        return self._farm_milking(sid, t, t, planned=True) is not False
 
     def on_reading(self, reading: Reading, t: float) -> list[Finding]:
         temp = reading.values.get(self.map.milk_temp_key)
@@ -373,6 +416,15 @@ class CoolingRule:
         # Phase transitions. A level value, where the tank sends one, says directly
         # whether there is milk to cool; without it, temperature and agitator tell.
         empty = level is not None and level <= cfg.empty_level_l
+        sid = reading.sensor_id
+        collected = (None if self.farm is None or tank.has_level else self.farm.collected_since(
+            sid, -math.inf if tank.collected_t is None else tank.collected_t))
+        if collected is not None and collected <= t:
+            # Without a level only the herd system can say the milk was collected:
+            # what follows is an empty tank (its probe in air), not cooled milk.
+            tank.collected_t = collected
+            if tank.phase in ("storage", "episode"):
+                tank.phase = "empty"
         if washing or temp >= cfg.wash_detect_c:
             tank.phase = "wash"
         elif empty or tank.phase == "wash":
@@ -380,7 +432,8 @@ class CoolingRule:
         elif tank.phase == "unknown":
             tank.phase = "storage" if temp <= p.target_c else "empty"
         if tank.phase == "empty" and not empty and (
-                level is not None or started_agitator or rise >= cfg.milking_rise_c):
+                level is not None or started_agitator or rise >= cfg.milking_rise_c) and (
+                level is not None or started_agitator or self._milk_may_arrive(tank, sid, t)):
             self._start(tank, t, blend=False)
         elif tank.phase == "storage" and (temp > p.target_c or rise >= cfg.milking_rise_c):
             self._start(tank, t, blend=True, drift=rise < cfg.milking_rise_c)
@@ -391,7 +444,8 @@ class CoolingRule:
             # Milk now arrives after a thermostat drift above target: the time
             # limit counts from this milking, not from the drift.
             self._start(tank, t, blend=True)
-        elif tank.phase == "episode" and temp <= p.target_c - cfg.clear_margin_c:
+        elif (tank.phase == "episode" and temp <= p.target_c - cfg.clear_margin_c
+              and not self._milk_unseen(tank, t, level)):
             tank.times_to_target = (tank.times_to_target + [t - tank.start])[-20:]
             if not tank.blend and not t - tank.start > tank.slow_after():
                 tank.first_ttt = (tank.first_ttt + [t - tank.start])[-SLOW_MEMORY:]
@@ -426,8 +480,11 @@ class CoolingRule:
                 found["blend"] = [Signal("blend temperature", temp, limit=p.blend_max_c,
                                          unit=" °C")]
             in_grace = not tank.blend and t - tank.start < cfg.hot_grace_s
-            if not tank.blend:  # the warm milk's own arrival is no rise
-                rise = temp - min(v for tt, v in window if tt >= tank.start)
+            if not tank.blend:
+                # The warm milk's own arrival is no rise, nor is the probe going
+                # from air to milk once the milk covers it: only warming after
+                # the peak (after the cooler has begun) counts.
+                rise = temp - min(v for tt, v in window if tt >= max(tank.start, tank.peak_t))
             failing: list[Signal] = []
             if tank.has_level:
                 if (not in_grace and rise >= cfg.not_cooling_rise_c
@@ -455,7 +512,8 @@ class CoolingRule:
             if failing:
                 found["cooler"] = failing
         self._swing(tank, t, temp, level)
-        stalled = self._stalled(tank, t, temp, level) or self._warming(tank, t, temp, level)
+        stalled = (self._stalled(tank, sid, t, temp, level)
+                   or self._warming(tank, sid, t, temp, level))
         if stalled is not None:
             found.setdefault("cooler", []).append(stalled)
             if tank.stall_c is None:
@@ -483,7 +541,6 @@ class CoolingRule:
             tank.cooler_on = True
         elif ended["cooler"]:
             tank.cooler_on = False
-        sid = reading.sensor_id
         subject = f"tank:{sid}"
         tracked = self.tracked
         out: list[Finding] = []
@@ -550,7 +607,7 @@ class CoolingRule:
         mixed = (v0 * temp0 + (level - old[2]) * self.cfg.milk_in_c) / level
         return mixed - temp < self.cfg.min_cooling_c
 
-    def _stalled(self, tank: _Tank, t: float, temp: float,
+    def _stalled(self, tank: _Tank, sid: str, t: float, temp: float,
                  level: float | None) -> Signal | None:
         """Cooled milk in storage, the cooler running (agitator on) for stalled_run_s,
         no milk arriving, and the milk not getting colder: the cooler does not cool."""
@@ -563,8 +620,9 @@ class CoolingRule:
         if not span <= t - tank.agitator_since <= max(CONTINUOUS_STIR_S, 3 * span):
             return None
         if not tank.has_level:
-            milking = tank.routine(tank.agitator_since)
-            tank.note_long_run(tank.agitator_since)
+            since = tank.agitator_since
+            milking = tank.routine(since) or bool(self._farm_milking(sid, since, since))
+            tank.note_long_run(since)
             if milking:
                 return None
         ref = tank.run[0]
@@ -635,7 +693,7 @@ class CoolingRule:
             tank.high_turns = []
         tank.cross_t = None
 
-    def _warming(self, tank: _Tank, t: float, temp: float,
+    def _warming(self, tank: _Tank, sid: str, t: float, temp: float,
                  level: float | None) -> Signal | None:
         """Cooled milk in storage climbing above this tank's thermostat band, slowly
         (no milking), with no turn: the compressor was called and did not cool."""
@@ -659,7 +717,8 @@ class CoolingRule:
         cross = tank.cross_t if tank.cross_t is not None else t
         if (_routine_within(tank.excursions, cross - STORE_BLEND_S, cross)
                 or t - tank.start < STORE_BLEND_S  # warm milk arrived lately: a blend
-                or (tank.agitator_since is not None and tank.routine(tank.agitator_since))):
+                or (tank.agitator_since is not None and tank.routine(tank.agitator_since))
+                or self._farm_milking(sid, cross - STORE_BLEND_S, cross)):
             return None  # a slow blend at this barn's milking time
         return Signal("milk temperature", now, baseline=top, limit=top + STORE_WARM_C,
                       unit=" °C", note=f"cooled milk warming {(t - tank.rise_t) / 60:.0f} min "

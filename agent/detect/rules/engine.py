@@ -88,6 +88,8 @@ class RuleEngine:
             self.cooling, self.heat_stress, self.mastitis, self.estrus, self.rumination,
         ]
         self.farm = FarmContext()
+        self.cooling.farm = self.farm
+        self.cooling.wall_shift = self._wall_shift
         self.sensors = PlausibilityRule(cfg.plausibility, calibration, m)
         self.by_role: dict[str, list[_Rule]] = {r: [] for r in ROLES}
         for rule in self.rules:
@@ -266,6 +268,7 @@ class RuleEngine:
         self.sensors.from_state(state["sensors"])
         self.alerts.from_state(state["alerts"])
         self.farm = FarmContext.from_state(state.get("farm", {}))
+        self.cooling.farm = self.farm
         self.alerts.rules_seen.update(self.rule_names())
         self.boot, self.last_t, self.offset = state["boot_id"], state["last_t"], state["offset"]
         self._rebase = True
@@ -292,6 +295,13 @@ class RuleEngine:
                     f.status = "hold"
                     f.extra["farm_event"] = kind
                     break
+
+    def _wall_shift(self) -> float | None:
+        """Wall time minus engine time, while the wall clock is set."""
+        clock = self.clock
+        if not clock.synced():
+            return None
+        return clock.wall() - (clock.monotonic() + self.offset)
 
     def _time(self, mono_s: float, boot: str) -> float:
         if self._rebase:

@@ -252,6 +252,10 @@ def test_state_round_trip_is_json_and_survives_a_reboot() -> None:
     for i in range(14):
         _milking(eng, i * 43200.0, "cow-5", (5.0, 5.1, 5.0, 4.9), 15.0)
     t = 14 * 43200.0
+    # One abnormal milking raises nothing (an incomplete milking, a dirty
+    # sensor); the same quarter again at the next milking does.
+    assert _milking(eng, t, "cow-5", (8.0, 5.1, 5.0, 4.9), 9.0) == []
+    t += 43200.0
     first = _milking(eng, t, "cow-5", (8.0, 5.1, 5.0, 4.9), 9.0)
     assert [a.state for a in first] == ["raised"]
     state = json.loads(json.dumps(eng.to_state()))

@@ -316,7 +316,7 @@ class MastitisConfig(Section):
         "consecutive milkings (the FutureDairy study used 3)."
     )
     clinical_at_once: bool = Field(
-        True, description="EC evidence with a yield drop or an absolute level at one milking "
+        False, description="EC evidence with a yield drop or an absolute level at one milking "
         "raises 'likely clinical' at once; false: only persisting evidence raises (one abnormal "
         "milking, e.g. an incomplete milking, then raises nothing)."
     )

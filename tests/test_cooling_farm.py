@@ -96,3 +96,67 @@ def test_a_recorded_collection_leaves_a_temperature_only_tank_empty() -> None:
         raised += _tank(eng, t, {"milk_temp_c": min(3.8 + 0.5 * i, 14.0), "agitator": 0.0})
         t += 60
     assert raised == []
+
+
+@pytest.mark.parametrize("times", [500, True, "04:30", ["x", "99:99", 7, "1e999:00"], None])
+def test_an_odd_schedule_or_milking_length_breaks_nothing(times) -> None:
+    eng, _ = engine()
+    eng.on_farm_event(FarmEvent(WALL0, "milking_schedule", None, {"times": times}), now_mono=0.0)
+    eng.on_farm_event(FarmEvent(WALL0, "milking", None, {"tank": "tank-1",
+                                                         "duration_s": 10 ** 400}), now_mono=0.0)
+    assert eng.farm.milking_s["tank-1"] == 7200.0  # the default, not 10**400 s
+    eng.on_farm_event(FarmEvent(WALL0, "milking", None, {"tank": "tank-1",
+                                                         "duration_s": 5_400_000}), now_mono=0.0)
+    assert eng.farm.milking_s["tank-1"] == 7200.0  # milliseconds sent as seconds
+    assert _tank(eng, 60.0, {"milk_temp_c": 3.8}) == []
+
+
+def test_the_schedule_is_read_on_the_wall_clock() -> None:
+    """The engine's time is the monotonic clock's; the schedule's times of day are
+    UTC wall time. With the wall clock 5 h ahead of engine time + WALL0, 09:00 wall
+    is 04:00 by the engine's count: near no 04:30 milking."""
+    def run(shift: float) -> list:
+        eng, clock = engine()
+        clock.wall = lambda: WALL0 + shift + clock.now  # type: ignore[method-assign]
+        t0 = (WALL0 // DAY + 1) * DAY + 9 * 3600 - WALL0 - shift  # 09:00 on the wall
+        eng.on_farm_event(FarmEvent(WALL0 + shift + t0 - 3600, "milking_schedule", None,
+                                    {"times": ["04:30", "16:30"]}), now_mono=t0 - 3600)
+        return _air_after_wash(eng, t0)
+    assert run(5 * 3600.0) == []
+
+
+def test_a_dead_cooler_soon_after_a_recorded_collection_is_still_raised() -> None:
+    """Collected, washed and milked again within the hour: the rise held back
+    while the tank was taken for empty is milk once the wash is over."""
+    eng, _ = engine()
+    t, raised = 0.0, []
+    for i in range(120):
+        raised += _tank(eng, t, {"milk_temp_c": 3.6 + 0.4 * ((i // 15) % 2)})
+        t += 60
+    eng.on_farm_event(FarmEvent(t + WALL0, "collection", None, {"tank": "tank-1"}),
+                      now_mono=t)
+    for _ in range(15):  # wash
+        raised += _tank(eng, t, {"milk_temp_c": 60.0, "wash": 1.0})
+        t += 60
+    for i in range(240):  # milk at 30 °C 25 min after the collection; nothing cools it
+        raised += _tank(eng, t, {"milk_temp_c": 30.0 if i >= 10 else 18.0, "wash": 0.0})
+        t += 60
+    assert raised and "not cooling" in raised[0].message
+
+
+def test_a_collection_recorded_late_leaves_new_milk_alone() -> None:
+    eng, _ = engine()
+    t = 0.0
+    for i in range(120):
+        _tank(eng, t, {"milk_temp_c": 3.6 + 0.4 * ((i // 15) % 2)})
+        t += 60
+    for _ in range(20):  # the next milking blends in: warmer, an episode
+        _tank(eng, t, {"milk_temp_c": 9.0})
+        t += 60
+    tank = eng.cooling.tanks["tank-1"]
+    assert tank.phase == "episode"
+    # The collection of the morning is only now recorded: the milk is new.
+    eng.on_farm_event(FarmEvent(WALL0 + 3000, "collection", None, {"tank": "tank-1"}),
+                      late_s=t - 3000, now_mono=t)
+    _tank(eng, t, {"milk_temp_c": 9.0})
+    assert tank.phase == "episode"

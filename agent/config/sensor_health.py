@@ -18,7 +18,7 @@ def _spike_min_step() -> dict[str, float]:
 
 
 def _stuck_keys() -> list[str]:
-    return ["temperature_c", "humidity_pct", "milk_temp_c", "flow_lpm"]
+    return ["temperature_c", "humidity_pct", "milk_temp_c", "flow_lpm", "activity"]
 
 
 def _drift_min_abs() -> dict[str, float]:

@@ -38,6 +38,7 @@ ALIASES = {"move": "pen_move", "group_move": "pen_move", "dryoff": "dry_off"}
 DAY_S = 86400.0
 CYCLE_S = 21 * DAY_S  # an open cow returns to heat about this long after the last
 MILKING_S = 2 * 3600.0  # a recorded milking that does not say how long it took
+MAX_MILKING_S = 8 * 3600.0
 
 
 class FarmEventError(ValueError):
@@ -200,13 +201,18 @@ class FarmContext:
         return named is None or str(named) == tank
 
     def _schedule_times(self) -> list[float]:
+        times = self.schedule.get("times")
+        if isinstance(times, str):
+            times = [times]
+        if not isinstance(times, list | tuple):
+            return []  # not a list of HH:MM: ignored (the event is kept as it came)
         out = []
-        for text in self.schedule.get("times", []) or []:
+        for text in times:
             try:
                 hh, mm = str(text).split(":")[:2]
-                out.append((int(hh) % 24) * 3600.0 + int(mm) * 60.0)
-            except ValueError:
-                continue  # not HH:MM: ignored (the event is kept as it came)
+                out.append((int(hh) % 24) * 3600.0 + (int(mm) % 60) * 60.0)
+            except (ValueError, OverflowError):
+                continue
         return out
 
     def since(self, animal: str, kind: str, t: float) -> float | None:
@@ -254,8 +260,10 @@ class FarmContext:
 
 
 def _seconds(value: Any, default: float) -> float:
+    """A milking's length from the event; the default when it is missing, odd or
+    longer than any milking (milliseconds sent as seconds, say)."""
     try:
         out = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
-    return out if math.isfinite(out) and out > 0 else default
+    return out if math.isfinite(out) and 0 < out <= MAX_MILKING_S else default

@@ -227,16 +227,22 @@ class FaultBarn:
         assert self._collar.binary is not None
         base = r.uniform(60, 120)
         out: list[tuple[float, str, str | bytes]] = []
+        frozen: tuple[int, int] | None = None
         for i, s in enumerate(self._times(self.collar_period_s)):
-            if self._faulty(sid, s) == "dropout":
+            fault = self._faulty(sid, s)
+            if fault == "dropout":
                 assert self.fault_at is not None
                 if s < self.fault_at + 3 * HOUR:
                     continue
             h = (s / HOUR) % 24
             act = base * (1.6 if 5 <= h < 19 else 0.6) * r.lognormvariate(0, 0.3)
+            values = (int(act), r.randint(4, 12))
+            if fault == "stuck":  # the same window's counts sent again and again
+                frozen = values if frozen is None else frozen
+                values = frozen
             frame = encode_binary(self._collar.binary, {
                 "magic": b"CL", "version": 1, "flags": 0, "boot": 1, "seq": i, "cow": cow,
-                "activity": int(act), "rumination": r.randint(4, 12), "battery": 3600})
+                "activity": values[0], "rumination": values[1], "battery": 3600})
             out.append((T0 + s + r.uniform(0.2, 2.0), f"barn/collar/{sid}", frame))
         return out
 

@@ -205,6 +205,10 @@ class _Tank:
     smooth_c: float = 0.0
     first_t: float | None = None  # the first reading's time
     collected_t: float | None = None  # the latest collection the herd system recorded
+    # Until then a rise in the empty tank (no level) is its probe in the air; None
+    # once a wash has begun or the quiet is over. ``held``: a rise was held back.
+    quiet_until: float | None = None
+    held: bool = False
     # When milkings began: episodes, and swings that climbed STORE_WARM_C / 2
     # above the band and then turned by themselves (a slow blend).
     excursions: list[float] = field(default_factory=list)
@@ -328,6 +332,8 @@ class _Tank:
             "smooth_c": self.smooth_c,
             "first_t": self.first_t,
             "collected_t": self.collected_t,
+            "quiet_until": self.quiet_until,
+            "held": self.held,
             "excursions": self.excursions,
             "cross_t": self.cross_t,
             "high_turns": self.high_turns,
@@ -372,7 +378,8 @@ class CoolingRule:
     def _milk_unseen(self, tank: _Tank, t: float, level: float | None) -> bool:
         """A first milking filling the tank whose probe has not yet read warm milk
         (it reads the air of a cold barn until the milk covers it): not over."""
-        if tank.blend or level is None or tank.peak_c > self.profile.target_c:
+        if (tank.blend or level is None or tank.peak_c > self.profile.target_c
+                or t - tank.start >= self.cfg.max_milking_s):
             return False
         old = next((x for x in tank.run if x[0] >= t - self.cfg.rise_window_s), None)
         return old is not None and old[2] is not None and level - old[2] > self.cfg.level_rise_l
@@ -382,7 +389,8 @@ class CoolingRule:
         milking schedule says no milking now, nor within COLLECT_QUIET_S of a
         recorded collection: then it is the probe warming in the air. (A recorded
         milking may be sent only once it is over: only the schedule says it in time.)"""
-        if tank.collected_t is not None and 0.0 <= t - tank.collected_t < COLLECT_QUIET_S:
+        if tank.quiet_until is not None and t < tank.quiet_until:
+            tank.held = True
             return False
         return self._farm_milking(sid, t, t, planned=True) is not False
 
@@ -421,10 +429,17 @@ class CoolingRule:
             sid, -math.inf if tank.collected_t is None else tank.collected_t))
         if collected is not None and collected <= t:
             # Without a level only the herd system can say the milk was collected:
-            # what follows is an empty tank (its probe in air), not cooled milk.
+            # what follows is an empty tank (its probe in air), not cooled milk;
+            # unless milk has come since (the event came late).
             tank.collected_t = collected
-            if tank.phase in ("storage", "episode"):
+            if tank.phase in ("storage", "episode") and collected > tank.start:
                 tank.phase = "empty"
+                tank.quiet_until, tank.held = collected + COLLECT_QUIET_S, False
+        if tank.quiet_until is not None and (washing or t >= tank.quiet_until):
+            if (not washing and tank.held and tank.phase == "empty"
+                    and temp > p.target_c + cfg.clear_margin_c):
+                self._start(tank, t, blend=False)  # the rise held back was warm milk
+            tank.quiet_until, tank.held = None, False
         if washing or temp >= cfg.wash_detect_c:
             tank.phase = "wash"
         elif empty or tank.phase == "wash":
@@ -718,7 +733,8 @@ class CoolingRule:
         if (_routine_within(tank.excursions, cross - STORE_BLEND_S, cross)
                 or t - tank.start < STORE_BLEND_S  # warm milk arrived lately: a blend
                 or (tank.agitator_since is not None and tank.routine(tank.agitator_since))
-                or self._farm_milking(sid, cross - STORE_BLEND_S, cross)):
+                or (not tank.has_level  # a level shows arriving milk itself
+                    and self._farm_milking(sid, cross - STORE_BLEND_S, cross))):
             return None  # a slow blend at this barn's milking time
         return Signal("milk temperature", now, baseline=top, limit=top + STORE_WARM_C,
                       unit=" °C", note=f"cooled milk warming {(t - tank.rise_t) / 60:.0f} min "

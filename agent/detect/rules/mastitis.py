@@ -117,7 +117,11 @@ class MastitisRule:
                                 (others[mid - 1] + others[mid]) / 2)
             usual = sum(sis) / len(sis) if len(sis) >= cfg.min_baseline_milkings else 0.0
             ratio = math.exp(sister - usual)
-            abnormal = rel >= cfg.rel_rise and ratio >= cfg.quarter_ratio and len(hist) >= 2
+            # Judged (and kept out of the baselines) once half a baseline is in:
+            # on two values a quarter that sits high by nature, first read low by
+            # chance, would be kept out for good.
+            abnormal = (rel >= cfg.rel_rise and ratio >= cfg.quarter_ratio
+                        and len(hist) >= max(2, cfg.min_baseline_milkings // 2))
             if ready and abnormal and base is not None:
                 strong.append(q)
                 signals.append(Signal(f"EC {q}", ec, baseline=base, limit=base * (1 + cfg.rel_rise),

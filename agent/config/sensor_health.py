@@ -91,6 +91,11 @@ class SensorHealthConfig(Section):
         2.0, gt=1, description="Flat this much longer than its longest normal flat stretch."
     )
     stuck_min_s: float = Field(1200.0, gt=0, description="...and at least this long.")
+    stuck_min_s_by_key: dict[str, float] = Field(
+        default_factory=lambda: {"activity": 7200.0},
+        description="...or this long for these keys: a collar's small night-time counts "
+        "repeat by chance for an hour; two hours of the same window's counts do not.",
+    )
     stuck_min_samples: int = Field(4, ge=2, description="...and over this many samples.")
     stuck_min_vary: float = Field(
         0.05, ge=0, le=1,

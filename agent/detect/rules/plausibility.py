@@ -257,7 +257,7 @@ class PlausibilityRule:
                 before = metric.changes
                 cap = lim.stuck_after_s if lim is not None else None
                 if metric.flat(value, t, health, resolution, cap, changes, n_nb or 0,
-                               s.rhythm.median):
+                               s.rhythm.median, health.stuck_min_s_by_key.get(key)):
                     stuck.append(key)
                 if group is not None and metric.changes != before:
                     group.note_change(sid, key, metric.changes)

@@ -231,13 +231,15 @@ class Metric:
     # -- stuck ------------------------------------------------------------------
     def flat(self, v: float, t: float, cfg: SensorHealthConfig, resolution: float,
              cap_s: float | None, group_changes: int | None, neighbours: int,
-             interval: float = 0.0) -> bool:
+             interval: float = 0.0, min_s: float | None = None) -> bool:
         """Update the flat stretch with ``v``; True while this key is stuck.
 
         ``group_changes``: changes counted over this key's climate neighbours
         (None when it has none), ``neighbours``: how many there are;
-        ``interval``: the sensor's usual time between readings.
+        ``interval``: the sensor's usual time between readings; ``min_s``: this
+        key's shortest stuck stretch (default ``stuck_min_s``).
         """
+        min_s = cfg.stuck_min_s if min_s is None else min_s
         eps = max(resolution, cfg.stuck_noise_frac * self.typical)
         if (self.anchor is not None and not self.stuck
                 and t - self.run_last_t > max(600.0, 3 * interval)):
@@ -262,7 +264,7 @@ class Metric:
         if self.stuck:
             return True
         length = t - self.run_t
-        if (length < cfg.stuck_min_s or not self.changes or self.vary < cfg.stuck_min_vary
+        if (length < min_s or not self.changes or self.vary < cfg.stuck_min_vary
                 or self.run_n < cfg.stuck_min_samples):
             return False  # too short, or a key that is often flat (a level between milkings)
         learnt = t - self.first_t >= cfg.stuck_learn_s and self.changes >= cfg.stuck_min_changes
@@ -282,7 +284,7 @@ class Metric:
         if not learnt:  # its normal flat stretches are not known yet: the configured limit
             self.stuck = cap_s is not None and length >= cap_s
             return self.stuck
-        limit = max(cfg.stuck_min_s, cfg.stuck_margin
+        limit = max(min_s, cfg.stuck_margin
                     * _decayed(self.longest, t - self.longest_t, cfg.stuck_memory_s))
         self.stuck = length >= limit
         return self.stuck

@@ -384,15 +384,17 @@ class CoolingRule:
         old = next((x for x in tank.run if x[0] >= t - self.cfg.rise_window_s), None)
         return old is not None and old[2] is not None and level - old[2] > self.cfg.level_rise_l
 
-    def _milk_may_arrive(self, tank: _Tank, sid: str, t: float) -> bool:
-        """Can a rise in an empty temperature-only tank be warm milk? Not when the
-        milking schedule says no milking now, nor within COLLECT_QUIET_S of a
-        recorded collection: then it is the probe warming in the air. (A recorded
-        milking may be sent only once it is over: only the schedule says it in time.)"""
+    def _milk_may_arrive(self, tank: _Tank, sid: str, t: float, stirred: bool) -> bool:
+        """Can a rise (or the agitator starting: ``stirred``) in an empty
+        temperature-only tank be warm milk? Not within COLLECT_QUIET_S of a
+        recorded collection (the milk may still be there, its thermostat cycling,
+        until it is pumped out; then the probe warms in the air), nor a rise when
+        the milking schedule says no milking now. (A recorded milking may be sent
+        only once it is over: only the schedule says it in time.)"""
         if tank.quiet_until is not None and t < tank.quiet_until:
             tank.held = True
             return False
-        return self._farm_milking(sid, t, t, planned=True) is not False
+        return stirred or self._farm_milking(sid, t, t, planned=True) is not False
 
     def on_reading(self, reading: Reading, t: float) -> list[Finding]:
         temp = reading.values.get(self.map.milk_temp_key)
@@ -448,7 +450,7 @@ class CoolingRule:
             tank.phase = "storage" if temp <= p.target_c else "empty"
         if tank.phase == "empty" and not empty and (
                 level is not None or started_agitator or rise >= cfg.milking_rise_c) and (
-                level is not None or started_agitator or self._milk_may_arrive(tank, sid, t)):
+                level is not None or self._milk_may_arrive(tank, sid, t, started_agitator)):
             self._start(tank, t, blend=False)
         elif tank.phase == "storage" and (temp > p.target_c or rise >= cfg.milking_rise_c):
             self._start(tank, t, blend=True, drift=rise < cfg.milking_rise_c)

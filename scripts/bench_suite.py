@@ -380,10 +380,16 @@ def live_round(workdir: Path, args: argparse.Namespace, rate: float,
         buffered, central = stored(farm), rows()  # where they stand as publishing ends
         cpu_pub = cpu_s(farm.agent.pid) - cpu0
         t_end = time.monotonic()
-        wait_until(lambda: stored(farm) >= count, 600, "every reading in the buffer")
-        buffer_catch = time.monotonic() - t_end
-        wait_until(lambda: rows() >= count, 600, "every reading at central")
-        central_catch = time.monotonic() - t_end
+
+        def catch_up(cond: Callable[[], bool], what: str) -> float:
+            try:  # a rate far beyond the agent's: report it, do not abort the suite
+                wait_until(cond, 600, what)
+            except AssertionError:
+                return float("inf")
+            return time.monotonic() - t_end
+
+        buffer_catch = catch_up(lambda: stored(farm) >= count, "every reading in the buffer")
+        central_catch = catch_up(lambda: rows() >= count, "every reading at central")
     finally:
         farm.close()
     kept = report.sent / report.elapsed_s if report.elapsed_s > 0 else 0.0
@@ -564,7 +570,8 @@ def main() -> int:
                     "sustained (1000,2000,4000,8000,10000)")
     ap.add_argument("--live-s", type=float, default=60.0,
                     help="seconds of traffic at each live rate (60; the issue's goal: 300)")
-    ap.add_argument("--live-devices", type=int, default=1000,
+    ap.add_argument("--live-devices", type=int, default=1000, choices=range(11, 100_001),
+                    metavar="N (11-100000)",
                     help="devices of the live row (1000: at 10,000 msg/s for 60 s their "
                     "readings span about two days, all dated before now)")
     ap.add_argument("--micro", action="store_true",

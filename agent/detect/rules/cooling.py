@@ -29,6 +29,11 @@ working cooler turns a blend around soon after the milking ends); the stalled
 cooler check needs the agitator running ``NO_LEVEL_STALL_FACTOR`` times as long,
 with the milk neither colder nor warming as a milking would warm it.
 
+What the herd system records (farm events: milkings, the milking schedule,
+collections) tells a temperature-only tank's milkings and drains from
+failures; a tank whose probe reads the air until the milk covers it, and whose
+cooler waits for enough milk, is judged on this tank's learnt first milkings.
+
 Every tank, with or without a level or agitator: cooled milk in storage that
 climbs ``STORE_WARM_C`` above the tops of this tank's own thermostat swings,
 slowly and with no turn, raises ``cooler`` (the compressor was called and does
@@ -130,8 +135,8 @@ SLOW_MIN_S = 2700.0
 SLOW_LEARNT = 3
 SLOW_MEMORY = 10
 # After a collection the herd system recorded, a temperature-only tank is empty:
-# a rise within this long is its probe in the air, not milk (unless the agitator
-# starts).
+# a rise (or the agitator starting) within this long is its probe in the air or
+# the milk still waiting to be pumped out, not new milk; a wash ends it early.
 COLLECT_QUIET_S = 3600.0
 
 

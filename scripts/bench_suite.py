@@ -68,17 +68,44 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 # -- process figures ---------------------------------------------------------------
 
-def cpu_s(pid: int) -> float:
-    """utime + stime of ``pid`` (all threads), seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (the agent's detection worker)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out += [int(c) for c in task.read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _own_cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def rss_mib(pid: int, key: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
+def cpu_s(pid: int) -> float:
+    """utime + stime of ``pid`` (all threads) and of its live child processes
+    (``detect.worker: process``), seconds."""
+    return _own_cpu_s(pid) + sum(_own_cpu_s(c) for c in children(pid))
+
+
+def _own_rss_mib(pid: int, key: str) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return 0.0
     return float("nan")
+
+
+def rss_mib(pid: int, key: str = "VmRSS") -> float:
+    """Resident set of ``pid`` plus its live child processes' (the detection worker)."""
+    return _own_rss_mib(pid, key) + sum(_own_rss_mib(c, key) for c in children(pid))
 
 
 @dataclass

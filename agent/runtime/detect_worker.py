@@ -40,6 +40,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -410,8 +411,13 @@ class DetectionWorker:
     def _run_inline(det: Detection, name: str, args: tuple[Any, ...]) -> Any:
         return det.states() if name == "states" else getattr(det, name)(*args)
 
-    def _call(self, name: str, *args: Any) -> Any:
+    def _call(self, name: str, *args: Any, wait: bool = True) -> Any:
+        """``name(*args)`` on the worker's Detection, after every batch sent before.
+        Without ``wait``, returns at once (a failure is logged): the profile
+        schedule switches from the event loop, which must not wait out a busy store."""
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        if not wait:
+            future.add_done_callback(partial(_log_failure, name))
         with self._send_lock:
             with self._lock:
                 if self._conn is None:  # before start (configuration): sent at start
@@ -425,7 +431,7 @@ class DetectionWorker:
                 self._send((seq, (name, args)))
         if inline is not None:
             return self._run_inline(inline, name, args)
-        return future.result(CALL_TIMEOUT_S)
+        return future.result(CALL_TIMEOUT_S) if wait else None
 
     def on_farm_event(self, event: FarmEvent) -> list[Alert]:
         if not self.config.enabled:
@@ -445,7 +451,7 @@ class DetectionWorker:
 
     def reconfigure_rules(self, cfg: RulesConfig) -> None:
         self._rules = cfg
-        self._call("reconfigure_rules", cfg)
+        self._call("reconfigure_rules", cfg, wait=False)
 
     def rules_config(self) -> RulesConfig:
         out: RulesConfig = self._call("rules_config")
@@ -453,7 +459,7 @@ class DetectionWorker:
 
     def configure_vision(self, bcs: BcsLossParams, milk: MilkParams) -> None:
         self._vision = (bcs, milk)
-        self._call("configure_vision", bcs, milk)
+        self._call("configure_vision", bcs, milk, wait=False)
 
     def feedback(self, alert_record_id: str, verdict: str) -> None:
         self._call("feedback", alert_record_id, verdict)
@@ -482,6 +488,12 @@ class DetectionWorker:
         states = self._call("states")
         mono_ns = self.clock.monotonic_ns()
         writer.call(lambda conn: save_states(conn, states, mono_ns, boot))
+
+
+def _log_failure(name: str, future: concurrent.futures.Future[Any]) -> None:
+    err = future.exception()
+    if err is not None:
+        log.error("detection worker: %s failed: %s", name, err)
 
 
 if __name__ == "__main__":

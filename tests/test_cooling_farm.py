@@ -160,3 +160,133 @@ def test_a_collection_recorded_late_leaves_new_milk_alone() -> None:
                       late_s=t - 3000, now_mono=t)
     _tank(eng, t, {"milk_temp_c": 9.0})
     assert tank.phase == "episode"
+
+
+# -- the barn's milk meters: when they report, milk is arriving ----------------
+
+def _meter(eng, t, cow: int = 1) -> None:
+    eng.on_reading(reading("mm-1", "milk-meter", t, {
+        "yield_kg": 14.0, "conductivity_lf": 5.0, "conductivity_rf": 5.0,
+        "conductivity_lr": 5.0, "conductivity_rr": 5.0, "duration_s": 400.0}, animal=str(cow)))
+
+
+def _parlour_day(eng, t0: float, drain_at: float | None, dead_from: float | None,
+                 meters: bool = True) -> list:
+    """A day of a 2x parlour, temperature-only tank with agitator, a reading a
+    minute: milkings 05:00-07:00 and 16:00-18:00 (a meter reading every 2 min,
+    warm milk blending in and cooled back), and, from ``drain_at`` (minutes),
+    a collection drain: the probe warms in the barn air (18 °C) and stays there
+    until the evening milking fills the tank again. From ``dead_from`` the
+    compressor is dead. Returns (time, alert) of each alert raised."""
+    raised, temp, drained = [], 3.8, False
+    for m in range(24 * 60):
+        t = t0 + m * 60
+        milking = 300 <= m < 420 or 960 <= m < 1080
+        dead = dead_from is not None and m >= dead_from
+        if meters and milking and m % 2 == 0:
+            _meter(eng, t, cow=m)
+        if drain_at is not None and m == drain_at:
+            drained = True
+        if drained and not milking:
+            temp += (18.0 - temp) * 0.08  # probe in the air
+        elif drained and milking:
+            temp = min(temp + 3.0, 30.0)  # the first milk of the evening covers it
+            drained = temp < 30.0
+        elif milking:
+            temp += 0.08 if dead else (0.06 if temp < 6.5 else -0.1)
+        elif not dead:
+            temp = max(3.6, temp - 0.05)
+        else:
+            temp += 0.002
+        if not drained and temp > 20 and not dead:
+            temp -= 0.4  # the first milking being cooled
+        stir = milking or temp > 4.0
+        raised += [(t, a) for a in _tank(eng, t, {"milk_temp_c": round(temp, 2),
+                                                  "agitator": 1.0 if stir else 0.0})]
+    return raised
+
+
+def test_a_drain_while_the_milk_meters_are_silent_is_no_failure() -> None:
+    """Temperature-only tank, no farm events: collected at 10:00, between the
+    metered milkings. Its probe warming in the air is no milk being warmed."""
+    eng, _ = engine()
+    raised = _parlour_day(eng, 0.0, None, None)
+    raised += _parlour_day(eng, DAY, drain_at=600, dead_from=None)
+    assert raised == []
+    assert eng.cooling.meters.known(DAY * 2) and not eng.cooling.meters.robots()
+
+
+def test_without_meters_the_same_drain_is_raised() -> None:
+    """The check above judges something: with no meter heard, the drain looks
+    like warm milk that is not cooled."""
+    eng, _ = engine()
+    _parlour_day(eng, 0.0, None, None, meters=False)
+    raised = _parlour_day(eng, DAY, drain_at=600, dead_from=None, meters=False)
+    assert any(DAY + 600 * 60 <= t < DAY + 960 * 60 for t, _ in raised)
+
+
+def test_a_dead_cooler_at_the_metered_milking_after_a_drain_is_raised() -> None:
+    eng, _ = engine()
+    _parlour_day(eng, 0.0, None, None)
+    raised = _parlour_day(eng, DAY, drain_at=600, dead_from=900)
+    # found within the first milking's allowance (45 min) of its first milk
+    assert raised and DAY + 960 * 60 <= raised[0][0] <= DAY + 1010 * 60
+    assert "not cooling" in raised[0][1].message
+
+
+def test_robots_milking_all_day_tell_no_milking_times() -> None:
+    from agent.detect.rules.cooling import MeterMilkings
+
+    m = MeterMilkings()
+    for k in range(int(10 * 3600 / 300)):  # a robot milking every 5 min for 10 h
+        m.note(k * 300.0)
+    assert m.robots() and not m.milking(0.0, 3600.0) and not m.quiet(36000.0)
+    parlour = MeterMilkings()
+    for k in range(60):  # 05:00-07:00
+        parlour.note(5 * 3600 + k * 120.0)
+    assert parlour.milking(6 * 3600, 6 * 3600) and not parlour.milking(9 * 3600, 10 * 3600)
+    assert parlour.quiet(10 * 3600) and not parlour.quiet(7 * 3600)
+    restored = MeterMilkings.from_state(parlour.to_state())
+    assert restored == parlour
+
+
+def _robot_drain(eng, dead: bool) -> list:
+    """A robot barn (a meter reading every 5 min, all day) and its temperature-only
+    tank, no agitator signal: two days of storage, then collected: the probe
+    warms in the air (to 25 °C), a hot wash, and the robots' trickle fills it
+    again; the cooler starts once enough milk covers it, 70 min later (unless
+    ``dead``). Returns (time, alert) of each alert raised."""
+    raised, t = [], 0.0
+    def tank(temp: float, wash: bool = False) -> None:
+        nonlocal t
+        if int(t) % 300 == 0:
+            _meter(eng, t, cow=int(t // 300) % 60)
+        raised.extend((t, a) for a in _tank(eng, t, {"milk_temp_c": round(temp, 2),
+                                                      "wash": 1.0 if wash else 0.0}))
+        t += 60
+    for i in range(2 * 24 * 60):  # storage, thermostat swings
+        tank(3.6 + 0.4 * ((i // 20) % 2))
+    temp = 3.8
+    for _ in range(60):  # drained
+        temp += (25.0 - temp) * 0.1
+        tank(temp)
+    for _ in range(30):
+        tank(60.0, wash=True)
+    temp = 25.0
+    for i in range(240):  # the robots' milk at 33 °C, cooled from minute 70
+        temp = min(temp + 0.5, 33.0) if i < 70 or dead else max(temp - 0.3, 3.8)
+        tank(temp + 0.05 * (i % 3))  # probe noise (a flat line is a stuck probe)
+    return raised
+
+
+def test_a_robot_barns_drain_and_slow_first_fill_are_no_failure() -> None:
+    eng, _ = engine()
+    assert _robot_drain(eng, dead=False) == []
+    assert eng.cooling.meters.robots()
+
+
+def test_a_robot_barns_dead_cooler_after_a_drain_is_raised() -> None:
+    eng, _ = engine()
+    raised = _robot_drain(eng, dead=True)
+    milk_from = (2 * 24 * 60 + 90) * 60.0
+    assert raised and milk_from < raised[0][0] <= milk_from + 2.5 * 3600

@@ -33,6 +33,12 @@ What the herd system records (farm events: milkings, the milking schedule,
 collections) tells a temperature-only tank's milkings and drains from
 failures; a tank whose probe reads the air until the milk covers it, and whose
 cooler waits for enough milk, is judged on this tank's learnt first milkings.
+So do the barn's milk meters (``MeterMilkings``): a parlour's meters report
+each cow as she is milked, so while they are silent no milk is arriving. A
+temperature-only tank whose cooled milk jumps (``milking_rise_c`` within the
+rise window) while the meters are silent has been drained (its probe is in
+the air): it is empty until the meters show the next milking; and the stalled
+cooler and storage-warming checks take a metered milking for a milking.
 
 Every tank, with or without a level or agitator: cooled milk in storage that
 climbs ``STORE_WARM_C`` above the tops of this tank's own thermostat swings,
@@ -100,6 +106,9 @@ NOTE_GAP_S = 3600.0
 # the slowest of them when that is shorter (never below FIRST_GRACE_MIN_S).
 # A first milking that was alerted teaches nothing.
 FIRST_GRACE_UNLEARNT_S = 2700.0
+# Robots (the milk meters report all day) fill an empty tank at a trickle: the
+# cooler may wait an hour or more for enough milk to cover its evaporator.
+FIRST_GRACE_ROBOTS_S = 7200.0
 FIRST_GRACE_FACTOR = 2.0
 FIRST_MEMORY = 5
 FIRST_GRACE_MIN_S = 1800.0  # learnt, never below: the same tank varies day to day
@@ -138,6 +147,62 @@ SLOW_MEMORY = 10
 # a rise (or the agitator starting) within this long is its probe in the air or
 # the milk still waiting to be pumped out, not new milk; a wash ends it early.
 COLLECT_QUIET_S = 3600.0
+# A tank drained on a barn whose robots milk all day is taken for empty this long
+# (or until a wash): the meters cannot say when its milk comes again.
+DRAIN_HOLD_S = 7200.0
+# Milk meters: readings less than METER_GAP_S apart are one milking; meters heard
+# within METER_KNOWN_S meter this barn's milkings, and silent for METER_QUIET_S
+# they say that no milk is arriving (a parlour's meters report a cow every minute
+# or two while it milks). A session longer than METER_SESSION_MAX_S is no
+# parlour milking but robots milking all day: while one is remembered (sessions
+# are kept for METER_MEMORY_S) the meters tell no milking times.
+METER_GAP_S = 1800.0
+METER_SESSION_MAX_S = 5 * 3600.0
+METER_QUIET_S = 1800.0
+METER_KNOWN_S = 36 * 3600.0
+METER_MEMORY_S = 2 * DAY_S
+METERS_KEY = "\x1fmeters"  # in the rule's state beside the tanks; never a sensor id
+
+
+@dataclass(slots=True)
+class MeterMilkings:
+    """When the barn's milk meters reported: its milkings, as the meters saw them
+    (on the meters' own clock). Herd-wide: a meter does not say which tank."""
+
+    sessions: list[list[float]] = field(default_factory=list)  # [start, last reading]
+
+    def note(self, t: float) -> None:
+        last = self.sessions[-1] if self.sessions else None
+        if last is not None and t - last[1] <= METER_GAP_S:
+            last[1] = max(last[1], t)
+            return
+        if last is not None and t < last[1]:
+            return  # an old reading from before the latest milking: nothing new
+        self.sessions = [x for x in self.sessions if x[1] >= t - METER_MEMORY_S] + [[t, t]]
+
+    def known(self, t: float) -> bool:
+        """Do meters report this barn's milkings (heard lately)?"""
+        return bool(self.sessions) and t - self.sessions[-1][1] <= METER_KNOWN_S
+
+    def quiet(self, t: float) -> bool:
+        """Meters known, and silent for METER_QUIET_S: no milk is arriving."""
+        return self.known(t) and t - self.sessions[-1][1] > METER_QUIET_S
+
+    def robots(self) -> bool:
+        """Do the meters show milking all day (robots), not milkings?"""
+        return any(b - a > METER_SESSION_MAX_S for a, b in self.sessions)
+
+    def milking(self, lo: float, hi: float) -> bool:
+        """Did the meters report a milking at some time in [lo, hi]? Never on a
+        barn whose robots milk all day."""
+        return not self.robots() and any(a <= hi and lo <= b for a, b in self.sessions)
+
+    def to_state(self) -> list[list[float]]:
+        return [list(x) for x in self.sessions]
+
+    @classmethod
+    def from_state(cls, data: list[list[float]]) -> MeterMilkings:
+        return cls([[float(a), float(b)] for a, b in data])
 
 
 def _routine(starts: list[float], since: float) -> bool:
@@ -214,6 +279,10 @@ class _Tank:
     # once a wash has begun or the quiet is over. ``held``: a rise was held back.
     quiet_until: float | None = None
     held: bool = False
+    # Drained (see ``_drained``) at ``drained_t``: empty until the meters show a
+    # milking (robots: for DRAIN_HOLD_S, or until a wash).
+    drained: bool = False
+    drained_t: float = 0.0
     # When milkings began: episodes, and swings that climbed STORE_WARM_C / 2
     # above the band and then turned by themselves (a slow blend).
     excursions: list[float] = field(default_factory=list)
@@ -287,8 +356,8 @@ class _Tank:
         usual = median(self.first_ttt)
         return max(SLOW_FACTOR * usual, usual + SLOW_MIN_S)
 
-    def first_grace(self, floor: float) -> float:
-        grace = FIRST_GRACE_UNLEARNT_S
+    def first_grace(self, floor: float, robots: bool = False) -> float:
+        grace = FIRST_GRACE_ROBOTS_S if robots else FIRST_GRACE_UNLEARNT_S
         if len(self.first_delays) >= FIRST_MEMORY:
             # With a level the episode began at empty_level_l, yet the cooler may
             # wait until the milk covers its evaporator (or the probe): learnt.
@@ -339,6 +408,8 @@ class _Tank:
             "collected_t": self.collected_t,
             "quiet_until": self.quiet_until,
             "held": self.held,
+            "drained": self.drained,
+            "drained_t": self.drained_t,
             "excursions": self.excursions,
             "cross_t": self.cross_t,
             "high_turns": self.high_turns,
@@ -354,7 +425,8 @@ class _Tank:
 
 class CoolingRule:
     name = RULE
-    roles: tuple[str, ...] = ("bulk_tank",)
+    # Milk meters too: when they report, the barn is milking (``MeterMilkings``).
+    roles: tuple[str, ...] = ("bulk_tank", "milk_meter")
 
     def __init__(self, config: CoolingConfig, mapping: RoleMapping) -> None:
         self.cfg = config
@@ -367,6 +439,7 @@ class CoolingRule:
         # not set), for the schedule's times of day.
         self.farm: FarmContext | None = None
         self.wall_shift: Callable[[], float | None] = lambda: None
+        self.meters = MeterMilkings()
 
     def _farm_milking(self, sid: str, lo: float, hi: float,
                       planned: bool = False) -> bool | None:
@@ -399,11 +472,32 @@ class CoolingRule:
         if tank.quiet_until is not None and t < tank.quiet_until:
             tank.held = True
             return False
+        if tank.drained and (self.meters.quiet(t) or (
+                self.meters.robots() and t - tank.drained_t < DRAIN_HOLD_S)):
+            return False  # drained, and no milking since: its probe warming in the air
         return stirred or self._farm_milking(sid, t, t, planned=True) is not False
+
+    def _drained(self, tank: _Tank, t: float, rise: float) -> bool:
+        """Temperature only: milk in storage (or a blend) warming ``rise`` within
+        the rise window with no milk that could warm it so fast: in storage with
+        the meters silent, or on robots, whose trickle cannot warm a tank holding
+        milk NO_LEVEL_RISE_FACTOR x not_cooling_rise_c so fast. Its probe is in
+        the air: the tank was drained."""
+        cfg = self.cfg
+        if tank.phase == "storage" and rise >= cfg.milking_rise_c and self.meters.quiet(t):
+            return True
+        return self.meters.robots() and rise >= cfg.not_cooling_rise_c * NO_LEVEL_RISE_FACTOR
+
+    def _milking_near(self, sid: str, lo: float, hi: float) -> bool:
+        """Did the herd system or the milk meters tell of a milking near [lo, hi]?"""
+        tol = ROUTINE_TOL_S
+        return self.meters.milking(lo - tol, hi + tol) or bool(self._farm_milking(sid, lo, hi))
 
     def on_reading(self, reading: Reading, t: float) -> list[Finding]:
         temp = reading.values.get(self.map.milk_temp_key)
         if temp is None:
+            if reading.firmware in self.map.milk_meter or self.map.yield_key in reading.values:
+                self.meters.note(t)
             return []
         tank = self.tanks.setdefault(reading.sensor_id, _Tank())
         if tank.first_t is None:
@@ -449,6 +543,8 @@ class CoolingRule:
             tank.quiet_until, tank.held = None, False
         if washing or temp >= cfg.wash_detect_c:
             tank.phase = "wash"
+            if self.meters.robots():
+                tank.drained = False  # washed: the robots' milk comes next
         elif empty or tank.phase == "wash":
             tank.phase = "empty"
         elif tank.phase == "unknown":
@@ -457,6 +553,9 @@ class CoolingRule:
                 level is not None or started_agitator or rise >= cfg.milking_rise_c) and (
                 level is not None or self._milk_may_arrive(tank, sid, t, started_agitator)):
             self._start(tank, t, blend=False)
+        elif (tank.phase == "storage" or (tank.phase == "episode" and tank.blend)) and (
+                not tank.has_level and self._drained(tank, t, rise)):
+            tank.phase, tank.drained, tank.drained_t = "empty", True, t
         elif tank.phase == "storage" and (temp > p.target_c or rise >= cfg.milking_rise_c):
             self._start(tank, t, blend=True, drift=rise < cfg.milking_rise_c)
             if rise < cfg.milking_rise_c:
@@ -519,7 +618,7 @@ class CoolingRule:
             elif tank.blend:
                 failing += self._uncooled_blend(tank, t, temp, rise)
             drop = tank.peak_c - temp
-            first_grace = tank.first_grace(cfg.hot_grace_s)
+            first_grace = tank.first_grace(cfg.hot_grace_s, self.meters.robots())
             if not tank.blend and not tank.first_cooled and drop >= cfg.first_drop_c:
                 tank.first_cooled = True
                 if t - tank.start <= first_grace:
@@ -643,7 +742,8 @@ class CoolingRule:
             return None
         if not tank.has_level:
             since = tank.agitator_since
-            milking = tank.routine(since) or bool(self._farm_milking(sid, since, since))
+            milking = (tank.routine(since) or self.meters.milking(since - ROUTINE_TOL_S, t)
+                       or bool(self._farm_milking(sid, since, since)))
             tank.note_long_run(since)
             if milking:
                 return None
@@ -741,7 +841,7 @@ class CoolingRule:
                 or t - tank.start < STORE_BLEND_S  # warm milk arrived lately: a blend
                 or (tank.agitator_since is not None and tank.routine(tank.agitator_since))
                 or (not tank.has_level  # a level shows arriving milk itself
-                    and self._farm_milking(sid, cross - STORE_BLEND_S, cross))):
+                    and self._milking_near(sid, cross - STORE_BLEND_S, cross))):
             return None  # a slow blend at this barn's milking time
         return Signal("milk temperature", now, baseline=top, limit=top + STORE_WARM_C,
                       unit=" °C", note=f"cooled milk warming {(t - tank.rise_t) / 60:.0f} min "
@@ -752,6 +852,7 @@ class CoolingRule:
         if not drift:  # cooled milk drifting above target is no milking
             tank.excursions = _note(tank.excursions, t)  # a milking's time of day
         tank.phase, tank.start, tank.blend = "episode", t, blend
+        tank.drained = False
         tank.first_cooled = False
         tank.drift_level = None
         tank.peak_t, tank.peak_c = t, -99.0
@@ -762,7 +863,9 @@ class CoolingRule:
         return []
 
     def to_state(self) -> dict[str, Any]:
-        return {k: v.to_state() for k, v in self.tanks.items()}
+        return {**{k: v.to_state() for k, v in self.tanks.items()},
+                METERS_KEY: self.meters.to_state()}
 
     def from_state(self, state: dict[str, Any]) -> None:
-        self.tanks = {k: _Tank.from_state(v) for k, v in state.items()}
+        self.tanks = {k: _Tank.from_state(v) for k, v in state.items() if k != METERS_KEY}
+        self.meters = MeterMilkings.from_state(state.get(METERS_KEY, []))

@@ -35,12 +35,18 @@ class Window:
     derived: deque[float] = field(default_factory=deque)
     # How many items of each hour of day the window holds.
     hours: dict[int, int] = field(default_factory=dict)
+    # Optionally a slot per item for the rule's own use (``cached=True``), kept in
+    # step with ``items``: None for a new item and for one a reading was merged
+    # into, so the None slots are always a suffix; the rule fills them.
+    cached: bool = False
+    cache: deque[Any] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
         self._covered = sum(x[1] for x in self.items)
         self._total = sum(x[2] for x in self.items)
         derive = self.derive
         self.derived = deque(derive(x[1], x[2]) for x in self.items) if derive else deque()
+        self.cache = deque([None] * len(self.items)) if self.cached else deque()
         self.hours = {}
         for x in self.items:
             self.hours[x[3]] = self.hours.get(x[3], 0) + 1
@@ -57,27 +63,37 @@ class Window:
             items[-1] = (last_t, last_dt + dt, last_v + value, last_h)
             if derive is not None:
                 self.derived[-1] = derive(last_dt + dt, last_v + value)
+            if self.cached:
+                self.cache[-1] = None
         else:
             items.append((t, dt, value, hour))
             if derive is not None:
                 self.derived.append(derive(dt, value))
+            if self.cached:
+                self.cache.append(None)
             hours = self.hours
             hours[hour] = hours.get(hour, 0) + 1
         self._covered += dt
         self._total += value
-        while items and items[0][0] <= t - self.span_s:
-            old = items.popleft()
-            if derive is not None:
-                self.derived.popleft()
-            left = self.hours[old[3]] - 1
-            if left:
-                self.hours[old[3]] = left
-            else:
-                del self.hours[old[3]]
-            self._covered -= old[1]
-            self._total -= old[2]
-        if not items:
-            self._covered = self._total = 0.0
+        limit = t - self.span_s
+        if items[0][0] <= limit:
+            hours = self.hours
+            while items and items[0][0] <= limit:
+                old = items.popleft()
+                if derive is not None:
+                    self.derived.popleft()
+                if self.cached:
+                    self.cache.popleft()
+                h = old[3]
+                left = hours[h] - 1
+                if left:
+                    hours[h] = left
+                else:
+                    del hours[h]
+                self._covered -= old[1]
+                self._total -= old[2]
+            if not items:
+                self._covered = self._total = 0.0
         return dt
 
     def covered(self) -> float:
@@ -92,9 +108,10 @@ class Window:
 
     @classmethod
     def from_state(cls, data: dict[str, Any],
-                   derive: Callable[[float, float], float] | None = None) -> Window:
+                   derive: Callable[[float, float], float] | None = None,
+                   cached: bool = False) -> Window:
         return cls(data["span_s"], deque((a, b, c, int(d)) for a, b, c, d in data["items"]),
-                   data["last_t"], derive=derive)
+                   data["last_t"], derive=derive, cached=cached)
 
 
 def hour_of_day(wall_ts: float) -> int:

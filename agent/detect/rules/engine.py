@@ -150,23 +150,35 @@ class RuleEngine:
     def on_reading(self, reading: Reading) -> list[Alert]:
         if not self.cfg.enabled:
             return []
-        arrival = self._time(reading.stamp.mono_ns / 1e9, reading.stamp.boot_id)
+        stamp = reading.stamp
+        if self._rebase or stamp.boot_id != self.boot:
+            arrival = self._time(stamp.mono_ns / 1e9, stamp.boot_id)
+        else:  # ``_time`` without a rebase to do, written out (every reading)
+            arrival = stamp.mono_ns / 1e9 + self.offset
+            self.last_t = max(self.last_t, arrival)
         t = self.sensor_time(reading, arrival)
-        role = self.role_of(reading)
-        findings, bad = self.sensors.check(reading, role, arrival, t)
+        role = self._firmware.get(reading.firmware)
+        if role is None:
+            role = self.role_of(reading)
+        sensors = self.sensors
+        findings, bad = sensors.check(reading, role, arrival, t)
         out: list[Alert] = []
         for f in findings:
             out += self.alerts.process(f)
-        if self.sensors.faulty(reading.sensor_id):
+        if sensors.faulty(reading.sensor_id):
             return out
         if bad:
             values = {k: v for k, v in reading.values.items() if k not in bad}
             reading = dataclasses.replace(reading, values=values)
-        for rule in self.by_role.get(role, ()):
-            for f in rule.on_reading(reading, t):
-                if f.rule == "estrus" and self.farm.last:
-                    self._estrus_farm(f, t)
-                out += self.alerts.process(f)
+        rules = self.by_role.get(role)
+        if rules:
+            for rule in rules:
+                found = rule.on_reading(reading, t)
+                if found:
+                    for f in found:
+                        if f.rule == "estrus" and self.farm.last:
+                            self._estrus_farm(f, t)
+                        out += self.alerts.process(f)
         return out
 
     def on_farm_event(self, event: FarmEvent, late_s: float = 0.0,

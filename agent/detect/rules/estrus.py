@@ -31,12 +31,13 @@ history (her level) first; a barn where every cow is new waits for that too.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config.rules import EstrusConfig, RoleMapping
 from agent.detect.rules.base import Finding, Signal, Status, Tracked, every_key_tracked, median
-from agent.detect.rules.collar import Window, hour_of_day
+from agent.detect.rules.collar import Window
 
 RULE = "estrus"
 HERD_REFRESH_S = 900.0  # recompute the herd's shared rise at most this often
@@ -62,6 +63,9 @@ class _Cow:
     level: float | None = None  # her log activity against the herd's median (slow mean)
     level_s: float = 0.0  # seconds of history in ``level``
     place_spread: float | None = None  # RMS of her deviation from that place, log scale
+    # Hours of day whose baseline changed since the window's cached ratios were
+    # last brought up to date (not saved: a restored window has none cached).
+    dirty: set[int] = field(default_factory=set)
 
     def to_state(self) -> dict[str, Any]:
         return {"window": self.window.to_state(), "first_t": self.first_t,
@@ -73,7 +77,8 @@ class _Cow:
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> _Cow:
-        return cls(Window.from_state(data["window"], _log_rate), data["first_t"], data["base"],
+        return cls(Window.from_state(data["window"], _log_rate, cached=True), data["first_t"],
+                   data["base"],
                    data["count"], data.get("spread"), data.get("signal", 0.0),
                    data.get("signal_t", 0.0), data.get("high_since"), data.get("rate"),
                    data.get("rate_t", -1e18), data.get("level"), data.get("level_s", 0.0),
@@ -83,6 +88,36 @@ class _Cow:
 def _log_rate(covered_s: float, activity: float) -> float:
     """Log activity per hour of one window item (kept with the item by the window)."""
     return math.log((activity + FLOOR) * 3600 / covered_s)
+
+
+def _ratios(cow: _Cow) -> deque[float]:
+    """Each window item's log ratio of observed to expected activity, from the
+    window's cache: an item's ratio changes only when the item does (new, or a
+    reading merged into it: its slot is None) or when its hour's baseline
+    does (``cow.dirty``), so only those are computed again, from the newest
+    back, and the rest are reused. Every hour of the window must be learnt."""
+    w = cow.window
+    items, cache, base, dirty = w.items, w.cache, cow.base, cow.dirty
+    left = 0  # items of a changed hour still to recompute
+    if dirty:
+        hours = w.hours
+        for h in dirty:
+            left += hours.get(h, 0)
+    log = math.log
+    i = len(items) - 1
+    while i >= 0:
+        _, d, v, h = items[i]
+        if h in dirty:
+            left -= 1
+        elif cache[i] is not None:
+            if not left:
+                break  # the None slots are a suffix: everything older is current
+            i -= 1
+            continue
+        cache[i] = log((v + FLOOR) / ((base[h] or 0.0) * d / 3600 + FLOOR))
+        i -= 1
+    dirty.clear()
+    return cache  # type: ignore[return-value]
 
 
 class EstrusRule:
@@ -102,6 +137,8 @@ class EstrusRule:
         self._herd_spread: float | None = None
         self._young_t = -1e18
         self.tracked: Tracked = every_key_tracked
+        self._logs_of: tuple[float, float] | None = None  # (raise_ratio, clear_ratio)
+        self._logs = (0.0, 0.0)
 
     def on_reading(self, reading: Any, t: float) -> list[Finding]:
         activity = reading.values.get(self.map.activity_key)
@@ -111,28 +148,33 @@ class EstrusRule:
         cfg = self.cfg
         cow = self.cows.get(animal)
         if cow is None:
-            cow = self.cows[animal] = _Cow(Window(cfg.window_s, derive=_log_rate), t)
-        hour = hour_of_day(reading.stamp.wall_ts)
-        dt = cow.window.add(t, activity, hour)
+            cow = self.cows[animal] = _Cow(Window(cfg.window_s, derive=_log_rate, cached=True),
+                                           t)
+        hour = int(reading.stamp.wall_ts // 3600) % 24  # hour_of_day
+        window = cow.window
+        dt = window.add(t, activity, hour)
         if dt is None:
             return []
-        items = cow.window.items
-        covered = cow.window.covered() >= 0.75 * cfg.window_s
-        cow.rate = median(cow.window.derived)
+        items = window.items
+        covered = window.covered() >= 0.75 * cfg.window_s
+        cow.rate = median(window.derived)
         cow.rate_t = t
-        self._refresh_young(t)
+        if t - self._young_t >= HERD_REFRESH_S:
+            self._refresh_young(t)
         young = t - cow.first_t < cfg.warmup_days * 86400
         # Every hour of day in the window learnt (each hour once, not each item).
         count, base, least = cow.count, cow.base, cfg.min_samples
-        known = all(count[h] >= least and base[h] for h in cow.window.hours)
+        known = True
+        for h in window.hours:
+            if not (count[h] >= least and base[h]):
+                known = False
+                break
         judged = False
         signal = 0.0
         if known:
-            log = math.log
-            ratios = [log((v + FLOOR) / ((base[h] or 0.0) * d / 3600 + FLOOR))
-                      for _, d, v, h in items]
-            cow.signal, cow.signal_t = median(ratios), t
-            signal = cow.signal - self._herd_shift(t)
+            cow.signal, cow.signal_t = median(_ratios(cow)), t
+            herd = self._herd if t - self._herd_t < HERD_REFRESH_S else self._herd_shift(t)
+            signal = cow.signal - herd
             judged = covered and not young and cow.spread is not None
         own_signal = signal
         spread = cow.spread or 0.0
@@ -145,8 +187,13 @@ class EstrusRule:
             signal = (place or 0.0) - (cow.level or 0.0)
             # The herd's robust deviation misses restless cows' tails: her own too.
             spread = max(self._herd_spread or 0.0, cow.place_spread or 0.0, YOUNG_SPREAD_MIN)
-        raise_at = max(math.log(cfg.raise_ratio), cfg.raise_z * spread)
-        clear_at = min(raise_at, max(math.log(cfg.clear_ratio), cfg.clear_z * spread))
+        ratios = (cfg.raise_ratio, cfg.clear_ratio)
+        if ratios != self._logs_of:  # their logs, computed once per value
+            self._logs_of = ratios
+            self._logs = (math.log(ratios[0]), math.log(ratios[1]))
+        log_raise, log_clear = self._logs
+        raise_at = max(log_raise, cfg.raise_z * spread)
+        clear_at = min(raise_at, max(log_clear, cfg.clear_z * spread))
         high = judged and signal >= clear_at
         if not high:
             cow.high_since = None
@@ -215,6 +262,7 @@ class EstrusRule:
             alpha = 1 - (1 - cfg.baseline_alpha) ** (dt / 3600)
             cow.base[hour] = base + alpha * (min(rate, 3 * base) - base)
         cow.count[hour] += 1
+        cow.dirty.add(hour)
         if signal is not None:
             # RMS, not a mean absolute deviation: heavy tails are what false heats
             # come from, so they must widen her threshold.

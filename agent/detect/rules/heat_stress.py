@@ -78,7 +78,9 @@ class HeatStressRule:
             return []
         p = self.profile
         value = thi(temp, rh)
-        barn = self.barns.setdefault(reading.sensor_id, _Barn())
+        barn = self.barns.get(reading.sensor_id)
+        if barn is None:
+            barn = self.barns[reading.sensor_id] = _Barn()
         if barn.last_t is not None and 0 < t - barn.last_t <= MAX_GAP_S:
             hours = (t - barn.last_t) / 3600
             thi_h = max(0.0, value - p.load_base_thi) * hours

@@ -92,14 +92,20 @@ class MastitisRule:
                if k in reading.values and reading.values[k] > 0}
         if len(ecs) < 2:
             return []
-        cow = self.cows.setdefault(animal, _Cow(yields=deque(maxlen=n)))
+        cow = self.cows.get(animal)
+        if cow is None:
+            cow = self.cows[animal] = _Cow(yields=deque(maxlen=n))
         logs = {q: math.log(ec) for q, ec in ecs.items()}
         signals: list[Signal] = []
         strong: list[str] = []
         partial = False
         for q, ec in ecs.items():
-            hist = cow.quarters.setdefault(q, deque(maxlen=n))
-            sis = cow.sisters.setdefault(q, deque(maxlen=n))
+            hist = cow.quarters.get(q)
+            if hist is None:
+                hist = cow.quarters[q] = deque(maxlen=n)
+            sis = cow.sisters.get(q)
+            if sis is None:
+                sis = cow.sisters[q] = deque(maxlen=n)
             # Judged once it has its baseline, or (a quarter that rose while
             # its baseline was being learnt, and whose abnormal milkings were
             # kept out of it) on the normal milkings it has once the cow has

@@ -53,6 +53,7 @@ NEVER = -1e18
 
 # Days overdue (> 0: overdue), or None when the sensor has no calibration record.
 CalibrationCheck = Callable[[str], float | None]
+_Plan = tuple[Any, float, float | None, float | None, bool, float | None, float, float, bool]
 
 
 @dataclass(slots=True)
@@ -95,6 +96,9 @@ class _Sensor:
     # the rhythm changes only with its next reading, which uses this before
     # learning from its gap (None: not known; not saved).
     timeout: float | None = None
+    # ``deadline`` and ``timeout`` not yet computed for the latest message (see
+    # ``PlausibilityRule._deadline``; not saved: a saved state has them computed).
+    stale: bool = False
     queued: bool = False
     active: dict[str, int] = field(default_factory=dict)  # rule -> clears left to send
 
@@ -144,13 +148,16 @@ class PlausibilityRule:
         self._heard_t = NEVER  # latest arrival from any sensor
         self._calib_t = NEVER
         # Per value key, what the checks need of the config, looked up once:
-        # (limits, resolution, max rate, spike min step, stuck key, drift min abs).
-        self._plans: dict[str, tuple[Any, float, float | None, float | None, bool,
-                                     float | None]] = {}
+        # (limits, resolution, max rate, spike min step, stuck key, drift min abs,
+        # low limit, high limit, plain: only its range is checked).
+        self._plans: dict[str, _Plan] = {}
         self._plans_of: tuple[PlausibilityConfig, Any] | None = None
 
     def reconfigure(self, config: PlausibilityConfig) -> None:
         """New limits and health settings (a runtime profile); learnt state stays."""
+        for s in self.sensors.values():  # deadlines as of each latest message's config
+            if s.stale:
+                self._materialise(s)
         self.cfg = config
         self.health = config.health
         self._group_of = {sid: name for name, sids in self.health.drift_groups.items()
@@ -191,8 +198,20 @@ class PlausibilityRule:
         if s is None:
             s = self._new(sid, role, arrival, t)
         else:
-            timeout = s.timeout if s.timeout is not None else self._timeout(s)
-            s.rhythm.add(t, timeout, health.dropout_memory_s)
+            rhythm = s.rhythm
+            timeout = s.timeout
+            if timeout is None:
+                floor = health.dropout_floor_s
+                if t - rhythm.last_t <= floor:
+                    # ``Rhythm.add`` caps the gap at the timeout, which is never
+                    # below the floor: a gap within it is not capped, whatever the
+                    # timeout (tests/test_sensor_checks_lazy.py holds both to it).
+                    timeout = floor
+                elif s.stale:
+                    timeout = self._materialise(s)
+                else:
+                    timeout = self._timeout(s)
+            rhythm.add(t, timeout, health.dropout_memory_s)
             s.role = role
         if reading.animal_id is not None:
             s.animal_id = reading.animal_id
@@ -214,11 +233,14 @@ class PlausibilityRule:
         out_of_range: list[Signal] = []
         spiked: list[Signal] = []
         stuck: list[str] = []
+        metrics = s.metrics
         for key, value in values.items():
             plan = plans.get(key)
             if plan is None:
                 plan = self._plan(key)
-            lim, resolution, max_rate, min_step, in_stuck, drift_abs = plan
+            lim, resolution, max_rate, min_step, in_stuck, drift_abs, lo, hi, plain = plan
+            if plain and lo <= value <= hi and key not in metrics:
+                continue  # in range, and no other check looks at this key
             if group is None:
                 drift_abs = None
             if lim is not None:
@@ -386,7 +408,7 @@ class PlausibilityRule:
             s = self.sensors.get(sid)
             if s is None:
                 heapq.heappop(heap)
-            elif s.deadline > deadline:  # heard from since: move it on
+            elif self._deadline(s) > deadline:  # heard from since: move it on
                 heapq.heapreplace(heap, (s.deadline, sid))
             else:
                 return True
@@ -401,7 +423,7 @@ class PlausibilityRule:
             s = self.sensors.get(sid)
             if s is None:
                 continue
-            if s.deadline > deadline:
+            if self._deadline(s) > deadline:
                 heapq.heappush(heap, (s.deadline, sid))
                 continue
             s.queued = False
@@ -409,7 +431,7 @@ class PlausibilityRule:
         several = len(self.sensors) > 1
         for sid, since in list(self._silent.items()):
             s = self.sensors[sid]
-            if s.deadline >= t or DROPOUT in s.active:
+            if self._deadline(s) >= t or DROPOUT in s.active:
                 del self._silent[sid]
                 continue
             if several and self._heard_t <= s.deadline:
@@ -443,6 +465,9 @@ class PlausibilityRule:
 
     # -- state ---------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
+        for s in self.sensors.values():
+            if s.stale:
+                self._materialise(s)
         return {"sensors": {k: v.to_state() for k, v in self.sensors.items()},
                 "groups": {k: g.to_state() for k, g in self.groups.items()},
                 "heard_t": self._heard_t, "calib_t": self._calib_t}
@@ -474,14 +499,18 @@ class PlausibilityRule:
             g = self.groups[s.group] = DriftGroup()
         return g
 
-    def _plan(self, key: str) -> tuple[Any, float, float | None, float | None, bool,
-                                       float | None]:
+    def _plan(self, key: str) -> _Plan:
         cfg, health = self.cfg, self.health
         lim = cfg.limits.get(key)
-        plan = (lim, lim.resolution if lim is not None else 0.0,
-                lim.max_rate_per_s if lim is not None else None,
-                health.spike_min_step.get(key), key in health.stuck_keys,
-                health.drift_min_abs.get(key))
+        max_rate = lim.max_rate_per_s if lim is not None else None
+        min_step = health.spike_min_step.get(key)
+        in_stuck = key in health.stuck_keys
+        drift_abs = health.drift_min_abs.get(key)
+        plain = (lim is not None and max_rate is None and min_step is None and not in_stuck
+                 and drift_abs is None)
+        plan = (lim, lim.resolution if lim is not None else 0.0, max_rate, min_step, in_stuck,
+                drift_abs, lim.lo if lim is not None else 0.0,
+                lim.hi if lim is not None else 0.0, plain)
         self._plans[key] = plan
         return plan
 
@@ -491,6 +520,8 @@ class PlausibilityRule:
         self._plans_of = (self.cfg, self.health)
         self._plans = {}
         for s in self.sensors.values():
+            if s.stale:
+                self._materialise(s)
             s.timeout = None
 
     def _timeout(self, s: _Sensor) -> float:
@@ -499,15 +530,34 @@ class PlausibilityRule:
         return s.rhythm.timeout(self.health, default)
 
     def _heard(self, sid: str, s: _Sensor, arrival: float) -> None:
+        """A message from ``sid`` arrived: its silence deadline moves on. The
+        deadline (``arrival`` + the dropout timeout of its rhythm now) is computed
+        when first needed (``_deadline``): a sensor heard again before its queued
+        deadline comes never needs it, and its next reading needs the timeout
+        only for a gap longer than ``dropout_floor_s``. Nothing the timeout depends
+        on changes before then (the rhythm and role change only with its next
+        reading, the config only through ``reconfigure``, which computes it first)."""
         self._heard_t = max(self._heard_t, arrival)
         s.last_arr = arrival
-        s.timeout = timeout = self._timeout(s)
-        s.deadline = arrival + timeout
+        s.timeout = None
+        s.stale = True
         if not s.queued:
             s.queued = True
-            heapq.heappush(self._heap, (s.deadline, sid))
+            heapq.heappush(self._heap, (self._deadline(s), sid))
         if self._silent:
             self._silent.pop(sid, None)
+
+    def _materialise(self, s: _Sensor) -> float:
+        """Compute a stale sensor's timeout and deadline; the timeout."""
+        s.stale = False
+        s.timeout = timeout = self._timeout(s)
+        s.deadline = s.last_arr + timeout
+        return timeout
+
+    def _deadline(self, s: _Sensor) -> float:
+        if s.stale:
+            self._materialise(s)
+        return s.deadline
 
     def _jump(self, s: _Sensor, key: str, value: float, t: float, src: float | None,
               rate: float, resolution: float) -> float | None:

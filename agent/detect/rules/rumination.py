@@ -38,6 +38,18 @@ class _Cow:
     daily: list[float] = field(default_factory=list)
     ratio: float = 1.0  # last 24 h against her baseline
     ratio_t: float = -1e18
+    # The median of ``daily[-n:]``, kept until ``daily`` changes (not saved):
+    # (the list it was taken of, its length, n, the median).
+    base_of: tuple[list[float], int, int, float] | None = None
+
+    def baseline(self, n: int) -> float:
+        """The median of her last ``n`` daily totals (``daily`` changes once a day)."""
+        daily, memo = self.daily, self.base_of
+        if memo is not None and memo[0] is daily and memo[1] == len(daily) and memo[2] == n:
+            return memo[3]
+        value = median(daily[-n:])
+        self.base_of = (daily, len(daily), n, value)
+        return value
 
     def to_state(self) -> dict[str, Any]:
         return {"window": self.window.to_state(), "day_t": self.day_t, "daily": self.daily}
@@ -105,7 +117,7 @@ class RuminationRule:
         if covered < cfg.min_coverage * DAY_S:
             return []
         estimate = cow.window.total() * DAY_S / covered
-        baseline = (median(cow.daily[-cfg.baseline_days:])
+        baseline = (cow.baseline(cfg.baseline_days)
                     if len(cow.daily) >= cfg.min_baseline_days else None)
         if baseline is not None and baseline > 0:
             cow.ratio, cow.ratio_t = estimate / baseline, t

@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import math
 from array import array
+from math import erfc, isinf, log
 from typing import Any
 
 LOG_SCALE = -23.02585084720009  # log(1e-10)
 MEAN_FLOOR = 0.03
 VAR_FLOOR = 0.0003
 FLAT_METRIC_VAR = 1.5e-5
+SQRT2 = math.sqrt(2.0)
 
 
 class _SlidingStats:
@@ -52,17 +54,19 @@ class _SlidingStats:
         self.sumsq = 0.0
 
     def push(self, x: float) -> None:
-        if self.shift is None:
-            self.shift = x
-        d = x - self.shift
+        shift = self.shift
+        if shift is None:
+            self.shift = shift = x
+        d = x - shift
+        buf, pos = self.buf, self.pos
         if self.count == self.size:
-            old = self.buf[self.pos]
+            old = buf[pos]
             self.sum -= old
             self.sumsq -= old * old
         else:
             self.count += 1
-        self.buf[self.pos] = d
-        self.pos = (self.pos + 1) % self.size
+        buf[pos] = d
+        self.pos = (pos + 1) % self.size
         self.sum += d
         self.sumsq += d * d
 
@@ -109,22 +113,29 @@ class AnomalyLikelihood:
 
     def update(self, value: float, raw: float) -> float:
         """Log-scaled likelihood of ``raw`` (this reading's raw score), in [0, 1]."""
-        i = self.n % self.averaging
-        self.recent_sum += raw - self.recent[i]
-        self.recent[i] = raw
-        avg = self.recent_sum / min(self.n + 1, self.averaging)
-        if self.n < self.probation:
+        n, averaging = self.n, self.averaging
+        i = n % averaging
+        recent = self.recent
+        self.recent_sum += raw - recent[i]
+        recent[i] = raw
+        avg = self.recent_sum / min(n + 1, averaging)
+        if n < self.probation:
             likelihood = 0.5
         else:
-            if not self.fitted or self.n % self.reestimation == 0:
+            if not self.fitted or n % self.reestimation == 0:
                 self._fit()
-            likelihood = 1.0 - self._tail(avg)
+            std, mean = self.std, self.mean  # ``self._tail(avg)``, written out
+            if isinf(std):
+                likelihood = 0.5  # 1.0 - 0.5
+            else:
+                x = 2.0 * mean - avg if avg < mean else avg
+                likelihood = 1.0 - 0.5 * erfc((x - mean) / (std * SQRT2))
         # The learning readings are kept out of the fitted distribution.
-        if self.n >= self.learning:
+        if n >= self.learning:
             self.avgs.push(avg)
             self.values.push(value)
-        self.n += 1
-        return math.log(1.0000000001 - likelihood) / LOG_SCALE
+        self.n = n + 1
+        return log(1.0000000001 - likelihood) / LOG_SCALE
 
     def to_state(self) -> dict[str, Any]:
         return {"learning": self.learning, "probation": self.probation,
@@ -160,8 +171,9 @@ class AnomalyLikelihood:
         self.std = math.sqrt(max(var, VAR_FLOOR))
 
     def _tail(self, x: float) -> float:
-        if math.isinf(self.std):
+        std, mean = self.std, self.mean
+        if isinf(std):
             return 0.5
-        if x < self.mean:
-            x = 2.0 * self.mean - x
-        return 0.5 * math.erfc((x - self.mean) / (self.std * math.sqrt(2.0)))
+        if x < mean:
+            x = 2.0 * mean - x
+        return 0.5 * erfc((x - mean) / (std * SQRT2))

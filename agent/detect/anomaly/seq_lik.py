@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from math import isfinite
 from typing import Any
 
 from agent.detect.anomaly.likelihood import AnomalyLikelihood
@@ -84,18 +85,35 @@ class TransitionMemory:
 
     def step(self, b: int) -> float:
         """Raw score of bin ``b`` against the prediction, then learn it."""
-        raw = self.raw(b)
-        if len(self.hist) == self.order:
-            key = self._key()
-            mask = self.contexts.get(key)
+        pred = self.pred  # ``self.raw(b)``, written out for the common cases
+        if pred is None:
+            raw = 1.0
+        elif (pred >> b) & 1:
+            raw = 0.0
+        else:
+            raw = self.raw(b)
+        hist, contexts, order = self.hist, self.contexts, self.order
+        if order == 1 and len(hist) == 1:  # one bin of context: its key is the bin + 1
+            key = hist[0] + 1
+            mask = contexts.get(key)
             if mask is not None:
-                self.contexts[key] = mask | (1 << b)
-            elif len(self.contexts) < self.max_contexts:  # full: no new contexts
-                self.contexts[key] = 1 << b
-        self.hist.append(b)
-        if len(self.hist) > self.order:
-            del self.hist[0]
-        self.pred = self.contexts.get(self._key()) if len(self.hist) == self.order else None
+                contexts[key] = mask | (1 << b)
+            elif len(contexts) < self.max_contexts:  # full: no new contexts
+                contexts[key] = 1 << b
+            hist[0] = b
+            self.pred = contexts.get(b + 1)
+            return raw
+        if len(hist) == order:
+            key = self._key()
+            mask = contexts.get(key)
+            if mask is not None:
+                contexts[key] = mask | (1 << b)
+            elif len(contexts) < self.max_contexts:  # full: no new contexts
+                contexts[key] = 1 << b
+        hist.append(b)
+        if len(hist) > order:
+            del hist[0]
+        self.pred = contexts.get(self._key()) if len(hist) == order else None
         return raw
 
     def remap(self, new_bin: list[int]) -> None:
@@ -201,27 +219,47 @@ class SeqLik:
             return 1.0
         if self.learn_range and not self.lo <= value <= self.hi:
             self._widen(value)
-        raw = self.memory.step(self.bin(value))
-        out = self.likelihood.update(value, raw)
-        if self.likelihood.n <= self.likelihood.probation:
+        cfg = self.cfg
+        # ``self.bin(value)``, written out: this runs for every reading.
+        lo, span, bins = self.lo, self.hi - self.lo, cfg.bins
+        if not span > 0.0 or not isfinite(span):
+            b = 0
+        else:
+            x = (value - lo) / span * bins
+            if not isfinite(x):  # an extreme value: the edge bin
+                b = 0 if not x > 0 else bins - 1
+            else:
+                b = int(x)
+                if b < 0:
+                    b = 0
+                elif b > bins - 1:
+                    b = bins - 1  # outside the range: edge bin
+        raw = self.memory.step(b)
+        lik = self.likelihood
+        out = lik.update(value, raw)
+        if lik.n <= lik.probation:
             out = 0.0  # still learning: no judgement (NAB does not score these rows)
         # Spatial anomaly: outside the span seen so far, beyond a margin.
         lo, hi = self.seen_lo, self.seen_hi
         spatial = False
         if hi > lo:
-            margin = (hi - lo) * self.cfg.spatial_tol
+            margin = (hi - lo) * cfg.spatial_tol
             spatial = value > hi + margin or value < lo - margin
             if spatial:
                 out = 1.0
-        self.seen_lo, self.seen_hi = min(lo, value), max(hi, value)
+        if value < lo:  # min(lo, value), max(hi, value)
+            self.seen_lo = value
+        if value > hi:
+            self.seen_hi = value
         calm = self.calm
-        self.calm = calm + 1 if out < self.cfg.alarm else 0
+        alarm = cfg.alarm
+        self.calm = calm + 1 if out < alarm else 0
         if self.quiet > 0:
             self.quiet -= 1
             return 0.0
-        if out >= self.cfg.alarm and not spatial and calm < self.cfg.rearm * self.rest:
-            return 0.0  # the likelihood has not settled since its last excursion
-        if out >= self.cfg.alarm:
+        if out >= alarm:
+            if not spatial and calm < cfg.rearm * self.rest:
+                return 0.0  # the likelihood has not settled since its last excursion
             self.quiet = self.rest
         return min(max(out, 0.0), 1.0)
 

@@ -216,6 +216,7 @@ async def test_daemon_loses_nothing_when_its_worker_dies(tmp_path: Path) -> None
                  "session_expiry_s": 60},
         "sync": {"enabled": False},
         "web": {"enabled": False},
+        "detect": {"worker": "process"},
     })
     assert config.detect.worker == "process"
     sim = BarnSimulator.from_dir(config.gateway.firmware_dir, seed=11, herd_size=20,
@@ -259,6 +260,7 @@ async def test_a_profile_switch_reaches_the_worker_and_its_fallback(tmp_path: Pa
         "sync": {"enabled": False},
         "web": {"enabled": False},
         "profiles": {"heat_wave": heat_wave},
+        "detect": {"worker": "process"},
     })
 
     def raise_thi() -> float:

@@ -299,8 +299,9 @@ class DetectConfig(Section):
         default_factory=RulesConfig, description="Dairy rules and the alert lifecycle."
     )
     worker: Literal["process", "inline"] = Field(
-        "process",
-        description="Where the daemon runs detection. process: in a worker process of its "
+        "inline",
+        description="Where the daemon runs detection. process (experimental; see "
+        "docs/performance.md, fifth pass, for its known faults): in a worker process of its "
         "own, fed in batches while the daemon parses and stores the next, so detection "
         "runs on a second core (a backlog drains about 25 % faster on 2 cores; about "
         "45 MiB more resident, the worker's own interpreter); if it dies, detection falls "

@@ -290,3 +290,67 @@ def test_a_robot_barns_dead_cooler_after_a_drain_is_raised() -> None:
     raised = _robot_drain(eng, dead=True)
     milk_from = (2 * 24 * 60 + 90) * 60.0
     assert raised and milk_from < raised[0][0] <= milk_from + 2.5 * 3600
+
+
+def _lagged_day(eng, t0: float, lag: int, state: dict, dead_at: int | None = None) -> list:
+    """2x parlour: each milking's first warm milk lifts the probe 1.3 °C in 8 min,
+    then the cooler brings it back; the meters' first reading comes ``lag`` min
+    after the milk starts (a cow is reported when her cluster comes off). From
+    ``dead_at`` (min) the compressor is dead: stored milk warms 0.5 °C/h."""
+    raised, temp = [], state["temp"]
+    for m in range(24 * 60):
+        t = t0 + m * 60
+        milking = 300 <= m < 420 or 960 <= m < 1080
+        if ((300 + lag <= m < 420 + lag) or (960 + lag <= m < 1080 + lag)) and m % 2 == 0:
+            _meter(eng, t, cow=m)
+        dead = dead_at is not None and m >= dead_at
+        if milking and ((m - 300) < 8 or 0 <= (m - 960) < 8):
+            temp += 1.3 / 8
+        elif dead:
+            temp += 0.5 / 60
+        else:
+            temp = max(3.6, temp - 0.03)
+        raised += [(t, a) for a in _tank(eng, t, {
+            "milk_temp_c": round(temp + 0.02 * (m % 3), 2),
+            "agitator": 1.0 if milking or temp > 4.0 else 0.0})]
+    state["temp"] = temp
+    return raised
+
+
+@pytest.mark.parametrize("lag", [0, 15, 25])
+def test_meters_that_report_late_do_not_turn_a_milking_into_a_drain(lag: int) -> None:
+    """A milking whose meters speak only when the first cow is done is not a
+    drain: the tank keeps its milk, and a compressor that dies at 10:00 is
+    raised as soon as with meters on time (not at the evening milking)."""
+    eng, _ = engine()
+    state = {"temp": 3.8}
+    assert _lagged_day(eng, 0.0, lag, state) == []
+    raised = _lagged_day(eng, DAY, lag, state, dead_at=600)
+    assert raised and raised[0][0] <= DAY + 720 * 60
+
+
+def test_a_robot_barns_drain_with_no_wash_is_judged_again() -> None:
+    """Robots: a steep rise is taken for a drain, but with no wash within two
+    hours and the milk above target the tank is judged as milk again."""
+    eng, _ = engine()
+    t, raised = 0.0, []
+    for i in range(2 * 24 * 60):
+        if i % 5 == 0:
+            _meter(eng, t, cow=i % 60)
+        temp = 3.6 + 0.4 * ((i // 20) % 2) if i < 2 * 24 * 60 - 600 else None
+        if temp is None:  # the compressor dies: a jump, then the milk warms
+            k = i - (2 * 24 * 60 - 600)
+            temp = 3.8 + min(k, 20) * 0.22 + max(0, k - 20) * 0.03
+        raised += [(t, a) for a in _tank(eng, t, {"milk_temp_c": round(temp, 2)})]
+        t += 60
+    assert raised and raised[0][0] <= t - 600 * 60 + 5 * 3600
+
+
+def test_a_meter_that_sends_milk_temperature_is_no_tank() -> None:
+    eng, _ = engine()
+    for k in range(30):
+        eng.on_reading(reading("mm-1", "milk-meter", k * 120.0, {
+            "yield_kg": 14.0, "milk_temp_c": 35.0, "conductivity_lf": 5.0,
+            "conductivity_rf": 5.0, "conductivity_lr": 5.0, "conductivity_rr": 5.0},
+            animal=str(k)))
+    assert eng.cooling.tanks == {} and eng.cooling.meters.known(3600.0)

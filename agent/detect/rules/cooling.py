@@ -37,8 +37,9 @@ So do the barn's milk meters (``MeterMilkings``): a parlour's meters report
 each cow as she is milked, so while they are silent no milk is arriving. A
 temperature-only tank whose cooled milk jumps (``milking_rise_c`` within the
 rise window) while the meters are silent has been drained (its probe is in
-the air): it is empty until the meters show the next milking; and the stalled
-cooler and storage-warming checks take a metered milking for a milking.
+the air): it is empty until the meters show the next milking; and an agitator
+run or a warming swing that began with a metered milking is taken for its
+blend until STORE_BLEND_S after the meters fall silent.
 
 Every tank, with or without a level or agitator: cooled milk in storage that
 climbs ``STORE_WARM_C`` above the tops of this tank's own thermostat swings,
@@ -159,7 +160,7 @@ DRAIN_HOLD_S = 7200.0
 METER_GAP_S = 1800.0
 METER_SESSION_MAX_S = 5 * 3600.0
 METER_QUIET_S = 1800.0
-METER_KNOWN_S = 36 * 3600.0
+METER_KNOWN_S = 14 * 3600.0  # a parlour milks at least twice a day
 METER_MEMORY_S = 2 * DAY_S
 METERS_KEY = "\x1fmeters"  # in the rule's state beside the tanks; never a sensor id
 
@@ -484,20 +485,42 @@ class CoolingRule:
         milk NO_LEVEL_RISE_FACTOR x not_cooling_rise_c so fast. Its probe is in
         the air: the tank was drained."""
         cfg = self.cfg
-        if tank.phase == "storage" and rise >= cfg.milking_rise_c and self.meters.quiet(t):
-            return True
+        if (tank.phase == "storage" and rise >= cfg.milking_rise_c and self.meters.quiet(t)
+                and not _routine_within(tank.excursions, t, t)):
+            return True  # (at this barn's usual milking time the meters may be broken)
         return self.meters.robots() and rise >= cfg.not_cooling_rise_c * NO_LEVEL_RISE_FACTOR
 
-    def _milking_near(self, sid: str, lo: float, hi: float) -> bool:
-        """Did the herd system or the milk meters tell of a milking near [lo, hi]?"""
-        tol = ROUTINE_TOL_S
-        return self.meters.milking(lo - tol, hi + tol) or bool(self._farm_milking(sid, lo, hi))
+    def _recheck_drain(self, tank: _Tank, t: float, temp: float) -> None:
+        """A drain is a guess: meters that report late (a cow is reported when her
+        cluster comes off) make the start of a milking look like one, and a robot
+        barn's drain may be no drain. The meters heard within METER_QUIET_S of it
+        (a parlour): it was milk arriving, an episode from then. Robots, no wash
+        within DRAIN_HOLD_S and the milk above target: judged as a first milking."""
+        meters, since = self.meters, tank.drained_t
+        if meters.robots():
+            if t - since >= DRAIN_HOLD_S and temp > self.profile.target_c:
+                self._start(tank, t, blend=False)
+        elif t - since <= METER_QUIET_S and meters.milking(since - METER_QUIET_S, t):
+            self._start(tank, since, blend=True)
+
+    def _metered(self, began: float, t: float) -> bool:
+        """Did what began at ``began`` (an agitator run, a swing warming) begin
+        with a milking the meters reported, which ran within STORE_BLEND_S of
+        ``t``? Its milk may explain it: a working cooler holds a milking's blend
+        flat, or turns it within STORE_BLEND_S. Warming that began before the
+        milking, or goes on long after it, is not explained."""
+        meters = self.meters
+        return (meters.milking(began - METER_QUIET_S, began + METER_QUIET_S)
+                and meters.milking(t - STORE_BLEND_S, t))
 
     def on_reading(self, reading: Reading, t: float) -> list[Finding]:
-        temp = reading.values.get(self.map.milk_temp_key)
+        values = reading.values
+        if reading.firmware in self.map.milk_meter or (
+                self.map.yield_key in values and self.map.milk_temp_key not in values):
+            self.meters.note(t)  # a meter (its milk temperature is a cow's, not a tank's)
+            return []
+        temp = values.get(self.map.milk_temp_key)
         if temp is None:
-            if reading.firmware in self.map.milk_meter or self.map.yield_key in reading.values:
-                self.meters.note(t)
             return []
         tank = self.tanks.setdefault(reading.sensor_id, _Tank())
         if tank.first_t is None:
@@ -541,6 +564,8 @@ class CoolingRule:
                     and temp > p.target_c + cfg.clear_margin_c):
                 self._start(tank, t, blend=False)  # the rise held back was warm milk
             tank.quiet_until, tank.held = None, False
+        if tank.drained and tank.phase == "empty" and not washing:
+            self._recheck_drain(tank, t, temp)
         if washing or temp >= cfg.wash_detect_c:
             tank.phase = "wash"
             if self.meters.robots():
@@ -742,7 +767,9 @@ class CoolingRule:
             return None
         if not tank.has_level:
             since = tank.agitator_since
-            milking = (tank.routine(since) or self.meters.milking(since - ROUTINE_TOL_S, t)
+            # The meters stand in for the routine while it is not learnt yet.
+            learnt = tank.first_t is not None and t - tank.first_t >= ROUTINE_DAYS * DAY_S
+            milking = (tank.routine(since) or (not learnt and self._metered(since, t))
                        or bool(self._farm_milking(sid, since, since)))
             tank.note_long_run(since)
             if milking:
@@ -841,7 +868,8 @@ class CoolingRule:
                 or t - tank.start < STORE_BLEND_S  # warm milk arrived lately: a blend
                 or (tank.agitator_since is not None and tank.routine(tank.agitator_since))
                 or (not tank.has_level  # a level shows arriving milk itself
-                    and self._milking_near(sid, cross - STORE_BLEND_S, cross))):
+                    and (self._metered(tank.rise_t, t)
+                         or self._farm_milking(sid, cross - STORE_BLEND_S, cross)))):
             return None  # a slow blend at this barn's milking time
         return Signal("milk temperature", now, baseline=top, limit=top + STORE_WARM_C,
                       unit=" °C", note=f"cooled milk warming {(t - tank.rise_t) / 60:.0f} min "

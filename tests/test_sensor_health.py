@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 
 import pytest
 
@@ -225,3 +226,56 @@ def test_a_robot_milk_meter_that_reports_when_cows_come_is_not_a_dropout() -> No
     # A saved state from before the tail was kept gets it back on restore.
     state = rhythm.to_state()
     assert Rhythm(*state[:-1]).high == rhythm.high
+
+
+def _collar_day(rng: random.Random, t: float, heat: float = 1.0) -> float:
+    """A cow's activity counts for the 15-minute window at ``t``: quiet at night,
+    bouts of 150-270 when she gets up and feeds, heavy-tailed noise; ``heat``
+    multiplies all of it (estrus: 2-4 times her level)."""
+    hour = (t % DAY) / HOUR
+    base = 25.0 if hour < 5 or hour >= 22 else 90.0
+    if hour % 6 < 1.0:  # milking and feeding
+        base = 210.0
+    return round(heat * base * rng.lognormvariate(0.0, 0.35))
+
+
+def _collar_spikes(values: list[float], t0: float = 0.0) -> list[tuple[float, str]]:
+    from agent.config.rules import PlausibilityConfig
+    from agent.detect.rules.plausibility import SPIKE, PlausibilityRule
+    rule = PlausibilityRule(PlausibilityConfig())
+    out = []
+    for i, v in enumerate(values):
+        t = t0 + i * 900.0 + (i * 7919) % 40  # jitter: a one-window spike spans > 30 min
+        findings, _bad = rule.check(reading("col-1", "collar_v1", t, {"activity": v}),
+                                    "collar", t, t)
+        out += [(t, f.status) for f in findings if f.rule == SPIKE]
+    return out
+
+
+def test_an_in_range_collar_spike_that_comes_back_is_a_spike() -> None:
+    rng = random.Random(5)
+    values = [_collar_day(rng, i * 900.0) for i in range(4 * 96)]
+    at = 2 * 96 + 70  # day 3, 17:30: one window at the firmware's range, then her usual
+    values[at] = 9000.0
+    values[at + 40] = 9999.0
+    got = [(t, s) for t, s in _collar_spikes(values) if s == "raise"]
+    assert len(got) == 2, got
+    assert got[0][0] == pytest.approx((at + 1) * 900.0, abs=60)
+    assert got[1][0] == pytest.approx((at + 41) * 900.0, abs=60)
+
+
+def test_a_collar_in_heat_or_active_is_no_spike() -> None:
+    """Her normal days, a heat (3-4x her level for 12 h, ramping over 2 h), a
+    burst that stays high, and a quiet first day (nothing learnt) raise nothing."""
+    rng = random.Random(6)
+    values = []
+    for i in range(8 * 96):
+        t = i * 900.0
+        heat = 1.0
+        if 4 * DAY + 20 * HOUR <= t < 5 * DAY + 10 * HOUR:
+            heat = 1.0 + 3.0 * min(1.0, (t - 4 * DAY - 20 * HOUR) / (2 * HOUR))
+        values.append(_collar_day(rng, t, heat))
+    values[6 * 96 + 40] = 4000.0  # very high, then still above her high: a rise
+    values[6 * 96 + 41] = 1500.0
+    values[20] = 9000.0  # its first day: the high is not known yet
+    assert _collar_spikes(values) == []

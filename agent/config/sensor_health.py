@@ -17,6 +17,14 @@ def _spike_min_step() -> dict[str, float]:
     return {"temperature_c": 3.0, "humidity_pct": 12.0, "milk_temp_c": 3.0}
 
 
+def _spike_ratio() -> dict[str, float]:
+    return {"activity": 8.0}
+
+
+def _spike_ratio_min() -> dict[str, float]:
+    return {"activity": 1000.0}
+
+
 def _stuck_keys() -> list[str]:
     return ["temperature_c", "humidity_pct", "milk_temp_c", "flow_lpm", "activity"]
 
@@ -80,6 +88,30 @@ class SensorHealthConfig(Section):
         3, ge=1, description="At most this many samples away before it is a step, not a spike."
     )
     spike_max_s: float = Field(1800.0, gt=0, description="...and at most this long away.")
+    spike_ratio: dict[str, float] = Field(
+        default_factory=_spike_ratio,
+        description="Keys whose spikes are judged against the sensor's own recent highs, "
+        "not its typical change: a collar's activity counts are heavy-tailed and jump "
+        "several-fold as a cow gets up, feeds or comes into heat (2-4 times her level). "
+        "A reading above this many times its running high (spike_high_half_life_s) is "
+        "away - twice the strongest rise of a heat over her daily high - and a spike when "
+        "the next reading is back within that high.",
+    )
+    spike_ratio_min: dict[str, float] = Field(
+        default_factory=_spike_ratio_min,
+        description="...and at least this much above the level it left (counts per window: "
+        "a quiet cow's small high is no measure).",
+    )
+    spike_high_half_life_s: float = Field(
+        86400.0, gt=0,
+        description="Half-life of the running high of a spike_ratio key: a cow's highs come "
+        "with feeding and milking every day, so a day's high is still remembered through "
+        "the night, and a heat's highs fade within days.",
+    )
+    spike_ratio_learn_s: float = Field(
+        86400.0, ge=0, description="History (a full day and night) before a spike_ratio key "
+        "is judged.",
+    )
     spike_hold_s: float = Field(
         3600.0, ge=0, description="A spike alert stays open this long after the last spike."
     )

@@ -8,7 +8,8 @@ Checks, each its own rule (and alert track) per sensor:
   ``range_clear_s`` without one. Fewer in a row, then a good value: a spike.
 - ``sensor.spike``: a value that leaves the sensor's level by far more than it
   ever changes between samples and comes back within a few samples
-  (``sensor_health.Metric``), or an impossible jump that comes back. Stays open
+  (``sensor_health.Metric``; a collar's activity: far above its own running
+  high, ``spike_ratio``), or an impossible jump that comes back. Stays open
   ``spike_hold_s`` after the last one, so a flapping sensor raises one alert.
 - ``sensor.erratic``: impossible jumps (faster than ``max_rate_per_s``) that do
   not come back, ``jump_count`` within ``jump_window_s``.
@@ -53,7 +54,8 @@ NEVER = -1e18
 
 # Days overdue (> 0: overdue), or None when the sensor has no calibration record.
 CalibrationCheck = Callable[[str], float | None]
-_Plan = tuple[Any, float, float | None, float | None, bool, float | None, float, float, bool]
+_Plan = tuple[Any, float, float | None, float | None, bool, float | None, float, float, bool,
+              float | None, float]
 
 
 @dataclass(slots=True)
@@ -238,7 +240,8 @@ class PlausibilityRule:
             plan = plans.get(key)
             if plan is None:
                 plan = self._plan(key)
-            lim, resolution, max_rate, min_step, in_stuck, drift_abs, lo, hi, plain = plan
+            (lim, resolution, max_rate, min_step, in_stuck, drift_abs, lo, hi, plain,
+             ratio, ratio_min) = plan
             if plain and lo <= value <= hi and key not in metrics:
                 continue  # in range, and no other check looks at this key
             if group is None:
@@ -260,11 +263,16 @@ class PlausibilityRule:
                                              note="an impossible jump that came back"))
             metric = s.metrics.get(key)
             if metric is None:
-                if min_step is None and not in_stuck and drift_abs is None:
+                if min_step is None and ratio is None and not in_stuck and drift_abs is None:
                     continue
                 metric = s.metrics[key] = Metric(first_t=t)
-            status, size, start = metric.spike(value, t, health, min_step or 0.0, resolution,
-                                               judge_spikes and min_step is not None)
+            if ratio is not None:
+                status, size, start = metric.spike_ratio(value, t, health, ratio, ratio_min,
+                                                         s.rhythm.median, judge_spikes)
+            else:
+                status, size, start = metric.spike(value, t, health, min_step or 0.0,
+                                                   resolution,
+                                                   judge_spikes and min_step is not None)
             if status == "spike":
                 if not any(sig.name == key for sig in spiked):
                     spiked.append(Signal(key, value + size, baseline=value,
@@ -504,13 +512,15 @@ class PlausibilityRule:
         lim = cfg.limits.get(key)
         max_rate = lim.max_rate_per_s if lim is not None else None
         min_step = health.spike_min_step.get(key)
+        ratio = health.spike_ratio.get(key)
         in_stuck = key in health.stuck_keys
         drift_abs = health.drift_min_abs.get(key)
         plain = (lim is not None and max_rate is None and min_step is None and not in_stuck
-                 and drift_abs is None)
+                 and drift_abs is None and ratio is None)
         plan = (lim, lim.resolution if lim is not None else 0.0, max_rate, min_step, in_stuck,
                 drift_abs, lim.lo if lim is not None else 0.0,
-                lim.hi if lim is not None else 0.0, plain)
+                lim.hi if lim is not None else 0.0, plain, ratio,
+                health.spike_ratio_min.get(key, 0.0))
         self._plans[key] = plan
         return plan
 

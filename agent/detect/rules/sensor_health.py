@@ -11,7 +11,9 @@ exponentially weighted means; drift is O(neighbours) per climate reading.
   longest normal gap it has had lately; the silence that counts as a dropout.
 - ``Metric``: one value key of one sensor. Spikes: a jump of more than
   ``spike_k`` times the typical change between samples (and ``spike_min_step``)
-  that comes back within ``spike_max_samples``. Stuck: unchanged (within a
+  that comes back within ``spike_max_samples``; for ``spike_ratio`` keys (a
+  collar's heavy-tailed activity) a value far above the key's running high
+  (a decaying maximum) that is back within that high at the next reading. Stuck: unchanged (within a
   small share of the typical change) for longer than the longest flat stretch
   this key has had, by ``stuck_margin``; climate nodes whose neighbours keep
   changing are stuck after ``stuck_neighbour_s``.
@@ -182,6 +184,9 @@ class Metric:
     changes: int = 0
     vary: float = 1.0  # share of samples that changed (EW, while not stuck)
     stuck: bool = False
+    # spike_ratio keys: the running high of accepted values, decaying (at ``high_t``)
+    high: float = 0.0
+    high_t: float = 0.0
 
     # -- spikes -----------------------------------------------------------------
     def spike(self, v: float, t: float, cfg: SensorHealthConfig, min_step: float,
@@ -215,6 +220,47 @@ class Metric:
             return "away", 0.0, 0.0
         self._accept(v, t, abs(v - prev))
         return "normal", 0.0, 0.0
+
+    def spike_ratio(self, v: float, t: float, cfg: SensorHealthConfig, ratio: float,
+                    min_step: float, interval: float, judge: bool) -> tuple[str, float, float]:
+        """``spike`` for a key judged against its running high (``spike_ratio``):
+        away above ``ratio`` x the high (and ``min_step`` above the level it
+        left); a spike when the next reading is back within the high. A reading
+        that is neither back nor away ends the excursion: a rise, not a spike.
+        ``interval``: the sensor's usual time between readings (a one-reading
+        spike is two of them from the level it left to the level it is back at)."""
+        prev = self.prev
+        max_s = max(cfg.spike_max_s, 2.5 * interval)
+        high = _decayed(self.high, t - self.high_t, cfg.spike_high_half_life_s)
+        if prev is None or not judge or t - self.prev_t > max_s:
+            self.exc_n = 0
+            self._accept_high(v, t, high)
+            return "normal", 0.0, 0.0
+        away = v > ratio * high and v - prev > min_step
+        if self.exc_n:
+            if v <= high:  # back at its usual level: a spike
+                self.exc_n = 0
+                self._accept_high(v, t, high)
+                return "spike", self.exc_peak, self.exc_t
+            if (not away or self.exc_n >= cfg.spike_max_samples
+                    or t - self.exc_t > max_s):
+                self.exc_n = 0  # it stayed high: a rise or a step, not a spike
+                self._accept_high(v, t, high)
+                return "normal", 0.0, 0.0
+            self.exc_n += 1
+            self.exc_peak = max(self.exc_peak, v - prev)
+            return "away", 0.0, 0.0
+        if away and self.dn >= MIN_DIFFS and t - self.first_t >= cfg.spike_ratio_learn_s:
+            self.exc_n, self.exc_t, self.exc_peak = 1, t, v - prev
+            return "away", 0.0, 0.0
+        self._accept_high(v, t, high)
+        return "normal", 0.0, 0.0
+
+    def _accept_high(self, v: float, t: float, high: float) -> None:
+        if v >= high:
+            self.high, self.high_t = v, t
+        prev = self.prev
+        self._accept(v, t, None if prev is None else abs(v - prev))
 
     def _accept(self, v: float, t: float, diff: float | None) -> None:
         if diff is not None:

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -283,3 +284,26 @@ async def test_a_profile_switch_reaches_the_worker_and_its_fallback(tmp_path: Pa
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
+
+
+def test_a_worker_that_cannot_start_falls_back_in_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """No interpreter to start (or no process slot): detection runs here, and
+    every reading is still scored."""
+    config = _config(tmp_path)
+    ingestor, readings = _readings(config, 300)
+    sink = Sink()
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    worker = _worker(config, ingestor, sink)
+    try:
+        assert worker.in_process and worker._proc is None
+        ops = [worker.reading_op(r) for r in readings]
+        worker.send(ops, "all")
+        assert worker.flush(30)
+        assert [b[0] for b in sink.batches] == ["all"]
+        assert len(sink.batches[0][1]) == len(readings)
+        assert sum(1 for s in sink.batches[0][1] if s) > len(readings) // 2
+        assert isinstance(worker.tick(time.monotonic()), list)
+    finally:
+        worker.close()
+    assert "could not be started" in caplog.text

@@ -97,6 +97,11 @@ STATUS_IDENTIFICATIONS = 10
 WATCHDOG_PROBE_S = 10.0
 # Until ready (subscribed), ask systemd for more start time this often.
 START_EXTEND_EVERY_S = 10.0
+# At stop, a detection worker gets this long to hand over its state, then this
+# long to exit: with the processing thread's 10 s, well inside systemd's
+# TimeoutStopSec=30.
+STOP_SAVE_TIMEOUT_S = 5.0
+STOP_WORKER_TIMEOUT_S = 5.0
 UPDATES_EVERY_S = 60.0  # import update events the CLI wrote; report versions when changed
 _STOP = object()
 # Messages parsed and sent to the detection worker at once (detect.worker: process).
@@ -926,11 +931,15 @@ class Agent:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         try:
-            await asyncio.to_thread(self.detection.save, self.writer, self.boot)
+            if self._worker is not None:  # a hung worker must not outlast TimeoutStopSec
+                await asyncio.to_thread(self._worker.save, self.writer, self.boot,
+                                        STOP_SAVE_TIMEOUT_S)
+            else:
+                await asyncio.to_thread(self.detection.save, self.writer, self.boot)
         except Exception:
             log.exception("saving detection state at stop failed")
         if self._worker is not None:
-            await asyncio.to_thread(self._worker.close)
+            await asyncio.to_thread(self._worker.close, STOP_WORKER_TIMEOUT_S)
         await asyncio.to_thread(self.writer.close)
         if web_runner is not None:
             await web_runner.cleanup()

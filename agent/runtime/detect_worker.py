@@ -207,7 +207,7 @@ class DetectionWorker:
         self._vision: tuple[BcsLossParams, MilkParams] | None = None
         self._rules: RulesConfig | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._conn: Connection | None = None
+        self._conn: Connection | _NoConnection | None = None
         self._reader: threading.Thread | None = None
         self._closing = False
         self._before_start: list[tuple[str, tuple[Any, ...]]] = []
@@ -221,9 +221,17 @@ class DetectionWorker:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])  # this copy of the agent
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.runtime.detect_worker", str(there.fileno())],
-            pass_fds=(there.fileno(),), env=env, stdin=subprocess.DEVNULL)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "agent.runtime.detect_worker", str(there.fileno())],
+                pass_fds=(there.fileno(),), env=env, stdin=subprocess.DEVNULL)
+        except (OSError, ValueError) as err:  # no interpreter, no process slot, no memory
+            here.close()
+            there.close()
+            log.error("detection worker could not be started (%s)", err)
+            self._conn = _NoConnection()
+            self._take_over()
+            return
         there.close()
         conn = Connection(here.detach())
         conn.send((self.config, self._logging, self._due))
@@ -323,7 +331,7 @@ class DetectionWorker:
     # -- the reader thread --------------------------------------------------------
     def _read_loop(self) -> None:
         conn = self._conn
-        assert conn is not None
+        assert isinstance(conn, Connection)
         while True:
             try:
                 msg = conn.recv()
@@ -362,7 +370,18 @@ class DetectionWorker:
 
     def _take_over(self) -> None:
         """The worker died: detection in this process from the last saved state;
-        what the worker never answered is done here."""
+        what the worker never answered is done here. If even that fails, the
+        agent exits (systemd starts it again; nothing unacknowledged is lost)
+        rather than wait for answers that never come."""
+        try:
+            self._take_over_here()
+        except BaseException:
+            log.critical("detection could not fall back to this process; exiting",
+                         exc_info=True)
+            logging.shutdown()
+            os._exit(70)  # EX_SOFTWARE
+
+    def _take_over_here(self) -> None:
         proc = self._proc
         code = None
         if proc is not None:
@@ -411,7 +430,8 @@ class DetectionWorker:
     def _run_inline(det: Detection, name: str, args: tuple[Any, ...]) -> Any:
         return det.states() if name == "states" else getattr(det, name)(*args)
 
-    def _call(self, name: str, *args: Any, wait: bool = True) -> Any:
+    def _call(self, name: str, *args: Any, wait: bool = True,
+              timeout: float = CALL_TIMEOUT_S) -> Any:
         """``name(*args)`` on the worker's Detection, after every batch sent before.
         Without ``wait``, returns at once (a failure is logged): the profile
         schedule switches from the event loop, which must not wait out a busy store."""
@@ -431,7 +451,7 @@ class DetectionWorker:
                 self._send((seq, (name, args)))
         if inline is not None:
             return self._run_inline(inline, name, args)
-        return future.result(CALL_TIMEOUT_S) if wait else None
+        return future.result(timeout) if wait else None
 
     def on_farm_event(self, event: FarmEvent) -> list[Alert]:
         if not self.config.enabled:
@@ -481,13 +501,24 @@ class DetectionWorker:
     def restore(self, store_path: Path) -> None:
         self._call("restore", store_path)
 
-    def save(self, writer: StoreWriter, boot: str) -> None:
+    def save(self, writer: StoreWriter, boot: str, timeout: float = CALL_TIMEOUT_S) -> None:
         """Queue the worker's changed state on the writer."""
         from agent.store.state import save_states
 
-        states = self._call("states")
+        states = self._call("states", timeout=timeout)
         mono_ns = self.clock.monotonic_ns()
         writer.call(lambda conn: save_states(conn, states, mono_ns, boot))
+
+
+class _NoConnection:
+    """Stands in for the pipe of a worker that never started (sends go nowhere:
+    detection runs in this process)."""
+
+    def send(self, obj: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _log_failure(name: str, future: concurrent.futures.Future[Any]) -> None:

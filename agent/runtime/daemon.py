@@ -101,6 +101,7 @@ START_EXTEND_EVERY_S = 10.0
 # long to exit: with the processing thread's 10 s, well inside systemd's
 # TimeoutStopSec=30.
 STOP_SAVE_TIMEOUT_S = 5.0
+START_RECORD_WAIT_S = 5.0
 STOP_WORKER_TIMEOUT_S = 5.0
 UPDATES_EVERY_S = 60.0  # import update events the CLI wrote; report versions when changed
 _STOP = object()
@@ -179,6 +180,8 @@ class Agent:
             mqtt_config = config.mqtt.model_copy(
                 update={"topics": [*config.mqtt.topics, self._profile_topic]})
         self._handoff: queue.Queue[Any] = queue.Queue(maxsize=HANDOFF_CAPACITY)
+        self._start_recorded = threading.Event()  # the agent_started event committed
+        self._start_submitted = 0.0
         self._processor = threading.Thread(
             target=self._process_loop if self._worker is None else self._batch_loop,
             name="dairy-edge-process", daemon=True
@@ -770,7 +773,13 @@ class Agent:
         self.detection.restore(self.config.store_path)
         if self.profiles.enabled:
             self._restore_profile()
-        self.writer.submit(self._event("agent_started", f"dairy-edge {__version__} started"))
+        # READY waits (up to START_RECORD_WAIT_S) until this start is committed: a
+        # kill right after READY must not lose the record that the agent started.
+        started = self._start_recorded
+        if not self.writer.submit(self._event("agent_started", f"dairy-edge {__version__} started"),
+                                  on_commit=started.set):
+            started.set()  # refused (a full store): readiness does not wait on it
+        self._start_submitted = self.clock.monotonic()
         self._report_updates()
         threading.Thread(target=self._backfill_history, args=(self.clock.wall(),),
                          name="dairy-edge-history", daemon=True).start()
@@ -845,7 +854,9 @@ class Agent:
                 await asyncio.wait_for(stop.wait(), timeout=1.0 if ready else 0.05)
             except TimeoutError:
                 pass
-            if not ready and self.mqtt.connected and self.mqtt.subscriptions():
+            if not ready and self.mqtt.connected and self.mqtt.subscriptions() and (
+                    self._start_recorded.is_set()
+                    or self.clock.monotonic() - self._start_submitted > START_RECORD_WAIT_S):
                 ready = True
                 self.notifier.ready()
                 log.info("subscribed to %s; ready", ", ".join(self.mqtt.subscriptions()))

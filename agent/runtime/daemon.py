@@ -44,6 +44,7 @@ from agent.records.types import (
     Event,
     MilkCheck,
     Quarantined,
+    Reading,
     Record,
     Stamp,
     stable_id,
@@ -242,6 +243,17 @@ class Agent:
             except Exception:
                 log.exception("processing %s failed", item[0])
 
+    def _parse(self, topic: str, payload: bytes
+               ) -> Reading | tuple[Quarantined, Exception]:
+        """The reading, or its quarantine record and the error: a bad payload and
+        an ingest bug are quarantined alike."""
+        try:
+            return self.ingestor.parse(topic, payload)
+        except Exception as err:  # InvalidPayload, or a bug: quarantine either way
+            if not isinstance(err, InvalidPayload):
+                log.exception("ingest bug on %r; quarantined as 'internal'", topic[:200])
+            return self.ingestor.quarantine(topic, payload, err), err
+
     def _process(self, topic: str, payload: bytes, ack: Callable[[], None]) -> None:
         if topic == self._farm_topic:
             self._farm_event(topic, payload, ack)
@@ -249,14 +261,12 @@ class Agent:
         if topic == self._profile_topic:
             self._profile_command(payload, ack)
             return
-        try:
-            reading = self.ingestor.parse(topic, payload)
-        except Exception as err:  # InvalidPayload, or a bug: quarantine either way
-            if not isinstance(err, InvalidPayload):
-                log.exception("ingest bug on %r; quarantined as 'internal'", topic[:200])
-            self._store(self.ingestor.quarantine(topic, payload, err), ack)
-            if isinstance(err, InvalidPayload):  # an impossible value is a sensor alert
-                for alert in self._inline.on_rejected(self.ingestor.source_of(topic), err):
+        reading = self._parse(topic, payload)
+        if isinstance(reading, tuple):
+            quarantined, failure = reading
+            self._store(quarantined, ack)
+            if isinstance(failure, InvalidPayload):  # an impossible value is a sensor alert
+                for alert in self._inline.on_rejected(self.ingestor.source_of(topic), failure):
                     self._store(alert, partial(self._publish_alert, alert))
             return
         alerts = self._inline.on_reading(reading)
@@ -326,16 +336,13 @@ class Agent:
         if topic == self._profile_topic:
             self._profile_command(payload, ack)
             return
-        try:
-            reading = self.ingestor.parse(topic, payload)
-        except Exception as err:  # InvalidPayload, or a bug: quarantine either way
-            if not isinstance(err, InvalidPayload):
-                log.exception("ingest bug on %r; quarantined as 'internal'", topic[:200])
-            quarantined = self.ingestor.quarantine(topic, payload, err)
+        reading = self._parse(topic, payload)
+        if isinstance(reading, tuple):
+            quarantined, failure = reading
             source = self.ingestor.source_of(topic)
-            if isinstance(err, InvalidPayload) and source is not None:
+            if isinstance(failure, InvalidPayload) and source is not None:
                 # An impossible value is a sensor alert.
-                ops.append((OP_REJECTED, source, err.reason, err.detail))
+                ops.append((OP_REJECTED, source, failure.reason, failure.detail))
                 entries.append((_E_STORE, quarantined, ack, len(ops) - 1))
             else:
                 entries.append((_E_STORE, quarantined, ack, -1))

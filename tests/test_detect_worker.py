@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sqlite3
 import sys
 import threading
@@ -27,7 +28,8 @@ from agent.config.loader import load_config
 from agent.config.model import Config, LoggingConfig
 from agent.errors import InvalidPayload
 from agent.ingest.pipeline import Ingestor
-from agent.records import Alert, Reading
+from agent.records import Alert, MilkCheck, Reading, Stamp
+from agent.runtime import detect_worker
 from agent.runtime.daemon import Agent
 from agent.runtime.detect_worker import OP_REJECTED, DetectionWorker
 from agent.runtime.detection import Detection
@@ -57,23 +59,39 @@ def _readings(config: Config, n: int, seed: int = 5) -> tuple[Ingestor, list[Rea
 
 
 class Sink:
-    """The daemon's ``deliver``: batches as they come back, in order."""
+    """The daemon's ``deliver``: batches as they come back, in order; and its
+    ``store_alerts``: the alerts of calls (tick, vision), after the batches sent
+    before them. ``gate`` cleared: storing waits, as behind a refusing store."""
 
     def __init__(self) -> None:
         self.batches: list[tuple[Any, list[Any], dict[int, list[Alert]]]] = []
         self.threads: set[str] = set()
         self.lock = threading.Lock()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.storing = threading.Event()  # set once storing waits at the gate
+
+    def _wait(self) -> None:
+        if not self.gate.is_set():
+            self.storing.set()
+            self.gate.wait()
 
     def __call__(self, context: Any, results: list[Any],
                  alerts: dict[int, list[Alert]]) -> None:
+        self._wait()
         with self.lock:
             self.batches.append((context, results, alerts))
             self.threads.add(threading.current_thread().name)
 
+    def store_alerts(self, alerts: list[Alert]) -> None:
+        self._wait()
+        with self.lock:
+            self.batches.append(("call alerts", [], {0: list(alerts)}))
+
 
 def _worker(config: Config, ingestor: Ingestor, sink: Sink) -> DetectionWorker:
     worker = DetectionWorker(config.detect, LoggingConfig(), SystemClock(), config.store_path,
-                             {}, ingestor.value_range, sink)
+                             {}, ingestor.value_range, sink, store_alerts=sink.store_alerts)
     worker.start()
     return worker
 
@@ -104,7 +122,7 @@ def test_worker_scores_and_alerts_as_in_process(tmp_path: Path) -> None:
         assert sum(1 for s in scores if s) > 2000  # scored, not empty
         got = [a for b in sink.batches[:-1] for i in sorted(b[2]) for a in b[2][i]]
         assert _alert_keys(got) == _alert_keys(expected_alerts)
-        assert sink.threads == {"dairy-edge-detect-reader"}
+        assert sink.threads == {"dairy-edge-detect-store"}
         assert not worker.in_process
         # the calls the daemon and the status page make
         assert worker.open_alerts() == inline.open_alerts()
@@ -174,6 +192,7 @@ def test_a_dead_worker_falls_back_in_process_and_loses_nothing(
         assert isinstance(worker.open_alerts(), list)
         assert isinstance(worker.tick(time.monotonic()), list)
         worker.send([], "alerts only")
+        assert worker.flush(10)
         assert sink.batches[-1][0] == "alerts only"
     finally:
         worker.close()
@@ -307,3 +326,366 @@ def test_a_worker_that_cannot_start_falls_back_in_process(
     finally:
         worker.close()
     assert "could not be started" in caplog.text
+
+
+# -- the review of the worker (docs/performance.md, fifth pass) ---------------------
+
+def _milk(i: int, result: str = "blood") -> MilkCheck:
+    return MilkCheck(f"milk-{i}", "cup1", result, 0.95, Stamp(time.time(), time.monotonic_ns(),
+                                                              "boot", True),
+                     "milk_cls", "t", animal_id="A-2", quarter="RF")
+
+
+def _in_thread(fn: Any, timeout: float) -> tuple[bool, Any]:
+    """(returned within ``timeout``, its value): a call that may hang."""
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return not thread.is_alive(), out[0] if out else None
+
+
+def test_calls_are_answered_while_the_store_refuses_and_their_alerts_stored_once(
+        tmp_path: Path) -> None:
+    """Review item 1: storing a batch waits (the store refuses records); calls are
+    still answered at once, and the alerts of a vision record and a tick are stored
+    once, in order, when the store takes records again."""
+    config = _config(tmp_path)
+    ingestor, readings = _readings(config, 600, seed=8)
+    sink = Sink()
+    worker = _worker(config, ingestor, sink)
+    try:
+        ops = [worker.reading_op(r) for r in readings]
+        sink.gate.clear()  # the store refuses
+        worker.send(ops[:300], "first")
+        assert sink.storing.wait(30)
+        worker.send(ops[300:], "second")
+        answered, value = _in_thread(lambda: worker.on_vision(_milk(1)), 5.0)
+        assert answered and value == []  # its alerts are stored by the store path
+        answered, value = _in_thread(lambda: worker.tick(time.monotonic()), 5.0)
+        assert answered and value == []
+        answered, opened = _in_thread(worker.open_alerts, 5.0)
+        assert answered, "a call waited for the store"
+        assert [a["rule"] for a in opened] == ["milk_abnormal"]
+        assert [b[0] for b in sink.batches] == []
+        sink.gate.set()  # the store takes records again
+        assert worker.flush(30)
+        assert [b[0] for b in sink.batches] == ["first", "second", "call alerts"]
+        stored = sink.batches[2][2][0]
+        assert [(a.rule, a.state) for a in stored] == [("milk_abnormal", "raised")]
+        assert worker.open_alerts()[0]["alert_id"] == stored[0].details["alert_id"]
+    finally:
+        sink.gate.set()
+        worker.close()
+
+
+def test_the_fallback_keeps_the_alert_state_the_worker_had(tmp_path: Path) -> None:
+    """Review item 4: the worker dies long before the next save; the in-process
+    fallback knows the alerts it raised and acknowledged: none is raised again,
+    none shown unacknowledged."""
+    config = _config(tmp_path)
+    ingestor, readings = _readings(config, 300, seed=9)
+    sink = Sink()
+    worker = _worker(config, ingestor, sink)
+    rejected = (OP_REJECTED, ("bulk-tank", "tank-x"), "out_of_range", "x")
+    try:
+        worker.send([worker.reading_op(r) for r in readings] + [rejected, rejected], "first")
+        assert worker.flush(30)
+        raised = [a for b in sink.batches for i in b[2] for a in b[2][i]]
+        assert [(a.rule, a.state) for a in raised] == [("sensor.range", "raised")]
+        alert_id = raised[0].details["alert_id"]
+        time.sleep(1.2)  # the worker sends its rule state at most once a second
+        assert worker.acknowledge(alert_id) is True
+        assert worker._proc is not None
+        os.kill(worker._proc.pid, signal.SIGKILL)
+        worker._proc.wait(10)
+        worker.send([rejected, rejected], "after")  # in process once the fallback ran
+        assert worker.flush(30)
+        assert worker.in_process
+        assert [b[2] for b in sink.batches if b[0] == "after"] == [{}]  # not raised again
+        opened = worker.open_alerts()
+        assert [(a["alert_id"], a["acknowledged"]) for a in opened] == [(alert_id, True)]
+    finally:
+        worker.close()
+
+
+class _Overlap:
+    """A worker's pipe that notes two threads writing at once (a send sleeps
+    inside, so an overlap cannot slip through)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self.inside = 0
+        self.overlaps = 0
+        self.lock = threading.Lock()
+
+    def send(self, msg: Any) -> None:
+        with self.lock:
+            self.inside += 1
+            self.overlaps += self.inside > 1
+        try:
+            if msg is not None:
+                time.sleep(0.5)
+            self._conn.send(msg)
+        finally:
+            with self.lock:
+                self.inside -= 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def test_close_does_not_write_beside_a_send(tmp_path: Path) -> None:
+    """Review item 6: close() while the processing thread is writing a batch: the
+    writes do not interleave, and the batch is answered and delivered."""
+    config = _config(tmp_path)
+    ingestor, readings = _readings(config, 200, seed=10)
+    sink = Sink()
+    worker = _worker(config, ingestor, sink)
+    pipe = _Overlap(worker._conn)
+    worker._conn = pipe  # type: ignore[assignment]
+    sending = threading.Thread(target=worker.send,
+                               args=([worker.reading_op(r) for r in readings], "last"))
+    sending.start()
+    time.sleep(0.1)
+    worker.close()
+    sending.join(10)
+    assert pipe.overlaps == 0
+    assert [b[0] for b in sink.batches] == ["last"]
+    assert worker._proc is not None and worker._proc.returncode == 0  # stopped, not killed
+
+
+def test_close_with_a_hung_worker_and_a_full_pipe_is_bounded(tmp_path: Path) -> None:
+    """A stopped (hung) worker, the pipe full, a send stuck in it: close() still
+    returns in about its timeout, the worker killed; a call gives up too."""
+    config = _config(tmp_path)
+    ingestor, readings = _readings(config, 3000, seed=14)
+    sink = Sink()
+    worker = _worker(config, ingestor, sink)
+    assert worker._proc is not None
+    ops = [worker.reading_op(r) for r in readings]
+    os.kill(worker._proc.pid, signal.SIGSTOP)
+    sending = threading.Thread(target=lambda: [worker.send(ops, i) for i in range(4)],
+                               daemon=True)
+    sending.start()
+    sending.join(3.0)
+    assert sending.is_alive()  # stuck in the full pipe
+    with pytest.raises(TimeoutError):
+        worker._call("precision", timeout=1.0)
+    started = time.monotonic()
+    worker.close(5.0)
+    assert time.monotonic() - started < 9.0
+    assert worker._proc.returncode == -signal.SIGKILL
+    sending.join(5.0)
+    assert not sending.is_alive()
+
+
+def test_a_hung_worker_is_killed_and_detection_falls_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that stops answering (SIGSTOP) no longer ends the daemon's tick
+    loop (systemd then restarted the agent): a tick unanswered for
+    HUNG_AFTER_S kills it, and detection falls back here, losing nothing."""
+    monkeypatch.setattr(detect_worker, "HUNG_AFTER_S", 1.0)
+    config = _config(tmp_path)
+    ingestor, readings = _readings(config, 600, seed=15)
+    sink = Sink()
+    worker = _worker(config, ingestor, sink)
+    try:
+        assert worker._proc is not None
+        ops = [worker.reading_op(r) for r in readings]
+        os.kill(worker._proc.pid, signal.SIGSTOP)
+        worker.send(ops[:300], "first")
+        assert worker.tick(time.monotonic()) == []
+        time.sleep(0.5)
+        assert worker.tick(time.monotonic()) == []  # skipped: the first is unanswered
+        assert not worker.in_process
+        time.sleep(0.7)
+        worker.tick(time.monotonic())  # 1.2 s unanswered: killed
+        assert worker._proc.wait(10) == -signal.SIGKILL
+        worker.send(ops[300:], "second")
+        assert worker.flush(30)
+        assert worker.in_process
+        assert [b[0] for b in sink.batches] == ["first", "second"]
+        assert sum(len(b[1]) for b in sink.batches) == len(readings)
+        assert worker.ticks_skipped == 2
+    finally:
+        worker.close()
+
+
+def test_a_profile_switch_does_not_wait_for_a_takeover(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review item 6: the fallback after a worker died takes its time (restoring
+    state from a large buffer); a profile switch, made on the event loop, returns
+    at once and still reaches the fallback."""
+    config = _config(tmp_path)
+    ingestor, _ = _readings(config, 10)
+    sink = Sink()
+    restoring = threading.Event()
+    original = Detection.restore
+
+    def slow_restore(self: Detection, path: Path) -> None:
+        restoring.set()
+        time.sleep(3.0)
+        original(self, path)
+
+    monkeypatch.setattr(Detection, "restore", slow_restore)  # this process only
+    worker = _worker(config, ingestor, sink)
+    try:
+        base = worker.rules_config()
+        heat = base.heat_stress
+        profiles = {**heat.profiles, heat.profile: heat.profiles[heat.profile].model_copy(
+            update={"raise_thi": 61.0})}
+        hot = base.model_copy(update={"heat_stress": heat.model_copy(
+            update={"profiles": profiles})})
+        assert worker._proc is not None
+        os.kill(worker._proc.pid, signal.SIGKILL)
+        assert restoring.wait(20)
+        started = time.monotonic()
+        worker.reconfigure_rules(hot)
+        assert time.monotonic() - started < 0.5
+        assert worker.flush(30)
+        now = worker.rules_config().heat_stress
+        assert worker.in_process and now.profiles[now.profile].raise_thi == 61.0
+    finally:
+        worker.close()
+
+
+class _Watchdog:
+    """systemd's end of the notify socket: counts WATCHDOG=1 pings as they come."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.pings: list[float] = []
+        self.ready = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                lines = self.sock.recv(4096).decode().split("\n")
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if "WATCHDOG=1" in lines:
+                self.pings.append(time.monotonic())
+            if "READY=1" in lines:
+                self.ready.set()
+
+    def since(self, t: float) -> int:
+        return sum(1 for p in self.pings if p >= t)
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(2)
+        self.sock.close()
+
+
+def _fill_buffer(config: Config) -> int:
+    """Readings in the buffer until it holds more than 1 MiB: its used bytes."""
+    writer = make_writer(config.store_path, max_buffer_bytes=64 * 1024 * 1024)
+    _, readings = _readings(config, 4000, seed=12)
+    for r in readings:
+        assert writer.submit(r)
+    writer.close()
+    with sqlite3.connect(config.store_path) as conn:
+        used = _used_bytes(conn)
+    assert used > 1024 * 1024
+    return used
+
+
+def _used_bytes(conn: sqlite3.Connection) -> int:
+    from agent.store.space import used_bytes
+
+    return used_bytes(conn)
+
+
+def _daemon_config(tmp_path: Path, prefix: str, **store: Any) -> Config:
+    return load_config(overrides={
+        "gateway": {"id": "gw-dwr", "data_dir": str(tmp_path)},
+        "ingest": {"topic_prefix": prefix},
+        "mqtt": {"topics": [f"{prefix}/#"], "client_id": f"dairy-edge-{prefix}",
+                 "session_expiry_s": 60},
+        "sync": {"enabled": False},
+        "web": {"enabled": False},
+        "store": store,
+        "detect": {"worker": "process"},
+    })
+
+
+async def test_daemon_keeps_pinging_while_the_store_refuses(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review item 1, as the review ran it: the buffer at its byte cap holds every
+    new record; the tick loop goes on, the systemd watchdog is still pinged (every
+    second here) and the status page's calls are answered."""
+    from agent.sources.publisher import publish
+
+    prefix = unique("dwr")
+    config = _daemon_config(tmp_path, prefix)
+    used = _fill_buffer(config)
+    config = _daemon_config(tmp_path, prefix, max_buffer_bytes=used + 8192,
+                            reserved_alert_fraction=0.0, full_drop_after_s=86400.0,
+                            max_pending_items=5)
+    watchdog = _Watchdog(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", watchdog.path)
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")  # a ping every second
+    sim = BarnSimulator.from_dir(config.gateway.firmware_dir, seed=13, herd_size=20,
+                                 sensors_per_kind=1, topic_prefix=prefix,
+                                 start_wall=time.time() - 86400)
+    msgs = [m for m in sim.take(500) if m.valid][:400]
+    agent = Agent(config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        assert await asyncio.to_thread(watchdog.ready.wait, 30)
+        await asyncio.to_thread(publish, msgs, "127.0.0.1", 1883, qos=1)
+        assert await _until(lambda: agent.writer.full, 30)
+        await asyncio.sleep(2.0)  # the store thread now waits behind the full buffer
+        started = time.monotonic()
+        await asyncio.sleep(6.0)
+        assert not task.done()
+        assert watchdog.since(started) >= 4, watchdog.pings
+        assert agent.writer.full  # still refusing: the pings went on regardless
+        opened = await asyncio.wait_for(asyncio.to_thread(agent._open_alerts), 5.0)
+        assert isinstance(opened, list)
+    finally:
+        stop.set()
+        stopping = time.monotonic()
+        await asyncio.wait_for(task, 60)
+        watchdog.close()
+    # Within systemd's TimeoutStopSec=30, the buffer still full.
+    assert time.monotonic() - stopping < 30
+
+
+async def test_the_tick_loop_survives_a_failing_tick(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tick that raises is logged and counted; the loop and the watchdog go on."""
+    prefix = unique("dwt")
+    config = _daemon_config(tmp_path, prefix)
+    watchdog = _Watchdog(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", watchdog.path)
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")
+    agent = Agent(config)
+
+    def broken(now_mono: float) -> list[Alert]:
+        raise RuntimeError("tick broke")
+
+    monkeypatch.setattr(agent.detection, "tick", broken)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        assert await asyncio.to_thread(watchdog.ready.wait, 30)
+        started = time.monotonic()
+        await asyncio.sleep(5.0)
+        assert not task.done()
+        assert watchdog.since(started) >= 3, watchdog.pings
+        assert agent.tick_failures >= 3
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        watchdog.close()

@@ -3,9 +3,10 @@
     paho thread:        MqttSource callback -> bounded hand-off queue (backpressure)
     processing thread:  parse + calibrate -> detect -> StoreWriter.submit(on_commit=ack)
                         (detect.worker: process - parse a batch, send it to the
-                        detection worker process, parse the next; its reader
+                        detection worker process, parse the next; its store
                         thread stores each batch with its scores and alerts, in
-                        order: agent/runtime/detect_worker.py)
+                        order, and its reader thread takes the worker's answers
+                        whatever the store does: agent/runtime/detect_worker.py)
     writer thread:      group COMMIT (synchronous=FULL) -> MQTT PUBACK
     event loop:         Uploader (sync), web server, watchdog, periodic ticks
     camera threads and one vision worker (agent.runtime.vision): frames ->
@@ -159,7 +160,7 @@ class Agent:
             # own clock cannot cross into another process, so it keeps it here.
             self._worker = DetectionWorker(
                 config.detect, config.logging, self.clock, config.store_path, due,
-                self.ingestor.value_range, self._deliver)
+                self.ingestor.value_range, self._deliver, store_alerts=self._store_alerts)
             self.detection = self._worker
         else:
             self.detection = Detection(
@@ -204,6 +205,8 @@ class Agent:
         self.history = History()
         self.notifier = Notifier()
         self._stopping = threading.Event()
+        self.tick_failures = 0  # ticks or periodic saves that raised (the loop went on)
+        self._tick_failure_logged: float | None = None
         self._versions_sent: dict[str, Any] | None = None
         self.vision: Vision | NoVision = NoVision()
         if config.vision.enabled and config.cameras:
@@ -280,7 +283,7 @@ class Agent:
     # -- processing thread, detection in a worker process ---------------------
     def _batch_loop(self) -> None:
         """Parse what waits (up to BATCH messages) and send it to the detection
-        worker; the worker's reader thread stores each batch, in order, when its
+        worker; the worker's store thread stores each batch, in order, when its
         scores come back (``_deliver``). The next batch is parsed meanwhile."""
         worker = self._worker
         assert worker is not None
@@ -356,7 +359,7 @@ class Agent:
 
     def _deliver(self, entries: list[tuple[int, Any, Callable[[], None] | None, int]],
                  results: list[Any], alerts: dict[int, list[Alert]]) -> None:
-        """A batch back from detection (the worker's reader thread): each record
+        """A batch back from detection (the worker's store thread): each record
         to the writer in the order received, a reading with its scores, each
         alert after the record that raised it."""
         for kind, record, ack, index in entries:
@@ -375,6 +378,12 @@ class Agent:
             self._store(record, ack)
             for alert in alerts.get(index, ()) if index >= 0 else ():
                 self._store(alert, partial(self._publish_alert, alert))
+
+    def _store_alerts(self, alerts: list[Alert]) -> None:
+        """Alerts of a tick or a vision record, from the detection worker's store
+        thread (after the batches sent before them)."""
+        for alert in alerts:
+            self._store(alert, partial(self._publish_alert, alert))
 
     @property
     def _inline(self) -> Detection:
@@ -853,6 +862,7 @@ class Agent:
         ready = False
         clock_synced = False
         profile_announced = -1  # the connection the active profile was published on
+        saving: asyncio.Future[None] | None = None  # a detection worker's periodic save
         ping_every = self.notifier.watchdog_interval_s or WATCHDOG_PROBE_S
         while not stop.is_set():
             try:
@@ -890,14 +900,34 @@ class Agent:
                 await asyncio.to_thread(self._report_updates)
             if not ready:
                 continue  # time-driven rules start with ingest
-            # In a thread: with detection in a worker process, its answer waits
-            # behind the batches sent before (and a full store holds those).
-            for alert in await asyncio.to_thread(self.detection.tick, self.clock.monotonic()):
-                # A full hand-off queue must block a worker thread, not the loop.
-                await asyncio.to_thread(self._submit_alert, alert)
-            if self.clock.monotonic() - last_save > self.config.detect.save_interval_s:
-                await asyncio.to_thread(self.detection.save, self.writer, self.boot)
-                last_save = self.clock.monotonic()
+            try:
+                # With detection in a worker process the tick returns at once: its
+                # alerts are stored by the worker's store thread.
+                for alert in await asyncio.to_thread(self.detection.tick,
+                                                     self.clock.monotonic()):
+                    # A full hand-off queue must block a worker thread, not the loop.
+                    await asyncio.to_thread(self._submit_alert, alert)
+                if self.clock.monotonic() - last_save > self.config.detect.save_interval_s:
+                    last_save = self.clock.monotonic()
+                    if self._worker is not None:
+                        # The worker's state call must not hold the ticks and the
+                        # watchdog: it runs beside them, one at a time.
+                        if saving is None or saving.done():
+                            saving = asyncio.get_running_loop().run_in_executor(
+                                None, self._worker.save, self.writer, self.boot)
+                            saving.add_done_callback(_log_save_failure)
+                    else:
+                        await asyncio.to_thread(self.detection.save, self.writer, self.boot)
+            except Exception:  # noqa: BLE001 - a failed tick or save: logged, counted, go on
+                self._tick_failed()
+
+    def _tick_failed(self) -> None:
+        self.tick_failures += 1
+        now = self.clock.monotonic()
+        if self._tick_failure_logged is None or now - self._tick_failure_logged >= 60.0:
+            self._tick_failure_logged = now
+            log.exception("a detection tick or state save failed (%d so far); the ticks, "
+                          "the watchdog and the next save go on", self.tick_failures)
 
     def _on_clock_synced(self) -> None:
         """R6: the wall clock is now right (NTP answered, or it already was at start):
@@ -971,6 +1001,11 @@ class Agent:
             stats.stale_acks,
             int(dedup),
         )
+
+
+def _log_save_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("saving detection state failed: %s", future.exception())
 
 
 def _nothing() -> None:

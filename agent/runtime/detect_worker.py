@@ -3,28 +3,39 @@
 The daemon runs under one GIL; detection (anomaly scores and the dairy rules)
 is about 40 % of its CPU per message in a drain. Here it runs in a worker
 process on the other core, fed in batches and pipelined: the processing thread
-parses and sends batch N+1 while the worker scores batch N, and a reader thread
-takes each batch's results back (scores, alerts) and hands the batch to the
-daemon, which stores it in order through the one writer. Nothing changes for
-acknowledgement: a message is acknowledged only after its record is committed,
-and a reading is stored only with its scores.
+parses and sends batch N+1 while the worker scores batch N. A reader thread
+takes everything the worker answers as soon as it comes; a store thread hands
+each scored batch to the daemon, which stores it in order through the one
+writer. Nothing changes for acknowledgement: a message is acknowledged only
+after its record is committed, and a reading is stored only with its scores.
+A store that refuses records (the buffer at its byte cap, a slow SD card)
+holds the store thread and, through the slots, the processing thread; never
+the answers to calls.
 
 Wire format (pickled, one message per batch): a reading is a compact tuple
 ``(OP_READING, sensor id, firmware, animal id, source ts, wall ts, mono ns,
 boot id, clock synced, values, ranges)``, where ``ranges`` carries the valid
 ranges of streams the worker has not been told about yet (or None). The worker
-answers ``(seq, results, alerts)``: per op its scores (a dict), None, or False
-when detection failed on it; alerts by op index.
+answers ``(seq, results, alerts, rule state)``: per op its scores (a dict),
+None, or False when detection failed on it; alerts by op index; and now and
+then its rule state (pickled, else None; see ``_RuleStates``).
 
 Everything else the daemon asks of detection (tick, farm events, vision
 records, feedback, snooze, acknowledge, open alerts, precision, rule
 reconfiguration, state save and restore) is a call through the same pipe, so it
-sees every reading sent before it.
+sees every reading sent before it. Ticks, vision records and farm events do
+not wait for their answer: their alerts go to the store thread like a batch's
+(``store_alerts``), after the batches sent before them, exactly once. Profile
+switches and the camera rules' thresholds do not wait either, not even for the
+pipe: they are queued and sent by whichever thread holds it next.
 
 If the worker dies, the reader thread falls back to in-process detection
-(restored from the last saved state), scores the batches the worker never
-answered, answers the calls it left, and logs it: no reading is lost, and the
-learning since the last save is.
+(restored from the last saved state, then from the rule state the worker sent
+last: alert changes at most about a second old, the rest at most
+RULE_STATE_EVERY_S), scores the batches the worker never answered, answers the
+calls it left, and logs it: no reading is lost; the anomaly detectors' learning
+since the last save is. A worker that answers no tick for HUNG_AFTER_S is
+killed, and the same follows.
 """
 
 from __future__ import annotations
@@ -34,11 +45,13 @@ import concurrent.futures
 import itertools
 import logging
 import os
+import pickle
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from multiprocessing.connection import Connection
@@ -63,12 +76,26 @@ OP_READING = 0
 OP_REJECTED = 1  # (OP_REJECTED, (firmware, sensor id), reason, detail)
 OP_FARM = 2  # (OP_FARM, FarmEvent)
 
-# Batches sent and not yet answered; beyond it the processing thread waits.
+# Batches sent and not yet stored; beyond it the processing thread waits.
 MAX_IN_FLIGHT = 4
 CALL_TIMEOUT_S = 60.0
+# The worker sends its rule state (alert lifecycle included) with an answer at
+# most this often after alerts were raised, cleared, acknowledged, snoozed or
+# judged, and this often after other changes (readings): the fallback's start.
+RULE_STATE_ALERTS_S = 1.0
+RULE_STATE_EVERY_S = 10.0
+# A tick unanswered this long: the worker is hung (it answers a tick after at most
+# MAX_IN_FLIGHT batches, whatever the store does); it is killed, and detection
+# falls back to this process as when it dies.
+HUNG_AFTER_S = 60.0
+# Calls whose answer is alerts: stored by the store thread, nobody waits.
+ALERT_CALLS = frozenset({"tick", "on_vision", "on_farm_event"})
+# Calls that change the alert lifecycle's state.
+STATE_CALLS = frozenset({"feedback", "snooze", "acknowledge", "restore", "reconfigure_rules"})
 
 Ranges = dict[tuple[str, str], tuple[float, float] | None]
 Deliver = Callable[[Any, list[Any], dict[int, list[Alert]]], None]
+StoreAlerts = Callable[[list[Alert]], None]
 
 
 def reading_op(reading: Reading, ranges: Ranges | None) -> tuple[Any, ...]:
@@ -140,6 +167,7 @@ def _worker_main(fd: int) -> None:
 
 
 def _serve(conn: Connection, det: Detection, ranges: Ranges) -> None:
+    states = _RuleStates(det)
     while True:
         msg = conn.recv()
         if msg is None:
@@ -148,19 +176,47 @@ def _serve(conn: Connection, det: Detection, ranges: Ranges) -> None:
         seq, payload = msg
         if seq >= 0:
             results, alerts = run_ops(det, payload, ranges)
-            conn.send((seq, results, alerts))
+            conn.send((seq, results, alerts, states.after(bool(payload), bool(alerts))))
             continue
         name, args = payload
         try:
             value: Any = (_states(det) if name == "states"
                           else getattr(det, name)(*args))
-            conn.send((seq, True, value))
+            answer: tuple[Any, ...] = (seq, True, value)
         except Exception as err:  # noqa: BLE001 - returned to the caller, raised there
-            conn.send((seq, False, err))
+            value, answer = None, (seq, False, err)
+        changed = name in STATE_CALLS or (name in ALERT_CALLS and bool(value))
+        conn.send((*answer, states.after(changed, changed)))
 
 
 def _states(det: Detection) -> dict[str, Any]:
     return det.states()
+
+
+class _RuleStates:
+    """When the worker sends its rule state with an answer: the first change of
+    the alerts' state after a quiet second at once, later ones with the next
+    answer a second on (the daemon ticks every second); other changes every
+    RULE_STATE_EVERY_S. A 40-cow barn's is about 190 KiB and 4 ms to take."""
+
+    def __init__(self, det: Detection) -> None:
+        self.det = det
+        self.last = -1e18
+        self.changed = False
+        self.alerts_changed = False
+
+    def after(self, changed: bool, alerts_changed: bool) -> bytes | None:
+        self.changed |= changed or alerts_changed
+        self.alerts_changed |= alerts_changed
+        if not self.changed:
+            return None
+        now = time.monotonic()
+        if now - self.last < (RULE_STATE_ALERTS_S if self.alerts_changed
+                              else RULE_STATE_EVERY_S):
+            return None
+        self.last = now
+        self.changed = self.alerts_changed = False
+        return pickle.dumps(self.det.rule_states(), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class _Pending:
@@ -170,10 +226,23 @@ class _Pending:
         self.seq, self.ops, self.context = seq, ops, context
 
 
+class _Scored:
+    """What the store thread stores next: a scored batch (holding a slot), or
+    the alerts of a call (``batch`` False)."""
+
+    __slots__ = ("alerts", "batch", "context", "results")
+
+    def __init__(self, context: Any, results: list[Any], alerts: dict[int, list[Alert]],
+                 batch: bool = True) -> None:
+        self.context, self.results, self.alerts, self.batch = context, results, alerts, batch
+
+
 class DetectionWorker:
     """The daemon's side: the same methods as :class:`Detection` for what the
     daemon asks, plus :meth:`send` for batches (results go to ``deliver``, on
-    the reader thread, in the order sent)."""
+    the store thread, in the order sent). The alerts of ticks, vision records
+    and farm events go to ``store_alerts`` on the same thread, in order; those
+    calls return no alerts themselves."""
 
     def __init__(
         self,
@@ -184,6 +253,7 @@ class DetectionWorker:
         due_by_sensor: dict[str, float],
         value_range: Callable[[str, str, str], tuple[float, float] | None],
         deliver: Deliver,
+        store_alerts: StoreAlerts,
     ) -> None:
         self.config = config
         self._logging = logging_config
@@ -193,27 +263,45 @@ class DetectionWorker:
         self._value_range = value_range if config.anomaly_detector != "default" else None
         self._told: set[tuple[str, str]] = set()  # streams whose range the worker has
         self._deliver = deliver
+        self._store_alerts = store_alerts
         self._seq = itertools.count(0)
         self._calls = itertools.count(-1, -1)
-        self._send_lock = threading.Lock()  # the order of sends; held by the fallback
-        self._lock = threading.Lock()  # the in-flight list and the calls waiting
-        self._in_flight: collections.deque[_Pending] = collections.deque()
+        # The order of writes to the pipe; held by the fallback while it takes over.
+        self._send_lock = threading.Lock()
+        self._lock = threading.Lock()  # the queues below and the calls waiting
+        self._save_lock = threading.Lock()
+        self._in_flight: collections.deque[_Pending] = collections.deque()  # unanswered
+        self._scored: collections.deque[_Scored] = collections.deque()  # not yet stored
         self._calls_waiting: dict[int, tuple[str, tuple[Any, ...],
                                              concurrent.futures.Future[Any]]] = {}
+        # Calls nobody waits for, sent by whoever holds the pipe next (_release_send).
+        self._queued: collections.deque[tuple[str, tuple[Any, ...],
+                                              concurrent.futures.Future[Any]]] = (
+            collections.deque())
+        self._tick_pending = False  # one tick at a time: a later one supersedes
+        self._tick_since = 0.0  # when the pending tick was asked
+        self.ticks_skipped = 0
         self._slots = threading.Semaphore(MAX_IN_FLIGHT)
-        self._idle = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)  # nothing in flight, nothing to store
+        self._work = threading.Condition(self._lock)  # something to store
         self._inline: Detection | None = None  # after the worker died
         self._inline_ranges: Ranges = {}
         self._vision: tuple[BcsLossParams, MilkParams] | None = None
         self._rules: RulesConfig | None = None
+        self._rule_state: tuple[bytes, float] | None = None  # the worker's latest, when
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | _NoConnection | None = None
         self._reader: threading.Thread | None = None
+        self._storer: threading.Thread | None = None
         self._closing = False
+        self._stored_all = False  # close(): the store thread ends once nothing is left
         self._before_start: list[tuple[str, tuple[Any, ...]]] = []
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> None:
+        self._storer = threading.Thread(target=self._store_loop, name="dairy-edge-detect-store",
+                                        daemon=True)
+        self._storer.start()
         # A fresh interpreter (the daemon has threads: never fork it), started as a
         # plain child rather than by multiprocessing, whose spawn also starts a
         # resource tracker process (13 MiB resident) this does not need.
@@ -254,29 +342,50 @@ class DetectionWorker:
         return self._inline is not None
 
     def flush(self, timeout: float) -> bool:
-        """Wait until every batch sent has been delivered."""
+        """Wait until every batch sent (and every call's alerts) has been stored."""
         with self._idle:
-            return self._idle.wait_for(lambda: not self._in_flight, timeout)
+            return self._idle.wait_for(lambda: not self._in_flight and not self._scored,
+                                       timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the worker (after :meth:`flush` and the last :meth:`save`)."""
+        """Stop the worker (after :meth:`flush` and the last :meth:`save`), within
+        about ``timeout``: its pipe is shut for writing once no other thread
+        writes to it (never written beside one; a write stuck on a hung worker
+        is waited for at most a second), the worker answers what it has and
+        exits, or is killed."""
+        deadline = time.monotonic() + timeout
+
+        def left(least: float = 0.0) -> float:
+            return max(least, deadline - time.monotonic())
+
         with self._lock:
             self._closing = True
             conn, proc = self._conn, self._proc
-            if conn is not None and self._inline is None:
+        got = self._send_lock.acquire(timeout=min(1.0, timeout))
+        try:
+            if conn is not None and not isinstance(conn, _NoConnection) and self._inline is None:
                 try:
-                    conn.send(None)
+                    with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+                        sock.shutdown(socket.SHUT_WR)
                 except OSError:
                     pass
+        finally:
+            if got:
+                self._send_lock.release()
         if proc is not None:
             try:
-                proc.wait(timeout)
+                proc.wait(left())
             except subprocess.TimeoutExpired:
                 log.warning("detection worker %d did not stop; killed", proc.pid)
                 proc.kill()
                 proc.wait(2.0)
         if self._reader is not None:
-            self._reader.join(timeout)
+            self._reader.join(left(1.0))
+        with self._work:
+            self._stored_all = True
+            self._work.notify_all()
+        if self._storer is not None:
+            self._storer.join(left(1.0))
         if conn is not None:
             conn.close()
 
@@ -297,13 +406,13 @@ class DetectionWorker:
         return reading_op(reading, ranges)
 
     def send(self, ops: list[tuple[Any, ...]], context: Any) -> None:
-        """Score ``ops``; ``deliver(context, results, alerts)`` follows, in order.
-        Blocks while MAX_IN_FLIGHT batches wait (backpressure). A batch without
-        ops (alerts to store) goes through the worker too, to keep its place."""
-        got = False
-        while self._inline is None and not (got := self._slots.acquire(timeout=1.0)):
-            pass
-        with self._send_lock:
+        """Score ``ops``; ``deliver(context, results, alerts)`` follows on the store
+        thread, in order. Blocks while MAX_IN_FLIGHT batches wait to be scored or
+        stored (backpressure). A batch without ops (alerts to store) goes through
+        the worker too, to keep its place."""
+        self._slots.acquire()  # released by the store thread once the batch is stored
+        self._send_lock.acquire()
+        try:
             with self._lock:
                 inline = self._inline
                 if inline is None:
@@ -313,11 +422,11 @@ class DetectionWorker:
                 # Not under _lock: the reader thread must be able to take results
                 # while this waits for room in the pipe.
                 self._send((pending.seq, ops))
-                return
-        if got:
-            self._slots.release()
-        results, alerts = run_ops(inline, ops, self._inline_ranges)
-        self._deliver(context, results, alerts)
+            else:
+                results, alerts = run_ops(inline, ops, self._inline_ranges)
+                self._to_store(_Scored(context, results, alerts))
+        finally:
+            self._release_send()
 
     def _send(self, msg: Any) -> None:
         """To the worker (under _send_lock). A closed pipe is left to the reader
@@ -328,7 +437,41 @@ class DetectionWorker:
         except (OSError, ValueError):
             log.warning("detection worker pipe closed while sending")
 
-    # -- the reader thread --------------------------------------------------------
+    def _release_send(self) -> None:
+        """Send the calls queued meanwhile, then let go of the pipe. A call queued
+        just as it is let go is sent by whoever takes it next (or here, again)."""
+        while True:
+            try:
+                self._send_queued()
+            finally:
+                self._send_lock.release()
+            with self._lock:
+                if not self._queued or self._closing:
+                    return
+            if not self._send_lock.acquire(blocking=False):
+                return  # its holder sends them
+
+    def _send_queued(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queued or self._closing:
+                    return
+                name, args, future = self._queued.popleft()
+                inline = self._inline
+                if inline is None:
+                    seq = next(self._calls)
+                    self._calls_waiting[seq] = (name, args, future)
+            if inline is None:
+                self._send((seq, (name, args)))
+            else:
+                self._call_here(inline, name, args, future)
+
+    def _to_store(self, item: _Scored) -> None:
+        with self._work:
+            self._scored.append(item)
+            self._work.notify_all()
+
+    # -- the reader thread: answers, as they come ------------------------------------
     def _read_loop(self) -> None:
         conn = self._conn
         assert isinstance(conn, Connection)
@@ -338,36 +481,69 @@ class DetectionWorker:
             except (EOFError, OSError):
                 break
             if msg is None:
-                break  # stopped by close()
-            seq = msg[0]
-            if seq >= 0:
-                with self._lock:
-                    pending = self._in_flight[0]
-                assert pending.seq == seq, (pending.seq, seq)
-                self._deliver_pending(pending, msg[1], msg[2])
-                with self._idle:
-                    self._in_flight.popleft()
-                    self._slots.release()
-                    self._idle.notify_all()
-            else:
-                with self._lock:
-                    waiting = self._calls_waiting.pop(seq, None)
-                if waiting is not None:
-                    future = waiting[2]
-                    if msg[1]:
-                        future.set_result(msg[2])
-                    else:
-                        future.set_exception(msg[2])
+                break
+            try:
+                self._answer(msg)
+            except Exception:
+                log.exception("detection worker: an answer could not be taken; stopping "
+                              "the worker")
+                if self._proc is not None:
+                    self._proc.kill()
+                break
         if not self._closing:
             self._take_over()
 
-    def _deliver_pending(self, pending: _Pending, results: list[Any],
-                         alerts: dict[int, list[Alert]]) -> None:
-        try:
-            self._deliver(pending.context, results, alerts)
-        except Exception:
-            log.exception("storing a detected batch failed")
+    def _answer(self, msg: tuple[Any, ...]) -> None:
+        seq, rule_state = msg[0], msg[-1]
+        if rule_state is not None:
+            self._rule_state = (rule_state, time.monotonic())
+        if seq >= 0:
+            with self._lock:
+                pending = self._in_flight[0]
+                assert pending.seq == seq, (pending.seq, seq)
+                self._in_flight.popleft()
+                self._scored.append(_Scored(pending.context, msg[1], msg[2]))
+                self._work.notify_all()
+            return
+        with self._lock:
+            waiting = self._calls_waiting.pop(seq, None)
+        if waiting is not None:
+            self._settle(waiting[0], waiting[2], msg[1], msg[2])
 
+    def _settle(self, name: str, future: concurrent.futures.Future[Any], ok: bool,
+                value: Any) -> None:
+        """A call's answer (the worker's, or this process's after it died)."""
+        if name == "tick":
+            self._tick_pending = False
+        if ok and name in ALERT_CALLS and value:
+            self._to_store(_Scored(None, [], {0: value}, batch=False))
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    # -- the store thread: scored batches and alerts, in order -------------------------
+    def _store_loop(self) -> None:
+        while True:
+            with self._work:
+                self._work.wait_for(lambda: bool(self._scored) or self._stored_all)
+                if not self._scored:
+                    return
+                item = self._scored[0]
+            try:
+                if item.batch:
+                    self._deliver(item.context, item.results, item.alerts)
+                else:
+                    self._store_alerts(item.alerts[0])
+            except Exception:
+                log.exception("storing a detected batch failed")
+            with self._idle:
+                self._scored.popleft()
+                if item.batch:
+                    self._slots.release()
+                self._idle.notify_all()
+
+    # -- the fallback -------------------------------------------------------------------
     def _take_over(self) -> None:
         """The worker died: detection in this process from the last saved state;
         what the worker never answered is done here. If even that fails, the
@@ -393,81 +569,131 @@ class DetectionWorker:
                         calibration=calibration_check(self._due, self.clock),
                         value_range=self._value_range)
         # No new batch or call until those in flight are done here, in order.
-        with self._send_lock:
-            log.error("detection worker %s died (exit code %s); detection falls back to "
-                      "this process, restored from the last saved state; the %d batches "
-                      "it had not answered are scored here", self.pid, code,
-                      len(self._in_flight))
+        self._send_lock.acquire()
+        try:
             if self._vision is not None:
                 det.configure_vision(*self._vision)
             try:
                 det.restore(self._store_path)
             except Exception:
                 log.exception("restoring detection state failed; relearning")
+            kept = self._rule_state
+            age = None
+            if kept is not None:
+                try:
+                    det.restore_rule_states(pickle.loads(kept[0]))
+                    age = time.monotonic() - kept[1]
+                except Exception:
+                    log.exception("the worker's last rule state could not be restored; "
+                                  "the saved one stays")
             if self._rules is not None:
                 det.reconfigure_rules(self._rules)
             with self._lock:
                 left = list(self._in_flight)
                 calls = sorted(self._calls_waiting.items(), reverse=True)  # as sent
                 self._calls_waiting.clear()
+            log.error("detection worker %s died (exit code %s); detection falls back to "
+                      "this process, restored from the last saved state%s; the %d batches "
+                      "it had not answered are scored here", self.pid, code,
+                      "" if age is None else f" and its rule state of {age:.1f} s ago",
+                      len(left))
             for pending in left:
                 results, alerts = run_ops(det, pending.ops, self._inline_ranges)
-                self._deliver_pending(pending, results, alerts)
+                self._to_store(_Scored(pending.context, results, alerts))
             for _seq, (name, args, future) in calls:
-                try:
-                    future.set_result(self._run_inline(det, name, args))
-                except Exception as err:  # noqa: BLE001 - raised in the caller
-                    future.set_exception(err)
+                self._call_here(det, name, args, future)
             with self._idle:
                 self._inline = det
                 self._in_flight.clear()
-                for _ in left:
-                    self._slots.release()
                 self._idle.notify_all()
+        finally:
+            self._release_send()
 
     # -- calls ----------------------------------------------------------------------
     @staticmethod
     def _run_inline(det: Detection, name: str, args: tuple[Any, ...]) -> Any:
         return det.states() if name == "states" else getattr(det, name)(*args)
 
+    def _call_here(self, det: Detection, name: str, args: tuple[Any, ...],
+                   future: concurrent.futures.Future[Any]) -> None:
+        try:
+            value = self._run_inline(det, name, args)
+        except Exception as err:  # noqa: BLE001 - raised in the caller
+            self._settle(name, future, False, err)
+        else:
+            self._settle(name, future, True, value)
+
     def _call(self, name: str, *args: Any, wait: bool = True,
               timeout: float = CALL_TIMEOUT_S) -> Any:
         """``name(*args)`` on the worker's Detection, after every batch sent before.
-        Without ``wait``, returns at once (a failure is logged): the profile
-        schedule switches from the event loop, which must not wait out a busy store."""
+        Without ``wait``, returns at once, not even waiting for the pipe (a
+        failure is logged): a profile switch comes from the event loop, which
+        must wait out neither a busy pipe nor a fallback taking over."""
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            if self._conn is None:  # before start (configuration): sent at start
+                self._before_start.append((name, args))
+                return None
+            if not wait:
+                future.add_done_callback(partial(_log_failure, name))
+                self._queued.append((name, args, future))
         if not wait:
-            future.add_done_callback(partial(_log_failure, name))
-        with self._send_lock:
+            if self._send_lock.acquire(blocking=False):
+                self._release_send()
+            return None
+        if not self._send_lock.acquire(timeout=timeout):
+            raise TimeoutError(f"detection worker: {name}: the pipe stayed busy")
+        try:
             with self._lock:
-                if self._conn is None:  # before start (configuration): sent at start
-                    self._before_start.append((name, args))
-                    return None
                 inline = self._inline
                 if inline is None:
                     seq = next(self._calls)
                     self._calls_waiting[seq] = (name, args, future)
             if inline is None:
                 self._send((seq, (name, args)))
+        finally:
+            self._release_send()
         if inline is not None:
             return self._run_inline(inline, name, args)
-        return future.result(timeout) if wait else None
+        return future.result(timeout)
 
     def on_farm_event(self, event: FarmEvent) -> list[Alert]:
-        if not self.config.enabled:
-            return []
-        out: list[Alert] = self._call("on_farm_event", event)
-        return out
+        """Its alerts go to ``store_alerts``."""
+        if self.config.enabled:
+            self._call("on_farm_event", event, wait=False)
+        return []
 
     def on_vision(self, record: BodyCondition | MilkCheck) -> list[Alert]:
-        out: list[Alert] = self._call("on_vision", record)
-        return out
+        """Its alerts go to ``store_alerts``."""
+        self._call("on_vision", record, wait=False)
+        return []
 
     def tick(self, now_mono: float) -> list[Alert]:
+        """Its alerts go to ``store_alerts``. While a tick is unanswered (the
+        worker busy), the next is skipped: a later one checks the same. One
+        unanswered for HUNG_AFTER_S: the worker is hung, and killed."""
         if not self.config.enabled:
             return []
-        out: list[Alert] = self._call("tick", now_mono)
-        return out
+        now = time.monotonic()
+        with self._lock:
+            if self._tick_pending:
+                self.ticks_skipped += 1
+                proc = self._proc
+                if (now - self._tick_since < HUNG_AFTER_S or proc is None
+                        or self._inline is not None or self._closing):
+                    return []
+                self._tick_since = float("inf")  # killed once
+            else:
+                self._tick_pending = self._conn is not None
+                self._tick_since = now
+                proc = None
+        if proc is not None:
+            log.error("detection worker %d answered no tick for %.0f s: hung; killed",
+                      proc.pid, HUNG_AFTER_S)
+            proc.kill()  # the reader thread sees it gone and falls back
+            return []
+        self._call("tick", now_mono, wait=False)
+        return []
 
     def reconfigure_rules(self, cfg: RulesConfig) -> None:
         self._rules = cfg
@@ -505,9 +731,16 @@ class DetectionWorker:
         """Queue the worker's changed state on the writer."""
         from agent.store.state import save_states
 
-        states = self._call("states", timeout=timeout)
-        mono_ns = self.clock.monotonic_ns()
-        writer.call(lambda conn: save_states(conn, states, mono_ns, boot))
+        # One at a time: a periodic save still running at stop must not write its
+        # older rule state after the last one.
+        if not self._save_lock.acquire(timeout=timeout):
+            raise TimeoutError("detection worker: an earlier state save is still running")
+        try:
+            states = self._call("states", timeout=timeout)
+            mono_ns = self.clock.monotonic_ns()
+            writer.call(lambda conn: save_states(conn, states, mono_ns, boot))
+        finally:
+            self._save_lock.release()
 
 
 class _NoConnection:

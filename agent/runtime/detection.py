@@ -216,19 +216,37 @@ class Detection:
         ]
         with self._lock:
             loaded = self.anomaly.restore(anomaly)  # type: ignore[arg-type]
-            if RULES_KEY in states:
-                try:
-                    self.rules.from_state(states[RULES_KEY])
-                except (KeyError, TypeError, ValueError) as err:
-                    log.warning("rule state could not be restored (%s); relearning", err)
-            if BCS_KEY in states:
-                try:
-                    self.bcs_loss.from_state(states[BCS_KEY])
-                except (KeyError, TypeError, ValueError) as err:
-                    log.warning("body condition trends could not be restored (%s)", err)
+            self._restore_rules(states)
         if states:
             log.info("restored %d anomaly baselines and %s rule state", loaded,
                      "the" if RULES_KEY in states else "no")
+
+    def _restore_rules(self, states: dict[str, Any]) -> None:
+        if RULES_KEY in states:
+            try:
+                self.rules.from_state(states[RULES_KEY])
+            except (KeyError, TypeError, ValueError) as err:
+                log.warning("rule state could not be restored (%s); relearning", err)
+        if BCS_KEY in states:
+            try:
+                self.bcs_loss.from_state(states[BCS_KEY])
+            except (KeyError, TypeError, ValueError) as err:
+                log.warning("body condition trends could not be restored (%s)", err)
+
+    def rule_states(self) -> dict[str, Any]:
+        """The rules' state (alert lifecycle included) and the body condition
+        trends', without the anomaly baselines: what a detection worker sends
+        the daemon now and then, for a fallback fresher than the last save."""
+        with self._lock:
+            states: dict[str, Any] = {RULES_KEY: self.rules.to_state()}
+            if self.bcs_loss.cows:
+                states[BCS_KEY] = self.bcs_loss.to_state()
+        return states
+
+    def restore_rule_states(self, states: dict[str, Any]) -> None:
+        """Put back what :meth:`rule_states` gave (after :meth:`restore`)."""
+        with self._lock:
+            self._restore_rules(states)
 
     def save(self, writer: StoreWriter, boot: str) -> None:
         """Queue the changed state on the writer (non-blocking)."""

@@ -300,12 +300,14 @@ class DetectConfig(Section):
     )
     worker: Literal["process", "inline"] = Field(
         "inline",
-        description="Where the daemon runs detection. process (experimental; see "
-        "docs/performance.md, fifth pass, for its known faults): in a worker process of its "
+        description="Where the daemon runs detection. process (opt-in; see "
+        "docs/performance.md, fifth pass, for what its review left open): in a worker "
+        "process of its "
         "own, fed in batches while the daemon parses and stores the next, so detection "
         "runs on a second core (a backlog drains about 25 % faster on 2 cores; about "
         "45 MiB more resident, the worker's own interpreter); if it dies, detection falls "
-        "back to the daemon's process from the last saved state, and nothing is lost. "
+        "back to the daemon's process from the rule state the worker last sent (at most "
+        "about 10 s old; anomaly baselines from the last save), and nothing is lost. "
         "inline: on the daemon's processing thread (one core, less memory). "
         "`dairy-edge replay` always runs it inline.",
     )

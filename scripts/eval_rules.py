@@ -27,6 +27,9 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -64,11 +67,18 @@ def main() -> int:
     ap.add_argument("--split", choices=("train", "heldout"), default=None,
                     help="whole farms from this split's ranges, through the replay path")
     ap.add_argument("--verbose", "-v", action="store_true", help="print each farm")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="a dairy-edge YAML config whose detect.rules section overrides the "
+                    "defaults (the same file `dairy-edge replay --config` takes)")
     args = ap.parse_args()
-    cfg = RulesConfig()
+    rules: dict[str, Any] = {}
+    if args.config:
+        loaded = yaml.safe_load(args.config.read_text()) or {}
+        rules = ((loaded.get("detect") or {}).get("rules") or {})
     if args.cooling_profile:
-        cfg = RulesConfig.model_validate(
-            {"cooling": {"profile": args.cooling_profile}})
+        rules = {**rules, "cooling": {**rules.get("cooling", {}),
+                                      "profile": args.cooling_profile}}
+    cfg = RulesConfig.model_validate(rules)
     scores: dict[str, RuleScore] = {}
     readings = 0
     started = time.perf_counter()

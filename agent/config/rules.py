@@ -373,8 +373,9 @@ class EstrusConfig(Section):
         "among the cows heard at the same time), after it against her own baseline.",
     )
     young_min_h: float = Field(
-        24.0, ge=0,
-        description="Hours a new cow is watched (her usual place in the herd) before any heat.",
+        4.0, ge=0,
+        description="Hours a new cow is watched (her usual place in the herd) before any heat "
+        "(one window: a heat on her first day is still found).",
     )
     herd_crowd_share: float = Field(
         0.1, gt=0, le=1,
@@ -397,7 +398,8 @@ class EstrusConfig(Section):
     )
     alerts: AlertPolicy = Field(
         default_factory=lambda: AlertPolicy(
-            severity="info", min_duration_s=3600, min_count=4, clear_after_s=3 * 3600,
+            # The 4-h median already asks for a sustained rise: 30 min on top, not 1 h.
+            severity="info", min_duration_s=1800, min_count=2, clear_after_s=3 * 3600,
             clear_count=3,
         )
     )

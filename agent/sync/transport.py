@@ -59,10 +59,16 @@ class AiohttpTransport:
             async with self._session.post(
                 url, data=body, headers=dict(headers), ssl=self._ssl if self._ssl else True
             ) as resp:
-                data = await resp.content.read(self._max_response + 1)
-                if len(data) > self._max_response:
-                    raise TransientError(f"response from {url} larger than {self._max_response}")
-                return TransportResponse(resp.status, dict(resp.headers), data)
+                # read(n) returns what has arrived, up to n bytes (one chunk of a
+                # large answer): read to the end, never past the cap.
+                data = bytearray()
+                while chunk := await resp.content.read(self._max_response + 1 - len(data)):
+                    data += chunk
+                    if len(data) > self._max_response:
+                        raise TransientError(
+                            f"response from {url} larger than {self._max_response}"
+                        )
+                return TransportResponse(resp.status, dict(resp.headers), bytes(data))
         except TimeoutError as err:
             raise TransientError(f"timeout posting to {url}") from err
         except aiohttp.ClientError as err:

@@ -162,7 +162,8 @@ class Farm:
         p["names"] = r.choice(["a", "b", "c"])
         self.gaps: dict[str, list[tuple[float, float, bool]]] = {}
 
-    def dev_gaps(self, dev: str, n_per_21d: float, buffered_p: float, max_h: float = 3.0) -> None:
+    def dev_gaps(self, dev: str, n_per_21d: float, buffered_p: float, max_h: float = 3.0,
+                 quiet_after_s: float = 3600.0) -> None:
         r = self.r
         out = []
         for _ in range(np.random.default_rng(r.getrandbits(32)).poisson(n_per_21d * self.days / 21)):
@@ -171,8 +172,10 @@ class Farm:
             out.append((a, min(b, self.t1), r.random() < buffered_p))
         self.gaps[dev] = sorted(out)
         for a, b, buf in out:
-            if b - a >= 1800:
-                self.label("sensor.dropout", dev, a, b, optional=True, kind="wifi_gap", buffered=buf)
+            if b - a >= 1800 or not buf:
+                # the silence lasts until the device next has something to send
+                self.label("sensor.dropout", dev, a, b + (0 if buf else quiet_after_s), optional=True,
+                           kind="wifi_gap", buffered=buf)
 
     # ---- climate --------------------------------------------------------
     def climate(self) -> None:
@@ -215,7 +218,8 @@ class Farm:
 
     def heat_labels(self, sid: str, tm: np.ndarray, t: np.ndarray, rh: np.ndarray) -> None:
         h = smooth(thi(t, rh), 30)
-        for a, b in self._merge(runs(h >= 72), 120):
+        # cows need some 6 h of cooler air to shed the heat load: spells closer than that are one episode
+        for a, b in self._merge(runs(h >= 72), 360):
             if b - a < 30:
                 continue
             peak = float(h[a:b].max())
@@ -244,8 +248,12 @@ class Farm:
         alive = np.ones(len(tm), bool)
         vals = [v.copy() for v in vals]
         k = self.np.poisson(n * self.days / 21)
+        drifted = False
         for _ in range(k):
             kind = r.choice(["spike", "stuck", "dropout", "drift"])
+            if kind == "drift" and drifted:  # one drift a device: it does not start over
+                kind = "spike"
+            drifted = drifted or kind == "drift"
             i = r.randrange(int(len(tm) * 0.1), len(tm) - 10)
             t = tm[i]
             if kind == "spike":
@@ -278,8 +286,10 @@ class Farm:
                 vals[0][i:] += ramp
                 hit = np.flatnonzero(np.abs(ramp) >= 2.0)
                 det = float(tm[i + hit[0]]) if len(hit) else None
-                self.label("sensor.drift", sid, t, self.t1, det if det else self.t1, optional=det is None,
-                           rate_per_day=round(rate, 2))
+                # a lone climate node has no neighbour to be compared with: ambiguous
+                alone = sid in getattr(self, "climate_ids", []) and self.p["climate_nodes"] == 1
+                self.label("sensor.drift", sid, t, self.t1, det if det else self.t1, optional=det is None or alone,
+                           rate_per_day=round(rate, 2), kind="no_reference" if alone else None)
                 one = np.flatnonzero(np.abs(ramp) >= 1.0)  # blind to the rule once a unit off
                 for rule, subj in (extra_opt or []) if len(one) else []:
                     self.label(rule, subj, float(tm[i + one[0]]), self.t1, optional=True, kind="sensor_drift")
@@ -539,6 +549,8 @@ class Farm:
             stop = W
             if np.isfinite(self.collar_stop[c]):  # collar taken off at dry-off
                 stop = int((self.collar_stop[c] - self.t0) // WIN)
+                self.label("sensor.dropout", sid, self.collar_stop[c], self.t1, optional=True,
+                           kind="removed_at_dry_off", alt_subjects=[str(ids[c])])
             segs = [(sid, ids[c], start, stop)]
             if r.random() < 0.03 and stop - start > 200:  # replaced mid-run (battery): new collar
                 k = r.randint(start + 100, stop - 50)
@@ -662,12 +674,13 @@ class Farm:
         if drift_meter:
             self.label("sensor.drift", drift_meter, drift_t, self.t1, drift_t + 2 * DAY, kind="ec_probe_fouling")
         for m in meters:
-            self.dev_gaps(m, r.uniform(0, 2), 0.9)
+            self.dev_gaps(m, r.uniform(0, 2), 0.9, quiet_after_s=DAY)
         self.session_list = self.sessions()
         milked: dict[int, list[float]] = {}
         order = g.permutation(n)
         found_ep: dict[tuple[int, int], float] = {}
         seen: dict[int, list[float]] = {}
+        unit: dict[tuple[int, float], str] = {}
         for s0, s1 in self.session_list:
             if p["milking"] == "robot":
                 continue
@@ -675,6 +688,7 @@ class Farm:
             for rank, c in enumerate(pos.tolist()):
                 t = s0 + (s1 - s0) * rank / n + r.uniform(300, 540)
                 milked.setdefault(c, []).append(t)
+                unit[(c, t)] = meters[rank % len(meters)]  # each turn fills every stall
         if p["milking"] == "robot":
             for c in range(n):
                 t = self.t0 + r.uniform(0, 10) * 3600
@@ -718,7 +732,7 @@ class Farm:
                         ratio = ec[q] / np.delete(ec, q).min()
                         if (c, q) not in found_ep and ratio > 1.15:
                             found_ep[(c, q)] = t
-                m = r.choice(meters)
+                m = unit.get((c, t)) or r.choice(meters)  # robots: whichever box is free
                 if drift_meter == m and t > drift_t:
                     ec = ec * (1 + 0.03 * (t - drift_t) / DAY)
                 if p["meter_ec"] == "composite":
@@ -808,9 +822,10 @@ class Farm:
         tin = r.uniform(14, 20) if p["precooler"] else r.uniform(30, 34)
         setp = r.uniform(3.0, 4.2)
         per_session = daily / max(1, len(p["milking_utc_h"]) or 3)
-        power = r.uniform(1.1, 1.9) * per_session * 4.05e3 * (tin - setp) / (3.0 * 3600)
+        # sized as ISO 5708 asks (a milking from 35 C to 4 C within 3 h), whether or not a pre-cooler helps
+        power = r.uniform(1.1, 1.9) * per_session * 4.05e3 * (35 - setp) / (3.0 * 3600)
         if p["milking"] == "robot":
-            power = r.uniform(1.4, 2.2) * daily / DAY * 4.05e3 * (tin - setp)
+            power = r.uniform(1.4, 2.2) * daily / DAY * 4.05e3 * (35 - setp)
         ua = r.uniform(4, 14)
         p.setdefault("tank", []).append({"id": sid, "capacity_l": int(cap_l), "setpoint_c": round(setp, 2),
                                         "cooler_w": int(power), "milk_in_c": round(tin, 1)})
@@ -820,6 +835,9 @@ class Farm:
         d = r.uniform(0.6, 1.0) * p["collection_every_d"]
         while d < self.days:
             t = self.t0 + (math.floor(d) + hour / 24) * DAY + r.uniform(-2, 2) * 3600
+            for s0, s1 in self.session_list:  # the truck does not pump out during a milking
+                if s0 - 1800 <= t <= s1 + 1800:
+                    t = s1 + r.uniform(1800, 3600)
             coll.append(t)
             d += p["collection_every_d"]
         for t in coll:
@@ -864,7 +882,8 @@ class Farm:
             hit = np.flatnonzero(diff)
             det = float(tm[i + hit[0]]) if len(hit) else None
             self.label("cooling", sid, a, b, det if det else a, optional=det is None, kind=kind,
-                       peak_c=round(float(temp_a[i:j].max()), 1) if j > i else None)
+                       peak_c=round(float(np.where(vol[i:j] > 0.03 * cap_l, temp_a[i:j], -99).max()), 1)
+                       if j > i else None)
         (temp, vol2), alive = self.faults(sid, tm, [temp_a.copy(), vol.copy()], 30, (8, 40), 0.35,
                                           r.uniform(0, 1.5), extra_opt=[("cooling", sid)])
         self.dev_gaps(sid, r.uniform(0, 3), r.uniform(0.3, 1.0))
@@ -992,6 +1011,11 @@ class Farm:
     def write(self, out: str) -> None:
         os.makedirs(out, exist_ok=True)
         self.blind_windows()
+        late = iso(self.t1 - 6 * 3600)
+        for x in self.labels:  # the data ends before the episode has had hours to show
+            if not x.get("optional") and x["detectable"] > late:
+                x["optional"] = True
+                x["truncated"] = True
         self.msgs.sort(key=lambda x: (x[0], x[1]))
         with open(os.path.join(out, "messages.jsonl"), "w") as fh:
             fh.writelines(m[2] + "\n" for m in self.msgs)

@@ -279,3 +279,58 @@ def test_a_collar_in_heat_or_active_is_no_spike() -> None:
     values[6 * 96 + 41] = 1500.0
     values[20] = 9000.0  # its first day: the high is not known yet
     assert _collar_spikes(values) == []
+
+
+def _climate_nodes(days: float, temp_of, rh_of) -> list:
+    """Three climate nodes every 10 min; ``temp_of(sid, t)`` and ``rh_of(sid, t)``
+    give their values. The sensor alerts raised (rule, sensor, time)."""
+    eng = RuleEngine(RulesConfig(), _Clock())
+    out = []
+    for i in range(int(days * DAY / 600)):
+        t = i * 600.0
+        for sid in ("c1", "c2", "c3"):
+            out += eng.on_reading(reading(sid, "barn-climate", t,
+                                          {"temperature_c": round(temp_of(sid, t), 2),
+                                           "humidity_pct": round(rh_of(sid, t), 1)}))
+    return [(a.rule, a.sensor_id, a.stamp.mono_ns / 1e9) for a in out
+            if a.rule.startswith("sensor.") and a.state == "raised"]
+
+
+def _temp(sid: str, t: float) -> float:
+    import math
+
+    i = int(t // 600)
+    return 18 + 5 * math.sin(2 * math.pi * t / DAY) + 0.2 * ((i * 7 + len(sid)) % 3 - 1)
+
+
+def _humid(sid: str, t: float, fog_h: float = 9.0, fog_nodes: tuple[str, ...] = ("c1",),
+           stuck_at: float | None = None) -> float:
+    """Damp air: 80-95 % with some wobble; in ``fog_nodes`` the first ``fog_h``
+    hours of every day read 100 % (condensing air); from ``stuck_at`` c3
+    stays where it is."""
+    i = int(t // 600)
+    if stuck_at is not None and sid == "c3" and t >= stuck_at:
+        return _humid(sid, stuck_at)
+    if sid in fog_nodes and (t % DAY) < fog_h * HOUR:
+        return 100.0
+    return 80.0 + 10 * ((t % DAY) / DAY) + (i * 5 + len(sid)) % 4
+
+
+def test_a_humidity_sensor_saturated_by_night_fog_is_not_stuck() -> None:
+    """Condensing air pins a humidity sensor at 100 % for hours while its
+    neighbours, elsewhere in the barn, still move: saturation, not a fault."""
+    assert _climate_nodes(4, _temp, _humid) == []
+
+
+def test_a_humidity_sensor_pinned_at_100_for_a_day_and_one_stuck_lower_are_stuck() -> None:
+    def pinned(sid: str, t: float) -> float:  # c1 at 100 % from day 1, for good
+        return 100.0 if sid == "c1" and t >= DAY else _humid(sid, t, fog_nodes=())
+
+    raised = _climate_nodes(3, _temp, pinned)
+    assert {sid for _, sid, _ in raised} == {"c1"}  # (its drift from the others too)
+    stuck = [t for rule, _, t in raised if rule == "sensor.stuck"]
+    assert len(stuck) == 1 and 12 * HOUR <= stuck[0] - DAY <= 15 * HOUR
+    raised = _climate_nodes(3, _temp, lambda sid, t: _humid(sid, t, fog_nodes=(),
+                                                            stuck_at=1.5 * DAY))
+    assert [(rule, sid) for rule, sid, _ in raised] == [("sensor.stuck", "c3")]
+    assert raised[0][2] - 1.5 * DAY <= 2 * HOUR

@@ -128,6 +128,12 @@ class SensorHealthConfig(Section):
         description="...or this long for these keys: a collar's small night-time counts "
         "repeat by chance for an hour; two hours of the same window's counts do not.",
     )
+    stuck_ceiling_s: float = Field(
+        12 * 3600.0, gt=0,
+        description="A value pinned at the top of its plausible range (a humidity sensor "
+        "at 100 % in condensing air) is saturated, not stuck, unless it stays there this "
+        "long: a night's fog clears by day.",
+    )
     stuck_min_samples: int = Field(4, ge=2, description="...and over this many samples.")
     stuck_min_vary: float = Field(
         0.05, ge=0, le=1,

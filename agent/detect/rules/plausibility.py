@@ -286,8 +286,16 @@ class PlausibilityRule:
                     changes, n_nb = group.neighbour_changes(sid, key)
                 before = metric.changes
                 cap = lim.stuck_after_s if lim is not None else None
+                min_s = health.stuck_min_s_by_key.get(key)
+                if lim is not None and value >= lim.hi - max(resolution,
+                                                             1e-3 * (lim.hi - lim.lo)):
+                    # Pinned at the top of its scale: saturated (fog at 100 % RH), not
+                    # stuck, unless for far longer than any night.
+                    ceiling = health.stuck_ceiling_s
+                    min_s = max(min_s or health.stuck_min_s, ceiling)
+                    cap = None if cap is None else max(cap, ceiling)
                 if metric.flat(value, t, health, resolution, cap, changes, n_nb or 0,
-                               s.rhythm.median, health.stuck_min_s_by_key.get(key)):
+                               s.rhythm.median, min_s):
                     stuck.append(key)
                 if group is not None and metric.changes != before:
                     group.note_change(sid, key, metric.changes)

@@ -204,9 +204,20 @@ class SyncConfig(Section):
         "sending (a full batch goes at once): low latency when traffic is light, large "
         "batches when it is heavy.",
     )
-    batch_max_records: int = Field(500, ge=1, le=10000, description="Records per batch.")
+    batch_max_records: int = Field(
+        2000,
+        ge=1,
+        le=10000,
+        description="Most records per batch. Live traffic goes in smaller ones (what "
+        "linger_s gathered); a backlog goes in full ones (fewer requests and commits at "
+        "central). A receiver's 413 halves the batch.",
+    )
     batch_max_bytes: int = Field(
-        1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Uncompressed bytes per batch."
+        4 * 1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Most uncompressed bytes per batch (central refuses more than "
+        "max_decompressed_bytes, 8 MiB by default).",
     )
     connect_timeout_s: float = Field(5.0, gt=0, le=120, description="TCP/TLS connect timeout.")
     request_timeout_s: float = Field(30.0, gt=0, le=600, description="Whole-request timeout.")

@@ -334,3 +334,21 @@ def test_a_humidity_sensor_pinned_at_100_for_a_day_and_one_stuck_lower_are_stuck
                                                             stuck_at=1.5 * DAY))
     assert [(rule, sid) for rule, sid, _ in raised] == [("sensor.stuck", "c3")]
     assert raised[0][2] - 1.5 * DAY <= 2 * HOUR
+
+
+def test_a_node_in_the_afternoon_sun_is_not_drifting() -> None:
+    """One node gets the afternoon sun through a window: its difference to the
+    others swings by 1-2.5 °C each afternoon, more on clear days than on
+    cloudy ones. That is its usual relation to them, not drift."""
+    import math
+
+    sun = [1.0, 2.5, 0.6, 2.2, 1.4, 2.5, 0.8]  # the day's peak, °C
+
+    def temp(sid: str, t: float) -> float:
+        hour = (t % DAY) / HOUR
+        bump = (sun[int(t // DAY)] * math.sin(math.pi * (hour - 12) / 6)
+                if sid == "c1" and 12 <= hour < 18 else 0.0)
+        return _temp(sid, t) + bump
+
+    raised = _climate_nodes(7, temp, lambda sid, t: _humid(sid, t, fog_nodes=()))
+    assert raised == []

@@ -171,7 +171,9 @@ class SensorHealthConfig(Section):
         4.0, gt=0, description="...and at least this many times the pair's usual spread."
     )
     drift_smooth_s: float = Field(
-        7200.0, gt=0, description="Time constant of the smoothed difference between nodes."
+        21600.0, gt=0, description="Time constant of the smoothed difference between nodes "
+        "(6 h: a node in the afternoon sun differs by a degree or two for a few hours "
+        "every day; drift lasts days).",
     )
     drift_learn_s: float = Field(
         86400.0, gt=0, description="Learn each pair's usual difference this long first."

@@ -352,3 +352,31 @@ def test_a_node_in_the_afternoon_sun_is_not_drifting() -> None:
 
     raised = _climate_nodes(7, temp, lambda sid, t: _humid(sid, t, fog_nodes=()))
     assert raised == []
+
+
+def _water_meter(days: float, flow_of) -> list:
+    eng = RuleEngine(RulesConfig(), _Clock())
+    out = []
+    for i in range(int(days * DAY / 120)):
+        t = i * 120.0
+        out += eng.on_reading(reading("water-1", "water-flow", t,
+                                      {"flow_lpm": round(flow_of(t), 2)}))
+    return [(a.rule, a.sensor_id, a.stamp.mono_ns / 1e9) for a in out
+            if a.rule.startswith("sensor.") and a.state == "raised"]
+
+
+def _drinking(t: float) -> float:
+    """By day the flow wanders; at night a cow drinks every 20 min or so, except
+    on the third night, when nobody drinks from 01:00 to 04:00."""
+    hour = (t % DAY) / HOUR
+    i = int(t // 120)
+    if hour >= 23 or hour < 5:
+        quiet = int(t // DAY) == 2 and 1 <= hour < 4
+        return 0.0 if quiet or i % 10 else 3.5
+    return 2.0 + (i * 37 % 11) * 1.3
+
+
+def test_a_water_meter_at_rest_for_hours_is_not_stuck() -> None:
+    """Nobody drinks for three hours one night: a flow of 0, the bottom of the
+    meter's scale, is the meter at rest, not a fault."""
+    assert _water_meter(4, _drinking) == []

@@ -131,8 +131,8 @@ class SensorHealthConfig(Section):
     stuck_ceiling_s: float = Field(
         12 * 3600.0, gt=0,
         description="A value pinned at the top of its plausible range (a humidity sensor "
-        "at 100 % in condensing air) is saturated, not stuck, unless it stays there this "
-        "long: a night's fog clears by day.",
+        "at 100 % in condensing air) is saturated, and one exactly at its bottom (no water "
+        "flowing) at rest, not stuck, unless it stays there this long.",
     )
     stuck_min_samples: int = Field(4, ge=2, description="...and over this many samples.")
     stuck_min_vary: float = Field(

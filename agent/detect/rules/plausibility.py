@@ -287,10 +287,11 @@ class PlausibilityRule:
                 before = metric.changes
                 cap = lim.stuck_after_s if lim is not None else None
                 min_s = health.stuck_min_s_by_key.get(key)
-                if lim is not None and value >= lim.hi - max(resolution,
-                                                             1e-3 * (lim.hi - lim.lo)):
-                    # Pinned at the top of its scale: saturated (fog at 100 % RH), not
-                    # stuck, unless for far longer than any night.
+                if lim is not None and (
+                        lim.hi - value <= max(resolution, 1e-3 * (lim.hi - lim.lo))
+                        or value - lim.lo <= resolution):
+                    # At an end of its scale: saturated (fog at 100 % RH) or at rest (no
+                    # water flowing at night), not stuck, unless for far longer.
                     ceiling = health.stuck_ceiling_s
                     min_s = max(min_s or health.stuck_min_s, ceiling)
                     cap = None if cap is None else max(cap, ceiling)

@@ -380,3 +380,28 @@ def test_a_water_meter_at_rest_for_hours_is_not_stuck() -> None:
     """Nobody drinks for three hours one night: a flow of 0, the bottom of the
     meter's scale, is the meter at rest, not a fault."""
     assert _water_meter(4, _drinking) == []
+
+
+def test_a_water_meter_that_rests_at_night_and_then_sticks_is_stuck_soon() -> None:
+    """Quiet hours at 0 are not learnt as the meter's normal flat stretch: a
+    meter that sticks at a flow by day is found within the hour."""
+    stuck_at = 3 * DAY + 10 * HOUR
+
+    def flow(t: float) -> float:
+        return _drinking(stuck_at) if t >= stuck_at else _drinking(t)
+
+    raised = _water_meter(4, flow)
+    assert [(rule, sid) for rule, sid, _ in raised] == [("sensor.stuck", "water-1")]
+    assert raised[0][2] - stuck_at <= HOUR
+
+
+def test_a_thermometer_pinned_at_the_bottom_of_its_range_is_stuck_soon() -> None:
+    """An open thermistor reads the end of its scale: temperature is not a key
+    that rests there, so it is stuck within the usual time."""
+    def temp(sid: str, t: float) -> float:
+        return -40.0 if sid == "c3" and t >= 1.5 * DAY else _temp(sid, t)
+
+    raised = _climate_nodes(3, temp, lambda sid, t: _humid(sid, t, fog_nodes=()))
+    assert {sid for _, sid, _ in raised} == {"c3"}
+    stuck = [t for rule, _, t in raised if rule == "sensor.stuck"]
+    assert stuck and stuck[0] - 1.5 * DAY <= 2 * HOUR

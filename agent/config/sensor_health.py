@@ -8,6 +8,8 @@ the thresholds themselves. See docs/alerts.md, "Sensor health".
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from agent.config.base import Section
@@ -23,6 +25,10 @@ def _spike_ratio() -> dict[str, float]:
 
 def _spike_ratio_min() -> dict[str, float]:
     return {"activity": 1000.0}
+
+
+def _stuck_rest_ends() -> dict[str, Literal["lo", "hi"]]:
+    return {"humidity_pct": "hi", "flow_lpm": "lo"}
 
 
 def _stuck_keys() -> list[str]:
@@ -128,11 +134,17 @@ class SensorHealthConfig(Section):
         description="...or this long for these keys: a collar's small night-time counts "
         "repeat by chance for an hour; two hours of the same window's counts do not.",
     )
+    stuck_rest_ends: dict[str, Literal["lo", "hi"]] = Field(
+        default_factory=_stuck_rest_ends,
+        description="Keys that rest at one end of their plausible range: humidity at the "
+        "top (100 % in condensing air), water flow at the bottom (nobody drinking). There "
+        "a flat value is judged stuck only after stuck_ceiling_s, and such a stretch is not "
+        "learnt as the key's normal flat stretch. Other keys pinned at an end (an open "
+        "thermistor at -40 °C) are judged as usual.",
+    )
     stuck_ceiling_s: float = Field(
         12 * 3600.0, gt=0,
-        description="A value pinned at the top of its plausible range (a humidity sensor "
-        "at 100 % in condensing air) is saturated, and one exactly at its bottom (no water "
-        "flowing) at rest, not stuck, unless it stays there this long.",
+        description="...this long: a night's fog clears by day.",
     )
     stuck_min_samples: int = Field(4, ge=2, description="...and over this many samples.")
     stuck_min_vary: float = Field(

@@ -130,6 +130,14 @@ class _Sensor:
         return s
 
 
+def _at_end(v: float, end: str, lo: float, hi: float, resolution: float) -> bool:
+    """``v`` at the ``end`` ("lo" or "hi") of the range lo..hi: exactly at the bottom,
+    or within 0.1 % of the span of the top (a humidity sensor reads 99.9-100 %)."""
+    if end == "lo":
+        return v - lo <= resolution
+    return hi - v <= max(resolution, 1e-3 * (hi - lo))
+
+
 class PlausibilityRule:
     name = "sensor"
 
@@ -287,17 +295,23 @@ class PlausibilityRule:
                 before = metric.changes
                 cap = lim.stuck_after_s if lim is not None else None
                 min_s = health.stuck_min_s_by_key.get(key)
-                if lim is not None and (
-                        lim.hi - value <= max(resolution, 1e-3 * (lim.hi - lim.lo))
-                        or value - lim.lo <= resolution):
-                    # At an end of its scale: saturated (fog at 100 % RH) or at rest (no
-                    # water flowing at night), not stuck, unless for far longer.
+                end = health.stuck_rest_ends.get(key)
+                anchor = metric.anchor if metric.anchor is not None else value
+                resting = (end is not None and lim is not None
+                           and _at_end(anchor, end, lim.lo, lim.hi, resolution))
+                if resting:
+                    # Its flat stretch rests at the end of its scale (fog at 100 % RH,
+                    # no water flowing at night): not stuck, unless for far longer,
+                    # and not the key's normal flat stretch either.
                     ceiling = health.stuck_ceiling_s
                     min_s = max(min_s or health.stuck_min_s, ceiling)
                     cap = None if cap is None else max(cap, ceiling)
+                    learnt = (metric.longest, metric.longest_t, metric.longest_n)
                 if metric.flat(value, t, health, resolution, cap, changes, n_nb or 0,
                                s.rhythm.median, min_s):
                     stuck.append(key)
+                if resting and metric.anchor != anchor:  # the resting stretch ended
+                    metric.longest, metric.longest_t, metric.longest_n = learnt
                 if group is not None and metric.changes != before:
                     group.note_change(sid, key, metric.changes)
             if drift_abs is not None and group is not None and key not in s.stuck:

@@ -693,3 +693,34 @@ async def test_the_tick_loop_survives_a_failing_tick(
         stop.set()
         await asyncio.wait_for(task, 60)
         watchdog.close()
+
+
+def test_calls_during_and_after_close_do_not_wait_for_an_answer(tmp_path: Path) -> None:
+    """Review: a call still waiting when close() ends (the status page asking for
+    open alerts while the agent stops, a hung worker) was never settled, and its
+    thread held up the stop; a call made once closing has begun waited for an
+    answer that could not come."""
+    config = _config(tmp_path)
+    ingestor, _ = _readings(config, 10, seed=16)
+    sink = Sink()
+    worker = _worker(config, ingestor, sink)
+    assert worker._proc is not None
+    os.kill(worker._proc.pid, signal.SIGSTOP)  # hung: nothing is answered
+    result: list[object] = []
+
+    def ask() -> None:
+        try:
+            result.append(worker._call("precision", timeout=60.0))
+        except TimeoutError as err:
+            result.append(err)
+
+    waiting = threading.Thread(target=ask, daemon=True)
+    waiting.start()
+    time.sleep(0.5)
+    worker.close(3.0)
+    waiting.join(3.0)
+    assert not waiting.is_alive() and isinstance(result[0], TimeoutError)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        worker._call("precision", timeout=60.0)
+    assert time.monotonic() - started < 1.0

@@ -381,6 +381,14 @@ class DetectionWorker:
                 proc.wait(2.0)
         if self._reader is not None:
             self._reader.join(left(1.0))
+        with self._lock:  # calls the worker will never answer now: settle them
+            waiting = [f for _, _, f in self._calls_waiting.values()]
+            waiting += [f for _, _, f in self._queued]
+            self._calls_waiting.clear()
+            self._queued.clear()
+        for future in waiting:
+            if not future.done():
+                future.set_exception(TimeoutError("detection worker stopped"))
         with self._work:
             self._stored_all = True
             self._work.notify_all()
@@ -631,6 +639,8 @@ class DetectionWorker:
         must wait out neither a busy pipe nor a fallback taking over."""
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:
+            if self._closing and wait:  # nobody would answer: do not wait for it
+                raise TimeoutError(f"detection worker: {name}: the worker is stopping")
             if self._conn is None:  # before start (configuration): sent at start
                 self._before_start.append((name, args))
                 return None

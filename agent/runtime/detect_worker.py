@@ -465,14 +465,22 @@ class DetectionWorker:
                 if not self._queued or self._closing:
                     return
                 name, args, future = self._queued.popleft()
-                inline = self._inline
-                if inline is None:
-                    seq = next(self._calls)
-                    self._calls_waiting[seq] = (name, args, future)
+                inline, seq = self._register(name, args, future)
             if inline is None:
                 self._send((seq, (name, args)))
             else:
                 self._call_here(inline, name, args, future)
+
+    def _register(self, name: str, args: tuple[Any, ...],
+                  future: concurrent.futures.Future[Any]) -> tuple[Detection | None, int]:
+        """Under ``_lock``: the fallback's Detection if there is one, else the call
+        registered as waiting for the worker's answer under a new sequence number."""
+        inline = self._inline
+        if inline is not None:
+            return inline, 0
+        seq = next(self._calls)
+        self._calls_waiting[seq] = (name, args, future)
+        return None, seq
 
     def _to_store(self, item: _Scored) -> None:
         with self._work:
@@ -655,10 +663,7 @@ class DetectionWorker:
             raise TimeoutError(f"detection worker: {name}: the pipe stayed busy")
         try:
             with self._lock:
-                inline = self._inline
-                if inline is None:
-                    seq = next(self._calls)
-                    self._calls_waiting[seq] = (name, args, future)
+                inline, seq = self._register(name, args, future)
             if inline is None:
                 self._send((seq, (name, args)))
         finally:

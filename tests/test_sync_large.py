@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from helpers_central import KEY, KEY_ID, unique_device
 from helpers_store import reading, stamp
 from helpers_sync import Receiver, Rig, unsynced
@@ -16,15 +14,7 @@ from agent.config.model import SyncConfig
 from agent.records import Reading
 from agent.sync import Outcome, Uploader
 
-pytest_plugins = ("helpers_central_fixtures",)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
+pytest_plugins = ("helpers_central_fixtures", "helpers_sync_fixtures")
 
 
 async def test_an_answer_longer_than_one_read_is_read_whole(

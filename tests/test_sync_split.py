@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -16,13 +16,7 @@ from agent.errors import TransientError
 from agent.records.protocol import batch_id_for
 from agent.sync import AiohttpTransport, BatchTooLarge, Outcome, TransportResponse
 
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
+pytest_plugins = ("helpers_sync_fixtures",)  # the fixture: receiver
 
 
 async def test_413_halves_open_batch_keeping_its_id(tmp_path: Path, receiver: Receiver) -> None:

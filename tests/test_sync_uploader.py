@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,7 @@ from agent.errors import RetryAfter, TransientError
 from agent.records.protocol import batch_id_for
 from agent.sync import Outcome, RequestRefused
 
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
+pytest_plugins = ("helpers_sync_fixtures",)  # the fixture: receiver
 
 
 async def test_ok_batch_lanes_signature_and_idle(tmp_path: Path, receiver: Receiver) -> None:

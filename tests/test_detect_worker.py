@@ -724,3 +724,41 @@ def test_calls_during_and_after_close_do_not_wait_for_an_answer(tmp_path: Path) 
     with pytest.raises(TimeoutError):
         worker._call("precision", timeout=60.0)
     assert time.monotonic() - started < 1.0
+
+
+def test_close_goes_on_when_a_killed_worker_does_not_end(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Review: after the kill, close() waited for the worker to end and let
+    ``subprocess.TimeoutExpired`` out, leaving the calls waiting unsettled and the
+    store thread running. A kill that does not take (here: ignored) is logged,
+    and close() goes on."""
+    config = _config(tmp_path)
+    ingestor, _ = _readings(config, 10, seed=17)
+    sink = Sink()
+    worker = _worker(config, ingestor, sink)
+    proc = worker._proc
+    assert proc is not None
+    os.kill(proc.pid, signal.SIGSTOP)  # hung: it neither answers nor exits
+    proc.kill = lambda: None  # type: ignore[method-assign]  # the kill does not take
+    answered, _ = _in_thread(lambda: worker.on_vision(_milk(1)), 5.0)  # queued, unanswered
+    assert answered
+    result: list[object] = []
+
+    def ask() -> None:
+        try:
+            result.append(worker._call("precision", timeout=60.0))
+        except TimeoutError as err:
+            result.append(err)
+
+    waiting = threading.Thread(target=ask, daemon=True)
+    waiting.start()
+    time.sleep(0.5)
+    try:
+        worker.close(1.0)  # raised TimeoutExpired before
+        waiting.join(3.0)
+        assert not waiting.is_alive() and isinstance(result[0], TimeoutError)
+        assert worker._storer is not None and not worker._storer.is_alive()
+        assert "did not end" in caplog.text
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)

@@ -378,7 +378,11 @@ class DetectionWorker:
             except subprocess.TimeoutExpired:
                 log.warning("detection worker %d did not stop; killed", proc.pid)
                 proc.kill()
-                proc.wait(2.0)
+                try:
+                    proc.wait(2.0)
+                except subprocess.TimeoutExpired:  # the calls and threads below still settle
+                    log.error("detection worker %d did not end after its kill; stopping "
+                              "without it", proc.pid)
         if self._reader is not None:
             self._reader.join(left(1.0))
         with self._lock:  # calls the worker will never answer now: settle them

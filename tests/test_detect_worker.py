@@ -762,3 +762,93 @@ def test_close_goes_on_when_a_killed_worker_does_not_end(
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
+
+
+# -- the stop's one deadline (review: its steps' own timeouts added up to ~45 s) ------
+
+def test_a_state_save_takes_at_most_its_timeout_in_all(tmp_path: Path) -> None:
+    """A hung worker, an earlier save still waiting: the last save's timeout
+    bounds its wait for the earlier one and for the answer together (each got the
+    whole timeout before: up to three times it)."""
+    config = _config(tmp_path)
+    ingestor, _ = _readings(config, 10, seed=18)
+    worker = _worker(config, ingestor, Sink())
+    assert worker._proc is not None
+    os.kill(worker._proc.pid, signal.SIGSTOP)  # hung: nothing is answered
+    try:
+        earlier = threading.Thread(target=lambda: pytest.raises(
+            TimeoutError, worker.save, None, "boot", 1.5), daemon=True)
+        earlier.start()  # holds the save for 1.5 s
+        time.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            worker.save(None, "boot", 2.0)  # type: ignore[arg-type]
+        took = time.monotonic() - started
+        assert took < 2.5, took  # 3.4 s before
+        earlier.join(5)
+    finally:
+        worker.close(1.0)
+
+
+def test_close_takes_at_most_its_timeout_kill_included(tmp_path: Path) -> None:
+    """A hung worker and a store thread held by a refusing store: close() is
+    done within its timeout, the kill and the threads' ends included (each of
+    them got at least a second more before)."""
+    config = _config(tmp_path)
+    ingestor, readings = _readings(config, 100, seed=19)
+    sink = Sink()
+    worker = _worker(config, ingestor, sink)
+    assert worker._proc is not None
+    try:
+        sink.gate.clear()  # the store refuses
+        worker.send([worker.reading_op(r) for r in readings], "held")
+        assert sink.storing.wait(30)
+        os.kill(worker._proc.pid, signal.SIGSTOP)  # and the worker hangs
+        started = time.monotonic()
+        worker.close(2.0)
+        took = time.monotonic() - started
+        assert took < 2.4, took  # 3.0 s before
+        assert worker._proc.returncode == -signal.SIGKILL
+    finally:
+        sink.gate.set()
+
+
+async def test_the_daemon_stops_detection_within_one_deadline(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hung worker with messages in flight and a periodic save waiting on it:
+    the processing thread's last flush, the last save and the worker's close (its
+    kill included) share one deadline (before, each its own: 10 + 5 + 5 s)."""
+    from agent.runtime import daemon
+    from agent.sources.publisher import publish
+
+    monkeypatch.setattr(daemon, "STOP_DETECTION_S", 6.0)
+    monkeypatch.setattr(daemon, "STOP_SAVE_S", 1.5)
+    monkeypatch.setattr(daemon, "STOP_WORKER_S", 1.5)
+    prefix = unique("dws")
+    config = _daemon_config(tmp_path, prefix)
+    sim = BarnSimulator.from_dir(config.gateway.firmware_dir, seed=20, herd_size=10,
+                                 sensors_per_kind=1, topic_prefix=prefix,
+                                 start_wall=time.time() - 86400)
+    msgs = [m for m in sim.take(300) if m.valid][:200]
+    agent = Agent(config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    worker = agent._worker
+    assert worker is not None
+    try:
+        assert await _until(lambda: agent.mqtt.connected and agent.mqtt.subscriptions(), 20)
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGSTOP)
+        await asyncio.to_thread(publish, msgs, "127.0.0.1", 1883, qos=1)
+        assert await _until(lambda: bool(worker._in_flight), 10)
+        saving = threading.Thread(target=lambda: pytest.raises(
+            TimeoutError, worker.save, agent.writer, agent.boot), daemon=True)
+        saving.start()  # the periodic save, waiting on the hung worker
+        await asyncio.sleep(0.2)
+    finally:
+        stopping = time.monotonic()
+        stop.set()
+        await asyncio.wait_for(task, 60)
+    took = time.monotonic() - stopping
+    assert took < 6.0 + 1.5, took
+    assert worker._proc is not None and worker._proc.returncode == -signal.SIGKILL

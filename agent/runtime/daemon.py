@@ -24,6 +24,7 @@ import queue
 import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -99,12 +100,15 @@ STATUS_IDENTIFICATIONS = 10
 WATCHDOG_PROBE_S = 10.0
 # Until ready (subscribed), ask systemd for more start time this often.
 START_EXTEND_EVERY_S = 10.0
-# At stop, a detection worker gets this long to hand over its state, then this
-# long to exit: with the processing thread's 10 s, well inside systemd's
-# TimeoutStopSec=30.
-STOP_SAVE_TIMEOUT_S = 5.0
+# At stop, detection (the processing thread's last batches, a worker's last state
+# save, its exit or kill) shares one deadline this far off, well inside systemd's
+# TimeoutStopSec=30 (each step had its own before: up to about 34 s with a hung
+# worker). Of it, the save and the worker's close are kept these at the least;
+# they get what a step before them leaves.
+STOP_DETECTION_S = 20.0
+STOP_SAVE_S = 5.0
+STOP_WORKER_S = 5.0
 START_RECORD_WAIT_S = 5.0
-STOP_WORKER_TIMEOUT_S = 5.0
 UPDATES_EVERY_S = 60.0  # import update events the CLI wrote; report versions when changed
 _STOP = object()
 # Messages parsed and sent to the detection worker at once (detect.worker: process).
@@ -205,6 +209,7 @@ class Agent:
         self.history = History()
         self.notifier = Notifier()
         self._stopping = threading.Event()
+        self._stop_deadline = float("inf")  # detection's, on time.monotonic(), once stopping
         self.tick_failures = 0  # ticks or periodic saves that raised (the loop went on)
         self._tick_failure_logged: float | None = None
         self._versions_sent: dict[str, Any] | None = None
@@ -315,7 +320,7 @@ class Agent:
                 except Exception:
                     log.exception("detection of a batch failed; not stored, not acknowledged")
             if stop:
-                if not worker.flush(10.0):
+                if not worker.flush(self._stop_left(STOP_SAVE_S + STOP_WORKER_S)):
                     log.warning("stopping with detection batches unanswered; the broker "
                                 "still has their messages")
                 return
@@ -961,6 +966,11 @@ class Agent:
             return False
         return True
 
+    def _stop_left(self, keep: float = 0.0) -> float:
+        """Seconds left until detection's stop deadline, less ``keep`` for the steps
+        after this one."""
+        return max(0.0, self._stop_deadline - keep - time.monotonic())
+
     async def _shutdown(self, tasks: list[asyncio.Task[None]], web_runner: Any) -> None:
         log.info("stopping: draining received messages and committing")
         self.notifier.stopping()
@@ -973,21 +983,23 @@ class Agent:
         self._stopping.set()
         # Stop taking messages first; unacknowledged ones stay with the broker.
         await asyncio.to_thread(self.mqtt.stop)
+        self._stop_deadline = time.monotonic() + STOP_DETECTION_S
         self._handoff.put(_STOP)
-        await asyncio.to_thread(self._processor.join, 10)
+        await asyncio.to_thread(self._processor.join,
+                                self._stop_left(STOP_SAVE_S + STOP_WORKER_S))
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         try:
             if self._worker is not None:  # a hung worker must not outlast TimeoutStopSec
                 await asyncio.to_thread(self._worker.save, self.writer, self.boot,
-                                        STOP_SAVE_TIMEOUT_S)
+                                        self._stop_left(STOP_WORKER_S))
             else:
                 await asyncio.to_thread(self.detection.save, self.writer, self.boot)
         except Exception:
             log.exception("saving detection state at stop failed")
         if self._worker is not None:
-            await asyncio.to_thread(self._worker.close, STOP_WORKER_TIMEOUT_S)
+            await asyncio.to_thread(self._worker.close, self._stop_left())
         await asyncio.to_thread(self.writer.close)
         if web_runner is not None:
             await web_runner.cleanup()

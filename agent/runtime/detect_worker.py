@@ -88,6 +88,9 @@ RULE_STATE_EVERY_S = 10.0
 # MAX_IN_FLIGHT batches, whatever the store does); it is killed, and detection
 # falls back to this process as when it dies.
 HUNG_AFTER_S = 60.0
+# Of close()'s timeout, kept for a worker that did not stop to be killed and
+# reaped and for the threads to end: the timeout bounds all of it.
+KILL_WAIT_S = 1.0
 # Calls whose answer is alerts: stored by the store thread, nobody waits.
 ALERT_CALLS = frozenset({"tick", "on_vision", "on_farm_event"})
 # Calls that change the alert lifecycle's state.
@@ -348,20 +351,21 @@ class DetectionWorker:
                                        timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the worker (after :meth:`flush` and the last :meth:`save`), within
-        about ``timeout``: its pipe is shut for writing once no other thread
-        writes to it (never written beside one; a write stuck on a hung worker
-        is waited for at most a second), the worker answers what it has and
-        exits, or is killed."""
+        """Stop the worker (after :meth:`flush` and the last :meth:`save`) within
+        ``timeout``, a kill included (the daemon's stop shares one deadline): its
+        pipe is shut for writing once no other thread writes to it (never written
+        beside one; a write stuck on a hung worker is waited for at most a
+        second), the worker answers what it has and exits, or is killed
+        KILL_WAIT_S before the end."""
         deadline = time.monotonic() + timeout
 
-        def left(least: float = 0.0) -> float:
-            return max(least, deadline - time.monotonic())
+        def left(keep: float = 0.0) -> float:
+            return max(0.0, deadline - keep - time.monotonic())
 
         with self._lock:
             self._closing = True
             conn, proc = self._conn, self._proc
-        got = self._send_lock.acquire(timeout=min(1.0, timeout))
+        got = self._send_lock.acquire(timeout=min(1.0, left(KILL_WAIT_S)))
         try:
             if conn is not None and not isinstance(conn, _NoConnection) and self._inline is None:
                 try:
@@ -373,18 +377,9 @@ class DetectionWorker:
             if got:
                 self._send_lock.release()
         if proc is not None:
-            try:
-                proc.wait(left())
-            except subprocess.TimeoutExpired:
-                log.warning("detection worker %d did not stop; killed", proc.pid)
-                proc.kill()
-                try:
-                    proc.wait(2.0)
-                except subprocess.TimeoutExpired:  # the calls and threads below still settle
-                    log.error("detection worker %d did not end after its kill; stopping "
-                              "without it", proc.pid)
+            _end_process(proc, left)
         if self._reader is not None:
-            self._reader.join(left(1.0))
+            self._reader.join(left())
         with self._lock:  # calls the worker will never answer now: settle them
             waiting = [f for _, _, f in self._calls_waiting.values()]
             waiting += [f for _, _, f in self._queued]
@@ -397,7 +392,7 @@ class DetectionWorker:
             self._stored_all = True
             self._work.notify_all()
         if self._storer is not None:
-            self._storer.join(left(1.0))
+            self._storer.join(left())
         if conn is not None:
             conn.close()
 
@@ -649,6 +644,7 @@ class DetectionWorker:
         Without ``wait``, returns at once, not even waiting for the pipe (a
         failure is logged): a profile switch comes from the event loop, which
         must wait out neither a busy pipe nor a fallback taking over."""
+        deadline = time.monotonic() + timeout  # for the pipe and the answer together
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:
             if self._closing and wait:  # nobody would answer: do not wait for it
@@ -674,7 +670,7 @@ class DetectionWorker:
             self._release_send()
         if inline is not None:
             return self._run_inline(inline, name, args)
-        return future.result(timeout)
+        return future.result(max(0.0, deadline - time.monotonic()))
 
     def on_farm_event(self, event: FarmEvent) -> list[Alert]:
         """Its alerts go to ``store_alerts``."""
@@ -747,15 +743,16 @@ class DetectionWorker:
         self._call("restore", store_path)
 
     def save(self, writer: StoreWriter, boot: str, timeout: float = CALL_TIMEOUT_S) -> None:
-        """Queue the worker's changed state on the writer."""
+        """Queue the worker's changed state on the writer, within ``timeout`` in all."""
         from agent.store.state import save_states
 
+        deadline = time.monotonic() + timeout
         # One at a time: a periodic save still running at stop must not write its
         # older rule state after the last one.
         if not self._save_lock.acquire(timeout=timeout):
             raise TimeoutError("detection worker: an earlier state save is still running")
         try:
-            states = self._call("states", timeout=timeout)
+            states = self._call("states", timeout=max(0.0, deadline - time.monotonic()))
             mono_ns = self.clock.monotonic_ns()
             writer.call(lambda conn: save_states(conn, states, mono_ns, boot))
         finally:
@@ -771,6 +768,22 @@ class _NoConnection:
 
     def close(self) -> None:
         pass
+
+
+def _end_process(proc: subprocess.Popen[bytes], left: Callable[..., float]) -> None:
+    """The worker's exit, waited for until KILL_WAIT_S before close()'s end; then
+    its kill, waited for until the end."""
+    try:
+        proc.wait(left(KILL_WAIT_S))
+        return
+    except subprocess.TimeoutExpired:
+        log.warning("detection worker %d did not stop; killed", proc.pid)
+    proc.kill()
+    try:
+        proc.wait(left())
+    except subprocess.TimeoutExpired:  # the calls and threads in close() still settle
+        log.error("detection worker %d did not end after its kill; stopping without it",
+                  proc.pid)
 
 
 def _log_failure(name: str, future: concurrent.futures.Future[Any]) -> None:

@@ -852,3 +852,78 @@ async def test_the_daemon_stops_detection_within_one_deadline(
     took = time.monotonic() - stopping
     assert took < 6.0 + 1.5, took
     assert worker._proc is not None and worker._proc.returncode == -signal.SIGKILL
+
+
+# -- the fallback replays what the worker left in the order it was sent ------------
+
+_REJECTED = (OP_REJECTED, ("bulk-tank", "tank-x"), "out_of_range", "x")
+
+
+def _range_alerts(sink: Sink, name: str) -> list[str]:
+    return [a.state for b in sink.batches if b[0] == name for i in b[2] for a in b[2][i]
+            if a.rule == "sensor.range"]
+
+
+def _until_sent(worker: DetectionWorker, calls: int) -> None:
+    end = time.monotonic() + 10
+    while len(worker._calls_waiting) < calls:
+        assert time.monotonic() < end, "the call was not sent"
+        time.sleep(0.01)
+
+
+def test_a_call_left_at_a_fallback_sees_only_the_batches_sent_before_it(
+        tmp_path: Path) -> None:
+    """Review: the fallback replayed the calls the worker left after the batches it
+    left, whatever the order sent: the status page's open alerts, asked before a
+    batch that raises one, showed it."""
+    config = _config(tmp_path)
+    ingestor, readings = _readings(config, 300, seed=21)
+    sink = Sink()
+    worker = _worker(config, ingestor, sink)
+    assert worker._proc is not None
+    try:
+        worker.send([worker.reading_op(r) for r in readings], "first")
+        assert worker.flush(30)
+        os.kill(worker._proc.pid, signal.SIGSTOP)  # hung: nothing is answered
+        asked: list[Any] = []
+        asking = threading.Thread(target=lambda: asked.append(worker.open_alerts()),
+                                  daemon=True)
+        asking.start()
+        _until_sent(worker, 1)
+        worker.send([_REJECTED, _REJECTED], "raises")  # sent after the call
+        os.kill(worker._proc.pid, signal.SIGKILL)
+        asking.join(30)
+        assert worker.flush(30) and worker.in_process
+        assert _range_alerts(sink, "raises") == ["raised"]
+        assert [a["rule"] for a in asked[0]].count("sensor.range") == 0  # 1 before
+    finally:
+        worker.close()
+
+
+def test_a_profile_switch_left_at_a_fallback_applies_after_the_batches_before_it(
+        tmp_path: Path) -> None:
+    """A batch, then a profile switch (here: rules off), neither answered when the
+    worker dies: the fallback judged the batch by the new rules (it set the latest
+    rules before replaying anything), not by those in effect when it was sent."""
+    config = _config(tmp_path)
+    ingestor, readings = _readings(config, 300, seed=22)
+    sink = Sink()
+    worker = _worker(config, ingestor, sink)
+    assert worker._proc is not None
+    try:
+        off = worker.rules_config().model_copy(update={"enabled": False})
+        worker.send([worker.reading_op(r) for r in readings], "first")
+        assert worker.flush(30)
+        os.kill(worker._proc.pid, signal.SIGSTOP)
+        worker.send([_REJECTED, _REJECTED], "raises")  # judged with the rules on
+        worker.reconfigure_rules(off)
+        _until_sent(worker, 1)
+        os.kill(worker._proc.pid, signal.SIGKILL)
+        assert worker._proc.wait(10) == -signal.SIGKILL
+        worker.send([_REJECTED, _REJECTED], "after")  # with the rules off
+        assert worker.flush(30) and worker.in_process
+        assert _range_alerts(sink, "raises") == ["raised"]  # [] before
+        assert _range_alerts(sink, "after") == []
+        assert worker.rules_config().enabled is False
+    finally:
+        worker.close()

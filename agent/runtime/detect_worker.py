@@ -32,8 +32,8 @@ pipe: they are queued and sent by whichever thread holds it next.
 If the worker dies, the reader thread falls back to in-process detection
 (restored from the last saved state, then from the rule state the worker sent
 last: alert changes at most about a second old, the rest at most
-RULE_STATE_EVERY_S), scores the batches the worker never answered, answers the
-calls it left, and logs it: no reading is lost; the anomaly detectors' learning
+RULE_STATE_EVERY_S), scores the batches the worker never answered and answers
+the calls it left, in the order they were sent, and logs it: no reading is lost; the anomaly detectors' learning
 since the last save is. A worker that answers no tick for HUNG_AFTER_S is
 killed, and the same follows.
 """
@@ -267,8 +267,9 @@ class DetectionWorker:
         self._told: set[tuple[str, str]] = set()  # streams whose range the worker has
         self._deliver = deliver
         self._store_alerts = store_alerts
-        self._seq = itertools.count(0)
-        self._calls = itertools.count(-1, -1)
+        # One count for batches (seq = n) and calls (seq = -1 - n), taken in the
+        # order they go into the pipe: the fallback replays what is left in it.
+        self._sent = itertools.count(0)
         # The order of writes to the pipe; held by the fallback while it takes over.
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()  # the queues below and the calls waiting
@@ -290,7 +291,7 @@ class DetectionWorker:
         self._inline: Detection | None = None  # after the worker died
         self._inline_ranges: Ranges = {}
         self._vision: tuple[BcsLossParams, MilkParams] | None = None
-        self._rules: RulesConfig | None = None
+        self._rules: RulesConfig | None = None  # the rules the worker has (answered)
         self._rule_state: tuple[bytes, float] | None = None  # the worker's latest, when
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | _NoConnection | None = None
@@ -327,7 +328,7 @@ class DetectionWorker:
         conn = Connection(here.detach())
         conn.send((self.config, self._logging, self._due))
         for name, args in self._before_start:  # answers nobody waits for
-            conn.send((next(self._calls), (name, args)))
+            conn.send((-1 - next(self._sent), (name, args)))
         self._before_start.clear()
         self._proc, self._conn = proc, conn
         self._reader = threading.Thread(target=self._read_loop, name="dairy-edge-detect-reader",
@@ -423,7 +424,7 @@ class DetectionWorker:
             with self._lock:
                 inline = self._inline
                 if inline is None:
-                    pending = _Pending(next(self._seq), ops, context)
+                    pending = _Pending(next(self._sent), ops, context)
                     self._in_flight.append(pending)
             if inline is None:
                 # Not under _lock: the reader thread must be able to take results
@@ -477,7 +478,7 @@ class DetectionWorker:
         inline = self._inline
         if inline is not None:
             return inline, 0
-        seq = next(self._calls)
+        seq = -1 - next(self._sent)
         self._calls_waiting[seq] = (name, args, future)
         return None, seq
 
@@ -523,7 +524,10 @@ class DetectionWorker:
         with self._lock:
             waiting = self._calls_waiting.pop(seq, None)
         if waiting is not None:
-            self._settle(waiting[0], waiting[2], msg[1], msg[2])
+            name, args, future = waiting
+            if name == "reconfigure_rules" and msg[1]:
+                self._rules = args[0]  # the worker's rules now: a fallback starts from them
+            self._settle(name, future, msg[1], msg[2])
 
     def _settle(self, name: str, future: concurrent.futures.Future[Any], ok: bool,
                 value: Any) -> None:
@@ -605,18 +609,24 @@ class DetectionWorker:
                 det.reconfigure_rules(self._rules)
             with self._lock:
                 left = list(self._in_flight)
-                calls = sorted(self._calls_waiting.items(), reverse=True)  # as sent
+                calls = list(self._calls_waiting.items())
                 self._calls_waiting.clear()
             log.error("detection worker %s died (exit code %s); detection falls back to "
                       "this process, restored from the last saved state%s; the %d batches "
                       "it had not answered are scored here", self.pid, code,
                       "" if age is None else f" and its rule state of {age:.1f} s ago",
                       len(left))
-            for pending in left:
-                results, alerts = run_ops(det, pending.ops, self._inline_ranges)
-                self._to_store(_Scored(pending.context, results, alerts))
-            for _seq, (name, args, future) in calls:
-                self._call_here(det, name, args, future)
+            # In the order sent: a call sees the batches sent before it and no
+            # other (open alerts, an acknowledgement), a profile switch judges
+            # the batches after it only, and alerts are stored in that order.
+            for _, item in sorted([(p.seq, p) for p in left]
+                                  + [(-1 - seq, call) for seq, call in calls],
+                                  key=lambda sent: sent[0]):
+                if isinstance(item, _Pending):
+                    results, alerts = run_ops(det, item.ops, self._inline_ranges)
+                    self._to_store(_Scored(item.context, results, alerts))
+                else:
+                    self._call_here(det, *item)
             with self._idle:
                 self._inline = det
                 self._in_flight.clear()
@@ -711,7 +721,8 @@ class DetectionWorker:
         return []
 
     def reconfigure_rules(self, cfg: RulesConfig) -> None:
-        self._rules = cfg
+        if self._conn is None:  # sent first at start: a fallback starts from it
+            self._rules = cfg
         self._call("reconfigure_rules", cfg, wait=False)
 
     def rules_config(self) -> RulesConfig:

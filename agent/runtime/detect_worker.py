@@ -33,9 +33,9 @@ If the worker dies, the reader thread falls back to in-process detection
 (restored from the last saved state, then from the rule state the worker sent
 last: alert changes at most about a second old, the rest at most
 RULE_STATE_EVERY_S), scores the batches the worker never answered and answers
-the calls it left, in the order they were sent, and logs it: no reading is lost; the anomaly detectors' learning
-since the last save is. A worker that answers no tick for HUNG_AFTER_S is
-killed, and the same follows.
+the calls it left, in the order they were sent, and logs it: no reading is
+lost; the anomaly detectors' learning since the last save is. A worker that
+answers no tick for HUNG_AFTER_S is killed, and the same follows.
 """
 
 from __future__ import annotations

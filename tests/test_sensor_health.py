@@ -281,14 +281,16 @@ def test_a_collar_in_heat_or_active_is_no_spike() -> None:
     assert _collar_spikes(values) == []
 
 
-def _climate_nodes(days: float, temp_of, rh_of) -> list:
-    """Three climate nodes every 10 min; ``temp_of(sid, t)`` and ``rh_of(sid, t)``
-    give their values. The sensor alerts raised (rule, sensor, time)."""
-    eng = RuleEngine(RulesConfig(), _Clock())
+def _climate_nodes(days: float, temp_of, rh_of, nodes=("c1", "c2", "c3"),
+                   engine: RuleEngine | None = None) -> list:
+    """Climate nodes (three unless told) every 10 min; ``temp_of(sid, t)`` and
+    ``rh_of(sid, t)`` give their values. The sensor
+    alerts raised (rule, sensor, time)."""
+    eng = engine or RuleEngine(RulesConfig(), _Clock())
     out = []
     for i in range(int(days * DAY / 600)):
         t = i * 600.0
-        for sid in ("c1", "c2", "c3"):
+        for sid in nodes:
             out += eng.on_reading(reading(sid, "barn-climate", t,
                                           {"temperature_c": round(temp_of(sid, t), 2),
                                            "humidity_pct": round(rh_of(sid, t), 1)}))
@@ -352,6 +354,55 @@ def test_a_node_in_the_afternoon_sun_is_not_drifting() -> None:
 
     raised = _climate_nodes(7, temp, lambda sid, t: _humid(sid, t, fog_nodes=()))
     assert raised == []
+
+
+def test_two_nodes_drifting_apart_are_both_told_and_both_still_used() -> None:
+    """A barn with just two climate nodes: when one drifts (2 °C a day from day
+    3), their difference shows it but not which one. Both are alerted, each
+    naming the other, within a day of being 1 °C off; neither is taken out of
+    use (one of them is right, and heat stress needs it)."""
+    def temp(sid: str, t: float) -> float:
+        ramp = 2.0 * max(0.0, t - 3 * DAY) / DAY if sid == "c2" else 0.0
+        return _temp(sid, t) - ramp
+
+    eng = RuleEngine(RulesConfig(), _Clock())
+    raised = _climate_nodes(5, temp, lambda sid, t: _humid(sid, t, fog_nodes=()),
+                            nodes=("c1", "c2"), engine=eng)
+    drift = {sid: t for rule, sid, t in raised if rule == "sensor.drift"}
+    assert set(drift) == {"c1", "c2"}, raised
+    one_degree_off = 3.5 * DAY
+    assert all(t - one_degree_off <= DAY for t in drift.values()), drift
+    assert not eng.sensors.faulty("c1") and not eng.sensors.faulty("c2")
+    assert [r for r, _, _ in raised if r != "sensor.drift"] == []
+
+
+def test_a_drift_while_the_third_node_is_stuck_is_not_blamed_on_the_other() -> None:
+    """Three nodes, c3's thermometer stuck from day 2 (out of the comparison),
+    c1 drifting from day 3: c2 is not the barn's only other node, so it is
+    never told it drifts."""
+    def temp(sid: str, t: float) -> float:
+        if sid == "c3":
+            return _temp(sid, min(t, 2 * DAY))
+        return _temp(sid, t) - (2.0 * max(0.0, t - 3 * DAY) / DAY if sid == "c1" else 0.0)
+
+    raised = _climate_nodes(5, temp, lambda sid, t: _humid(sid, t, fog_nodes=()))
+    assert ("sensor.stuck", "c3") in {(rule, sid) for rule, sid, _ in raised}
+    assert [sid for rule, sid, _ in raised if rule == "sensor.drift" and sid != "c1"] == []
+
+
+def test_two_nodes_one_in_the_afternoon_sun_are_not_drifting() -> None:
+    sun = [1.0, 2.5, 0.6, 2.2, 1.4, 2.5, 0.8]
+
+    def temp(sid: str, t: float) -> float:
+        import math
+
+        hour = (t % DAY) / HOUR
+        bump = (sun[int(t // DAY)] * math.sin(math.pi * (hour - 12) / 6)
+                if sid == "c1" and 12 <= hour < 18 else 0.0)
+        return _temp(sid, t) + bump
+
+    assert _climate_nodes(7, temp, lambda sid, t: _humid(sid, t, fog_nodes=()),
+                          nodes=("c1", "c2")) == []
 
 
 def _water_meter(days: float, flow_of) -> list:

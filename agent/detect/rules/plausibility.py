@@ -92,6 +92,9 @@ class _Sensor:
     drift: dict[str, float] = field(default_factory=dict)  # key -> departure / limit
     drift_open: bool = False
     drift_note: str = ""
+    # Drifting apart from the only other node (which of the two drifts is not
+    # known): alerted, but its readings still drive the other rules.
+    drift_partner: str | None = None
     calib_t: float = NEVER
     deadline: float = 0.0
     # The silence after which it counts as dropped out, as of its latest message:
@@ -107,7 +110,7 @@ class _Sensor:
     _SIMPLE = ("role", "last_arr", "last_t", "animal_id", "group", "late", "jumps",
                "range_streak", "range_t", "range_open", "range_count", "range_note", "spike_t",
                "spike_count", "spike_note", "stuck", "drift", "drift_open", "drift_note",
-               "calib_t", "deadline", "active")
+               "drift_partner", "calib_t", "deadline", "active")
 
     def to_state(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in self._SIMPLE}
@@ -179,7 +182,7 @@ class PlausibilityRule:
         s = self.sensors.get(sensor_id)
         if s is None:
             return False
-        return bool(s.stuck or s.drift_open or s.range_open
+        return bool(s.stuck or (s.drift_open and s.drift_partner is None) or s.range_open
                     or s.range_streak >= self.cfg.range_count
                     or len(s.jumps) >= self.cfg.jump_count)
 
@@ -319,9 +322,11 @@ class PlausibilityRule:
                 if score is not None:
                     s.drift[key] = score.ratio
                     if score.ratio > 0.5:
+                        s.drift_partner = score.partner
+                        to = (f"{score.pairs} neighbours" if score.partner is None
+                              else f"{score.partner}, the only other node")
                         s.drift_note = (f"{key} {score.departure:+.2f} from its usual "
-                                        f"difference to {score.pairs} neighbours "
-                                        f"(limit {score.limit:.2f})")
+                                        f"difference to {to} (limit {score.limit:.2f})")
 
         # -- impossible values: persistent -> range, transient -> spike
         if out_of_range:
@@ -387,8 +392,11 @@ class PlausibilityRule:
             status = "raise" if worst > 1.0 else "clear" if worst < 0.5 else "hold"
             if status == "raise" or (s.drift_open and status == "hold"):
                 s.drift_open = True
-                self._emit(out, s, sid, DRIFT, status, t,
-                           f"Sensor {sid} drifts away from its neighbours",
+                summary = (f"Sensor {sid} drifts away from its neighbours"
+                           if s.drift_partner is None else
+                           f"Sensors {sid} and {s.drift_partner} drift apart: one of the "
+                           f"two drifts (check both against a reference thermometer)")
+                self._emit(out, s, sid, DRIFT, status, t, summary,
                            [Signal("drift", worst, limit=1.0, note=s.drift_note)])
             elif status == "clear" and s.drift_open:
                 s.drift_open = False

@@ -404,6 +404,9 @@ class DriftScore:
     departure: float  # the node's median departure from its usual difference
     limit: float
     pairs: int
+    # A barn of two nodes: the one other node. Their difference shows that one of
+    # the two drifts, not which (both are told; neither is taken out of use).
+    partner: str | None = None
 
 
 class DriftGroup:
@@ -460,14 +463,21 @@ class DriftGroup:
                 ratios.append(abs(dev) / lim)
                 departures.append(dev)
                 limits.append(lim)
+        partner = None
         if len(ratios) < 2:
-            return None  # with one neighbour there is no telling which of the two moved
+            # With one neighbour there is no telling which of the two moved; in a
+            # barn of just two nodes their drifting apart is still worth telling.
+            # (Not a barn whose third node is silent or stuck: ever paired counts.)
+            if not ratios or len({n for a, b, k in self.pairs if k == key
+                                  for n in (a, b)}) != 2:
+                return None
+            partner = next(o for o in self.latest if o != sid and key in self.latest[o])
         ratios.sort()
         departures.sort()
         limits.sort()
         mid = (len(ratios) - 1) // 2
         return DriftScore(ratios[mid], departures[len(departures) // 2],
-                          limits[len(limits) // 2], len(ratios))
+                          limits[len(limits) // 2], len(ratios), partner)
 
     def forget(self, sid: str) -> None:
         """A node that is faulty (stuck) is not compared until it is back."""

@@ -354,3 +354,47 @@ def test_a_meter_that_sends_milk_temperature_is_no_tank() -> None:
             "conductivity_rf": 5.0, "conductivity_lr": 5.0, "conductivity_rr": 5.0},
             animal=str(k)))
     assert eng.cooling.tanks == {} and eng.cooling.meters.known(3600.0)
+
+
+def _day_of_first_milking(eng, t0: float, wait_min: float | None) -> list[tuple[float, str]]:
+    """One day of a tank collected daily: the wash, an hour empty, then one
+    milking (1,440 L over two hours at 32 °C) whose cooler starts ``wait_min``
+    after the milk began (None: never), then cooled milk until the day ends.
+    The cooling alerts raised, as (minutes after the milk began, message)."""
+    raised: list[tuple[float, str]] = []
+    t = t0
+    for _ in range(30):
+        eng.on_reading(reading("tank-1", "bulk-tank", t,
+                               {"milk_temp_c": 60.0, "level_l": 0.0, "wash": 1.0}))
+        t += 60
+    for _ in range(60):
+        eng.on_reading(reading("tank-1", "bulk-tank", t,
+                               {"milk_temp_c": 16.0, "level_l": 0.0, "wash": 0.0}))
+        t += 60
+    start, level, temp = t, 0.0, 32.0
+    for i in range(1440 - 90):
+        level = min(1440.0, level + 12.0)
+        if wait_min is not None and i >= wait_min:
+            temp = max(3.8 + 0.1 * (i % 3), temp - 0.3)
+        raised += [((t - start) / 60, a.message) for a in
+                   _tank(eng, t, {"milk_temp_c": temp, "level_l": level, "wash": 0.0})]
+        t += 60
+    return raised
+
+
+def test_a_cooler_that_always_waits_an_hour_for_the_milk_to_cover_it_is_learnt() -> None:
+    """A big tank whose cooler waits an hour at every first milking until the milk
+    covers its evaporator (compliant: 4 h to cool). The first days may be
+    alerted (nothing is known of this tank yet); once the wait is learnt
+    (FIRST_WAIT_LEARNT first milkings, alerted ones included, as they cooled
+    in the end) it is not; and a cooler that then never starts is still
+    raised within 1.25 x its usual wait (to the first drop of first_drop_c,
+    about 67 min here) plus 15 minutes, and the alert's debounce."""
+    from agent.detect.rules.cooling import FIRST_WAIT_LEARNT
+
+    eng, _ = engine()
+    days = [_day_of_first_milking(eng, d * DAY, 60) for d in range(7)]
+    assert all(not raised for raised in days[FIRST_WAIT_LEARNT:]), days
+    failed = _day_of_first_milking(eng, 7 * DAY, None)
+    assert failed and "not cooling" in failed[0][1]
+    assert failed[0][0] <= 1.25 * 67 + 15 + 12, failed[0]

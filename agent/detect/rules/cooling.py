@@ -103,9 +103,14 @@ NOTE_GAP_S = 3600.0
 # tank varies day to day). A tank with a level starts the episode at
 # empty_level_l, when there is milk to cool; a temperature-only tank starts it
 # at the first warm milk, so "not cooling" waits FIRST_GRACE_UNLEARNT_S, or,
-# once FIRST_MEMORY first milkings have cooled in time, FIRST_GRACE_FACTOR x
-# the slowest of them when that is shorter (never below FIRST_GRACE_MIN_S).
-# A first milking that was alerted teaches nothing.
+# once FIRST_MEMORY first milkings have cooled, FIRST_GRACE_FACTOR x the
+# slowest of them when that is shorter (never below FIRST_GRACE_MIN_S). A big
+# tank's cooler may wait an hour or more (compliant: the limits allow hours):
+# once FIRST_WAIT_LEARNT first milkings have cooled and their median waited
+# FIRST_WAIT_LONG_S or more, the grace is at least FIRST_WAIT_FACTOR x that
+# median + FIRST_WAIT_MARGIN_S (at most FIRST_GRACE_ROBOTS_S). Alerted first
+# milkings that cooled in the end count; one that waited longer than
+# FIRST_LEARN_MAX_S was a failure put right, not a wait, and teaches nothing.
 FIRST_GRACE_UNLEARNT_S = 2700.0
 # Robots (the milk meters report all day) fill an empty tank at a trickle: the
 # cooler may wait an hour or more for enough milk to cover its evaporator.
@@ -113,6 +118,11 @@ FIRST_GRACE_ROBOTS_S = 7200.0
 FIRST_GRACE_FACTOR = 2.0
 FIRST_MEMORY = 5
 FIRST_GRACE_MIN_S = 1800.0  # learnt, never below: the same tank varies day to day
+FIRST_WAIT_LEARNT = 3
+FIRST_WAIT_LONG_S = 1800.0
+FIRST_WAIT_FACTOR = 1.25
+FIRST_WAIT_MARGIN_S = 900.0
+FIRST_LEARN_MAX_S = 7200.0
 # Cooled milk in storage swings inside the thermostat's band: it warms until the
 # compressor starts, then drops. The tops of those swings (turns: a rise then a
 # drop of STORE_HYST_C) are this tank's band; milk that climbs STORE_WARM_C above
@@ -364,6 +374,11 @@ class _Tank:
             # wait until the milk covers its evaporator (or the probe): learnt.
             low = floor if self.has_level else FIRST_GRACE_MIN_S
             grace = min(grace, max(low, FIRST_GRACE_FACTOR * max(self.first_delays)))
+        if len(self.first_delays) >= FIRST_WAIT_LEARNT:
+            usual = median(self.first_delays)
+            if usual >= FIRST_WAIT_LONG_S:
+                grace = max(grace, min(FIRST_WAIT_FACTOR * usual + FIRST_WAIT_MARGIN_S,
+                                       FIRST_GRACE_ROBOTS_S))
         return max(floor, grace)
 
     def routine(self, since: float) -> bool:
@@ -646,7 +661,7 @@ class CoolingRule:
             first_grace = tank.first_grace(cfg.hot_grace_s, self.meters.robots())
             if not tank.blend and not tank.first_cooled and drop >= cfg.first_drop_c:
                 tank.first_cooled = True
-                if t - tank.start <= first_grace:
+                if t - tank.start <= FIRST_LEARN_MAX_S:
                     tank.first_delays = (tank.first_delays + [t - tank.start])[-FIRST_MEMORY:]
             if (not tank.blend and t - tank.start >= first_grace and temp > p.target_c
                     and drop < cfg.first_drop_c):

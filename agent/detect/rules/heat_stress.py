@@ -81,7 +81,9 @@ class _Share:
 
 
 def _share(window_s: float, data: Any) -> _Share:
-    return _Share(window_s, deque((a, b, c) for a, b, c in (data or [])))
+    # (A state saved by an earlier layout of these windows is counted afresh.)
+    items = [x for x in (data or []) if isinstance(x, list) and len(x) == 3]
+    return _Share(window_s, deque((a, b, c) for a, b, c in items))
 
 
 @dataclass(slots=True)
@@ -160,6 +162,8 @@ class HeatStressRule:
         if barn is None:
             barn = self.barns[reading.sensor_id] = _Barn()
         below = value < p.raise_thi
+        if barn.last_t is not None and t - barn.last_t > MAX_GAP_S:
+            barn.above_since = barn.below_since = None  # a spell is not carried over a gap
         if barn.last_t is not None and 0 < t - barn.last_t <= MAX_GAP_S:
             hours = (t - barn.last_t) / 3600
             # The time since the last reading is on the side that reading was on.
@@ -177,9 +181,13 @@ class HeatStressRule:
             barn.below_since = None
         elif barn.below_since is None:
             barn.below_since = t
-        spell = (barn.above_since is not None and t - barn.above_since >= SPELL_S
-                 and barn.spell.at_least(SPELL_SHARE, SPELL_S / 3))
+        # Relief wins: the shares overlap (a third above in 90 min, two thirds
+        # below in 3 h), and a night that gave relief is no spell, however
+        # often a noisy reading pokes above 72.
         relieved = barn.relief.at_least(RELIEF_S / RELIEF_WINDOW_S, RELIEF_MIN_SEEN_S)
+        spell = (not relieved and barn.above_since is not None
+                 and t - barn.above_since >= SPELL_S
+                 and barn.spell.at_least(SPELL_SHARE, SPELL_S / 3))
         status: Status
         if value >= p.raise_thi:
             # A short run above 72 after the relief (a noisy reading, the

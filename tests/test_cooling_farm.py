@@ -398,3 +398,17 @@ def test_a_cooler_that_always_waits_an_hour_for_the_milk_to_cover_it_is_learnt()
     failed = _day_of_first_milking(eng, 7 * DAY, None)
     assert failed and "not cooling" in failed[0][1]
     assert failed[0][0] <= 1.25 * 67 + 15 + 12, failed[0]
+
+
+def test_repaired_failures_on_a_tank_that_cools_at_once_are_not_learnt_as_waits() -> None:
+    """A tank whose cooler starts 12 min into every first milking; then three
+    first milkings whose cooler failed and was put right after 80 min (each
+    alerted); then one that never cools. The repairs are not this tank's
+    usual wait: the last failure is raised as soon as the first was."""
+    eng, _ = engine()
+    for d in range(5):
+        assert _day_of_first_milking(eng, d * DAY, 12) == [], d
+    repaired = [_day_of_first_milking(eng, d * DAY, 80) for d in range(5, 8)]
+    assert all(raised for raised in repaired), repaired
+    failed = _day_of_first_milking(eng, 8 * DAY, None)
+    assert failed and failed[0][0] <= repaired[0][0][0] + 2, (failed[0], repaired[0][0])

@@ -109,8 +109,10 @@ NOTE_GAP_S = 3600.0
 # once FIRST_WAIT_LEARNT first milkings have cooled and their median waited
 # FIRST_WAIT_LONG_S or more, the grace is at least FIRST_WAIT_FACTOR x that
 # median + FIRST_WAIT_MARGIN_S (at most FIRST_GRACE_ROBOTS_S). Alerted first
-# milkings that cooled in the end count; one that waited longer than
-# FIRST_LEARN_MAX_S was a failure put right, not a wait, and teaches nothing.
+# milkings that cooled in the end count while fewer than FIRST_WAIT_LEARNT are
+# known or the tank usually waits long (on a tank that cools at once they were
+# failures put right); one that waited longer than FIRST_LEARN_MAX_S teaches
+# nothing.
 FIRST_GRACE_UNLEARNT_S = 2700.0
 # Robots (the milk meters report all day) fill an empty tank at a trickle: the
 # cooler may wait an hour or more for enough milk to cover its evaporator.
@@ -380,6 +382,15 @@ class _Tank:
                 grace = max(grace, min(FIRST_WAIT_FACTOR * usual + FIRST_WAIT_MARGIN_S,
                                        FIRST_GRACE_ROBOTS_S))
         return max(floor, grace)
+
+    def may_wait_long(self) -> bool:
+        """May a first milking that cooled only after its allowance (it was
+        alerted) teach the wait? While too few are known, or when this tank's
+        cooler usually waits long; not on a tank that usually cools at once,
+        where it was a failure put right (learning those would report each
+        repeat of a fault later than the last)."""
+        delays = self.first_delays
+        return len(delays) < FIRST_WAIT_LEARNT or median(delays) >= FIRST_WAIT_LONG_S
 
     def routine(self, since: float) -> bool:
         """Did long agitator runs begin near this time of day on enough recent days?"""
@@ -661,7 +672,8 @@ class CoolingRule:
             first_grace = tank.first_grace(cfg.hot_grace_s, self.meters.robots())
             if not tank.blend and not tank.first_cooled and drop >= cfg.first_drop_c:
                 tank.first_cooled = True
-                if t - tank.start <= FIRST_LEARN_MAX_S:
+                if t - tank.start <= first_grace or (t - tank.start <= FIRST_LEARN_MAX_S
+                                                     and tank.may_wait_long()):
                     tank.first_delays = (tank.first_delays + [t - tank.start])[-FIRST_MEMORY:]
             if (not tank.blend and t - tank.start >= first_grace and temp > p.target_c
                     and drop < cfg.first_drop_c):

@@ -456,3 +456,23 @@ def test_a_thermometer_pinned_at_the_bottom_of_its_range_is_stuck_soon() -> None
     assert {sid for _, sid, _ in raised} == {"c3"}
     stuck = [t for rule, _, t in raised if rule == "sensor.stuck"]
     assert stuck and stuck[0] - 1.5 * DAY <= 2 * HOUR
+
+
+def test_a_node_drifting_from_several_neighbours_is_out_of_use_whatever_its_other_keys() -> None:
+    """Three nodes measure temperature, only two of them humidity. c1 drifts in
+    both from day 3: its temperature drifts from two neighbours (it is the
+    one: out of use), though its humidity has only c2 to be compared with."""
+    eng = RuleEngine(RulesConfig(), _Clock())
+    raised = []
+    for i in range(int(5 * DAY / 600)):
+        t = i * 600.0
+        ramp = max(0.0, t - 3 * DAY) / DAY
+        for sid in ("c1", "c2", "c3"):
+            values = {"temperature_c": round(_temp(sid, t) - (2.0 * ramp if sid == "c1" else 0), 2)}
+            if sid != "c3":
+                values["humidity_pct"] = round(_humid(sid, t, fog_nodes=())
+                                               - (8.0 * ramp if sid == "c1" else 0), 1)
+            raised += [a for a in eng.on_reading(reading(sid, "barn-climate", t, values))
+                       if a.rule == "sensor.drift" and a.state == "raised"]
+    assert [a.sensor_id for a in raised][:1] == ["c1"], [(a.sensor_id, a.message) for a in raised]
+    assert eng.sensors.faulty("c1")

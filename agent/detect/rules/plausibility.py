@@ -92,9 +92,11 @@ class _Sensor:
     drift: dict[str, float] = field(default_factory=dict)  # key -> departure / limit
     drift_open: bool = False
     drift_note: str = ""
-    # Drifting apart from the only other node (which of the two drifts is not
-    # known): alerted, but its readings still drive the other rules.
-    drift_partner: str | None = None
+    # Per key: the only other node it is compared with (a barn of two: which of
+    # the two drifts is not known; alerted, but its readings still drive the
+    # other rules), None when it has several neighbours.
+    drift_partners: dict[str, str | None] = field(default_factory=dict)
+    drift_alone: bool = False  # some key drifts from several neighbours: faulty
     calib_t: float = NEVER
     deadline: float = 0.0
     # The silence after which it counts as dropped out, as of its latest message:
@@ -110,7 +112,7 @@ class _Sensor:
     _SIMPLE = ("role", "last_arr", "last_t", "animal_id", "group", "late", "jumps",
                "range_streak", "range_t", "range_open", "range_count", "range_note", "spike_t",
                "spike_count", "spike_note", "stuck", "drift", "drift_open", "drift_note",
-               "drift_partner", "calib_t", "deadline", "active")
+               "drift_partners", "drift_alone", "calib_t", "deadline", "active")
 
     def to_state(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in self._SIMPLE}
@@ -182,7 +184,7 @@ class PlausibilityRule:
         s = self.sensors.get(sensor_id)
         if s is None:
             return False
-        return bool(s.stuck or (s.drift_open and s.drift_partner is None) or s.range_open
+        return bool(s.stuck or (s.drift_open and s.drift_alone) or s.range_open
                     or s.range_streak >= self.cfg.range_count
                     or len(s.jumps) >= self.cfg.jump_count)
 
@@ -321,8 +323,8 @@ class PlausibilityRule:
                 score = group.update(sid, key, value, t, health, drift_abs)
                 if score is not None:
                     s.drift[key] = score.ratio
+                    s.drift_partners[key] = score.partner
                     if score.ratio > 0.5:
-                        s.drift_partner = score.partner
                         to = (f"{score.pairs} neighbours" if score.partner is None
                               else f"{score.partner}, the only other node")
                         s.drift_note = (f"{key} {score.departure:+.2f} from its usual "
@@ -388,13 +390,18 @@ class PlausibilityRule:
 
         # -- drift
         if s.drift:
-            worst = max(s.drift.values())
+            worst_key = max(s.drift, key=s.drift.__getitem__)
+            worst = s.drift[worst_key]
+            partner = s.drift_partners.get(worst_key)
+            # Faulty (out of use) only where a key drifts from several neighbours.
+            s.drift_alone = any(r > 0.5 and s.drift_partners.get(k) is None
+                                for k, r in s.drift.items())
             status = "raise" if worst > 1.0 else "clear" if worst < 0.5 else "hold"
             if status == "raise" or (s.drift_open and status == "hold"):
                 s.drift_open = True
                 summary = (f"Sensor {sid} drifts away from its neighbours"
-                           if s.drift_partner is None else
-                           f"Sensors {sid} and {s.drift_partner} drift apart: one of the "
+                           if partner is None else
+                           f"Sensors {sid} and {partner} drift apart: one of the "
                            f"two drifts (check both against a reference thermometer)")
                 self._emit(out, s, sid, DRIFT, status, t, summary,
                            [Signal("drift", worst, limit=1.0, note=s.drift_note)])

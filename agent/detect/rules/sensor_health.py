@@ -445,6 +445,7 @@ class DriftGroup:
         ratios: list[float] = []
         departures: list[float] = []
         limits: list[float] = []
+        compared: list[str] = []
         for other, values in self.latest.items():
             if other == sid:
                 continue
@@ -461,6 +462,7 @@ class DriftGroup:
                 lim = pair.limit(cfg, min_abs)
                 dev = (pair.smooth - pair.base) * (1.0 if first else -1.0)
                 ratios.append(abs(dev) / lim)
+                compared.append(other)
                 departures.append(dev)
                 limits.append(lim)
         partner = None
@@ -471,7 +473,7 @@ class DriftGroup:
             if not ratios or len({n for a, b, k in self.pairs if k == key
                                   for n in (a, b)}) != 2:
                 return None
-            partner = next(o for o in self.latest if o != sid and key in self.latest[o])
+            partner = compared[0]
         ratios.sort()
         departures.sort()
         limits.sort()

@@ -927,3 +927,29 @@ def test_a_profile_switch_left_at_a_fallback_applies_after_the_batches_before_it
         assert worker.rules_config().enabled is False
     finally:
         worker.close()
+
+
+def test_a_write_blocked_on_a_hung_workers_full_pipe_ends_when_it_is_killed(
+        tmp_path: Path) -> None:
+    """Review: a write to a hung worker whose pipe is full (the last save's
+    request behind the last batches) has no timeout of its own; the stop kills
+    the worker at its deadline (``kill``), and the write then ends."""
+    config = _config(tmp_path)
+    ingestor, _ = _readings(config, 10, seed=17)
+    worker = _worker(config, ingestor, Sink())
+    proc = worker._proc
+    assert proc is not None
+    os.kill(proc.pid, signal.SIGSTOP)  # hung: reads nothing from its pipe
+    writing = threading.Thread(target=lambda: worker._send(("x" * (32 << 20),)), daemon=True)
+    try:
+        writing.start()
+        writing.join(1.0)
+        assert writing.is_alive()  # blocked on the full pipe
+        worker.kill()
+        writing.join(5.0)
+        assert not writing.is_alive()
+        assert proc.wait(5.0) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        worker.close(2.0)

@@ -984,6 +984,13 @@ class Agent:
         # Stop taking messages first; unacknowledged ones stay with the broker.
         await asyncio.to_thread(self.mqtt.stop)
         self._stop_deadline = time.monotonic() + STOP_DETECTION_S
+        killer = None
+        if self._worker is not None:
+            # A write blocked on a hung worker's full pipe has no timeout of its
+            # own: at the deadline the worker is killed, which ends the write.
+            killer = threading.Timer(self._stop_left(), self._worker.kill)
+            killer.daemon = True
+            killer.start()
         self._handoff.put(_STOP)
         await asyncio.to_thread(self._processor.join,
                                 self._stop_left(STOP_SAVE_S + STOP_WORKER_S))
@@ -1000,6 +1007,8 @@ class Agent:
             log.exception("saving detection state at stop failed")
         if self._worker is not None:
             await asyncio.to_thread(self._worker.close, self._stop_left())
+        if killer is not None:
+            killer.cancel()
         await asyncio.to_thread(self.writer.close)
         if web_runner is not None:
             await web_runner.cleanup()

@@ -351,6 +351,15 @@ class DetectionWorker:
             return self._idle.wait_for(lambda: not self._in_flight and not self._scored,
                                        timeout)
 
+    def kill(self) -> None:
+        """The stop's deadline has passed: kill the worker now. A write blocked on
+        its full pipe (the last batches, the last save's request: no timeout of
+        their own) then fails, and the stop goes on."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            log.error("detection worker %d still busy at the stop deadline; killed", proc.pid)
+            proc.kill()
+
     def close(self, timeout: float = 10.0) -> None:
         """Stop the worker (after :meth:`flush` and the last :meth:`save`) within
         ``timeout``, a kill included (the daemon's stop shares one deadline): its

@@ -336,6 +336,23 @@ def _milk(i: int, result: str = "blood") -> MilkCheck:
                      "milk_cls", "t", animal_id="A-2", quarter="RF")
 
 
+def _ask_unanswered(worker: DetectionWorker) -> tuple[threading.Thread, list[object]]:
+    """A call to a hung worker, in a thread, given half a second to be sent: the
+    thread and what it got (its answer, or the TimeoutError it failed with)."""
+    result: list[object] = []
+
+    def ask() -> None:
+        try:
+            result.append(worker._call("precision", timeout=60.0))
+        except TimeoutError as err:
+            result.append(err)
+
+    waiting = threading.Thread(target=ask, daemon=True)
+    waiting.start()
+    time.sleep(0.5)
+    return waiting, result
+
+
 def _in_thread(fn: Any, timeout: float) -> tuple[bool, Any]:
     """(returned within ``timeout``, its value): a call that may hang."""
     out: list[Any] = []
@@ -706,17 +723,7 @@ def test_calls_during_and_after_close_do_not_wait_for_an_answer(tmp_path: Path) 
     worker = _worker(config, ingestor, sink)
     assert worker._proc is not None
     os.kill(worker._proc.pid, signal.SIGSTOP)  # hung: nothing is answered
-    result: list[object] = []
-
-    def ask() -> None:
-        try:
-            result.append(worker._call("precision", timeout=60.0))
-        except TimeoutError as err:
-            result.append(err)
-
-    waiting = threading.Thread(target=ask, daemon=True)
-    waiting.start()
-    time.sleep(0.5)
+    waiting, result = _ask_unanswered(worker)
     worker.close(3.0)
     waiting.join(3.0)
     assert not waiting.is_alive() and isinstance(result[0], TimeoutError)
@@ -742,17 +749,7 @@ def test_close_goes_on_when_a_killed_worker_does_not_end(
     proc.kill = lambda: None  # type: ignore[method-assign]  # the kill does not take
     answered, _ = _in_thread(lambda: worker.on_vision(_milk(1)), 5.0)  # queued, unanswered
     assert answered
-    result: list[object] = []
-
-    def ask() -> None:
-        try:
-            result.append(worker._call("precision", timeout=60.0))
-        except TimeoutError as err:
-            result.append(err)
-
-    waiting = threading.Thread(target=ask, daemon=True)
-    waiting.start()
-    time.sleep(0.5)
+    waiting, result = _ask_unanswered(worker)
     try:
         worker.close(1.0)  # raised TimeoutExpired before
         waiting.join(3.0)

@@ -31,11 +31,11 @@ from agent.detect.rules.sensor_health import Rhythm
 from tests.helpers_rules import reading
 
 
-def _full_ratios(cow: Any) -> list[float]:
+def _full_ratios(w: Any, base: list[float | None], dirty: set[int]) -> list[float]:
     """Every item's ratio from scratch (the computation the cache replaces)."""
-    base = cow.base
+    dirty.clear()
     return [math.log((v + FLOOR) / ((base[h] or 0.0) * d / 3600 + FLOOR))
-            for _, d, v, h in cow.window.items]
+            for _, d, v, h in w.items]
 
 
 def _dump(findings: list[Finding]) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 
+from agent.config.rules import RulesConfig
 from tests.helpers_rules import engine, reading
 
 STEP = 900.0
@@ -124,3 +125,60 @@ def test_a_settled_cow_in_heat_is_raised_within_6_h_of_onset() -> None:
     assert est[0].details["baseline"] == "own"
     at = est[0].stamp.mono_ns / 1e9
     assert onset < at <= onset + 6 * 3600
+
+
+def _restless(cow: str, sigma: float, seed: int, act):  # type: ignore[no-untyped-def]
+    """``act`` with one cow restless from hour to hour (her own hourly factor)."""
+    r = random.Random(seed)
+    hourly: dict[int, float] = {}
+
+    def restless(c: str, t: float) -> float:
+        f = act(c, t)
+        if c == cow:
+            h = int(t // 3600)
+            if h not in hourly:
+                hourly[h] = math.exp(r.gauss(0, sigma))
+            f *= hourly[h]
+        return f
+    return restless
+
+
+def _weak_heat_in_a_restless_cow(long_window_s: float | None):  # type: ignore[no-untyped-def]
+    cfg = RulesConfig()
+    cfg.estrus.long_window_s = long_window_s
+    eng, _ = engine(cfg)
+    herd = [f"cow-{n}" for n in range(10)]
+    onset = 11 * 86400 + 20 * 3600
+    act = _restless("cow-7", 0.35, 112, _heat("cow-7", onset, 1.7, hours=18.0))
+    return _estrus(_herd(eng, random.Random(12), 0, onset + 86400, herd, act=act)), onset
+
+
+def test_a_weak_long_heat_of_a_restless_cow_is_found_by_the_long_window() -> None:
+    # 1.7x for 18 h in a cow whose activity wavers +-35 % from hour to hour: her
+    # 4-h median never clears her threshold, the steadier 8-h median does.
+    est, onset = _weak_heat_in_a_restless_cow(8 * 3600.0)
+    assert [a.animal_id for a in est] == ["cow-7"]
+    assert est[0].details["window_h"] == 8.0 and "for 8 h" in est[0].message
+    assert onset < est[0].stamp.mono_ns / 1e9 <= onset + 18 * 3600
+    assert _weak_heat_in_a_restless_cow(None)[0] == []  # the 4-h window alone misses it
+
+
+def test_a_state_saved_before_the_long_window_loads_and_still_finds_heats() -> None:
+    eng, _ = engine()
+    r = random.Random(8)
+    herd = [f"cow-{n}" for n in range(10)]
+    _herd(eng, r, 0, 9 * 86400, herd)
+    state = eng.to_state()
+    rule = state["rules"]["estrus"]
+    for key in ("herd_long", "long_settled_t"):
+        del rule[key]
+    for cow in rule["cows"].values():
+        for key in ("long", "long_signal", "long_spread"):
+            del cow[key]
+    again, _ = engine()
+    again.from_state(state)
+    onset = 9 * 86400 + 6 * 3600
+    out = _herd(again, r, 9 * 86400, onset + 86400, herd, act=_heat("cow-2", onset, 2.5))
+    est = _estrus(out)
+    assert [a.animal_id for a in est] == ["cow-2"]
+    assert onset < est[0].stamp.mono_ns / 1e9 <= onset + 6 * 3600

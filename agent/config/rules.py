@@ -334,6 +334,13 @@ class EstrusConfig(Section):
         "so a rise must be sustained over hours (estrus lasts 12-18 h); a one-hour "
         "disturbance moves a median little. 4 h, not 6: heat within 6 h of onset.",
     )
+    long_window_s: float | None = Field(
+        8 * 3600, gt=0,
+        description="A second, longer window for weak heats, judged the same way against "
+        "its own typical deviation: a median over 8 h wavers less than one over 4 h, so a "
+        "weak rise held that long (about 2x for 12-16 h) is found although the 4-h median "
+        "never crosses. Settled cows only (not in their first `warmup_days`). None: off.",
+    )
     raise_ratio: float = Field(
         1.5, gt=1, description="Lowest activity multiple of her own baseline that can raise."
     )

@@ -14,6 +14,17 @@ false heats:
 - hours that look like heat stay out of her baseline, but only for
   ``max_heat_s``; a longer rise is her new normal.
 
+A weak heat (about 2x for 12-16 h) can keep the 4-h median just under a
+restless cow's threshold all the way through. So a settled cow is also judged
+on a second, longer window (``long_window_s``, 8 h), the same way against its
+own typical deviation: a median over twice the readings wavers less, so its
+threshold is lower. It raises too; both must fall below their clear level to
+clear. Its hours are kept out of her baseline only once it reaches its raise
+level (its clear level is low enough to catch ordinary restless days, and
+leaving those out would shrink her spread and make the 4-h window raise
+falsely), and after a herd-wide disturbance it waits half its own window, not
+half the short one.
+
 Tied cows are reported at low confidence, since their activity is damped.
 
 Before ``warmup_days`` a cow has no settled baseline of her own, so she is
@@ -66,6 +77,10 @@ class _Cow:
     # Hours of day whose baseline changed since the window's cached ratios were
     # last brought up to date (not saved: a restored window has none cached).
     dirty: set[int] = field(default_factory=set)
+    long: Window | None = None  # the second, longer window (``long_window_s``)
+    long_signal: float = 0.0  # its median log ratio, before the herd's shift
+    long_spread: float | None = None  # EWMA RMS of that signal less the herd's
+    long_dirty: set[int] = field(default_factory=set)
 
     def to_state(self) -> dict[str, Any]:
         return {"window": self.window.to_state(), "first_t": self.first_t,
@@ -73,16 +88,22 @@ class _Cow:
                 "signal": self.signal, "signal_t": self.signal_t,
                 "high_since": self.high_since, "rate": self.rate, "rate_t": self.rate_t,
                 "level": self.level, "level_s": self.level_s,
-                "place_spread": self.place_spread}
+                "place_spread": self.place_spread,
+                "long": None if self.long is None else self.long.to_state(),
+                "long_signal": self.long_signal, "long_spread": self.long_spread}
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> _Cow:
+        long = data.get("long")  # absent in a state saved before the long window
         return cls(Window.from_state(data["window"], _log_rate, cached=True), data["first_t"],
                    data["base"],
                    data["count"], data.get("spread"), data.get("signal", 0.0),
                    data.get("signal_t", 0.0), data.get("high_since"), data.get("rate"),
                    data.get("rate_t", -1e18), data.get("level"), data.get("level_s", 0.0),
-                   data.get("place_spread"))
+                   data.get("place_spread"),
+                   long=None if long is None else Window.from_state(long, cached=True),
+                   long_signal=data.get("long_signal", 0.0),
+                   long_spread=data.get("long_spread"))
 
 
 def _log_rate(covered_s: float, activity: float) -> float:
@@ -90,14 +111,14 @@ def _log_rate(covered_s: float, activity: float) -> float:
     return math.log((activity + FLOOR) * 3600 / covered_s)
 
 
-def _ratios(cow: _Cow) -> deque[float]:
+def _ratios(w: Window, base: list[float | None], dirty: set[int]) -> deque[float]:
     """Each window item's log ratio of observed to expected activity, from the
     window's cache: an item's ratio changes only when the item does (new, or a
     reading merged into it: its slot is None) or when its hour's baseline
-    does (``cow.dirty``), so only those are computed again, from the newest
-    back, and the rest are reused. Every hour of the window must be learnt."""
-    w = cow.window
-    items, cache, base, dirty = w.items, w.cache, cow.base, cow.dirty
+    does (``dirty``, the hours changed since this window was last brought up
+    to date), so only those are computed again, from the newest back, and the
+    rest are reused. Every hour of the window must be learnt."""
+    items, cache = w.items, w.cache
     left = 0  # items of a changed hour still to recompute
     if dirty:
         hours = w.hours
@@ -131,6 +152,8 @@ class EstrusRule:
         self._herd = 0.0
         self._herd_t = -1e18
         self._disturbed_until = -1e18
+        self._herd_long = 0.0  # the same shift, of the long windows
+        self._long_settled_t = -1e18  # the long window raises nothing before this
         # The herd now, for young cows: median window rate, robust deviation of
         # her place in it, and when these were computed.
         self._herd_rate: float | None = None
@@ -153,9 +176,13 @@ class EstrusRule:
         hour = int(reading.stamp.wall_ts // 3600) % 24  # hour_of_day
         window = cow.window
         dt = window.add(t, activity, hour)
+        long = cow.long if cfg.long_window_s else None  # (a restored one, turned off since)
+        if long is None and cfg.long_window_s:
+            long = cow.long = Window(cfg.long_window_s, cached=True)
+        if long is not None:
+            long.add(t, activity, hour)
         if dt is None:
             return []
-        items = window.items
         covered = window.covered() >= 0.75 * cfg.window_s
         cow.rate = median(window.derived)
         cow.rate_t = t
@@ -171,11 +198,17 @@ class EstrusRule:
                 break
         judged = False
         signal = 0.0
+        long_signal: float | None = None  # herd-adjusted, once the long window is learnt
         if known:
-            cow.signal, cow.signal_t = median(_ratios(cow)), t
+            cow.signal, cow.signal_t = median(_ratios(window, base, cow.dirty)), t
             herd = self._herd if t - self._herd_t < HERD_REFRESH_S else self._herd_shift(t)
             signal = cow.signal - herd
             judged = covered and not young and cow.spread is not None
+            if (long is not None and long.covered() >= 0.75 * long.span_s
+                    and all(count[h] >= least and base[h] for h in long.hours)):
+                cow.long_signal = median(_ratios(long, base, cow.long_dirty))
+                long_signal = cow.long_signal - self._herd_long
+        long_judged = long_signal is not None and not young and cow.long_spread is not None
         own_signal = signal
         spread = cow.spread or 0.0
         herd_rate = self._herd_rate
@@ -195,6 +228,12 @@ class EstrusRule:
         raise_at = max(log_raise, cfg.raise_z * spread)
         clear_at = min(raise_at, max(log_clear, cfg.clear_z * spread))
         high = judged and signal >= clear_at
+        long_raise = long_clear = math.inf
+        if long_judged:
+            long_spread = cow.long_spread or 0.0
+            long_raise = max(log_raise, cfg.raise_z * long_spread)
+            long_clear = min(long_raise, max(log_clear, cfg.clear_z * long_spread))
+            high = high or (long_signal or 0.0) >= long_raise  # (module doc: not its clear)
         if not high:
             cow.high_since = None
         elif cow.high_since is None:
@@ -202,7 +241,8 @@ class EstrusRule:
         # Heat hours would inflate her baseline and her spread: keep them out,
         # unless the rise has lasted longer than any heat.
         if not high or t - (cow.high_since or t) > cfg.max_heat_s:
-            self._learn(cow, hour, activity * 3600 / dt, dt, own_signal if known else None)
+            self._learn(cow, hour, activity * 3600 / dt, dt, own_signal if known else None,
+                        long_signal)
             if place is not None and covered:
                 w = 1 - math.exp(-dt / LEVEL_TC_S)
                 cow.level = place if cow.level is None else cow.level + w * (place - cow.level)
@@ -215,45 +255,57 @@ class EstrusRule:
                     w = 1 - math.exp(-dt / (cfg.spread_days * 86400))
                     cow.place_spread = (dev if ps is None
                                         else math.sqrt(ps ** 2 + w * (dev ** 2 - ps ** 2)))
-        if not judged:
+        if not judged and not long_judged:
             return []
         tied = animal in cfg.tied_animals
-        status: Status = ("raise" if signal >= raise_at
-                          else "clear" if signal < clear_at else "hold")
+        status: Status = ("raise" if judged and signal >= raise_at
+                          else "hold" if judged and signal >= clear_at else "clear")
+        by_long = False
+        if long_judged:
+            over = long_signal or 0.0
+            if status != "raise" and over >= long_raise and t >= self._long_settled_t:
+                status, by_long = "raise", True
+            elif status == "clear" and over >= long_clear:
+                status = "hold"
         disturbed = t < self._disturbed_until
         if disturbed and status == "raise":
             status = "hold"  # the herd is stirred up: wait until it settles
         subject = f"cow:{animal}"
         if status != "raise" and not self.tracked(RULE, subject, ""):
             return []  # nothing open or pending for her: it would be dropped
+        shown, span = window, cfg.window_s
+        if by_long and long is not None:  # the long window raised: say what it saw
+            shown, span = long, long.span_s
+            signal, raise_at, spread = long_signal or 0.0, long_raise, cow.long_spread or 0.0
         ratio = math.exp(signal)
         if young:
-            expected = math.exp((herd_rate or 0.0) + (cow.level or 0.0)) * cow.window.covered() / 3600
+            expected = math.exp((herd_rate or 0.0) + (cow.level or 0.0)) * shown.covered() / 3600
             against = "what the herd does now (she is new)"
         else:
-            expected = sum([(base[h] or 0.0) * d / 3600 for _, d, _, h in items])
+            expected = sum([(base[h] or 0.0) * d / 3600 for _, d, _, h in shown.items])
             against = "her own baseline"
-        summary = (f"Cow {animal}: activity {ratio:.1f}x {against} for "
-                   f"{cfg.window_s / 3600:.0f} h, possible heat")
+        hours = f"{span / 3600:.0f} h"
+        summary = f"Cow {animal}: activity {ratio:.1f}x {against} for {hours}, possible heat"
         if tied:
             summary += " (tied cow: activity is damped, low confidence)"
         return [Finding(
             rule=RULE, subject=subject, status=status, at=t,
             severity="info" if tied else None, summary=summary,
-            signals=[Signal(f"activity ({cfg.window_s / 3600:.0f} h)", cow.window.total(),
+            signals=[Signal(f"activity ({hours})", shown.total(),
                             baseline=expected, limit=expected * math.exp(raise_at),
                             note=f"median ratio {ratio:.2f}x, herd-adjusted"
                             f"{' (herd baseline)' if young else ''}; raise at "
                             f"{math.exp(raise_at):.2f}x (her spread {spread:.2f})")],
             sensor_id=reading.sensor_id, animal_id=animal,
             extra={"ratio": round(ratio, 3), "raise_ratio": round(math.exp(raise_at), 3),
-                   "herd_shift": round(self._herd, 3), "herd_disturbed": disturbed,
-                   "baseline": "herd" if young else "own",
+                   "window_h": round(span / 3600, 2),
+                   "herd_shift": round(self._herd_long if by_long else self._herd, 3),
+                   "herd_disturbed": disturbed, "baseline": "herd" if young else "own",
                    "confidence": "low" if tied or young else "normal"},
         )]
 
     def _learn(self, cow: _Cow, hour: int, rate: float, dt: float,
-               signal: float | None) -> None:
+               signal: float | None, long_signal: float | None = None) -> None:
         cfg = self.cfg
         base = cow.base[hour]
         if base is None:
@@ -263,29 +315,43 @@ class EstrusRule:
             cow.base[hour] = base + alpha * (min(rate, 3 * base) - base)
         cow.count[hour] += 1
         cow.dirty.add(hour)
+        cow.long_dirty.add(hour)
         if signal is not None:
-            # RMS, not a mean absolute deviation: heavy tails are what false heats
-            # come from, so they must widen her threshold.
-            dev = abs(signal)
-            if cow.spread is None:
-                cow.spread = dev
-            else:
-                dev = min(dev, 4 * cow.spread + 0.05)  # one odd window must not swamp it
-                w = 1 - math.exp(-dt / (cfg.spread_days * 86400))
-                cow.spread = math.sqrt(cow.spread ** 2 + w * (dev ** 2 - cow.spread ** 2))
+            cow.spread = self._rms(cow.spread, signal, dt)
+        if long_signal is not None:
+            cow.long_spread = self._rms(cow.long_spread, long_signal, dt)
+
+    def _rms(self, spread: float | None, signal: float, dt: float) -> float:
+        """A cow's typical deviation of a signal, updated with one reading's.
+        RMS, not a mean absolute deviation: heavy tails are what false heats come
+        from, so they must widen her threshold."""
+        dev = abs(signal)
+        if spread is None:
+            return dev
+        dev = min(dev, 4 * spread + 0.05)  # one odd window must not swamp it
+        w = 1 - math.exp(-dt / (self.cfg.spread_days * 86400))
+        return math.sqrt(spread ** 2 + w * (dev ** 2 - spread ** 2))
 
     def _herd_shift(self, t: float) -> float:
         """The rise the whole herd shares now (log scale, never negative)."""
         if t - self._herd_t >= HERD_REFRESH_S:
             self._herd_t = t
-            fresh = [c.signal for c in self.cows.values() if t - c.signal_t <= HERD_FRESH_S]
-            self._herd = (max(0.0, median(fresh)) if len(fresh) >= self.cfg.herd_min_cows
-                          else 0.0)
+            cows = [c for c in self.cows.values() if t - c.signal_t <= HERD_FRESH_S]
+            enough = len(cows) >= self.cfg.herd_min_cows
+            self._herd = max(0.0, median([c.signal for c in cows])) if enough else 0.0
+            self._herd_long = max(0.0, median([c.long_signal for c in cows])) if enough else 0.0
             if self._herd >= math.log(self.cfg.herd_disturbed_ratio):
                 # Cows react unequally to a disturbance, so subtracting the herd's
                 # median is not enough: hold new heats until the windows settle.
-                self._disturbed_until = t + self.cfg.window_s / 2
+                self._disturbed(t)
         return self._herd
+
+    def _disturbed(self, t: float) -> None:
+        """The herd is stirred up now: no new heat until each window has settled
+        (half of it: a median then holds more calm readings than stirred ones)."""
+        self._disturbed_until = t + self.cfg.window_s / 2
+        if self.cfg.long_window_s:
+            self._long_settled_t = t + self.cfg.long_window_s / 2
 
     def _refresh_young(self, t: float) -> None:
         """The herd's median window rate now, and how far cows with a known place in
@@ -313,7 +379,7 @@ class EstrusRule:
         raise_at = max(math.log(cfg.raise_ratio), cfg.raise_z * spread)
         high = sum(1 for x in res if x >= raise_at)
         if high > max(2, cfg.herd_crowd_share * len(res)):
-            self._disturbed_until = t + cfg.window_s / 2
+            self._disturbed(t)
 
     def tick(self, t: float) -> list[Finding]:
         return []
@@ -322,6 +388,7 @@ class EstrusRule:
         return {"cows": {k: v.to_state() for k, v in self.cows.items()},
                 "herd": self._herd, "herd_t": self._herd_t,
                 "disturbed_until": self._disturbed_until, "herd_rate": self._herd_rate,
+                "herd_long": self._herd_long, "long_settled_t": self._long_settled_t,
                 "herd_spread": self._herd_spread, "young_t": self._young_t}
 
     def from_state(self, state: dict[str, Any]) -> None:
@@ -331,6 +398,8 @@ class EstrusRule:
         self._herd = float(state.get("herd", 0.0))
         self._herd_t = float(state.get("herd_t", -1e18))
         self._disturbed_until = float(state.get("disturbed_until", -1e18))
+        self._herd_long = float(state.get("herd_long", 0.0))
+        self._long_settled_t = float(state.get("long_settled_t", -1e18))
         self._herd_rate = state.get("herd_rate")
         self._herd_spread = state.get("herd_spread")
         self._young_t = float(state.get("young_t", -1e18))

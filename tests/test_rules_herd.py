@@ -170,10 +170,10 @@ def test_a_state_saved_before_the_long_window_loads_and_still_finds_heats() -> N
     _herd(eng, r, 0, 9 * 86400, herd)
     state = eng.to_state()
     rule = state["rules"]["estrus"]
-    for key in ("herd_long", "long_settled_t"):
+    for key in ("herd_long", "long_settled_t", "herd_long_rate", "herd_long_spread"):
         del rule[key]
     for cow in rule["cows"].values():
-        for key in ("long", "long_signal", "long_spread"):
+        for key in ("long", "long_signal", "long_spread", "long_rate"):
             del cow[key]
     again, _ = engine()
     again.from_state(state)
@@ -182,3 +182,24 @@ def test_a_state_saved_before_the_long_window_loads_and_still_finds_heats() -> N
     est = _estrus(out)
     assert [a.animal_id for a in est] == ["cow-2"]
     assert onset < est[0].stamp.mono_ns / 1e9 <= onset + 6 * 3600
+
+
+def _weak_heat_in_a_new_cow(long_window_s: float | None):  # type: ignore[no-untyped-def]
+    cfg = RulesConfig()
+    cfg.estrus.long_window_s = long_window_s
+    eng, _ = engine(cfg)
+    herd = [f"cow-{n}" for n in range(10)]
+    onset = 3 * 86400 + 10 * 3600  # her third day: judged against the herd
+    act = _heat("cow-4", onset, 2.0, hours=16.0)
+    return _estrus(_herd(eng, random.Random(5), 0, onset + 86400, herd, act=act)), onset
+
+
+def test_a_weak_heat_of_a_new_cow_is_found_by_her_long_place_in_the_herd() -> None:
+    # 2x for 16 h in her first week: under the 4-h window's floor (2.2x) all
+    # the way; her 8-h place in the herd wavers less and crosses.
+    est, onset = _weak_heat_in_a_new_cow(8 * 3600.0)
+    assert [a.animal_id for a in est] == ["cow-4"]
+    assert est[0].details["baseline"] == "herd" and est[0].details["window_h"] == 8.0
+    assert "herd" in est[0].message and "for 8 h" in est[0].message
+    assert onset < est[0].stamp.mono_ns / 1e9 <= onset + 12 * 3600
+    assert _weak_heat_in_a_new_cow(None)[0] == []

@@ -339,7 +339,8 @@ class EstrusConfig(Section):
         description="A second, longer window for weak heats, judged the same way against "
         "its own typical deviation: a median over 8 h wavers less than one over 4 h, so a "
         "weak rise held that long (about 2x for 12-16 h) is found although the 4-h median "
-        "never crosses. Settled cows only (not in their first `warmup_days`). None: off.",
+        "never crosses; a cow in her first `warmup_days` by her place in the herd over "
+        "this window. None: off.",
     )
     raise_ratio: float = Field(
         1.5, gt=1, description="Lowest activity multiple of her own baseline that can raise."

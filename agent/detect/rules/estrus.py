@@ -23,7 +23,10 @@ clear. Its hours are kept out of her baseline only once it reaches its raise
 level (its clear level is low enough to catch ordinary restless days, and
 leaving those out would shrink her spread and make the 4-h window raise
 falsely), and after a herd-wide disturbance it waits half its own window, not
-half the short one.
+half the short one. A cow in her first week is judged on it too, by her place
+in the herd over the long window (below) against the herd's robust deviation
+of that place, her own deviation and the floor, both scaled by
+sqrt(window_s / long_window_s), as a median's wavering scales with its count.
 
 Tied cows are reported at low confidence, since their activity is damped.
 
@@ -81,6 +84,7 @@ class _Cow:
     long_signal: float = 0.0  # its median log ratio, before the herd's shift
     long_spread: float | None = None  # EWMA RMS of that signal less the herd's
     long_dirty: set[int] = field(default_factory=set)
+    long_rate: float | None = None  # median log activity per hour over the long window
 
     def to_state(self) -> dict[str, Any]:
         return {"window": self.window.to_state(), "first_t": self.first_t,
@@ -90,7 +94,8 @@ class _Cow:
                 "level": self.level, "level_s": self.level_s,
                 "place_spread": self.place_spread,
                 "long": None if self.long is None else self.long.to_state(),
-                "long_signal": self.long_signal, "long_spread": self.long_spread}
+                "long_signal": self.long_signal, "long_spread": self.long_spread,
+                "long_rate": self.long_rate}
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> _Cow:
@@ -101,9 +106,10 @@ class _Cow:
                    data.get("signal_t", 0.0), data.get("high_since"), data.get("rate"),
                    data.get("rate_t", -1e18), data.get("level"), data.get("level_s", 0.0),
                    data.get("place_spread"),
-                   long=None if long is None else Window.from_state(long, cached=True),
+                   long=None if long is None else Window.from_state(long, _log_rate,
+                                                                    cached=True),
                    long_signal=data.get("long_signal", 0.0),
-                   long_spread=data.get("long_spread"))
+                   long_spread=data.get("long_spread"), long_rate=data.get("long_rate"))
 
 
 def _log_rate(covered_s: float, activity: float) -> float:
@@ -154,6 +160,8 @@ class EstrusRule:
         self._disturbed_until = -1e18
         self._herd_long = 0.0  # the same shift, of the long windows
         self._long_settled_t = -1e18  # the long window raises nothing before this
+        self._herd_long_rate: float | None = None  # the herd now over the long windows
+        self._herd_long_spread: float | None = None
         # The herd now, for young cows: median window rate, robust deviation of
         # her place in it, and when these were computed.
         self._herd_rate: float | None = None
@@ -178,7 +186,7 @@ class EstrusRule:
         dt = window.add(t, activity, hour)
         long = cow.long if cfg.long_window_s else None  # (a restored one, turned off since)
         if long is None and cfg.long_window_s:
-            long = cow.long = Window(cfg.long_window_s, cached=True)
+            long = cow.long = Window(cfg.long_window_s, derive=_log_rate, cached=True)
         if long is not None:
             long.add(t, activity, hour)
         if dt is None:
@@ -186,6 +194,8 @@ class EstrusRule:
         covered = window.covered() >= 0.75 * cfg.window_s
         cow.rate = median(window.derived)
         cow.rate_t = t
+        if long is not None and long.covered() >= 0.75 * long.span_s:
+            cow.long_rate = median(long.derived)
         if t - self._young_t >= HERD_REFRESH_S:
             self._refresh_young(t)
         young = t - cow.first_t < cfg.warmup_days * 86400
@@ -208,6 +218,9 @@ class EstrusRule:
                     and all(count[h] >= least and base[h] for h in long.hours)):
                 cow.long_signal = median(_ratios(long, base, cow.long_dirty))
                 long_signal = cow.long_signal - self._herd_long
+        # What the long window judges: a settled cow's own long signal, or a young
+        # cow's long place in the herd (below), with the typical deviation of each.
+        long_value, long_dev = long_signal, cow.long_spread
         long_judged = long_signal is not None and not young and cow.long_spread is not None
         own_signal = signal
         spread = cow.spread or 0.0
@@ -220,6 +233,20 @@ class EstrusRule:
             signal = (place or 0.0) - (cow.level or 0.0)
             # The herd's robust deviation misses restless cows' tails: her own too.
             spread = max(self._herd_spread or 0.0, cow.place_spread or 0.0, YOUNG_SPREAD_MIN)
+            herd_long = self._herd_long_rate
+            long_judged = (long is not None and cow.long_rate is not None
+                           and herd_long is not None and self._herd_long_spread is not None
+                           and cow.level is not None
+                           and cow.level_s >= cfg.young_min_h * 3600)
+            if long_judged and long is not None:
+                # Her place over 8 h against her usual place (learnt over 4-h
+                # windows: the same mean). A median over twice the readings
+                # wavers sqrt(2) times less: her own deviation and the floor
+                # scale so; the herd's is measured over the long windows.
+                scale = math.sqrt(cfg.window_s / long.span_s)
+                long_value = (cow.long_rate or 0.0) - (herd_long or 0.0) - (cow.level or 0.0)
+                long_dev = max(self._herd_long_spread or 0.0,
+                               (cow.place_spread or 0.0) * scale, YOUNG_SPREAD_MIN * scale)
         ratios = (cfg.raise_ratio, cfg.clear_ratio)
         if ratios != self._logs_of:  # their logs, computed once per value
             self._logs_of = ratios
@@ -230,10 +257,9 @@ class EstrusRule:
         high = judged and signal >= clear_at
         long_raise = long_clear = math.inf
         if long_judged:
-            long_spread = cow.long_spread or 0.0
-            long_raise = max(log_raise, cfg.raise_z * long_spread)
-            long_clear = min(long_raise, max(log_clear, cfg.clear_z * long_spread))
-            high = high or (long_signal or 0.0) >= long_raise  # (module doc: not its clear)
+            long_raise = max(log_raise, cfg.raise_z * (long_dev or 0.0))
+            long_clear = min(long_raise, max(log_clear, cfg.clear_z * (long_dev or 0.0)))
+            high = high or (long_value or 0.0) >= long_raise  # (module doc: not its clear)
         if not high:
             cow.high_since = None
         elif cow.high_since is None:
@@ -262,7 +288,7 @@ class EstrusRule:
                           else "hold" if judged and signal >= clear_at else "clear")
         by_long = False
         if long_judged:
-            over = long_signal or 0.0
+            over = long_value or 0.0
             if status != "raise" and over >= long_raise and t >= self._long_settled_t:
                 status, by_long = "raise", True
             elif status == "clear" and over >= long_clear:
@@ -276,7 +302,8 @@ class EstrusRule:
         shown, span = window, cfg.window_s
         if by_long and long is not None:  # the long window raised: say what it saw
             shown, span = long, long.span_s
-            signal, raise_at, spread = long_signal or 0.0, long_raise, cow.long_spread or 0.0
+            signal, raise_at, spread = long_value or 0.0, long_raise, long_dev or 0.0
+            herd_rate = self._herd_long_rate
         ratio = math.exp(signal)
         if young:
             expected = math.exp((herd_rate or 0.0) + (cow.level or 0.0)) * shown.covered() / 3600
@@ -368,6 +395,7 @@ class EstrusRule:
             return
         herd = median(c.rate for c in fresh)  # type: ignore[misc]
         self._herd_rate = herd
+        self._refresh_young_long(fresh)
         res = [(c.rate or 0.0) - herd - c.level for c in fresh
                if c.level is not None and c.level_s >= cfg.young_min_h * 3600]
         if len(res) < cfg.herd_min_cows:
@@ -381,6 +409,25 @@ class EstrusRule:
         if high > max(2, cfg.herd_crowd_share * len(res)):
             self._disturbed(t)
 
+    def _refresh_young_long(self, fresh: list[_Cow]) -> None:
+        """The same over the long windows: the herd's median long rate, and the
+        robust deviation of cows' long places from their usual place."""
+        cfg = self.cfg
+        long = [c for c in fresh if c.long_rate is not None]
+        if not cfg.long_window_s or len(long) < cfg.herd_min_cows:
+            self._herd_long_rate = self._herd_long_spread = None
+            return
+        herd = median(c.long_rate for c in long)  # type: ignore[misc]
+        self._herd_long_rate = herd
+        res = [(c.long_rate or 0.0) - herd - c.level for c in long
+               if c.level is not None and c.level_s >= cfg.young_min_h * 3600]
+        if len(res) < cfg.herd_min_cows:
+            self._herd_long_spread = None
+            return
+        mid = median(res)
+        floor = YOUNG_SPREAD_MIN * math.sqrt(cfg.window_s / cfg.long_window_s)
+        self._herd_long_spread = max(1.4826 * median(abs(x - mid) for x in res), floor)
+
     def tick(self, t: float) -> list[Finding]:
         return []
 
@@ -389,6 +436,8 @@ class EstrusRule:
                 "herd": self._herd, "herd_t": self._herd_t,
                 "disturbed_until": self._disturbed_until, "herd_rate": self._herd_rate,
                 "herd_long": self._herd_long, "long_settled_t": self._long_settled_t,
+                "herd_long_rate": self._herd_long_rate,
+                "herd_long_spread": self._herd_long_spread,
                 "herd_spread": self._herd_spread, "young_t": self._young_t}
 
     def from_state(self, state: dict[str, Any]) -> None:
@@ -400,6 +449,8 @@ class EstrusRule:
         self._disturbed_until = float(state.get("disturbed_until", -1e18))
         self._herd_long = float(state.get("herd_long", 0.0))
         self._long_settled_t = float(state.get("long_settled_t", -1e18))
+        self._herd_long_rate = state.get("herd_long_rate")
+        self._herd_long_spread = state.get("herd_long_spread")
         self._herd_rate = state.get("herd_rate")
         self._herd_spread = state.get("herd_spread")
         self._young_t = float(state.get("young_t", -1e18))

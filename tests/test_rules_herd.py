@@ -6,6 +6,9 @@ from __future__ import annotations
 import math
 import random
 
+import pytest
+from pydantic import ValidationError
+
 from agent.config.rules import RulesConfig
 from tests.helpers_rules import engine, reading
 
@@ -163,25 +166,55 @@ def test_a_weak_long_heat_of_a_restless_cow_is_found_by_the_long_window() -> Non
     assert _weak_heat_in_a_restless_cow(None)[0] == []  # the 4-h window alone misses it
 
 
-def test_a_state_saved_before_the_long_window_loads_and_still_finds_heats() -> None:
-    eng, _ = engine()
-    r = random.Random(8)
+def test_a_state_saved_before_the_long_window_loads_and_the_long_window_works() -> None:
+    # The restless cow's weak heat of the test above, with a restart from a state
+    # saved before the long window existed two days before it.
+    onset = 11 * 86400 + 20 * 3600
+    act = _restless("cow-7", 0.35, 112, _heat("cow-7", onset, 1.7, hours=18.0))
     herd = [f"cow-{n}" for n in range(10)]
-    _herd(eng, r, 0, 9 * 86400, herd)
+    r = random.Random(12)
+    eng, _ = engine()
+    _herd(eng, r, 0, 9 * 86400, herd, act=act)
     state = eng.to_state()
     rule = state["rules"]["estrus"]
     for key in ("herd_long", "long_settled_t", "herd_long_rate", "herd_long_spread"):
         del rule[key]
     for cow in rule["cows"].values():
-        for key in ("long", "long_signal", "long_spread", "long_rate"):
+        for key in ("long", "long_signal", "long_spread"):
             del cow[key]
     again, _ = engine()
     again.from_state(state)
-    onset = 9 * 86400 + 6 * 3600
-    out = _herd(again, r, 9 * 86400, onset + 86400, herd, act=_heat("cow-2", onset, 2.5))
-    est = _estrus(out)
-    assert [a.animal_id for a in est] == ["cow-2"]
-    assert onset < est[0].stamp.mono_ns / 1e9 <= onset + 6 * 3600
+    est = _estrus(_herd(again, r, 9 * 86400, onset + 86400, herd, act=act))
+    assert [a.animal_id for a in est] == ["cow-7"]
+    assert est[0].details["window_h"] == 8.0 and est[0].details["baseline"] == "own"
+    assert onset < est[0].stamp.mono_ns / 1e9 <= onset + 18 * 3600
+
+
+def test_a_new_cow_back_from_a_long_collar_gap_is_not_judged_on_her_old_rate() -> None:
+    # Silent from 15:00 for 12 h on her third day: her 8-h rate from before the gap
+    # (afternoon) is not hers at night; until her 8-h window is covered again it
+    # judges nothing (it raised a false heat before).
+    eng, _ = engine()
+    r = random.Random(5)
+    herd = [f"cow-{n}" for n in range(10)]
+    gap = 3 * 86400 + 15 * 3600
+    out = []
+    t = 0.0
+    while t < gap + 24 * 3600:
+        shape = 1 + 0.5 * math.sin(2 * math.pi * ((t / 3600) % 24 - 8) / 24)
+        for n, cow in enumerate(herd):
+            a = (15 + n) * shape * math.exp(r.gauss(0, 0.15))
+            if cow != "cow-4" or not gap <= t < gap + 12 * 3600:
+                out += eng.on_reading(reading(f"col-{cow}", "neck-collar", t + n,
+                                              {"activity": round(a)}, animal=cow))
+        t += STEP
+    assert _estrus(out) == []
+
+
+def test_the_long_window_must_be_longer_than_the_short_one() -> None:
+    with pytest.raises(ValidationError, match="long_window_s"):
+        RulesConfig.model_validate({"estrus": {"window_s": 4 * 3600, "long_window_s": 3600}})
+    assert RulesConfig.model_validate({"estrus": {"long_window_s": None}}).estrus.long_window_s is None
 
 
 def _weak_heat_in_a_new_cow(long_window_s: float | None):  # type: ignore[no-untyped-def]

@@ -412,6 +412,12 @@ class EstrusConfig(Section):
         )
     )
 
+    @model_validator(mode="after")
+    def _long_is_longer(self) -> EstrusConfig:
+        if self.long_window_s is not None and self.long_window_s <= self.window_s:
+            raise ValueError("long_window_s must be longer than window_s (or null: off)")
+        return self
+
 
 class RuminationConfig(Section):
     drop_min: float = Field(

@@ -81,10 +81,11 @@ class _Cow:
     # last brought up to date (not saved: a restored window has none cached).
     dirty: set[int] = field(default_factory=set)
     long: Window | None = None  # the second, longer window (``long_window_s``)
-    long_signal: float = 0.0  # its median log ratio, before the herd's shift
+    # Its median log ratio, before the herd's shift; None while the long window
+    # is not covered or not learnt (it is then no part of the herd's shift).
+    long_signal: float | None = None
     long_spread: float | None = None  # EWMA RMS of that signal less the herd's
     long_dirty: set[int] = field(default_factory=set)
-    long_rate: float | None = None  # median log activity per hour over the long window
 
     def to_state(self) -> dict[str, Any]:
         return {"window": self.window.to_state(), "first_t": self.first_t,
@@ -94,8 +95,7 @@ class _Cow:
                 "level": self.level, "level_s": self.level_s,
                 "place_spread": self.place_spread,
                 "long": None if self.long is None else self.long.to_state(),
-                "long_signal": self.long_signal, "long_spread": self.long_spread,
-                "long_rate": self.long_rate}
+                "long_signal": self.long_signal, "long_spread": self.long_spread}
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> _Cow:
@@ -108,13 +108,22 @@ class _Cow:
                    data.get("place_spread"),
                    long=None if long is None else Window.from_state(long, _log_rate,
                                                                     cached=True),
-                   long_signal=data.get("long_signal", 0.0),
-                   long_spread=data.get("long_spread"), long_rate=data.get("long_rate"))
+                   long_signal=data.get("long_signal"), long_spread=data.get("long_spread"))
 
 
 def _log_rate(covered_s: float, activity: float) -> float:
     """Log activity per hour of one window item (kept with the item by the window)."""
     return math.log((activity + FLOOR) * 3600 / covered_s)
+
+
+def _long_rate(cow: _Cow) -> float | None:
+    """Her median log activity per hour over the long window, while it is
+    covered (after a gap the rate from before it is not hers now). Computed
+    when asked: for new cows at each reading, for the herd every 15 min."""
+    long = cow.long
+    if long is None or not long.derived or long.covered() < 0.75 * long.span_s:
+        return None
+    return median(long.derived)
 
 
 def _ratios(w: Window, base: list[float | None], dirty: set[int]) -> deque[float]:
@@ -184,9 +193,13 @@ class EstrusRule:
         hour = int(reading.stamp.wall_ts // 3600) % 24  # hour_of_day
         window = cow.window
         dt = window.add(t, activity, hour)
-        long = cow.long if cfg.long_window_s else None  # (a restored one, turned off since)
-        if long is None and cfg.long_window_s:
+        long = cow.long
+        if not cfg.long_window_s:  # turned off (since the state was saved)
+            long = cow.long = cow.long_signal = None
+        elif long is None:
             long = cow.long = Window(cfg.long_window_s, derive=_log_rate, cached=True)
+        elif long.span_s != cfg.long_window_s:
+            long.span_s = cfg.long_window_s  # changed since saved: the next add trims
         if long is not None:
             long.add(t, activity, hour)
         if dt is None:
@@ -194,8 +207,6 @@ class EstrusRule:
         covered = window.covered() >= 0.75 * cfg.window_s
         cow.rate = median(window.derived)
         cow.rate_t = t
-        if long is not None and long.covered() >= 0.75 * long.span_s:
-            cow.long_rate = median(long.derived)
         if t - self._young_t >= HERD_REFRESH_S:
             self._refresh_young(t)
         young = t - cow.first_t < cfg.warmup_days * 86400
@@ -209,6 +220,7 @@ class EstrusRule:
         judged = False
         signal = 0.0
         long_signal: float | None = None  # herd-adjusted, once the long window is learnt
+        cow.long_signal = None
         if known:
             cow.signal, cow.signal_t = median(_ratios(window, base, cow.dirty)), t
             herd = self._herd if t - self._herd_t < HERD_REFRESH_S else self._herd_shift(t)
@@ -234,7 +246,8 @@ class EstrusRule:
             # The herd's robust deviation misses restless cows' tails: her own too.
             spread = max(self._herd_spread or 0.0, cow.place_spread or 0.0, YOUNG_SPREAD_MIN)
             herd_long = self._herd_long_rate
-            long_judged = (long is not None and cow.long_rate is not None
+            long_rate = _long_rate(cow)
+            long_judged = (long is not None and long_rate is not None
                            and herd_long is not None and self._herd_long_spread is not None
                            and cow.level is not None
                            and cow.level_s >= cfg.young_min_h * 3600)
@@ -244,7 +257,7 @@ class EstrusRule:
                 # wavers sqrt(2) times less: her own deviation and the floor
                 # scale so; the herd's is measured over the long windows.
                 scale = math.sqrt(cfg.window_s / long.span_s)
-                long_value = (cow.long_rate or 0.0) - (herd_long or 0.0) - (cow.level or 0.0)
+                long_value = (long_rate or 0.0) - (herd_long or 0.0) - (cow.level or 0.0)
                 long_dev = max(self._herd_long_spread or 0.0,
                                (cow.place_spread or 0.0) * scale, YOUNG_SPREAD_MIN * scale)
         ratios = (cfg.raise_ratio, cfg.clear_ratio)
@@ -366,7 +379,9 @@ class EstrusRule:
             cows = [c for c in self.cows.values() if t - c.signal_t <= HERD_FRESH_S]
             enough = len(cows) >= self.cfg.herd_min_cows
             self._herd = max(0.0, median([c.signal for c in cows])) if enough else 0.0
-            self._herd_long = max(0.0, median([c.long_signal for c in cows])) if enough else 0.0
+            longs = [c.long_signal for c in cows if c.long_signal is not None]
+            self._herd_long = (max(0.0, median(longs)) if len(longs) >= self.cfg.herd_min_cows
+                               else 0.0)
             if self._herd >= math.log(self.cfg.herd_disturbed_ratio):
                 # Cows react unequally to a disturbance, so subtracting the herd's
                 # median is not enough: hold new heats until the windows settle.
@@ -413,13 +428,13 @@ class EstrusRule:
         """The same over the long windows: the herd's median long rate, and the
         robust deviation of cows' long places from their usual place."""
         cfg = self.cfg
-        long = [c for c in fresh if c.long_rate is not None]
-        if not cfg.long_window_s or len(long) < cfg.herd_min_cows:
+        rates = [(c, r) for c in fresh if (r := _long_rate(c)) is not None]
+        if not cfg.long_window_s or len(rates) < cfg.herd_min_cows:
             self._herd_long_rate = self._herd_long_spread = None
             return
-        herd = median(c.long_rate for c in long)  # type: ignore[misc]
+        herd = median(r for _, r in rates)
         self._herd_long_rate = herd
-        res = [(c.long_rate or 0.0) - herd - c.level for c in long
+        res = [r - herd - c.level for c, r in rates
                if c.level is not None and c.level_s >= cfg.young_min_h * 3600]
         if len(res) < cfg.herd_min_cows:
             self._herd_long_spread = None
@@ -444,6 +459,12 @@ class EstrusRule:
         cows = state.get("cows", state)  # older layout: the cows only
         self.cows = {k: _Cow.from_state(v) for k, v in cows.items()
                      if isinstance(v, dict) and "window" in v}
+        long_s = self.cfg.long_window_s
+        for key, cow in self.cows.items():
+            if long_s and "long" not in cows[key] and cow.spread is not None:
+                # Saved before the long window: start its spread from her 4-h one,
+                # scaled as a median's wavering scales, not from one reading's.
+                cow.long_spread = cow.spread * math.sqrt(self.cfg.window_s / long_s)
         self._herd = float(state.get("herd", 0.0))
         self._herd_t = float(state.get("herd_t", -1e18))
         self._disturbed_until = float(state.get("disturbed_until", -1e18))

@@ -1,8 +1,11 @@
 """Rumination against the herd: a dip the whole herd shares raises nothing,
-one cow falling below the herd does, and a single low day does not."""
+one cow falling below the herd does, and a single low day does not. Estrus
+against the herd and on the 8-h window: new cows, herd-wide rises, weak heats,
+collar gaps, saved states and a changed window."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -236,3 +239,56 @@ def test_a_weak_heat_of_a_new_cow_is_found_by_her_long_place_in_the_herd() -> No
     assert "herd" in est[0].message and "for 8 h" in est[0].message
     assert onset < est[0].stamp.mono_ns / 1e9 <= onset + 12 * 3600
     assert _weak_heat_in_a_new_cow(None)[0] == []
+
+
+def _estrus_rule(eng):  # type: ignore[no-untyped-def]
+    return next(r for r in eng.rules if r.name == "estrus")
+
+
+def test_a_restored_long_window_follows_the_configured_length() -> None:
+    eng, _ = engine()
+    r = random.Random(9)
+    herd = [f"cow-{n}" for n in range(6)]
+    _herd(eng, r, 0, 9 * 86400, herd)
+    state = json.loads(json.dumps(eng.to_state()))
+    spread = _estrus_rule(eng).cows["cow-1"].long_spread
+    longer = RulesConfig.model_validate({"estrus": {"long_window_s": 12 * 3600}})
+    again, _ = engine(longer)
+    again.from_state(state)
+    _herd(again, r, 9 * 86400, 9 * 86400 + 3600, herd)
+    cow = _estrus_rule(again).cows["cow-1"]
+    assert cow.long is not None and cow.long.span_s == 12 * 3600
+    # learnt over 8 h: a median over 12 h wavers sqrt(8/12) as much
+    assert cow.long_spread == pytest.approx(spread * math.sqrt(8 / 12), rel=0.05)
+    off, _ = engine(RulesConfig.model_validate({"estrus": {"long_window_s": None}}))
+    off.from_state(state)
+    _herd(off, r, 9 * 86400, 9 * 86400 + 3600, herd)
+    assert _estrus_rule(off).cows["cow-1"].long is None
+    assert all(c.long_signal is None for c in _estrus_rule(off).cows.values())
+
+
+def test_an_upgraded_cow_starts_her_long_spread_from_her_short_one() -> None:
+    eng, _ = engine()
+    r = random.Random(10)
+    herd = [f"cow-{n}" for n in range(6)]
+    _herd(eng, r, 0, 9 * 86400, herd)
+    state = json.loads(json.dumps(eng.to_state()))
+    for cow in state["rules"]["estrus"]["cows"].values():
+        del cow["long"], cow["long_signal"], cow["long_spread"]
+    again, _ = engine()
+    again.from_state(state)
+    short = _estrus_rule(again).cows["cow-2"].spread
+    _herd(again, r, 9 * 86400, 9 * 86400 + 900, herd)
+    assert _estrus_rule(again).cows["cow-2"].long_spread == pytest.approx(
+        short * math.sqrt(0.5), rel=0.05)
+
+
+def test_a_rise_shared_by_a_herd_of_five_is_the_long_windows_herd_shift() -> None:
+    # With exactly herd_min_cows cows every one must count, the cow being read too.
+    eng, _ = engine()
+    r = random.Random(11)
+    herd = [f"cow-{n}" for n in range(5)]
+    _herd(eng, r, 0, 9 * 86400, herd)
+    rise = 9 * 86400
+    _herd(eng, r, rise, rise + 10 * 3600, herd, act=lambda cow, t: 1.6)
+    assert _estrus_rule(eng)._herd_long > math.log(1.3)

@@ -192,14 +192,23 @@ class EstrusRule:
                                            t)
         hour = int(reading.stamp.wall_ts // 3600) % 24  # hour_of_day
         window = cow.window
+        if window.span_s != cfg.window_s:
+            window.span_s = cfg.window_s  # changed since saved: this add trims
         dt = window.add(t, activity, hour)
-        long = cow.long
-        if not cfg.long_window_s:  # turned off (since the state was saved)
+        long, long_s = cow.long, cfg.long_window_s
+        if not long_s:  # turned off (since the state was saved)
             long = cow.long = cow.long_signal = None
         elif long is None:
-            long = cow.long = Window(cfg.long_window_s, derive=_log_rate, cached=True)
-        elif long.span_s != cfg.long_window_s:
-            long.span_s = cfg.long_window_s  # changed since saved: the next add trims
+            long = cow.long = Window(long_s, derive=_log_rate, cached=True)
+            if cow.spread is not None and cow.long_spread is None:
+                # Turned on (or upgraded) for a cow with a history: start its spread
+                # from her 4-h one, scaled as a median's wavering scales, not from
+                # one reading's deviation.
+                cow.long_spread = cow.spread * math.sqrt(cfg.window_s / long_s)
+        elif long.span_s != long_s:  # changed since saved: the next add trims
+            if cow.long_spread is not None:
+                cow.long_spread *= math.sqrt(long.span_s / long_s)
+            long.span_s = long_s
         if long is not None:
             long.add(t, activity, hour)
         if dt is None:
@@ -223,12 +232,14 @@ class EstrusRule:
         cow.long_signal = None
         if known:
             cow.signal, cow.signal_t = median(_ratios(window, base, cow.dirty)), t
-            herd = self._herd if t - self._herd_t < HERD_REFRESH_S else self._herd_shift(t)
-            signal = cow.signal - herd
-            judged = covered and not young and cow.spread is not None
             if (long is not None and long.covered() >= 0.75 * long.span_s
                     and all(count[h] >= least and base[h] for h in long.hours)):
                 cow.long_signal = median(_ratios(long, base, cow.long_dirty))
+            # (her own signals are current before the herd's shift counts them)
+            herd = self._herd if t - self._herd_t < HERD_REFRESH_S else self._herd_shift(t)
+            signal = cow.signal - herd
+            judged = covered and not young and cow.spread is not None
+            if cow.long_signal is not None:
                 long_signal = cow.long_signal - self._herd_long
         # What the long window judges: a settled cow's own long signal, or a young
         # cow's long place in the herd (below), with the typical deviation of each.
@@ -459,12 +470,6 @@ class EstrusRule:
         cows = state.get("cows", state)  # older layout: the cows only
         self.cows = {k: _Cow.from_state(v) for k, v in cows.items()
                      if isinstance(v, dict) and "window" in v}
-        long_s = self.cfg.long_window_s
-        for key, cow in self.cows.items():
-            if long_s and "long" not in cows[key] and cow.spread is not None:
-                # Saved before the long window: start its spread from her 4-h one,
-                # scaled as a median's wavering scales, not from one reading's.
-                cow.long_spread = cow.spread * math.sqrt(self.cfg.window_s / long_s)
         self._herd = float(state.get("herd", 0.0))
         self._herd_t = float(state.get("herd_t", -1e18))
         self._disturbed_until = float(state.get("disturbed_until", -1e18))

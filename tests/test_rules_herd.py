@@ -169,6 +169,17 @@ def test_a_weak_long_heat_of_a_restless_cow_is_found_by_the_long_window() -> Non
     assert _weak_heat_in_a_restless_cow(None)[0] == []  # the 4-h window alone misses it
 
 
+def _saved_before_the_long_window(state):  # type: ignore[no-untyped-def]
+    """An engine state as it was saved before the 8-h window existed."""
+    rule = state["rules"]["estrus"]
+    for key in ("herd_long", "long_settled_t", "herd_long_rate", "herd_long_spread"):
+        del rule[key]
+    for cow in rule["cows"].values():
+        for key in ("long", "long_signal", "long_spread"):
+            del cow[key]
+    return state
+
+
 def test_a_state_saved_before_the_long_window_loads_and_the_long_window_works() -> None:
     # The restless cow's weak heat of the test above, with a restart from a state
     # saved before the long window existed two days before it.
@@ -178,15 +189,8 @@ def test_a_state_saved_before_the_long_window_loads_and_the_long_window_works() 
     r = random.Random(12)
     eng, _ = engine()
     _herd(eng, r, 0, 9 * 86400, herd, act=act)
-    state = eng.to_state()
-    rule = state["rules"]["estrus"]
-    for key in ("herd_long", "long_settled_t", "herd_long_rate", "herd_long_spread"):
-        del rule[key]
-    for cow in rule["cows"].values():
-        for key in ("long", "long_signal", "long_spread"):
-            del cow[key]
     again, _ = engine()
-    again.from_state(state)
+    again.from_state(_saved_before_the_long_window(eng.to_state()))
     est = _estrus(_herd(again, r, 9 * 86400, onset + 86400, herd, act=act))
     assert [a.animal_id for a in est] == ["cow-7"]
     assert est[0].details["window_h"] == 8.0 and est[0].details["baseline"] == "own"
@@ -245,11 +249,17 @@ def _estrus_rule(eng):  # type: ignore[no-untyped-def]
     return next(r for r in eng.rules if r.name == "estrus")
 
 
-def test_a_restored_long_window_follows_the_configured_length() -> None:
+def _settled_herd(seed: int, cows: int):  # type: ignore[no-untyped-def]
+    """An engine that has heard ``cows`` quiet cows for 9 days: (engine, rng, herd)."""
     eng, _ = engine()
-    r = random.Random(9)
-    herd = [f"cow-{n}" for n in range(6)]
+    r = random.Random(seed)
+    herd = [f"cow-{n}" for n in range(cows)]
     _herd(eng, r, 0, 9 * 86400, herd)
+    return eng, r, herd
+
+
+def test_a_restored_long_window_follows_the_configured_length() -> None:
+    eng, r, herd = _settled_herd(9, 6)
     state = json.loads(json.dumps(eng.to_state()))
     spread = _estrus_rule(eng).cows["cow-1"].long_spread
     longer = RulesConfig.model_validate({"estrus": {"long_window_s": 12 * 3600}})
@@ -268,15 +278,9 @@ def test_a_restored_long_window_follows_the_configured_length() -> None:
 
 
 def test_an_upgraded_cow_starts_her_long_spread_from_her_short_one() -> None:
-    eng, _ = engine()
-    r = random.Random(10)
-    herd = [f"cow-{n}" for n in range(6)]
-    _herd(eng, r, 0, 9 * 86400, herd)
-    state = json.loads(json.dumps(eng.to_state()))
-    for cow in state["rules"]["estrus"]["cows"].values():
-        del cow["long"], cow["long_signal"], cow["long_spread"]
+    eng, r, herd = _settled_herd(10, 6)
     again, _ = engine()
-    again.from_state(state)
+    again.from_state(_saved_before_the_long_window(json.loads(json.dumps(eng.to_state()))))
     short = _estrus_rule(again).cows["cow-2"].spread
     _herd(again, r, 9 * 86400, 9 * 86400 + 900, herd)
     assert _estrus_rule(again).cows["cow-2"].long_spread == pytest.approx(
@@ -285,10 +289,7 @@ def test_an_upgraded_cow_starts_her_long_spread_from_her_short_one() -> None:
 
 def test_a_rise_shared_by_a_herd_of_five_is_the_long_windows_herd_shift() -> None:
     # With exactly herd_min_cows cows every one must count, the cow being read too.
-    eng, _ = engine()
-    r = random.Random(11)
-    herd = [f"cow-{n}" for n in range(5)]
-    _herd(eng, r, 0, 9 * 86400, herd)
+    eng, r, herd = _settled_herd(11, 5)
     rise = 9 * 86400
     _herd(eng, r, rise, rise + 10 * 3600, herd, act=lambda cow, t: 1.6)
     assert _estrus_rule(eng)._herd_long > math.log(1.3)
